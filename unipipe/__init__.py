@@ -1,0 +1,50 @@
+"""unipipe: write a pipeline once; compile and run it on Airflow, Prefect and Kubeflow Pipelines.
+
+Attributes load lazily so that ``import unipipe.runtime`` (what generated task code does) never
+pays for pydantic or libcst.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "task": "unipipe.authoring.decorators",
+    "pipeline": "unipipe.authoring.decorators",
+    "when": "unipipe.authoring.decorators",
+    "Retry": "unipipe.authoring.policies",
+    "Cache": "unipipe.authoring.policies",
+    "Resources": "unipipe.authoring.policies",
+    "Alert": "unipipe.authoring.policies",
+    "Defaults": "unipipe.authoring.policies",
+    "compile": "unipipe.compiler.driver",
+    "run": "unipipe.api",
+    "load": "unipipe.api",
+    "current": "unipipe.runtime.context",
+    "NonRetryable": "unipipe.runtime.invoke",
+    "TaskTimeout": "unipipe.runtime.invoke",
+    "RunResult": "unipipe.result",
+    "TaskResult": "unipipe.result",
+    "PipelineError": "unipipe.ir.errors",
+    "UnsupportedFeature": "unipipe.compiler.diagnostics",
+    "features_used": "unipipe.ir.features",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unipipe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

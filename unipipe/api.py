@@ -1,0 +1,46 @@
+"""``up.run`` and ``up.load``: the programmatic entry points."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from unipipe.compiler.backend import RunOptions
+from unipipe.compiler.registry import get_backend
+from unipipe.ir.models import Pipeline
+from unipipe.result import RunResult
+
+
+def load(pipeline: Any) -> Pipeline:
+    """IR for a ``@up.pipeline``, an IR Pipeline, or a spec string (``file.py:name``, ``.json``)."""
+    from unipipe.authoring.loader import load_ir
+
+    return load_ir(pipeline)
+
+
+def search_path(ir: Pipeline) -> list[str]:
+    """Folders another process needs on sys.path to import the pipeline's task modules."""
+    from unipipe.authoring.loader import module_name_for_file
+
+    roots: list[str] = []
+    modules = {ir.module} | {t.fn.partition(":")[0] for t in ir.tasks}
+    for name in sorted(m for m in modules if m):
+        mod = sys.modules.get(name)
+        file = getattr(mod, "__file__", None)
+        if not file:
+            continue
+        dotted, root = module_name_for_file(file)
+        if dotted == name and str(root) not in roots:
+            roots.append(str(root))
+    return roots
+
+
+def run(pipeline: Any, backend: str = "local", params: dict[str, Any] | None = None, *,
+        run_id: str | None = None, workdir: str | Path | None = None, **extra: Any) -> RunResult:
+    """Run ``pipeline`` on ``backend`` and return what happened, task by task."""
+    ir = load(pipeline)
+    options = RunOptions(params=dict(params or {}), run_id=run_id,
+                         workdir=Path(workdir) if workdir else None,
+                         search_path=search_path(ir), extra=extra)
+    return get_backend(backend).run(ir, options)

@@ -1,0 +1,443 @@
+"""``@up.task`` and ``@up.pipeline``: tracing plain Python into the IR.
+
+The pipeline function runs once with placeholders (as KFP and Airflow's task SDK do). A task
+called inside it records a node and returns a :class:`Ref`; called anywhere else it is the plain
+function, so users unit-test tasks directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from unipipe.authoring.policies import (
+    Alert,
+    Cache,
+    Defaults,
+    Duration,
+    Resources,
+    Retry,
+    caller_location,
+    duration,
+    fail,
+    import_path,
+    policies_ir,
+)
+from unipipe.ir import models as m
+from unipipe.ir.errors import PipelineError
+from unipipe.ir.validate import check_cron, validate
+
+_TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict", list: "list"}
+
+
+def type_name(annotation: Any) -> str | None:
+    """IR type name of an annotation; None when absent, "any" when not one of the JSON types."""
+    if annotation is inspect.Parameter.empty or annotation is inspect.Signature.empty:
+        return None
+    origin = typing.get_origin(annotation) or annotation
+    return _TYPE_NAMES.get(origin, "any")
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
+    """sha256 of the function's own source (dedented); falls back to its bytecode."""
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+        data = src.encode()
+    except (OSError, TypeError):
+        code = fn.__code__
+        data = code.co_code + repr(code.co_consts).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- references
+
+
+class Ref:
+    """A placeholder for a value that exists only when the pipeline runs."""
+
+    def _input(self) -> m.OutputInput | m.ParamInput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a task output has no value while the pipeline is traced; use `with up.when(ref):` "
+            "instead of `if ref:`"
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("a task output cannot be iterated while tracing; fan out with task.map()")
+
+
+@dataclass(eq=False)
+class TaskRef(Ref):
+    builder: _Builder
+    task: str
+    path: tuple[str | int, ...] = ()
+
+    def __getitem__(self, key: str | int) -> TaskRef:
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise TypeError("ref[...] takes a string key or an integer index")
+        return TaskRef(self.builder, self.task, self.path + (key,))
+
+    def after(self, *others: TaskRef) -> TaskRef:
+        """Run this task only after ``others`` finish (an ordering edge without data)."""
+        node = self.builder.nodes[self.task]
+        for other in others:
+            if not isinstance(other, TaskRef):
+                raise TypeError(".after() takes task references")
+            if other.task not in node["after"]:
+                node["after"].append(other.task)
+        return self
+
+    def _input(self) -> m.OutputInput:
+        return m.OutputInput(task=self.task, path=self.path)
+
+    def __repr__(self) -> str:
+        return f"<output of {self.task}{''.join(f'[{p!r}]' for p in self.path)}>"
+
+
+@dataclass(eq=False)
+class ParamRef(Ref):
+    name: str
+    path: tuple[str | int, ...] = ()
+
+    def __getitem__(self, key: str | int) -> ParamRef:
+        return ParamRef(self.name, self.path + (key,))
+
+    def _input(self) -> m.ParamInput:
+        return m.ParamInput(name=self.name, path=self.path)
+
+    def __repr__(self) -> str:
+        return f"<param {self.name}>"
+
+
+# ---------------------------------------------------------------- the tracing builder
+
+
+@dataclass
+class _Builder:
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    conditions: list[m.Condition] = field(default_factory=list)
+
+    def new_id(self, base: str) -> str:
+        n = self.counts.get(base, 0) + 1
+        self.counts[base] = n
+        candidate = base if n == 1 else f"{base}_{n}"
+        while candidate in self.nodes:  # a user task literally named e.g. "train_2"
+            n += 1
+            self.counts[base] = n
+            candidate = f"{base}_{n}"
+        return candidate
+
+
+_ACTIVE: list[_Builder] = []
+
+
+def _active() -> _Builder | None:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def _to_input(value: Any, loc: m.SourceLocation, field_name: str) -> Any:
+    if isinstance(value, Ref):
+        return value._input()
+    if _contains_ref(value):
+        raise fail(loc, field_name,
+                   "a list or dict that holds task outputs cannot be a task argument; pass each "
+                   "output as its own argument, or collect them with task.map()")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise fail(loc, field_name, f"argument is not JSON-serialisable ({exc}); pass data "
+                   "through a task output or a parameter") from None
+    return m.LiteralInput(value=value)
+
+
+def _contains_ref(value: Any) -> bool:
+    if isinstance(value, Ref):
+        return True
+    if isinstance(value, dict):
+        return any(_contains_ref(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_contains_ref(v) for v in value)
+    return False
+
+
+def _to_value(value: Any, loc: m.SourceLocation, field_name: str) -> Any:
+    if isinstance(value, Ref):
+        return value._input()
+    if isinstance(value, dict) and _contains_ref(value):
+        for k in value:
+            if not isinstance(k, str):
+                raise fail(loc, field_name, "output dict keys must be strings")
+        return m.DictValue(items={k: _to_value(v, loc, f"{field_name}.{k}") for k, v in value.items()})
+    if isinstance(value, (list, tuple)) and _contains_ref(value):
+        return m.ListValue(items=tuple(_to_value(v, loc, f"{field_name}[{i}]") for i, v in enumerate(value)))
+    return _to_input(value, loc, field_name)
+
+
+@contextlib.contextmanager
+def when(condition: Ref, *, expect: bool = True) -> Iterator[None]:
+    """Tasks created in the block run only if ``condition`` (a task's bool output) == expect."""
+    builder = _active()
+    loc = caller_location(3)
+    if builder is None:
+        raise fail(loc, "when", "up.when() is used inside a @up.pipeline function")
+    if not isinstance(condition, TaskRef):
+        raise fail(loc, "when", "up.when() takes the output of a task that returns a bool")
+    builder.conditions.append(m.Condition(task=condition.task, path=condition.path, expect=expect))
+    try:
+        yield
+    finally:
+        builder.conditions.pop()
+
+
+# ---------------------------------------------------------------- tasks
+
+
+class TaskDef:
+    """A function decorated with ``@up.task``."""
+
+    def __init__(self, fn: Callable[..., Any], *, id: str | None, policies: m.Policies,
+                 loc: m.SourceLocation):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.id = id or fn.__name__
+        self.policies = policies
+        self.loc = loc
+        self.signature = inspect.signature(fn)
+        self.fn_path = import_path(fn, loc, "task")
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:
+            hints = {}
+        self.returns = type_name(hints.get("return", self.signature.return_annotation))
+        self._source_hash: str | None = None
+
+    @property
+    def source_hash(self) -> str:
+        if self._source_hash is None:
+            self._source_hash = source_hash(self.fn)
+        return self._source_hash
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = _active()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        return self._record(builder, args, kwargs, map_over=None, loc=caller_location(2))
+
+    def map(self, *args: Any, over: str | None = None, **kwargs: Any) -> TaskRef:
+        """Fan out over one argument: the first keyword argument, or the one named by ``over``."""
+        loc = caller_location(2)
+        builder = _active()
+        if builder is None:
+            raise fail(loc, "map", f"{self.id}.map() is used inside a @up.pipeline function")
+        if args:
+            raise fail(loc, "map", "map() takes keyword arguments only: task.map(items=..., k=v)")
+        if not kwargs:
+            raise fail(loc, "map", "map() needs the argument to fan out over")
+        target = over or next(iter(kwargs))
+        if target not in kwargs:
+            raise fail(loc, "map", f"over={target!r} is not one of the arguments")
+        value = kwargs[target]
+        if not isinstance(value, Ref) and not isinstance(value, (list, tuple)):
+            raise fail(loc, f"map.{target}", "map() fans out over a list or a task output")
+        if isinstance(value, tuple):
+            kwargs[target] = list(value)
+        return self._record(builder, (), kwargs, map_over=target, loc=loc)
+
+    def _record(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                map_over: str | None, loc: m.SourceLocation) -> TaskRef:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise fail(loc, self.id, f"bad arguments for task {self.id!r}: {exc}") from None
+        inputs: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = self.signature.parameters[name].kind
+            if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise fail(loc, self.id, "tasks with *args/**kwargs cannot be traced; name the arguments")
+            inputs[name] = _to_input(value, loc, f"{self.id}.{name}")
+        task_id = builder.new_id(self.id)
+        builder.nodes[task_id] = {
+            "id": task_id,
+            "fn": self.fn_path,
+            "source_hash": self.source_hash,
+            "inputs": inputs,
+            "after": [],
+            "when": list(builder.conditions),
+            "map_over": map_over,
+            "returns": "list" if map_over else self.returns,
+            "policies": self.policies,
+            "doc": inspect.cleandoc(self.fn.__doc__ or ""),
+            "location": loc,
+        }
+        return TaskRef(builder, task_id)
+
+    def __repr__(self) -> str:
+        return f"<unipipe task {self.id} ({self.fn_path})>"
+
+
+def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
+         retry: Retry | None = None, retries: int | None = None,
+         cache: Cache | bool | None = None, timeout: Duration | None = None,
+         resources: Resources | None = None, image: str | None = None,
+         alerts: list[Alert] | None = None) -> Any:
+    """Declare a task. ``@up.task`` or ``@up.task(retries=2, cache=True, timeout="5m", ...)``."""
+    loc = caller_location(2)
+
+    def wrap(f: Callable[..., Any]) -> TaskDef:
+        if inspect.iscoroutinefunction(f):
+            raise fail(loc, "task", "async tasks are not supported yet; write a plain function")
+        pol = policies_ir(loc, retry=retry, retries=retries, cache=cache, timeout=timeout,
+                          resources=resources, image=image, alerts=alerts)
+        return TaskDef(f, id=id, policies=pol, loc=loc)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+class PipelineDef:
+    """A function decorated with ``@up.pipeline``; ``.ir`` traces it (once) into the IR."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None, description: str | None,
+                 schedule: str | Duration | None, defaults: Defaults | None,
+                 alerts: list[Alert] | None, tags: list[str] | None, loc: m.SourceLocation):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or fn.__name__.replace("_", "-")
+        self.loc = loc
+        self._description = description
+        self._schedule = schedule
+        self._defaults = defaults
+        self._alerts = alerts or []
+        self._tags = tags or []
+        self._ir: m.Pipeline | None = None
+        self._check_decoration()
+
+    def _check_decoration(self) -> None:
+        loc = self.loc
+        if self._defaults is not None and not isinstance(self._defaults, Defaults):
+            raise fail(loc, "defaults", "defaults= takes up.Defaults(...)")
+        for a in self._alerts:
+            if not isinstance(a, Alert):
+                raise fail(loc, "alerts", "alerts= takes a list of up.Alert(...)")
+        self._schedule_ir()
+
+    def _schedule_ir(self) -> m.Schedule | None:
+        s = self._schedule
+        if s is None:
+            return None
+        if isinstance(s, str) and (s.startswith("@") or " " in s.strip()):
+            reason = check_cron(s)
+            if reason:
+                raise fail(self.loc, "schedule", reason)
+            return m.Schedule(cron=s)
+        seconds = duration(s, self.loc, "schedule")
+        if not seconds:
+            raise fail(self.loc, "schedule", "an interval schedule must be longer than 0s")
+        return m.Schedule(interval=seconds)
+
+    def _params(self) -> tuple[list[m.Param], dict[str, ParamRef]]:
+        try:
+            hints = typing.get_type_hints(self.fn)
+        except Exception:
+            hints = {}
+        params, refs = [], {}
+        for pname, p in inspect.signature(self.fn).parameters.items():
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise fail(self.loc, f"params.{pname}", "pipeline parameters must be named")
+            ptype = type_name(hints.get(pname, p.annotation)) or "any"
+            required = p.default is inspect.Parameter.empty
+            default = None if required else p.default
+            if not required:
+                try:
+                    json.dumps(default, allow_nan=False)
+                except (TypeError, ValueError) as exc:
+                    raise fail(self.loc, f"params.{pname}.default",
+                               f"default {default!r} is not JSON-serialisable ({exc})") from None
+            params.append(m.Param(name=pname, type=ptype, default=default, required=required))
+            refs[pname] = ParamRef(pname)
+        return params, refs
+
+    @property
+    def ir(self) -> m.Pipeline:
+        if self._ir is None:
+            self._ir = self._trace()
+        return self._ir
+
+    def _trace(self) -> m.Pipeline:
+        params, refs = self._params()
+        builder = _Builder()
+        _ACTIVE.append(builder)
+        try:
+            result = self.fn(**refs)
+        finally:
+            _ACTIVE.pop()
+        output = None if result is None else _to_value(result, self.loc, "output")
+        tasks = []
+        for node in builder.nodes.values():
+            tasks.append(m.Task(
+                id=node["id"], fn=node["fn"], source_hash=node["source_hash"],
+                inputs=node["inputs"], after=tuple(node["after"]), when=tuple(node["when"]),
+                map_over=node["map_over"], returns=node["returns"], policies=node["policies"],
+                doc=node["doc"], location=node["location"],
+            ))
+        module = self.fn.__module__
+        if module == "__main__":
+            from unipipe.authoring.policies import main_module_name
+
+            module = main_module_name() or module
+        try:
+            ir = m.Pipeline(
+                name=self.name,
+                description=self._description or inspect.cleandoc(self.fn.__doc__ or ""),
+                params=tuple(params), tasks=tuple(tasks), output=output,
+                schedule=self._schedule_ir(),
+                defaults=self._defaults.to_ir() if self._defaults else m.Policies(),
+                alerts=tuple(a.to_ir() for a in self._alerts),
+                tags=tuple(self._tags), module=module, location=self.loc,
+            )
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                from unipipe.ir.io import problems_from_validation_error
+
+                probs = problems_from_validation_error(exc, self.loc.file)
+                raise PipelineError([p.__class__(p.message, self.loc.file, self.loc.line, p.field)
+                                     for p in probs]) from None
+            raise
+        return validate(ir)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"pipeline {self.name!r} is not called directly; use up.run({self.fn.__name__}) "
+            "or up.compile(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<unipipe pipeline {self.name}>"
+
+
+def pipeline(fn: Callable[..., Any] | None = None, *, name: str | None = None,
+             description: str | None = None, schedule: str | Duration | None = None,
+             defaults: Defaults | None = None, alerts: list[Alert] | None = None,
+             tags: list[str] | None = None) -> Any:
+    """Declare a pipeline. The function body wires tasks; it runs once, when traced."""
+    loc = caller_location(2)
+
+    def wrap(f: Callable[..., Any]) -> PipelineDef:
+        return PipelineDef(f, name=name, description=description, schedule=schedule,
+                           defaults=defaults, alerts=alerts, tags=tags, loc=loc)
+
+    return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,39 @@
+"""The plain-dict task spec embedded in generated code and read by ``unipipe.runtime.invoke``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unipipe.ir.models import LiteralInput, OutputInput, ParamInput, Pipeline, Task
+
+
+def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
+    pol = ir.effective(task)
+    literals = {k: v.value for k, v in task.inputs.items() if isinstance(v, LiteralInput)}
+    paths = {k: list(v.path) for k, v in task.inputs.items()
+             if isinstance(v, (OutputInput, ParamInput)) and v.path}
+    spec: dict[str, Any] = {
+        "pipeline": ir.name,
+        "id": task.id,
+        "fn": task.fn,
+        "source_hash": task.source_hash,
+    }
+    if literals:
+        spec["literals"] = literals
+    if paths:
+        spec["paths"] = paths
+    if task.map_over:
+        spec["map_over"] = task.map_over
+    if pol.retry is not None and pol.retry.max_retries > 0:
+        spec["retry"] = pol.retry.model_dump(mode="json")
+    if pol.cache is not None:
+        spec["cache"] = pol.cache.model_dump(mode="json")
+    if pol.timeout is not None:
+        spec["timeout"] = pol.timeout
+    if pol.alerts:
+        spec["alerts"] = [a.model_dump(mode="json", exclude_none=True) for a in pol.alerts]
+    return spec
+
+
+def pipeline_alerts_spec(ir: Pipeline) -> list[dict[str, Any]]:
+    return [a.model_dump(mode="json", exclude_none=True) for a in ir.alerts]

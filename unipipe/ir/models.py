@@ -1,0 +1,314 @@
+"""The unipipe IR: frozen pydantic v2 models, one meaning for every backend.
+
+Every value a user authors lands in one of these models, and every field survives a JSON round
+trip (tests/test_ir_roundtrip.py proves it). Durations are float seconds; callables and exception
+classes are import paths ``module:qualname``; secrets are references, never literal values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+SCHEMA_VERSION = "1.0"
+
+JSON = JsonValue
+
+IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
+PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.<>]*$"
+SECRET_REF_PATTERN = r"^(env|airflow-conn|airflow-var|prefect-block):[A-Za-z_][A-Za-z0-9_./-]{0,199}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceLocation(_Model):
+    """Where the user wrote something; every validation error points here."""
+
+    file: str
+    line: int = 0
+
+
+# ---------------------------------------------------------------- policies
+
+
+class Retry(_Model):
+    """Retry policy. Attempt k+1 (retry k, from 1) waits the delay of :func:`retry_delay`.
+
+    ``retry_on`` (when non-empty) lists the only exception types that are retried; ``fail_on``
+    lists types that are never retried and wins over ``retry_on``.
+    """
+
+    max_retries: int = Field(0, ge=0, le=1000)
+    delay: float = Field(0.0, ge=0)
+    backoff: float = Field(1.0, ge=1.0)
+    max_delay: float | None = Field(None, ge=0)
+    jitter: float = Field(0.0, ge=0.0, le=1.0)
+    retry_on: tuple[Annotated[str, Field(pattern=IMPORT_PATH_PATTERN)], ...] = ()
+    fail_on: tuple[Annotated[str, Field(pattern=IMPORT_PATH_PATTERN)], ...] = ()
+
+
+class Cache(_Model):
+    """Cache policy: key = task callable + source hash + version + inputs, or ``key_fn(inputs)``."""
+
+    version: str = "0"
+    expire: float | None = Field(None, gt=0)
+    key_fn: str | None = Field(None, pattern=IMPORT_PATH_PATTERN)
+
+
+class Resources(_Model):
+    cpu: str | None = Field(None, pattern=r"^\d+(\.\d+)?m?$")
+    memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    gpu: int | None = Field(None, ge=0, le=64)
+    gpu_type: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,99}$")
+
+
+AlertEvent = Literal["failure", "retry", "success"]
+
+
+class Alert(_Model):
+    """Where to tell a person about an event. Channels hold references, not secrets."""
+
+    on: tuple[AlertEvent, ...] = ("failure",)
+    webhook: str | None = Field(None, pattern=SECRET_REF_PATTERN)
+    email: tuple[Annotated[str, Field(pattern=r"^[^@\s\"'\\]+@[^@\s\"'\\]+$")], ...] = ()
+    callback: str | None = Field(None, pattern=IMPORT_PATH_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> Alert:
+        if not (self.webhook or self.email or self.callback):
+            raise ValueError("an alert needs a channel: webhook=, email= or callback=")
+        if not self.on:
+            raise ValueError("an alert needs at least one event in on=")
+        if len(set(self.on)) != len(self.on):
+            raise ValueError(f"alert events repeat: {self.on}")
+        return self
+
+
+class Schedule(_Model):
+    cron: str | None = None
+    interval: float | None = Field(None, gt=0)
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Schedule:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("a schedule is either cron= or interval=, exactly one")
+        return self
+
+
+class Policies(_Model):
+    """Policies that a task sets or inherits from the pipeline defaults (None = inherit)."""
+
+    retry: Retry | None = None
+    cache: Cache | None = None
+    timeout: float | None = Field(None, gt=0)
+    resources: Resources | None = None
+    image: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/:@]{0,254}$")
+    alerts: tuple[Alert, ...] = ()
+
+
+# ---------------------------------------------------------------- inputs
+
+
+PathItem = Union[str, int]
+
+
+class LiteralInput(_Model):
+    kind: Literal["literal"] = "literal"
+    value: JSON
+
+
+class ParamInput(_Model):
+    kind: Literal["param"] = "param"
+    name: str = Field(pattern=IDENT_PATTERN)
+    path: tuple[PathItem, ...] = ()
+
+
+class OutputInput(_Model):
+    kind: Literal["output"] = "output"
+    task: str = Field(pattern=IDENT_PATTERN)
+    path: tuple[PathItem, ...] = ()
+
+
+Input = Annotated[Union[LiteralInput, ParamInput, OutputInput], Field(discriminator="kind")]
+
+
+class ListValue(_Model):
+    """A list whose items are inputs (used for pipeline outputs that collect several refs)."""
+
+    kind: Literal["list"] = "list"
+    items: tuple[Value, ...]
+
+
+class DictValue(_Model):
+    kind: Literal["dict"] = "dict"
+    items: dict[str, Value]
+
+
+Value = Annotated[
+    Union[LiteralInput, ParamInput, OutputInput, ListValue, DictValue], Field(discriminator="kind")
+]
+ListValue.model_rebuild()
+DictValue.model_rebuild()
+
+
+# ---------------------------------------------------------------- tasks and pipeline
+
+
+ParamType = Literal["str", "int", "float", "bool", "dict", "list", "any"]
+
+
+class Param(_Model):
+    name: str = Field(pattern=IDENT_PATTERN)
+    type: ParamType = "any"
+    default: JSON = None
+    required: bool = False
+    description: str = ""
+
+
+class Condition(_Model):
+    """Run only if the referenced task output equals ``expect`` (a bool)."""
+
+    task: str = Field(pattern=IDENT_PATTERN)
+    path: tuple[PathItem, ...] = ()
+    expect: bool = True
+
+
+class Task(_Model):
+    id: str = Field(pattern=IDENT_PATTERN)
+    fn: str = Field(pattern=IMPORT_PATH_PATTERN)
+    source_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    inputs: dict[str, Input] = Field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    when: tuple[Condition, ...] = ()
+    map_over: str | None = None
+    returns: str | None = None
+    policies: Policies = Policies()
+    doc: str = ""
+    location: SourceLocation | None = None
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in value:
+            if not re.match(IDENT_PATTERN, name):
+                raise ValueError(f"input name {name!r} is not a Python identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _map_over_is_input(self) -> Task:
+        if self.map_over is not None and self.map_over not in self.inputs:
+            raise ValueError(f"map_over={self.map_over!r} is not one of the task's inputs")
+        return self
+
+    def upstream(self) -> list[str]:
+        """Every task this one waits for: data, ordering and condition edges, in stable order."""
+        seen: dict[str, None] = {}
+        for inp in self.inputs.values():
+            if isinstance(inp, OutputInput):
+                seen[inp.task] = None
+        for cond in self.when:
+            seen[cond.task] = None
+        for dep in self.after:
+            seen[dep] = None
+        return list(seen)
+
+
+class Pipeline(_Model):
+    schema_version: str = SCHEMA_VERSION
+    name: str = Field(pattern=PIPELINE_NAME_PATTERN)
+    description: str = ""
+    params: tuple[Param, ...] = ()
+    tasks: tuple[Task, ...] = ()
+    output: Value | None = None
+    schedule: Schedule | None = None
+    defaults: Policies = Policies()
+    alerts: tuple[Alert, ...] = ()
+    tags: tuple[str, ...] = ()
+    module: str | None = None
+    location: SourceLocation | None = None
+
+    # ------------------------------------------------------------ helpers used by everyone
+
+    def task(self, task_id: str) -> Task:
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(task_id)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def effective(self, task: Task | str) -> Policies:
+        """The task's policies with the pipeline defaults filled in where the task sets none.
+
+        Alerts are additive only at pipeline level (``Pipeline.alerts``); a task's own alerts
+        replace the defaults' task alerts.
+        """
+        t = self.task(task) if isinstance(task, str) else task
+        own, base = t.policies, self.defaults
+        return Policies(
+            retry=own.retry if own.retry is not None else base.retry,
+            cache=own.cache if own.cache is not None else base.cache,
+            timeout=own.timeout if own.timeout is not None else base.timeout,
+            resources=own.resources if own.resources is not None else base.resources,
+            image=own.image if own.image is not None else base.image,
+            alerts=own.alerts if own.alerts else base.alerts,
+        )
+
+    def topo_order(self) -> list[str]:
+        """Task ids in a deterministic topological order (authoring order among ready tasks)."""
+        order: list[str] = []
+        done: set[str] = set()
+        pending = [t.id for t in self.tasks]
+        by_id = {t.id: t for t in self.tasks}
+        while pending:
+            progressed = False
+            for tid in list(pending):
+                if all(dep in done for dep in by_id[tid].upstream()):
+                    order.append(tid)
+                    done.add(tid)
+                    pending.remove(tid)
+                    progressed = True
+            if not progressed:
+                raise ValueError(f"cycle among tasks {sorted(pending)}")
+        return order
+
+    def downstream(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {t.id: [] for t in self.tasks}
+        for t in self.tasks:
+            for dep in t.upstream():
+                if dep in result:
+                    result[dep].append(t.id)
+        return result
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent, exclude_none=False)
+
+    def ir_hash(self) -> str:
+        """sha256 of the canonical JSON (locations excluded: moving code does not change it)."""
+        data = self.model_dump(mode="json")
+        _strip_locations(data)
+        canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _strip_locations(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("location", None)
+        for v in node.values():
+            _strip_locations(v)
+    elif isinstance(node, list):
+        for v in node:
+            _strip_locations(v)

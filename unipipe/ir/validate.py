@@ -1,0 +1,191 @@
+"""Semantic validation of a Pipeline beyond what the models' own field checks do.
+
+Everything found is reported at once, each problem with the user's file, line and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from unipipe.ir.errors import PipelineError, Problem
+from unipipe.ir.models import (
+    DictValue,
+    ListValue,
+    LiteralInput,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Task,
+)
+
+_PY_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+             "dict": (dict,), "list": (list,)}
+
+
+def check_cron(expr: str) -> str | None:
+    """Return None if ``expr`` is a valid 5-field cron or preset, else the reason."""
+    from croniter import croniter
+
+    presets = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+    if expr in presets:
+        return None
+    if len(expr.split()) != 5:
+        return f"cron {expr!r} must have 5 fields (minute hour day month weekday) or be a preset"
+    if not croniter.is_valid(expr):
+        return f"cron {expr!r} is not a valid cron expression"
+    return None
+
+
+def _json_problem(value: object) -> str | None:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"value is not JSON-serialisable: {exc}"
+    del text
+    return None
+
+
+def _type_ok(ptype: str, value: object) -> bool:
+    if ptype == "any" or value is None:
+        return True
+    allowed = _PY_TYPES[ptype]
+    if ptype in ("int", "float") and isinstance(value, bool):
+        return False
+    return isinstance(value, allowed)
+
+
+def validate(ir: Pipeline) -> Pipeline:
+    """Raise PipelineError listing every problem; return the pipeline unchanged if it is valid."""
+    problems: list[Problem] = []
+    pfile = ir.location.file if ir.location else "<pipeline>"
+    pline = ir.location.line if ir.location else 0
+
+    def at(task: Task | None, field: str, message: str) -> None:
+        if task is not None and task.location is not None:
+            problems.append(Problem(message, task.location.file, task.location.line, field))
+        else:
+            problems.append(Problem(message, pfile, pline, field))
+
+    # params
+    seen_params: set[str] = set()
+    for p in ir.params:
+        if p.name in seen_params:
+            at(None, f"params.{p.name}", f"duplicate parameter name {p.name!r}")
+        seen_params.add(p.name)
+        if not _type_ok(p.type, p.default):
+            at(None, f"params.{p.name}.default",
+               f"default {p.default!r} does not match the declared type {p.type}")
+        if isinstance(p.default, float) and not math.isfinite(p.default):
+            at(None, f"params.{p.name}.default", "default must be a finite number")
+
+    # tasks
+    ids: dict[str, Task] = {}
+    for t in ir.tasks:
+        if t.id in ids:
+            at(t, f"tasks.{t.id}.id", f"duplicate task id {t.id!r}")
+        ids[t.id] = t
+    by_id = ids
+
+    def check_value(task: Task | None, field: str, value: object) -> None:
+        if isinstance(value, OutputInput):
+            if value.task not in by_id:
+                at(task, field, f"references unknown task {value.task!r}")
+            elif task is not None and value.task == task.id:
+                at(task, field, "a task cannot take its own output as input")
+        elif isinstance(value, ParamInput):
+            if value.name not in seen_params:
+                at(task, field, f"references unknown parameter {value.name!r}")
+        elif isinstance(value, LiteralInput):
+            reason = _json_problem(value.value)
+            if reason:
+                at(task, field, reason)
+        elif isinstance(value, ListValue):
+            for i, item in enumerate(value.items):
+                check_value(task, f"{field}[{i}]", item)
+        elif isinstance(value, DictValue):
+            for k, item in value.items.items():
+                check_value(task, f"{field}.{k}", item)
+
+    for t in ir.tasks:
+        for name, inp in t.inputs.items():
+            check_value(t, f"tasks.{t.id}.inputs.{name}", inp)
+        for dep in t.after:
+            if dep not in by_id:
+                at(t, f"tasks.{t.id}.after", f"after() names unknown task {dep!r}")
+            elif dep == t.id:
+                at(t, f"tasks.{t.id}.after", "a task cannot run after itself")
+        for i, cond in enumerate(t.when):
+            field = f"tasks.{t.id}.when[{i}]"
+            if cond.task not in by_id:
+                at(t, field, f"condition on unknown task {cond.task!r}")
+                continue
+            src = by_id[cond.task]
+            if not cond.path and src.returns not in (None, "bool", "any"):
+                at(t, field, f"condition on task {cond.task!r}, whose output is "
+                   f"{src.returns}, not bool; a condition needs a task that returns bool")
+        if t.map_over is not None:
+            field = f"tasks.{t.id}.inputs.{t.map_over}"
+            src_inp = t.inputs[t.map_over]
+            if isinstance(src_inp, LiteralInput) and not isinstance(src_inp.value, list):
+                at(t, field, "map() needs a list to fan out over")
+            if isinstance(src_inp, ParamInput) and src_inp.name in seen_params and not src_inp.path:
+                ptype = ir.param(src_inp.name).type
+                if ptype not in ("list", "any"):
+                    at(t, field, f"map() over parameter {src_inp.name!r} of type {ptype}")
+            if isinstance(src_inp, OutputInput) and src_inp.task in by_id and not src_inp.path:
+                rtype = by_id[src_inp.task].returns
+                if rtype not in (None, "list", "any"):
+                    at(t, field, f"map() over task {src_inp.task!r} whose output is {rtype}")
+        pol = t.policies
+        if pol.retry is not None and pol.retry.max_delay is not None:
+            if pol.retry.max_delay < pol.retry.delay:
+                at(t, f"tasks.{t.id}.retry.max_delay", "max_delay is shorter than delay")
+
+    if ir.output is not None:
+        check_value(None, "output", ir.output)
+
+    if ir.schedule is not None and ir.schedule.cron is not None:
+        reason = check_cron(ir.schedule.cron)
+        if reason:
+            at(None, "schedule", reason)
+
+    # cycles (only meaningful when references resolve)
+    if not problems:
+        try:
+            ir.topo_order()
+        except ValueError:
+            cycle = _find_cycle(ir)
+            first = by_id[cycle[0]]
+            at(first, f"tasks.{first.id}", "cycle: " + " -> ".join(cycle + [cycle[0]]))
+
+    if problems:
+        raise PipelineError(problems)
+    return ir
+
+
+def _find_cycle(ir: Pipeline) -> list[str]:
+    graph = {t.id: t.upstream() for t in ir.tasks}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return list(reversed(found))
+    return []

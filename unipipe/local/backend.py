@@ -1,0 +1,33 @@
+"""The ``local`` backend: the reference runner behind the common Backend protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
+from unipipe.compiler.codegen import write_atomic
+from unipipe.compiler.diagnostics import Support
+from unipipe.ir.features import Feature
+from unipipe.ir.io import dump_ir
+from unipipe.ir.models import Pipeline
+from unipipe.local.runner import LocalRunner
+from unipipe.result import RunResult
+
+
+class LocalBackend:
+    name: ClassVar[str] = "local"
+    versions: ClassVar[tuple[str, ...]] = ("1",)
+
+    def support(self, version: str | None = None) -> dict[Feature, Support]:
+        return {f: Support.native("reference semantics") for f in Feature}
+
+    def compile(self, ir: Pipeline, out_dir: Path, options: CompileOptions) -> CompileResult:
+        """The reference runner executes the IR itself; compiling writes the IR document."""
+        path = write_atomic(Path(out_dir) / f"{ir.name}.ir.json", dump_ir(ir))
+        return CompileResult([path], [])
+
+    def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
+        isolation = options.extra.get("isolation", "process")
+        runner = LocalRunner(isolation=isolation, seed=options.extra.get("seed"))
+        return runner.run(ir, options.params, run_id=options.run_id)

@@ -1,0 +1,288 @@
+"""The reference runner: the IR's exact semantics, in-process. Every backend is compared to it.
+
+Rules (each is implemented, and commented, where it happens below):
+
+1. Order. Tasks run one at a time in ``Pipeline.topo_order()`` (authoring order among ready
+   tasks). Mapped elements run in list order. Results are therefore deterministic.
+2. Attempts. A task has ``max_retries + 1`` attempts. Every attempt runs in a forked child process
+   (``isolation="process"``), so a timeout really stops a hanging task (the child is killed) and a
+   task that kills its own process fails only that attempt.
+3. Waits. Before retry k the runner sleeps :func:`unipipe.runtime.retry.retry_delay` (delay *
+   backoff**(k-1), capped by max_delay, lengthened by up to ``jitter`` times itself).
+4. Retryable. ``fail_on`` errors and, when ``retry_on`` is set, errors it does not list, end the
+   task at once. Timeouts (TaskTimeout) and killed processes (ProcessKilled) are ordinary errors.
+5. Cache. Looked up before each attempt; a hit is a successful attempt with ``cache_hit`` and the
+   function is not called. Key and expiry: :mod:`unipipe.runtime.cache`.
+6. Skips. A task whose condition is false is ``skipped``; a task that consumes (data, condition
+   or ``after``) a skipped task is skipped too; a task downstream of a failure is
+   ``upstream_failed`` and never attempted. Independent branches still run after a failure.
+7. Alerts. Task alerts: ``retry`` after each failed attempt that will be retried, ``failure``
+   once after the last failed attempt, ``success`` once when the task succeeds (a cache hit
+   counts). Pipeline alerts: ``failure`` or ``success`` once at the end of the run.
+8. Outcome. The run fails if any task failed or was upstream_failed. Its output is the pipeline's
+   return expression with skipped outputs as None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import random
+import signal
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
+from unipipe.ir.models import OutputInput, ParamInput, Pipeline, Task
+from unipipe.outputs import evaluate
+from unipipe.params import resolve_params
+from unipipe.result import RunResult, TaskResult
+from unipipe.runtime import alerts as alert_delivery
+from unipipe.runtime import retry as retry_rules
+from unipipe.runtime import store, trace
+from unipipe.runtime.invoke import TaskTimeout, max_attempts, payload, run_attempt
+from unipipe.runtime.context import TaskContext
+
+
+class ProcessKilled(RuntimeError):
+    """The attempt's process died without reporting (killed by a signal, or exited)."""
+
+
+@dataclass
+class _Outcome:
+    ok: bool
+    value: Any = None
+    error_type: str | None = None
+    error: str | None = None
+    retryable: bool = True
+    cache_hit: bool = False
+
+
+def _child(conn: Any, spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
+           map_index: int | None) -> None:
+    """Body of the forked attempt process: run ``invoke`` and send back one message."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.environ["UNIPIPE_RUN_ID"] = run_id
+    try:
+        value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index)
+        conn.send(("ok", value, hit))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        retryable = getattr(exc, "__unipipe_retryable__", True) is not False
+        detail = f"{exc}"
+        try:
+            conn.send(("err", type(exc).__name__, detail, retryable, traceback.format_exc()))
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        conn.close()
+        os._exit(0)
+
+
+def _invoke_in_process(spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
+                       map_index: int | None) -> tuple[Any, bool]:
+    # Inline attempts cannot be killed, so the shim enforces the timeout (SIGALRM) there.
+    emulate = {"cache", "timeout"} if os.environ.get("UNIPIPE_LOCAL_INLINE") else {"cache"}
+    return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend="local",
+                       map_index=map_index, emulate=emulate)
+
+
+class LocalRunner:
+    def __init__(self, *, isolation: str = "process", sleep: Callable[[float], None] = time.sleep,
+                 seed: int | None = None):
+        if isolation not in ("process", "inline"):
+            raise ValueError("isolation is 'process' or 'inline'")
+        self.isolation = isolation
+        self.sleep = sleep
+        self.seed = seed
+
+    # ------------------------------------------------------------ one attempt
+
+    def _attempt(self, spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
+                 map_index: int | None) -> _Outcome:
+        if self.isolation == "inline":
+            os.environ["UNIPIPE_LOCAL_INLINE"] = "1"
+            try:
+                value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index)
+                return _Outcome(True, value, cache_hit=hit)
+            except BaseException as exc:  # noqa: BLE001
+                return _Outcome(False, error_type=type(exc).__name__, error=str(exc),
+                                retryable=getattr(exc, "__unipipe_retryable__", True) is not False)
+            finally:
+                os.environ.pop("UNIPIPE_LOCAL_INLINE", None)
+        ctx = multiprocessing.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(send, spec, inputs, run_id, attempt, map_index),
+                           daemon=True)
+        start = time.time()
+        proc.start()
+        send.close()
+        timeout = spec.get("timeout")
+        message = None
+        # Rule 2: the runner, not the task, enforces the timeout: wait, then kill the child.
+        if recv.poll(timeout if timeout else None):
+            try:
+                message = recv.recv()
+            except (EOFError, OSError):
+                message = None
+        timed_out = message is None and proc.is_alive()
+        if timed_out:
+            proc.kill()
+        proc.join()
+        recv.close()
+        if message is not None and message[0] == "ok":
+            return _Outcome(True, message[1], cache_hit=message[2])
+        if message is not None:
+            _, etype, detail, retryable, _tb = message
+            return _Outcome(False, error_type=etype, error=detail, retryable=retryable)
+        exc: BaseException
+        if timed_out:
+            exc = TaskTimeout(f"task exceeded its timeout of {timeout:g}s")
+        else:
+            exc = ProcessKilled(f"task process ended without a result (exit code {proc.exitcode})")
+        retryable = retry_rules.is_retryable(exc, spec.get("retry"))
+        trace.emit({"kind": "attempt", "run_id": run_id, "pipeline": spec["pipeline"],
+                    "task": spec["id"], "map_index": map_index, "attempt": attempt,
+                    "backend": "local", "start": start, "end": time.time(), "outcome": "failed",
+                    "cache_hit": False, "error_type": type(exc).__name__, "error": str(exc),
+                    "retryable": retryable})
+        return _Outcome(False, error_type=type(exc).__name__, error=str(exc), retryable=retryable)
+
+    # ------------------------------------------------------------ one task (or one map element)
+
+    def _run_task(self, ir: Pipeline, task: Task, spec: dict[str, Any], inputs: dict[str, Any],
+                  run_id: str, map_index: int | None, delivered: list[dict[str, Any]]) -> TaskResult:
+        retry = spec.get("retry") or {}
+        total = max_attempts(spec)
+        times: list[tuple[float, float]] = []
+        label = task.id if map_index is None else f"{task.id}[{map_index}]"
+        rng = random.Random(self._seed_for(run_id, label))
+        alerts = spec.get("alerts") or []
+        for attempt in range(1, total + 1):
+            if attempt > 1:
+                # Rule 3: one formula for every wait.
+                self.sleep(retry_rules.retry_delay(retry, attempt - 1, rng))
+            start = time.time()
+            out = self._attempt(spec, inputs, run_id, attempt, map_index)
+            times.append((start, time.time()))
+            ctx = TaskContext(run_id=run_id, pipeline=ir.name, task_id=task.id, attempt=attempt,
+                              max_attempts=total, map_index=map_index, backend="local")
+            if out.ok:
+                delivered += alert_delivery.deliver(alerts, "success", payload(spec, ctx))
+                return TaskResult("success", attempt, out.cache_hit, out.value,
+                                  attempt_times=times)
+            # Rule 4 (the child already applied the filter) and rule 7 (alerts).
+            final = not out.retryable or attempt == total
+            err = _Err(out.error_type or "Error", out.error or "")
+            delivered += alert_delivery.deliver(alerts, "failure" if final else "retry",
+                                                payload(spec, ctx, err))
+            if final:
+                return TaskResult("failed", attempt, False, None,
+                                  error=f"{out.error_type}: {out.error}", error_type=out.error_type,
+                                  attempt_times=times)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _seed_for(self, run_id: str, label: str) -> int:
+        material = f"{self.seed if self.seed is not None else run_id}#{label}"
+        return int(hashlib.sha256(material.encode()).hexdigest()[:16], 16)
+
+    # ------------------------------------------------------------ the run
+
+    def run(self, ir: Pipeline, params: dict[str, Any] | None = None, *,
+            run_id: str | None = None) -> RunResult:
+        values = resolve_params(ir, params)
+        run_id = run_id or f"local-{uuid.uuid4().hex[:12]}"
+        results: dict[str, TaskResult] = {}
+        outputs: dict[str, Any] = {}
+        delivered: list[dict[str, Any]] = []
+        elements: dict[str, TaskResult] = {}
+        for tid in ir.topo_order():
+            task = ir.task(tid)
+            results[tid] = self._step(ir, task, values, results, outputs, run_id, delivered,
+                                      elements)
+            if results[tid].state == "success":
+                outputs[tid] = results[tid].output
+        failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
+        results.update(elements)
+        state = "failed" if failed else "success"
+        output = evaluate(ir.output, outputs, values) if state == "success" else None
+        # Rule 7: pipeline alerts once per run.
+        first_error = next((results[t].error for t in failed if results[t].error), None)
+        delivered += alert_delivery.deliver_pipeline(
+            pipeline_alerts_spec(ir), "failure" if failed else "success", pipeline=ir.name,
+            run_id=run_id, backend="local", error=first_error, failed_tasks=failed)
+        for r in results.values():
+            if r.output is not None:
+                r.output = store.from_transport(r.output)
+        return RunResult(pipeline=ir.name, backend="local", run_id=run_id, state=state,
+                         output=output, tasks=results, alerts=delivered, params=values,
+                         error=first_error)
+
+    def _step(self, ir: Pipeline, task: Task, params: dict[str, Any],
+              results: dict[str, TaskResult], outputs: dict[str, Any], run_id: str,
+              delivered: list[dict[str, Any]], elements: dict[str, TaskResult]) -> TaskResult:
+        # Rule 6: failures and skips propagate before conditions are looked at.
+        ups = [results[d] for d in task.upstream()]
+        if any(r.state in ("failed", "upstream_failed") for r in ups):
+            return TaskResult("upstream_failed")
+        if any(r.state == "skipped" for r in ups):
+            return TaskResult("skipped")
+        for cond in task.when:
+            value = store.select(store.from_transport(outputs[cond.task]), cond.path)
+            if not isinstance(value, bool):
+                return TaskResult("failed", 0, error=f"TypeError: condition on {cond.task!r} "
+                                  f"is {type(value).__name__}, not bool", error_type="TypeError")
+            if value is not cond.expect:
+                return TaskResult("skipped")
+        spec = task_spec(ir, task)
+        inputs: dict[str, Any] = {}
+        for name, inp in task.inputs.items():
+            if isinstance(inp, OutputInput):
+                inputs[name] = outputs[inp.task]
+            elif isinstance(inp, ParamInput):
+                inputs[name] = params[inp.name]
+        if task.map_over is None:
+            return self._run_task(ir, task, spec, inputs, run_id, None, delivered)
+        # Rule 1: fan-out elements in list order; the task's output is the list of outputs.
+        # Each element is also reported as "<task>[i]"; the first failed element stops the rest.
+        raw = inputs.get(task.map_over, spec.get("literals", {}).get(task.map_over))
+        items = store.select(store.from_transport(raw), spec.get("paths", {}).get(task.map_over))
+        if not isinstance(items, list):
+            return TaskResult("failed", 0, error=f"TypeError: map() over {type(items).__name__}",
+                              error_type="TypeError")
+        elem_spec = dict(spec)
+        elem_spec["paths"] = {k: v for k, v in spec.get("paths", {}).items() if k != task.map_over}
+        parts = []
+        for i, item in enumerate(items):
+            r = self._run_task(ir, task, elem_spec, {**inputs, task.map_over: item}, run_id, i,
+                               delivered)
+            parts.append(r)
+            elements[f"{task.id}[{i}]"] = r
+            if r.state != "success":
+                break
+        return _aggregate(parts)
+
+
+class _Err(Exception):
+    """Stands in for an error raised in a child process, for alert payloads."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def _aggregate(parts: list[TaskResult]) -> TaskResult:
+    """A mapped task as one result: attempts summed, cache hit if every element hit."""
+    attempts = sum(p.attempts for p in parts)
+    times = [t for p in parts for t in p.attempt_times]
+    failed = next((p for p in parts if p.state != "success"), None)
+    if failed is not None:
+        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
+    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
+                      [p.output for p in parts], attempt_times=times)
+
+
+__all__ = ["LocalRunner", "ProcessKilled"]

@@ -1,0 +1,60 @@
+"""Task-result cache: key = callable + source hash + version + inputs, or a user key function.
+
+Entries are JSON files ``<cache_root>/<key>.json`` holding the creation time and the transported
+value. Expiry is checked on read (as Prefect checks ``cache_expiration``): an entry older than
+``expire`` seconds is a miss and is overwritten by the next successful attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pickle
+import time
+from typing import Any, Mapping
+
+from unipipe.runtime.store import cache_root, read_bytes, write_bytes
+
+
+def _stable(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return "pickle:" + hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest()
+
+
+def cache_key(spec: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+    cache = spec["cache"]
+    if cache.get("key_fn"):
+        module, _, qual = cache["key_fn"].partition(":")
+        fn: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            fn = getattr(fn, part)
+        user_key = str(fn(dict(inputs)))
+        material = f"{spec['fn']}\0{cache.get('version', '0')}\0{user_key}"
+    else:
+        material = "\0".join([
+            spec["fn"], spec["source_hash"], str(cache.get("version", "0")),
+            _stable({k: inputs[k] for k in sorted(inputs)}),
+        ])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def lookup(spec: Mapping[str, Any], key: str, now: float | None = None) -> tuple[bool, Any]:
+    data = read_bytes(f"{cache_root()}/{key}.json")
+    if data is None:
+        return False, None
+    try:
+        entry = json.loads(data)
+    except ValueError:
+        return False, None
+    expire = spec["cache"].get("expire")
+    if expire is not None and (now if now is not None else time.time()) - entry["created"] > expire:
+        return False, None
+    return True, entry["value"]
+
+
+def save(key: str, value: Any, now: float | None = None) -> None:
+    entry = {"created": now if now is not None else time.time(), "value": value}
+    write_bytes(f"{cache_root()}/{key}.json", json.dumps(entry).encode())

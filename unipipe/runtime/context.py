@@ -1,0 +1,50 @@
+"""What a running task can ask about itself: ``up.current()``."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    run_id: str
+    pipeline: str
+    task_id: str
+    attempt: int
+    max_attempts: int
+    map_index: int | None = None
+    backend: str = "local"
+
+    def scratch_url(self) -> str:
+        """A folder URL stable across the attempts of this task in this run (for checkpoints)."""
+        from unipipe.runtime.store import artifact_root
+
+        suffix = f"-{self.map_index}" if self.map_index is not None else ""
+        return f"{artifact_root()}/scratch/{self.run_id}/{self.task_id}{suffix}"
+
+
+_CURRENT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "unipipe_task", default=None
+)
+
+
+def current() -> TaskContext:
+    """The context of the task attempt running now; raises outside a unipipe task."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise RuntimeError("up.current() is only available while a unipipe task runs")
+    return ctx
+
+
+def set_current(ctx: TaskContext | None) -> contextvars.Token:
+    return _CURRENT.set(ctx)
+
+
+def reset_current(token: contextvars.Token) -> None:
+    _CURRENT.reset(token)
+
+
+def env_run_id() -> str | None:
+    return os.environ.get("UNIPIPE_RUN_ID")

@@ -1,0 +1,192 @@
+"""``invoke``: one attempt of one task, as generated code runs it.
+
+A backend calls ``invoke(spec, inputs, run_id=..., attempt=..., backend=..., emulate=...)`` from
+inside its own task. ``spec`` is the plain-dict task spec the compiler embeds
+(:func:`unipipe.compiler.spec.task_spec`); ``inputs`` are the values the engine passed (upstream
+outputs and parameters, still in transport form). ``emulate`` names what the engine does not do
+natively for this task, so the shim does it here:
+
+- ``cache``: look up and store results (key and expiry as in :mod:`unipipe.runtime.cache`).
+- ``timeout``: stop the user function after ``spec["timeout"]`` seconds (SIGALRM in the main
+  thread; elsewhere a watchdog thread that abandons the call).
+- ``retry.delay``: sleep the whole IR wait before a retry (engine retries with no delay).
+- ``retry.jitter``: sleep only the jitter part (engine already waited the jitter-free delay).
+- ``alerts``: deliver the task's alerts (retry, final failure, success) exactly once each.
+
+The exception filter is always evaluated: a non-retryable error is re-raised with
+``__unipipe_retryable__ = False`` so the backend's adapter can turn it into its engine's
+"fail now" signal (AirflowFailException, a False retry_condition_fn, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from unipipe.runtime import retry as retry_rules
+from unipipe.runtime import store, trace
+from unipipe.runtime.context import TaskContext, reset_current, set_current
+
+
+class TaskTimeout(TimeoutError):
+    """The task ran past its timeout. Retried like any failure unless the filter says no."""
+
+
+class NonRetryable(Exception):
+    """Raise from a task to fail it at once, whatever its retry policy."""
+
+    __unipipe_retryable__ = False
+
+
+_FN_CACHE: dict[str, Callable[..., Any]] = {}
+
+
+def resolve_callable(path: str) -> Callable[..., Any]:
+    fn = _FN_CACHE.get(path)
+    if fn is None:
+        module, _, qual = path.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        fn = getattr(obj, "fn", obj)  # an @up.task object wraps the plain function
+        _FN_CACHE[path] = fn
+    return fn
+
+
+def load_inputs(spec: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Literals from the spec plus engine-passed values, loaded from artifacts, key paths applied."""
+    args = dict(spec.get("literals") or {})
+    paths = spec.get("paths") or {}
+    for name, value in inputs.items():
+        args[name] = store.select(store.from_transport(value), paths.get(name))
+    return args
+
+
+def max_attempts(spec: Mapping[str, Any]) -> int:
+    retry = spec.get("retry") or {}
+    return int(retry.get("max_retries", 0)) + 1
+
+
+def _call_with_timeout(fn: Callable[..., Any], args: dict[str, Any], timeout: float | None) -> Any:
+    if not timeout:
+        return fn(**args)
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise TaskTimeout(f"task exceeded its timeout of {timeout:g}s")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return fn(**args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(**args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="unipipe-task")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TaskTimeout(f"task exceeded its timeout of {timeout:g}s (the call was abandoned)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _event(spec: Mapping[str, Any], ctx: TaskContext, **fields: Any) -> dict[str, Any]:
+    return {"kind": "attempt", "run_id": ctx.run_id, "pipeline": ctx.pipeline, "task": ctx.task_id,
+            "map_index": ctx.map_index, "attempt": ctx.attempt, "backend": ctx.backend, **fields}
+
+
+def payload(spec: Mapping[str, Any], ctx: TaskContext, exc: BaseException | None = None) -> dict[str, Any]:
+    return {"pipeline": ctx.pipeline, "run_id": ctx.run_id, "task": ctx.task_id,
+            "map_index": ctx.map_index, "attempt": ctx.attempt,
+            "max_attempts": ctx.max_attempts, "backend": ctx.backend,
+            "error_type": getattr(exc, "type_name", type(exc).__name__) if exc else None,
+            "error": str(exc)[:2000] if exc else None}
+
+
+def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: str, attempt: int,
+           backend: str, map_index: int | None = None, emulate: Iterable[str] = (),
+           fn: Callable[..., Any] | None = None) -> Any:
+    """Run one attempt; return the output in transport form, or raise the task's error."""
+    return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend=backend,
+                       map_index=map_index, emulate=emulate, fn=fn)[0]
+
+
+def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: str,
+                attempt: int, backend: str, map_index: int | None = None,
+                emulate: Iterable[str] = (), fn: Callable[..., Any] | None = None) -> tuple[Any, bool]:
+    """As :func:`invoke`, and also say whether the attempt was a cache hit."""
+    emulate = set(emulate)
+    ctx = TaskContext(run_id=run_id, pipeline=spec["pipeline"], task_id=spec["id"],
+                      attempt=attempt, max_attempts=max_attempts(spec), map_index=map_index,
+                      backend=backend)
+    retry = spec.get("retry") or {}
+    if attempt > 1 and retry:
+        if "retry.delay" in emulate:
+            time.sleep(retry_rules.retry_delay(retry, attempt - 1))
+        elif "retry.jitter" in emulate:
+            time.sleep(retry_rules.jitter_extra(retry, attempt - 1))
+    start = time.time()
+    token = set_current(ctx)
+    try:
+        args = load_inputs(spec, inputs)
+        key = None
+        if "cache" in emulate and spec.get("cache"):
+            from unipipe.runtime import cache
+
+            key = cache.cache_key(spec, args)
+            hit, value = cache.lookup(spec, key)
+            if hit:
+                trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
+                                  cache_hit=True, error_type=None, error=None))
+                if "alerts" in emulate:
+                    from unipipe.runtime import alerts
+
+                    alerts.deliver(spec.get("alerts") or [], "success", payload(spec, ctx))
+                return value, True
+        func = fn or resolve_callable(spec["fn"])
+        try:
+            value = _call_with_timeout(func, args, spec.get("timeout") if "timeout" in emulate else None)
+        except BaseException as exc:
+            retryable = retry_rules.is_retryable(exc, retry) and not isinstance(
+                exc, (KeyboardInterrupt, SystemExit))
+            final = not retryable or attempt >= ctx.max_attempts
+            trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="failed",
+                              cache_hit=False, error_type=type(exc).__name__,
+                              error=str(exc)[:2000], retryable=retryable))
+            if "alerts" in emulate:
+                from unipipe.runtime import alerts
+
+                alerts.deliver(spec.get("alerts") or [], "failure" if final else "retry",
+                               payload(spec, ctx, exc))
+            if not retryable:
+                try:
+                    exc.__unipipe_retryable__ = False  # type: ignore[attr-defined]
+                except (AttributeError, TypeError):
+                    pass
+            raise
+        out = store.to_transport(value, run_id=run_id, task_id=spec["id"])
+        if key is not None:
+            from unipipe.runtime import cache
+
+            cache.save(key, out)
+        trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
+                          cache_hit=False, error_type=None, error=None))
+        if "alerts" in emulate:
+            from unipipe.runtime import alerts
+
+            alerts.deliver(spec.get("alerts") or [], "success", payload(spec, ctx))
+        return out, False
+    finally:
+        reset_current(token)

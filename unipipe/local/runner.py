@@ -247,7 +247,8 @@ class LocalRunner:
         if task.map_over is None:
             return self._run_task(ir, task, spec, inputs, run_id, None, delivered)
         # Rule 1: fan-out elements in list order; the task's output is the list of outputs.
-        # Each element is also reported as "<task>[i]"; the first failed element stops the rest.
+        # Each element is also reported as "<task>[i]"; every element runs (as Airflow's expand,
+        # Prefect's map and KFP's ParallelFor do), and the task fails if any element failed.
         raw = inputs.get(task.map_over, spec.get("literals", {}).get(task.map_over))
         items = store.select(store.from_transport(raw), spec.get("paths", {}).get(task.map_over))
         if not isinstance(items, list):
@@ -261,8 +262,6 @@ class LocalRunner:
                                delivered)
             parts.append(r)
             elements[f"{task.id}[{i}]"] = r
-            if r.state != "success":
-                break
         return _aggregate(parts)
 
 

@@ -66,6 +66,14 @@ def webhook(monkeypatch):
     receiver.close()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class SmtpReceiver:
     """A real SMTP server (aiosmtpd) keeping every message it accepts."""
 
@@ -81,9 +89,9 @@ class SmtpReceiver:
                                  "data": envelope.content.decode("utf-8", "replace")})
                 return "250 OK"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=0)
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self.controller.start()
-        self.port = self.controller.server.sockets[0].getsockname()[1]
 
     def close(self) -> None:
         self.controller.stop()

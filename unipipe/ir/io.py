@@ -43,9 +43,7 @@ def load_ir_data(data: Any, *, file: str = "<ir>", text: str = "") -> Pipeline:
         ir = Pipeline.model_validate(data)
     except ValidationError as exc:
         raise PipelineError(problems_from_validation_error(exc, file, text)) from None
-    if ir.location is None:
-        ir = ir.model_copy(update={"location": None})
-    return validate(ir)
+    return validate(ir, file=file, text=text)
 
 
 def load_ir_file(path: str | Path) -> Pipeline:

@@ -55,15 +55,24 @@ def _type_ok(ptype: str, value: object) -> bool:
     return isinstance(value, allowed)
 
 
-def validate(ir: Pipeline) -> Pipeline:
-    """Raise PipelineError listing every problem; return the pipeline unchanged if it is valid."""
+def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeline:
+    """Raise PipelineError listing every problem; return the pipeline unchanged if it is valid.
+
+    ``file``/``text`` name the IR document a pipeline came from, so problems in a document
+    without source locations still point at a line of it.
+    """
     problems: list[Problem] = []
-    pfile = ir.location.file if ir.location else "<pipeline>"
+    pfile = ir.location.file if ir.location else (file or "<pipeline>")
     pline = ir.location.line if ir.location else 0
 
     def at(task: Task | None, field: str, message: str) -> None:
         if task is not None and task.location is not None:
             problems.append(Problem(message, task.location.file, task.location.line, field))
+        elif text:
+            from unipipe.ir.io import _line_of
+
+            parts = tuple(p.split("[")[0] for p in field.split("."))
+            problems.append(Problem(message, pfile, _line_of(text, parts), field))
         else:
             problems.append(Problem(message, pfile, pline, field))
 

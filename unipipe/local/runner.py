@@ -123,12 +123,13 @@ class LocalRunner:
         timeout = spec.get("timeout")
         message = None
         # Rule 2: the runner, not the task, enforces the timeout: wait, then kill the child.
-        if recv.poll(timeout if timeout else None):
+        ready = recv.poll(timeout if timeout else None)
+        if ready:
             try:
                 message = recv.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the child died before it could report
                 message = None
-        timed_out = message is None and proc.is_alive()
+        timed_out = not ready
         if timed_out:
             proc.kill()
         proc.join()

@@ -1,0 +1,130 @@
+"""Every IR field survives a JSON (and YAML) round trip."""
+
+from __future__ import annotations
+
+import json
+
+from unipipe.ir import dump_ir, json_schema, load_ir_data
+from unipipe.ir import models as m
+
+H = "a" * 64
+
+
+def full_pipeline(interval: bool = False) -> m.Pipeline:
+    """A pipeline that sets every field of every model to a non-default value."""
+    retry = m.Retry(max_retries=3, delay=2.0, backoff=2.0, max_delay=60.0, jitter=0.1,
+                    retry_on=("builtins:ConnectionError",), fail_on=("builtins:ValueError",))
+    alert = m.Alert(on=("failure", "retry", "success"), webhook="env:HOOK",
+                    email=("ops@example.com",), callback="mod.alerts:notify")
+    pol = m.Policies(retry=retry, cache=m.Cache(version="2", expire=3600.0, key_fn="mod:key"),
+                     timeout=600.0, resources=m.Resources(cpu="2", memory="4Gi", gpu=1, gpu_type="nvidia-tesla-t4"),
+                     image="python:3.11-slim", alerts=(alert,))
+    loc = m.SourceLocation(file="/src/p.py", line=12)
+    t1 = m.Task(id="a", fn="mod:a", source_hash=H, inputs={
+        "x": m.LiteralInput(value={"k": [1, 2.5, None, True, "s"]}),
+        "p": m.ParamInput(name="n", path=("inner", 0)),
+    }, returns="dict", policies=pol, doc="first", location=loc)
+    t2 = m.Task(id="b", fn="mod:b", source_hash=H, inputs={"v": m.OutputInput(task="a", path=("k", 1))},
+                after=("a",), when=(m.Condition(task="a", path=("ok",), expect=False),),
+                map_over="v", returns="list")
+    return m.Pipeline(
+        name="every-field", description="desc", module="mod", location=loc,
+        params=(m.Param(name="n", type="dict", default={"inner": [1]}, required=False, description="d"),
+                m.Param(name="r", type="int", required=True)),
+        tasks=(t1, t2),
+        output=m.DictValue(items={"a": m.OutputInput(task="a"), "l": m.ListValue(items=(
+            m.LiteralInput(value=1), m.ParamInput(name="r")))}),
+        schedule=(m.Schedule(interval=900.0, timezone="UTC") if interval
+                  else m.Schedule(cron="0 2 * * *", timezone="Europe/Paris")),
+        defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
+        alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
+        tags=("ml", "x"),
+    )
+
+
+def _all_set(model: object, path: str = "") -> list[str]:
+    """Fields still at their default somewhere in the tree (the test wants none)."""
+    unset = []
+    if isinstance(model, m._Model):
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if name not in model.model_fields_set and name not in ("schema_version", "kind"):
+                unset.append(f"{path}.{name}")
+            unset += _all_set(value, f"{path}.{name}")
+    elif isinstance(model, (list, tuple)):
+        for i, v in enumerate(model):
+            unset += _all_set(v, f"{path}[{i}]")
+    elif isinstance(model, dict):
+        for k, v in model.items():
+            unset += _all_set(v, f"{path}.{k}")
+    return unset
+
+
+def test_fixture_sets_every_field():
+    covered = set()
+
+    def walk(node):
+        if isinstance(node, m._Model):
+            covered.update(f"{type(node).__name__}.{f}" for f in node.model_fields_set)
+            for f in type(node).model_fields:
+                walk(getattr(node, f))
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+
+    walk(full_pipeline())
+    walk(full_pipeline(interval=True))
+    expected = {f"{cls.__name__}.{f}" for cls in (m.Retry, m.Cache, m.Resources, m.Alert, m.Schedule,
+                                                   m.Policies, m.Param, m.Condition, m.Task, m.Pipeline,
+                                                   m.SourceLocation)
+                for f in cls.model_fields} - {"Pipeline.schema_version"}
+    assert expected - covered == set()
+
+
+import pytest
+
+
+@pytest.mark.parametrize("interval", [False, True])
+def test_json_round_trip_keeps_every_field(interval):
+    ir = full_pipeline(interval)
+    text = dump_ir(ir, "json")
+    back = load_ir_data(json.loads(text))
+    assert back == ir
+    assert back.ir_hash() == ir.ir_hash()
+    assert dump_ir(back, "json") == text
+
+
+def test_yaml_round_trip_keeps_every_field():
+    import yaml
+
+    ir = full_pipeline()
+    back = load_ir_data(yaml.safe_load(dump_ir(ir, "yaml")))
+    assert back == ir
+
+
+def test_ir_hash_ignores_locations_but_not_content():
+    ir = full_pipeline()
+    moved = ir.model_copy(update={"location": m.SourceLocation(file="/else.py", line=99)})
+    assert moved.ir_hash() == ir.ir_hash()
+    renamed = ir.model_copy(update={"description": "other"})
+    assert renamed.ir_hash() != ir.ir_hash()
+
+
+def test_models_are_frozen():
+    ir = full_pipeline()
+    try:
+        ir.name = "x"  # type: ignore[misc]
+    except Exception as exc:  # pydantic raises ValidationError for frozen instances
+        assert "frozen" in str(exc)
+    else:
+        raise AssertionError("Pipeline must be frozen")
+
+
+def test_json_schema_describes_the_pipeline():
+    schema = json_schema()
+    assert schema["title"] == "unipipe pipeline IR"
+    assert {"name", "tasks", "params", "schema_version"} <= set(schema["properties"])
+    assert "Retry" in schema["$defs"] and "max_retries" in schema["$defs"]["Retry"]["properties"]

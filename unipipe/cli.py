@@ -1,0 +1,263 @@
+"""The ``unipipe`` command (typer + rich).
+
+Exit codes: 0 success, 1 a run that failed, 2 invalid input (nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="unipipe",
+    help="Write a pipeline once; compile and run it on Airflow, Prefect and Kubeflow Pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+PIPELINE_HELP = "path/to/file.py:name, module:name, or an IR .json/.yaml file"
+
+
+def _invalid(message: str) -> NoReturn:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _load(spec: str) -> Any:
+    from unipipe.authoring.loader import load_ir
+    from unipipe.ir.errors import PipelineError
+
+    try:
+        return load_ir(spec)
+    except PipelineError as exc:
+        _invalid(f"invalid pipeline {spec}:\n{exc}")
+
+
+def _targets(value: str) -> list[str]:
+    from unipipe.compiler.registry import available, compile_targets
+
+    if value == "all":
+        names = compile_targets()
+        if not names:
+            _invalid("no backend is installed (install unipipe-airflow, unipipe-prefect or unipipe-kubeflow)")
+        return names
+    names = [t.strip() for t in value.split(",") if t.strip()]
+    known = available()
+    for n in names:
+        if n not in known:
+            _invalid(f"unknown target {n!r} (installed: {', '.join(known) or 'none'})")
+    return names
+
+
+@app.command()
+def compile(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    target: str = typer.Option("all", "--target", "-t", help="backend name(s), comma-separated, or 'all'"),
+    out_dir: Path = typer.Option(Path("build"), "--out", "-o", help="output folder (one sub-folder per target)"),
+    allow_unsupported: bool = typer.Option(False, "--allow-unsupported",
+                                           help="warn instead of failing on features a target cannot honour"),
+    airflow_version: Optional[str] = typer.Option(None, "--airflow-version", help="Airflow dialect, e.g. 3.3 or 2.11"),
+) -> None:
+    """Compile a pipeline for one or more targets."""
+    from rich.progress import Progress
+
+    from unipipe.compiler.diagnostics import ErrorLevel, UnsupportedFeature, check_features
+    from unipipe.compiler.driver import compile_ir
+    from unipipe.compiler.registry import get_backend
+    from unipipe.ir.features import features_used
+
+    ir = _load(pipeline)
+    names = _targets(target)
+    level = ErrorLevel.WARN if allow_unsupported else ErrorLevel.RAISE
+    versions = {n: (airflow_version if n == "airflow" else None) for n in names}
+    # Check every target before writing anything: a refused feature leaves no files behind.
+    for n in names:
+        backend = get_backend(n)
+        version = versions[n] or backend.versions[0]
+        if version not in backend.versions:
+            _invalid(f"{n} cannot target version {version!r}; choose one of {', '.join(backend.versions)}")
+        try:
+            check_features(n, backend.support(version), features_used(ir), ErrorLevel.RAISE
+                           if level is ErrorLevel.RAISE else ErrorLevel.IGNORE)
+        except UnsupportedFeature as exc:
+            _invalid(str(exc))
+    written: list[Path] = []
+    with Progress(console=err, transient=True) as progress:
+        job = progress.add_task("compiling", total=len(names))
+        for n in names:
+            progress.update(job, description=f"compiling for {n}")
+            result = compile_ir(ir, n, out_dir / n, error_level=level, target_version=versions[n])
+            for d in result.diagnostics:
+                err.print(f"{d.level}: {d}", markup=False, highlight=False)
+            written += result.paths
+            progress.advance(job)
+    for p in written:
+        out.print(str(p), highlight=False)
+
+
+@app.command()
+def validate(pipeline: str = typer.Argument(..., help=PIPELINE_HELP)) -> None:
+    """Check a pipeline; exit 2 with every problem (file, line, field) if it is invalid."""
+    from unipipe.ir.features import features_used
+
+    ir = _load(pipeline)
+    feats = ", ".join(f.value for f in features_used(ir)) or "none"
+    out.print(f"valid: pipeline {ir.name!r}, {len(ir.tasks)} tasks, "
+              f"{len(ir.params)} params; features: {feats}", markup=False, highlight=False)
+
+
+@app.command()
+def run(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    backend: str = typer.Option("local", "--backend", "-b", help="local, airflow, prefect, kubeflow"),
+    param: list[str] = typer.Option([], "--param", "-p", help="name=value (value read as JSON when it parses)"),
+    as_json: bool = typer.Option(False, "--json", help="print the RunResult as JSON on stdout"),
+    host: Optional[str] = typer.Option(None, "--host", help="a remote engine API (backends that support it)"),
+) -> None:
+    """Run a pipeline on a backend and report what happened, task by task."""
+    from unipipe.api import run as run_pipeline
+    from unipipe.compiler.diagnostics import UnsupportedFeature
+    from unipipe.compiler.registry import UnknownBackend
+    from unipipe.ir.errors import PipelineError
+    from unipipe.params import parse_cli_params
+
+    ir = _load(pipeline)
+    try:
+        params = parse_cli_params(param)
+        extra = {"host": host} if host else {}
+        with err.status(f"running {ir.name} on {backend}"):
+            result = run_pipeline(ir, backend=backend, params=params, **extra)
+    except (PipelineError, UnsupportedFeature, UnknownBackend) as exc:
+        _invalid(str(exc))
+    if as_json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        _print_result(result)
+    raise typer.Exit(0 if result.state == "success" else 1)
+
+
+def _print_result(result: Any) -> None:
+    from rich.table import Table
+
+    from rich.markup import escape
+
+    colour = "green" if result.state == "success" else "red"
+    table = Table(title=f"{escape(result.pipeline)} on {result.backend}: [{colour}]{result.state}[/]")
+    for col in ("task", "state", "attempts", "cache hit", "error"):
+        table.add_column(col)
+    for tid, t in result.tasks.items():
+        table.add_row(escape(tid), t.state, str(t.attempts), "yes" if t.cache_hit else "",
+                      escape(t.error or ""))
+    out.print(table)
+    out.print("output:", json.dumps(result.output, default=str, indent=2), highlight=False)
+    for a in result.alerts:
+        out.print(f"alert: {a.get('event')} via {a.get('channel')} ({'ok' if a.get('ok') else a.get('error')})",
+                  highlight=False)
+
+
+@app.command()
+def export(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="pipeline.json or pipeline.yaml"),
+) -> None:
+    """Write the pipeline's IR as JSON or YAML."""
+    from unipipe.compiler.codegen import write_atomic
+    from unipipe.ir.io import dump_ir
+
+    ir = _load(pipeline)
+    fmt = "yaml" if output.suffix.lower() in (".yaml", ".yml") else "json"
+    write_atomic(output, dump_ir(ir, fmt))
+    out.print(str(output), highlight=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the IR's JSON Schema."""
+    from unipipe.ir.io import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def graph(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    fmt: str = typer.Option("mermaid", "--format", "-f", help="mermaid or dot"),
+) -> None:
+    """Print the task graph as Mermaid text or Graphviz dot."""
+    from unipipe.graph import to_dot, to_mermaid
+
+    ir = _load(pipeline)
+    if fmt not in ("mermaid", "dot"):
+        _invalid("--format is mermaid or dot")
+    sys.stdout.write((to_mermaid(ir) if fmt == "mermaid" else to_dot(ir)) + "\n")
+
+
+@app.command()
+def matrix(
+    output: Path = typer.Option(Path("comparisons/MATRIX.md"), "--out", "-o", help="where to write the matrix"),
+    check: bool = typer.Option(False, "--check", help="exit 1 if the file differs from a fresh regeneration"),
+) -> None:
+    """Regenerate the support matrix from the backends' declarations and recorded results."""
+    from unipipe.compiler.codegen import write_atomic
+    from unipipe.compiler.registry import compile_targets
+    from unipipe.harness.matrix import render_matrix
+
+    if not compile_targets():
+        err.print("no backend is installed: the matrix would be empty. Install unipipe-airflow, "
+                  "unipipe-prefect or unipipe-kubeflow.")
+        raise typer.Exit(1)
+    text = render_matrix()
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            err.print(f"{output} is stale: run `unipipe matrix`")
+            raise typer.Exit(1)
+        out.print(f"{output} is up to date")
+        return
+    write_atomic(output, text)
+    out.print(str(output), highlight=False)
+
+
+@app.command()
+def conform(
+    pipelines: list[str] = typer.Argument(..., help="pipelines or case folders / case.yaml files"),
+    backends: str = typer.Option("local,airflow,prefect,kubeflow", "--backends", help="comma-separated"),
+    out_dir: Path = typer.Option(Path("conformance-out"), "--out", "-o", help="results and reports"),
+) -> None:
+    """Run conformance cases on several backends and compare them with the reference runner."""
+    from unipipe.harness.cli import conform_main
+
+    raise typer.Exit(conform_main(pipelines, [b.strip() for b in backends.split(",") if b.strip()],
+                                  out_dir, console=err))
+
+
+@app.command()
+def deploy(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    to: str = typer.Option(..., "--to", help="mwaa, composer, prefect, kubeflow or vertex"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan, change nothing"),
+    option: list[str] = typer.Option([], "--set", help="target option name=value (bucket, environment, ...)"),
+) -> None:
+    """Deploy a compiled pipeline to a managed service or server."""
+    from unipipe.deploy import deploy_main
+
+    ir = _load(pipeline)
+    raise typer.Exit(deploy_main(ir, to, dry_run=dry_run, options=option, console=out))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,118 @@
+"""``unipipe deploy``: publish a compiled pipeline to MWAA, Cloud Composer, Prefect, KFP or Vertex AI.
+
+Every target first builds a :class:`~unipipe.deploy.plan.Plan` by reading the remote state
+(read-only calls), then applies only the steps that change something, in order. ``--dry-run``
+prints the plan and stops. Credentials come from each SDK's standard environment, never from
+options or generated files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
+from unipipe.deploy.plan import Plan, Step
+from unipipe.ir.models import Pipeline
+
+__all__ = ["DeployFailed", "InvalidDeploy", "Plan", "Step", "TARGETS", "deploy", "deploy_main", "plan"]
+
+
+def _targets() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[..., Plan]]]:
+    """target -> (option names, option prefixes, planner); planners import their SDKs lazily."""
+    from unipipe.deploy import to_airflow, to_kfp, to_prefect
+
+    return {
+        "mwaa": (to_airflow.MWAA_OPTIONS, (), to_airflow.plan_mwaa),
+        "composer": (to_airflow.COMPOSER_OPTIONS, (), to_airflow.plan_composer),
+        "prefect": (to_prefect.OPTIONS, to_prefect.PREFIXES, to_prefect.plan_prefect),
+        "kubeflow": (to_kfp.KFP_OPTIONS, (), to_kfp.plan_kfp),
+        "vertex": (to_kfp.VERTEX_OPTIONS, to_kfp.VERTEX_PREFIXES, to_kfp.plan_vertex),
+    }
+
+
+TARGETS = ("mwaa", "composer", "prefect", "kubeflow", "vertex")
+
+
+def plan(ir: Pipeline, to: str, options: list[str] | dict[str, Any], *, inspect: bool = True) -> Plan:
+    """The plan for deploying ``ir`` to ``to``; ``inspect=False`` plans without reading remote state."""
+    if to not in TARGETS:
+        raise InvalidDeploy(f"unknown deploy target {to!r} (choose one of {', '.join(TARGETS)})")
+    known, prefixes, planner = _targets()[to]
+    pairs = [f"{k}={v}" for k, v in options.items()] if isinstance(options, dict) else list(options)
+    opts = Options.parse(pairs, target=to, known=known, prefixes=prefixes)
+    return planner(ir, opts, inspect=inspect)
+
+
+def deploy(ir: Pipeline, to: str, options: list[str] | dict[str, Any] | None = None, *,
+           dry_run: bool = False) -> Plan:
+    """Plan, and unless ``dry_run``, apply. Returns the plan with each applied step's result."""
+    p = plan(ir, to, options or [], inspect=True)
+    if not dry_run:
+        try:
+            p.apply()
+        except DeployFailed:
+            raise
+        except Exception as exc:
+            raise DeployFailed(f"{type(exc).__name__}: {exc}") from exc
+    return p
+
+
+def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], console: Any) -> int:
+    """The CLI command: 0 deployed (or already up to date), 2 invalid input, 1 deploy failed."""
+    from unipipe.compiler.diagnostics import UnsupportedFeature
+    from unipipe.compiler.registry import UnknownBackend
+    from unipipe.ir.errors import PipelineError
+
+    def say(text: str, style: str = "") -> None:
+        console.print(f"[{style}]{text}[/]" if style else text, markup=bool(style), highlight=False,
+                      soft_wrap=True)
+
+    try:
+        try:
+            p = plan(ir, to, options, inspect=True)
+        except (InvalidDeploy, PipelineError, UnsupportedFeature, UnknownBackend):
+            raise
+        except Exception as exc:
+            if not dry_run:
+                raise
+            # a dry run still shows what would be sent when the service cannot be read
+            p = plan(ir, to, options, inspect=False)
+            p.notes.insert(0, f"remote state not read ({type(exc).__name__}: {exc})")
+        say(f"{'plan' if dry_run else 'deploy'}: pipeline {p.pipeline!r} to {p.target}: {p.destination}",
+            "bold")
+        for note in p.notes:
+            say(f"note: {note}", "dim")
+        if dry_run:
+            for line in p.lines():
+                say(line)
+            say("dry run: nothing changed" if p.steps else "dry run: no steps", "yellow")
+            return 0
+        if not p.changed:
+            for line in p.lines():
+                say(line)
+            say(f"unchanged: {p.pipeline!r} is already deployed to {p.target}; nothing changed", "green")
+        else:
+            try:
+                p.apply()
+            except Exception as exc:
+                for s in p.steps:
+                    if s.result is not None or not s.changes_something:
+                        say(s.line())
+                raise DeployFailed(f"{type(exc).__name__}: {exc}") from exc
+            for line in p.lines():
+                say(line)
+            n = sum(1 for s in p.steps if s.changes_something)
+            say(f"deployed: {n} change{'s' if n != 1 else ''} applied", "green")
+        for key, value in p.facts.items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            say(f"{key}: {shown}")
+        return 0
+    except (InvalidDeploy, PipelineError, UnsupportedFeature, UnknownBackend, ValueError) as exc:
+        say(f"error: {exc}", "bold red")
+        return 2
+    except DeployFailed as exc:
+        say(f"deploy failed: {exc}", "bold red")
+        return 1
+    except Exception as exc:  # an SDK or service error while reading remote state
+        say(f"deploy failed: {type(exc).__name__}: {exc}", "bold red")
+        return 1

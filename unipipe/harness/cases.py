@@ -1,0 +1,259 @@
+"""Conformance cases as data, in the manner of the CWL conformance suite.
+
+A case is a folder ``<id>/`` holding a pipeline file and a ``case.yaml``::
+
+    id: retry_fail_twice                 # equals the folder name
+    doc: A task fails twice with ConnectionError, then succeeds.
+    pipeline: case_retry_fail_twice.py:pipe   # relative to the folder (or module:name)
+    required: true                       # the required tier: no backend may skip it
+    params: {fail_times: 2}
+    tags: [params, retry, retry.delay]   # must equal features_used() of the pipeline
+    expect:
+      state: success                     # or failed; or `refused: true` (rejected before running)
+      output: ok after 3
+      tasks: {flaky: {state: success, attempts: 3}}
+      alerts: [{task: flaky, event: retry, channel: webhook}]   # exact multiset; [] when absent
+    second_run:                          # optional: the same case again (same stores)
+      wait: 0                            # seconds between the runs
+      params: {}                         # overrides for the second run
+      expect: {state: success, tasks: {flaky: {cache_hit: true, attempts: 1}}, alerts: []}
+    delay_tolerance: {early: 0.1, late: 4.0, late_ratio: 0.5}
+    backends:                            # expected differences, strict
+      kubeflow: {status: notyet, reason: "..."}
+
+Statuses of an expected difference (ibis' markers, all strict: a case that passes anyway fails the
+run): ``unsupported`` (compile must refuse), ``notimpl`` (we have not built it), ``notyet`` (the
+engine lacks it), ``never`` (will not be, with a reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXPECTED_STATUSES = ("unsupported", "notimpl", "notyet", "never")
+TASK_FIELDS = ("state", "attempts", "cache_hit", "error_type", "output")
+DEFAULT_TOLERANCE = {"early": 0.1, "late": 4.0, "late_ratio": 0.5}
+
+
+class CaseError(ValueError):
+    """A case file that does not say what it means; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What one run must show. ``None`` fields are not checked (the reference still is)."""
+
+    refused: bool = False
+    state: str | None = None
+    output: Any = None
+    check_output: bool = False
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> Expectation:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise CaseError(f"{where}: expect must be a mapping")
+        unknown = set(data) - {"refused", "state", "output", "tasks", "alerts"}
+        if unknown:
+            raise CaseError(f"{where}: unknown expect field(s) {sorted(unknown)}")
+        state = data.get("state")
+        if state not in (None, "success", "failed"):
+            raise CaseError(f"{where}: expect.state is success or failed, not {state!r}")
+        tasks = data.get("tasks") or {}
+        if not isinstance(tasks, dict):
+            raise CaseError(f"{where}: expect.tasks maps task labels to fields")
+        for label, fields in tasks.items():
+            if not isinstance(fields, dict) or set(fields) - set(TASK_FIELDS):
+                raise CaseError(f"{where}: expect.tasks.{label} takes only {TASK_FIELDS}")
+        alerts = data.get("alerts")
+        if alerts is not None:
+            if not isinstance(alerts, list):
+                raise CaseError(f"{where}: expect.alerts is a list of {{task, event, channel}}")
+            for a in alerts:
+                if not isinstance(a, dict) or set(a) != {"task", "event", "channel"}:
+                    raise CaseError(f"{where}: each alert is {{task, event, channel}}, got {a!r}")
+        refused = bool(data.get("refused", False))
+        if not refused and state is None:
+            raise CaseError(f"{where}: expect.state is required unless refused: true")
+        return cls(refused=refused, state=state, output=data.get("output"),
+                   check_output="output" in data, tasks=tasks,
+                   alerts=[dict(a) for a in alerts] if alerts is not None else [])
+
+
+@dataclass(frozen=True)
+class SecondRun:
+    wait: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+    expect: Expectation = Expectation()
+
+
+@dataclass(frozen=True)
+class Declared:
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    doc: str
+    pipeline: str  # an absolute path spec ``/x/case.py:name`` or ``module:name``
+    folder: Path | None
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    required: bool = False
+    expect: Expectation = Expectation()
+    second_run: SecondRun | None = None
+    tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    backends: dict[str, Declared] = field(default_factory=dict)
+    timeout: float = 300.0  # wall-clock limit of one backend's worker for this case
+    adhoc: bool = False  # made from a bare pipeline: compared with the reference only
+
+    def declared(self, backend: str) -> Declared | None:
+        return self.backends.get(backend)
+
+    def search_path(self) -> list[str]:
+        return [str(self.folder)] if self.folder else []
+
+
+def load_case(path: str | Path) -> Case:
+    """A case from its folder or its ``case.yaml``."""
+    p = Path(path)
+    file = p / "case.yaml" if p.is_dir() else p
+    where = str(file)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CaseError(f"{where}: cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise CaseError(f"{where}: a case is a mapping")
+    known = {"id", "doc", "pipeline", "required", "params", "tags", "expect", "second_run",
+             "delay_tolerance", "backends", "timeout"}
+    unknown = set(data) - known
+    if unknown:
+        raise CaseError(f"{where}: unknown field(s) {sorted(unknown)}")
+    for key in ("id", "doc", "pipeline"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise CaseError(f"{where}: `{key}` is a required string")
+    folder = file.parent.resolve()
+    if data["id"] != folder.name:
+        raise CaseError(f"{where}: id {data['id']!r} must equal the folder name {folder.name!r}")
+    ref = data["pipeline"]
+    target, _, attr = ref.rpartition(":")
+    if target.endswith(".py"):
+        ref = f"{(folder / target).resolve()}:{attr}"
+    backends: dict[str, Declared] = {}
+    for name, decl in (data.get("backends") or {}).items():
+        if not isinstance(decl, dict) or decl.get("status") not in EXPECTED_STATUSES:
+            raise CaseError(f"{where}: backends.{name}.status is one of {EXPECTED_STATUSES}")
+        if not str(decl.get("reason") or "").strip():
+            raise CaseError(f"{where}: backends.{name} needs a reason")
+        backends[name] = Declared(decl["status"], str(decl["reason"]).strip())
+    required = bool(data.get("required", False))
+    if required and backends:
+        raise CaseError(f"{where}: a required case cannot declare expected differences "
+                        f"({', '.join(backends)}): no backend may skip it")
+    second = None
+    if data.get("second_run") is not None:
+        sr = data["second_run"]
+        if not isinstance(sr, dict) or set(sr) - {"wait", "params", "expect"}:
+            raise CaseError(f"{where}: second_run takes wait, params, expect")
+        second = SecondRun(float(sr.get("wait", 0.0)), dict(sr.get("params") or {}),
+                           Expectation.parse(sr.get("expect"), f"{where}: second_run"))
+    tolerance = dict(DEFAULT_TOLERANCE)
+    tolerance.update({k: float(v) for k, v in (data.get("delay_tolerance") or {}).items()})
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise CaseError(f"{where}: tags is a list of feature names")
+    return Case(
+        id=data["id"], doc=data["doc"].strip(), pipeline=ref, folder=folder,
+        params=dict(data.get("params") or {}), tags=tuple(tags), required=required,
+        expect=Expectation.parse(data.get("expect"), where), second_run=second,
+        tolerance=tolerance, backends=backends, timeout=float(data.get("timeout", 300.0)),
+    )
+
+
+def adhoc_case(pipeline: str, params: dict[str, Any] | None = None, *,
+               second_run: bool | None = None) -> Case:
+    """A case for a bare pipeline: no expectations, every backend compared with the reference.
+
+    Cached pipelines get a second run so cache hits are compared too.
+    """
+    from unipipe.authoring.loader import load_ir, load_pipeline_object
+    from unipipe.ir.features import features_used
+
+    obj = load_pipeline_object(pipeline) if isinstance(pipeline, str) else pipeline
+    ir = load_ir(obj)
+    folder = None
+    ref = pipeline
+    if isinstance(pipeline, str):
+        target, _, attr = pipeline.rpartition(":")
+        if target.endswith(".py"):
+            ref = f"{Path(target).resolve()}:{attr}"
+            folder = Path(target).resolve().parent
+    tags = tuple(f.value for f in features_used(ir))
+    if second_run is None:
+        second_run = "cache" in tags
+    return Case(id=_slug(ir.name), doc=ir.description or f"pipeline {ir.name}", pipeline=ref,
+                folder=folder, params=dict(params or {}), tags=tags,
+                expect=Expectation(alerts=None),
+                second_run=SecondRun(expect=Expectation(alerts=None)) if second_run else None,
+                adhoc=True)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "case"
+
+
+def discover(paths: list[str | Path]) -> list[Case]:
+    """Cases named by folders (searched for ``case.yaml``), case files, or pipeline specs."""
+    cases: list[Case] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir() and (p / "case.yaml").exists():
+            cases.append(load_case(p))
+        elif p.is_dir():
+            for f in sorted(p.glob("*/case.yaml")):
+                cases.append(load_case(f))
+        elif p.name == "case.yaml" or p.suffix in (".yaml", ".yml") and _is_case_file(p):
+            cases.append(load_case(p))
+        else:
+            cases.append(adhoc_case(str(raw)))
+    seen: set[str] = set()
+    for c in cases:
+        if c.id in seen:
+            raise CaseError(f"two cases have the id {c.id!r}")
+        seen.add(c.id)
+    return cases
+
+
+def _is_case_file(p: Path) -> bool:
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "expect" in data and "pipeline" in data
+
+
+def case_ir(case: Case) -> Any:
+    """The case's pipeline IR (imports the pipeline module in this process)."""
+    from unipipe.authoring.loader import load_ir
+
+    return load_ir(case.pipeline)
+
+
+def check_tags(case: Case) -> list[str]:
+    """Problems with a case's tags: they must equal ``features_used()`` of its pipeline."""
+    from unipipe.ir.features import features_used
+
+    used = [f.value for f in features_used(case_ir(case))]
+    if list(case.tags) != used:
+        return [f"{case.id}: tags {list(case.tags)} differ from features_used() {used}"]
+    return []

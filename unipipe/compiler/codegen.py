@@ -87,7 +87,11 @@ def module(body: Iterable[cst.BaseStatement | cst.BaseSmallStatement], *, header
 
 
 def _docstring(text: str) -> str:
-    """A triple-quoted docstring literal for arbitrary text, escaped so it stays a literal."""
+    """A triple-quoted docstring literal for arbitrary text, escaped so it stays a literal.
+
+    Black re-indents docstrings, so a docstring carries text for people; any value that must
+    survive exactly (a description passed to an engine) is emitted with :func:`literal`.
+    """
     safe = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').replace("\r", "\\r")
     safe = "".join(ch if ch == "\n" or ch.isprintable() else ch.encode("unicode_escape").decode()
                    for ch in safe)

@@ -24,7 +24,11 @@ def get_backend(name: str) -> Any:
         if name not in eps:
             known = ", ".join(eps) or "none installed"
             raise UnknownBackend(f"no backend named {name!r} (installed: {known})")
-        _INSTANCES[name] = eps[name].load()()
+        try:
+            _INSTANCES[name] = eps[name].load()()
+        except Exception as exc:  # a broken third-party backend must not break the others
+            raise UnknownBackend(f"backend {name!r} is installed but failed to load: "
+                                 f"{type(exc).__name__}: {exc}") from exc
     return _INSTANCES[name]
 
 

@@ -8,13 +8,14 @@ options or generated files.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
 from unipipe.deploy.plan import Plan, Step
 from unipipe.ir.models import Pipeline
 
-__all__ = ["DeployFailed", "InvalidDeploy", "Plan", "Step", "TARGETS", "deploy", "deploy_main", "plan"]
+__all__ = ["TARGETS", "DeployFailed", "InvalidDeploy", "Plan", "Step", "deploy", "deploy_main", "plan"]
 
 
 def _targets() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[..., Plan]]]:

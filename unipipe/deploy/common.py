@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unipipe.deploy.bundle import LocalFile
 from unipipe.deploy.options import InvalidDeploy

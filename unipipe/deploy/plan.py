@@ -8,8 +8,9 @@ engine loads last).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 Change = Literal["create", "update", "unchanged", "unknown", "call"]
 
@@ -37,10 +38,12 @@ class Step:
         return self.change in ("create", "update", "call", "unknown")
 
     def line(self) -> str:
-        text = f"{MARKS[self.change]} {self.verb} {self.target}"
         if self.change == "unchanged":
-            text += " (unchanged)"
-        elif self.change == "unknown":
+            text = f"= {self.target} (unchanged)"
+        else:
+            verb = "update" if self.change == "update" and self.verb == "create" else self.verb
+            text = f"{MARKS[self.change]} {verb} {self.target}"
+        if self.change == "unknown":
             text += " (remote state not read)"
         if self.detail:
             text += f"  [{self.detail}]"

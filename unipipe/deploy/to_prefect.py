@@ -1,0 +1,257 @@
+"""Prefect server / Prefect Cloud: the work pool and the deployment, through the Prefect API.
+
+The API is the one at ``PREFECT_API_URL`` (Prefect Cloud differs only by that URL and
+``PREFECT_API_KEY``, both read by Prefect's client from its standard settings). The flow code
+(the compiled flow and the user's task modules) is published into ``code_dir``, a folder the
+workers read: the deployment's pull step sets the working directory there and the process job
+puts it on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from unipipe.deploy.bundle import LocalFile, module_files
+from unipipe.deploy.common import compile_files
+from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
+from unipipe.deploy.plan import Plan, Step
+from unipipe.ir.models import Pipeline
+
+OPTIONS = ("code_dir", "work_pool", "work_pool_type", "work_queue", "name", "tags", "paused",
+           "results_path")
+#: ``param.NAME=value`` (deployment parameter, read as JSON when it parses), ``env.NAME=value``
+PREFIXES = ("param.", "env.")
+
+
+def _generated_deployment(files: list[LocalFile]) -> dict[str, Any]:
+    """The deployment the Prefect backend wrote into its prefect.yaml (empty when none)."""
+    for f in files:
+        if f.relpath.endswith("prefect.yaml"):
+            import yaml
+
+            spec = yaml.safe_load(f.data) or {}
+            for dep in spec.get("deployments") or []:
+                return dict(dep)
+    return {}
+
+
+def _flow_entry(files: list[LocalFile]) -> tuple[str, str]:
+    """(relative file, function) of the compiled flow: from the generated prefect.yaml, else the
+    function decorated with ``flow`` in the last Python file written."""
+    entry = _generated_deployment(files).get("entrypoint")
+    if entry:
+        file, _, fn = str(entry).rpartition(":")
+        return file, fn
+    for f in reversed([f for f in files if f.relpath.endswith(".py")]):
+        for node in ast.parse(f.data).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for dec in node.decorator_list:
+                    target = dec.func if isinstance(dec, ast.Call) else dec
+                    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                    if name == "flow":
+                        return f.relpath, node.name
+    raise DeployFailed("the Prefect backend's output has no @flow function to deploy")
+
+
+def _write_step(plan: Plan, root: Path, f: LocalFile, detail: str) -> None:
+    path = root / f.relpath
+    current = path.read_bytes() if path.exists() else None
+    change = "create" if current is None else ("unchanged" if current == f.data else "update")
+
+    def apply() -> None:
+        from unipipe.compiler.codegen import write_atomic
+
+        write_atomic(path, f.data.decode("utf-8"))
+
+    plan.add(Step("write", str(path), change, detail, apply))
+
+
+def _schedules(ir: Pipeline, paused: bool) -> list[Any]:
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    if ir.schedule is None:
+        return []
+    if ir.schedule.cron is not None:
+        sched: Any = CronSchedule(cron=ir.schedule.cron, timezone=ir.schedule.timezone)
+    else:
+        sched = IntervalSchedule(interval=timedelta(seconds=ir.schedule.interval or 0),
+                                 timezone=ir.schedule.timezone)
+    return [DeploymentScheduleCreate(schedule=sched, active=not paused)]
+
+
+def _schedule_key(schedule: Any, active: bool) -> str:
+    data = schedule.model_dump(mode="json", exclude_none=True)
+    data.pop("anchor_date", None)
+    return json.dumps({"schedule": data, "active": active}, sort_keys=True)
+
+
+def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    from unipipe.params import resolve_params
+
+    code_dir = Path(opts.require("code_dir", "the folder your workers load the flow code from")).resolve()
+    pool = opts.get("work_pool", "unipipe")
+    pool_type = opts.get("work_pool_type", "process")
+    queue = opts.get("work_queue")
+    paused = opts.flag("paused")
+    raw = {}
+    for k, v in opts.items_with_prefix("param.").items():
+        try:
+            raw[k] = json.loads(v)
+        except ValueError:
+            raw[k] = v
+    resolve_params(ir, raw)  # unknown or mistyped parameters are invalid input
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise InvalidDeploy("PREFECT_API_URL is not set: point it at your Prefect server or Cloud workspace")
+
+    extra: dict[str, Any] = {"work_pool": pool, "work_pool_type": pool_type}
+    if opts.get("results_path"):
+        extra["results_path"] = opts.get("results_path")
+    files, diagnostics = compile_files(ir, "prefect", **extra)
+    rel_flow, fn = _flow_entry(files)
+    generated = _generated_deployment(files)
+    modules = module_files(ir)
+    plan = Plan("prefect", ir.name, f"{api} (work pool {pool!r}, code in {code_dir})")
+    plan.notes += diagnostics
+    for f in modules:
+        _write_step(plan, code_dir, f, "task module")
+    for f in files:
+        _write_step(plan, code_dir, f, "compiled flow" if f.relpath == rel_flow else "compiled")
+
+    flow_name = _flow_name(files, rel_flow, fn, ir)
+    dep_name = opts.get("name", ir.name)
+    job_variables = dict((generated.get("work_pool") or {}).get("job_variables") or {})
+    env = {**(job_variables.get("env") or {}), "PYTHONPATH": str(code_dir), **opts.items_with_prefix("env.")}
+    job_variables["env"] = env
+    desired: dict[str, Any] = {
+        "entrypoint": f"{rel_flow}:{fn}",
+        "path": str(code_dir),
+        "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}}],
+        "work_pool_name": pool,
+        "job_variables": job_variables,
+        "parameters": raw,
+        "parameter_openapi_schema": _parameter_schema(ir),
+        "enforce_parameter_schema": True,
+        "tags": sorted(set(ir.tags) | set(opts.csv("tags"))),
+        "description": ir.description or None,
+        "version": ir.ir_hash()[:12],
+    }
+    if queue:
+        desired["work_queue_name"] = queue
+    schedules = _schedules(ir, paused)
+
+    pool_change, dep_change, diff = ("unknown", "unknown", [])
+    if inspect:
+        with get_client(sync_client=True) as client:
+            try:
+                existing_pool = client.read_work_pool(pool)
+                if existing_pool.type != pool_type:
+                    raise InvalidDeploy(f"work pool {pool!r} exists with type {existing_pool.type!r}, "
+                                        f"not {pool_type!r}")
+                pool_change = "unchanged"
+            except ObjectNotFound:
+                pool_change = "create"
+            try:
+                current = client.read_deployment_by_name(f"{flow_name}/{dep_name}")
+                diff = _differences(current, desired, schedules)
+                dep_change = "update" if diff else "unchanged"
+            except ObjectNotFound:
+                dep_change = "create"
+
+    def create_pool() -> str:
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.workers.base import BaseWorker
+
+        worker = BaseWorker.get_worker_class_from_type(pool_type)
+        template = worker.get_default_base_job_template() if worker else {}
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name=pool, type=pool_type, base_job_template=template))
+        return f"type {pool_type}"
+
+    def upsert() -> str:
+        with get_client(sync_client=True) as client:
+            flow_id = client.create_flow_from_name(flow_name)
+            dep_id = client.create_deployment(flow_id=flow_id, name=dep_name, schedules=schedules,
+                                              **desired)
+        return f"id {dep_id}"
+
+    plan.add(Step("create", f"work pool {pool!r}", pool_change, f"type {pool_type}", create_pool))
+    sched_text = ", ".join(_schedule_key(s.schedule, s.active) for s in schedules) or "no schedule"
+    detail = (f"flow {flow_name!r}, entrypoint {desired['entrypoint']}, {sched_text}, "
+              f"parameters {json.dumps(raw, sort_keys=True)}, tags {desired['tags']}")
+    if diff:
+        detail += f"; changed: {', '.join(diff)}"
+    plan.add(Step("create" if dep_change == "create" else "update",
+                  f"deployment {flow_name}/{dep_name}", dep_change, detail, upsert))
+    plan.facts["run it"] = f"prefect deployment run '{flow_name}/{dep_name}'; prefect worker start --pool {pool}"
+    return plan
+
+
+def _flow_name(files: list[LocalFile], rel_flow: str, fn: str, ir: Pipeline) -> str:
+    """The flow's name as Prefect will register it: ``@flow(name=...)`` or the function name."""
+    for f in files:
+        if f.relpath != rel_flow:
+            continue
+        for node in ast.parse(f.data).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == fn:
+                for dec in node.decorator_list:
+                    if isinstance(dec, ast.Call):
+                        for kw in dec.keywords:
+                            if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                                return str(kw.value.value)
+                return fn.replace("_", "-")
+    return ir.name
+
+
+_JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+               "dict": "object", "list": "array"}
+
+
+def _parameter_schema(ir: Pipeline) -> dict[str, Any]:
+    """The OpenAPI schema Prefect validates run parameters with, from the IR's params."""
+    props: dict[str, Any] = {}
+    required = []
+    for i, p in enumerate(ir.params):
+        prop: dict[str, Any] = {"title": p.name, "position": i}
+        if p.type in _JSON_TYPES:
+            prop["type"] = _JSON_TYPES[p.type]
+        if p.description:
+            prop["description"] = p.description
+        if p.required:
+            required.append(p.name)
+        else:
+            prop["default"] = p.default
+        props[p.name] = prop
+    schema: dict[str, Any] = {"title": "Parameters", "type": "object", "properties": props,
+                              "definitions": {}}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _differences(current: Any, desired: dict[str, Any], schedules: list[Any]) -> list[str]:
+    diff = [k for k, v in desired.items() if _norm(k, getattr(current, k, None)) != _norm(k, v)]
+    have = sorted(_schedule_key(s.schedule, s.active) for s in current.schedules)
+    want = sorted(_schedule_key(s.schedule, s.active) for s in schedules)
+    if have != want:
+        diff.append("schedules")
+    return diff
+
+
+def _norm(key: str, value: Any) -> Any:
+    if key == "tags":
+        return sorted(value or [])
+    if key == "description":
+        return value or None
+    return json.loads(json.dumps(value, sort_keys=True, default=str)) if value is not None else None
+
+

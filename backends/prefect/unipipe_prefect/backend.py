@@ -1,0 +1,194 @@
+"""The ``prefect`` backend: a flow module and a ``prefect.yaml`` per pipeline, run on a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from unipipe.compiler import codegen
+from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
+from unipipe.compiler.diagnostics import Diagnostic, ErrorLevel, Support, UnsupportedFeature
+from unipipe.ir.features import Feature
+from unipipe.ir.models import Pipeline
+from unipipe.params import resolve_params
+from unipipe.result import RunResult
+
+from unipipe_prefect import codegen as flowgen
+from unipipe_prefect import deployment
+
+TARGET_VERSIONS = ("3.7",)
+
+
+def _support() -> dict[Feature, Support]:
+    N, E, U = Support.native, Support.emulated, Support.unsupported
+    return {
+        Feature.PARAMS: N("flow parameters typed from the IR"),
+        Feature.DATA_PASSING: N("task results passed as Prefect states"),
+        Feature.KEY_PATH: E("key paths are applied by the runtime inside the consuming task"),
+        Feature.AFTER: N("tasks run in topological order; an `after` edge gates like data"),
+        Feature.CONDITION: N("a plain Python `if` in the flow"),
+        Feature.MAP: N("task.map(...) with unmapped() for the other inputs"),
+        Feature.RETRY: N("retries"),
+        Feature.RETRY_DELAY: N("retry_delay_seconds"),
+        Feature.RETRY_BACKOFF: N("retry_delay_seconds as the IR's precomputed delay list"),
+        Feature.RETRY_MAX_DELAY: N("the delay list is capped before it is written"),
+        Feature.RETRY_JITTER: E("Prefect 3.7 ignores retry_jitter_factor for task retries; the "
+                                "runtime sleeps the jitter part at the start of each retry"),
+        Feature.RETRY_EXCEPTION_FILTER: N("retry_condition_fn"),
+        Feature.CACHE: N("cache_policy=INPUTS + TASK_SOURCE; the task source pins the user's "
+                         "source hash and the cache version"),
+        Feature.CACHE_EXPIRE: N("cache_expiration"),
+        Feature.CACHE_KEY_FN: N("cache_key_fn calling the pipeline's key function"),
+        Feature.TIMEOUT: N("timeout_seconds (cannot interrupt blocking calls of mapped elements, "
+                           "which run in worker threads)"),
+        Feature.RESOURCES: E("per flow run, not per task: the deployment's job variables carry "
+                             "the largest cpu/memory request of any task (non-process pools)"),
+        Feature.RESOURCES_GPU: E("per flow run, not per task: the largest gpu request goes to "
+                                 "the deployment's job variables (non-process pools)"),
+        Feature.IMAGE: E("per flow run, not per task: the image every task shares goes to the "
+                         "deployment's job variables; differing per-task images are refused"),
+        Feature.ALERT_FAILURE: N("task on_failure hook"),
+        Feature.ALERT_RETRY: E("delivered from retry_condition_fn, which Prefect calls once per "
+                               "failed attempt that will be retried (no retry hook sees the error)"),
+        Feature.ALERT_SUCCESS: N("task on_completion hook (cache hits included)"),
+        Feature.ALERT_WEBHOOK: N("delivered by the runtime from the hook"),
+        Feature.ALERT_EMAIL: N("delivered by the runtime from the hook"),
+        Feature.ALERT_CALLBACK: N("called from the hook"),
+        Feature.PIPELINE_ALERT: N("flow on_failure / on_completion hooks"),
+        Feature.SCHEDULE_CRON: N("deployment schedules: cron"),
+        Feature.SCHEDULE_INTERVAL: N("deployment schedules: interval"),
+    }
+
+
+class Backend:
+    name: ClassVar[str] = "prefect"
+    versions: ClassVar[tuple[str, ...]] = TARGET_VERSIONS
+
+    def support(self, version: str | None = None) -> dict[Feature, Support]:
+        if version is not None and version not in self.versions:
+            raise ValueError(f"prefect cannot target version {version!r}")
+        return _support()
+
+    # ------------------------------------------------------------ compile
+
+    def check(self, ir: Pipeline, level: ErrorLevel) -> list[Diagnostic]:
+        """Refusals that depend on values, not just on which features are used."""
+        problems: list[Diagnostic] = []
+        imgs = deployment.images(ir)
+        if len(imgs) > 1:
+            problems.append(Diagnostic(
+                "error" if level is ErrorLevel.RAISE else "warning", Feature.IMAGE, self.name,
+                f"tasks ask for different images ({', '.join(sorted(imgs))}); a Prefect flow run "
+                "has one image"))
+        for t in ir.tasks:
+            retry = ir.effective(t).retry
+            if retry and retry.max_retries and not flowgen.delays_are_exact(retry.model_dump()):
+                problems.append(Diagnostic(
+                    "error" if level is ErrorLevel.RAISE else "warning", Feature.RETRY_BACKOFF,
+                    self.name, f"task {t.id!r}: Prefect takes at most {flowgen.MAX_DELAY_LIST} "
+                    "retry delays and repeats the last one; set max_delay so the waits level off"))
+        errors = [d for d in problems if d.level == "error"]
+        if errors:
+            raise UnsupportedFeature(errors)
+        return problems
+
+    def compile(self, ir: Pipeline, out_dir: Path, options: CompileOptions) -> CompileResult:
+        version = options.target_version or self.versions[0]
+        diags = self.check(ir, options.error_level)
+        out_dir = Path(out_dir)
+        filename = flowgen.module_filename(ir)
+        module = flowgen.build_module(ir, target_version=version)
+        flow_text = codegen.render(module)
+        names = flowgen.Names(ir)
+        extra = options.extra
+        config = deployment.deployment_config(
+            ir, entrypoint=f"{filename}:{names.flow_fn}",
+            work_pool=extra.get("work_pool", deployment.DEFAULT_WORK_POOL),
+            work_pool_type=extra.get("work_pool_type", "process"),
+            results_path=extra.get("results_path", deployment.DEFAULT_RESULTS_PATH))
+        yaml_text = deployment.render_yaml(ir, config, target_version=version)
+        paths = codegen.write_all({out_dir / filename: flow_text,
+                                   out_dir / "prefect.yaml": yaml_text})
+        return CompileResult(paths, diags)
+
+    # ------------------------------------------------------------ run
+
+    def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
+        from unipipe_prefect.results import build_result
+
+        params = resolve_params(ir, options.params)
+        workdir = Path(options.workdir) if options.workdir else Path(
+            tempfile.mkdtemp(prefix=f"unipipe-prefect-{flowgen.python_name(ir.name)}-"))
+        flows = workdir / "flows"
+        self.compile(ir, flows, CompileOptions(error_level=ErrorLevel.WARN))
+        run_id = options.run_id or f"prefect-{uuid.uuid4().hex[:12]}"
+        env = self.run_env(workdir, options, run_id)
+        report_path = workdir / f"{run_id}.report.pickle"
+        names = flowgen.Names(ir)
+        cmd = [sys.executable, "-m", "unipipe_prefect.driver",
+               str(flows / flowgen.module_filename(ir)), names.flow_fn,
+               json.dumps(params), str(report_path)]
+        proc = subprocess.run(cmd, env=env, cwd=str(workdir), capture_output=True, text=True,
+                              timeout=options.extra.get("timeout", 1800))
+        (workdir / f"{run_id}.log").write_text(proc.stdout + proc.stderr)
+        if not report_path.exists():
+            raise RuntimeError(f"the Prefect flow process failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-4000:]}")
+        with open(report_path, "rb") as fh:
+            report = pickle.load(fh)
+        if not report.get("ok"):
+            raise RuntimeError(f"the Prefect flow run did not finish:\n{report.get('error')}\n"
+                               f"{proc.stderr[-3000:]}")
+        return build_result(ir, report, run_id=run_id, params=params,
+                            trace_dir=env["UNIPIPE_TRACE_DIR"])
+
+    def run_env(self, workdir: Path, options: RunOptions, run_id: str) -> dict[str, str]:
+        """The flow process's environment: the API server, isolated homes, the user's modules."""
+        base = {**os.environ, **options.env}
+        api_url = base.get("PREFECT_API_URL")
+        if not api_url:
+            from unipipe_prefect.server import shared_server
+
+            api_url = shared_server().api_url
+        # The engine's settings are ours to choose; only credentials for a user's server pass.
+        keep = {"PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"} if base.get("PREFECT_API_URL") else set()
+        env = {k: v for k, v in base.items() if not k.startswith("PREFECT_") or k in keep}
+        env.update({k: v for k, v in options.env.items() if k.startswith("PREFECT_")})
+        env["PREFECT_API_URL"] = api_url
+        env.setdefault("PREFECT_HOME", str(workdir / "prefect-home"))
+        env.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", results_path(base, workdir))
+        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        env["UNIPIPE_RUN_ID"] = run_id
+        env.setdefault("UNIPIPE_TRACE_DIR", str(workdir / "trace"))
+        backend_root = str(Path(__file__).resolve().parents[1])
+        path = [*options.search_path, backend_root]
+        if base.get("PYTHONPATH"):
+            path.append(base["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        return env
+
+
+def results_path(env: dict[str, str], workdir: Path) -> str:
+    """Where Prefect persists results (and so its cache): set explicitly, never ``~/.prefect``.
+
+    An explicit PREFECT_RESULTS_LOCAL_STORAGE_PATH wins; else next to the unipipe cache when that
+    is a local folder (so the cache lives and expires with it); else inside the run's workdir.
+    """
+    if env.get("PREFECT_RESULTS_LOCAL_STORAGE_PATH"):
+        return env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]
+    cache_url = env.get("UNIPIPE_CACHE_URL")
+    if cache_url and "://" not in cache_url:
+        return str(Path(cache_url) / "prefect-results")
+    from unipipe.runtime.store import user_cache_dir
+
+    if not cache_url:
+        return str(user_cache_dir() / "prefect-results")
+    return str(workdir / "prefect-results")

@@ -1,0 +1,431 @@
+"""The Prefect flow module for a pipeline, built as a libcst tree (never text templates).
+
+One ``@task`` per IR task (its body calls the unipipe adapter), one ``@flow`` that calls the tasks
+in the IR's topological order with ``return_state=True`` and follows the IR's rules: a task runs
+only when every upstream task completed (``rt.ready``) and its conditions hold (a plain ``if``);
+mapped tasks use ``.map``; the flow raises at the end if any task failed, which is what makes
+Prefect mark the flow run Failed and fire its ``on_failure`` hook.
+
+User strings reach the tree only through :func:`unipipe.compiler.codegen.literal` (or the
+docstring escaper), so they can never become code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+from typing import Any
+
+import libcst as cst
+
+from unipipe.compiler import codegen
+from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
+from unipipe.ir.models import (
+    DictValue,
+    ListValue,
+    LiteralInput,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Task,
+    Value,
+)
+from unipipe.runtime.retry import delay_schedule
+
+#: Prefect validates ``retry_delay_seconds`` lists to at most 50 entries.
+MAX_DELAY_LIST = 50
+
+PARAM_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "dict": "dict",
+               "list": "list"}
+
+# Module-level names the generated file defines or imports (task functions must avoid them).
+MODULE_NAMES = {"annotations", "flow", "task", "unmapped", "timedelta", "INPUTS", "NO_CACHE",
+                "TASK_SOURCE", "PIPELINE", "SPECS", "PIPELINE_ALERTS", "retry_condition",
+                "task_alerts", "pipeline_alerts", "cache_key"}
+
+
+def python_name(text: str) -> str:
+    """A readable identifier for a pipeline name (``ml-training`` -> ``ml_training``)."""
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", text)
+    if not ident or ident[0].isdigit():
+        ident = f"pipeline_{ident}"
+    if keyword.iskeyword(ident) or hasattr(builtins, ident):
+        ident += "_flow"
+    return ident
+
+
+def module_filename(ir: Pipeline) -> str:
+    return f"{python_name(ir.name)}_flow.py"
+
+
+class Names:
+    """Deterministic, collision-free identifiers for everything the module defines."""
+
+    def __init__(self, ir: Pipeline):
+        self.params = [p.name for p in ir.params]
+        taken = set(self.params) | MODULE_NAMES
+        self._taken = taken
+        self.task_fn: dict[str, str] = {}
+        for t in ir.tasks:
+            self.task_fn[t.id] = self._fresh(t.id, "_task")
+        self.flow_fn = self._fresh(python_name(ir.name), "_flow")
+        self.rt = self._fresh("rt", "_")
+        self.state = {t.id: self._fresh(f"{t.id}_state", "_") for t in ir.tasks}
+        self.items = {t.id: self._fresh(f"{t.id}_items", "_") for t in ir.tasks if t.map_over}
+
+    def _fresh(self, base: str, suffix: str) -> str:
+        name = base
+        while (name in self._taken or keyword.iskeyword(name) or keyword.issoftkeyword(name)
+               or hasattr(builtins, name)):
+            name += suffix
+        self._taken.add(name)
+        return name
+
+
+# ---------------------------------------------------------------- small node helpers
+
+
+def _attr(obj: str, attr: str) -> cst.Attribute:
+    return cst.Attribute(value=cst.Name(obj), attr=cst.Name(attr))
+
+
+def _call(func: cst.BaseExpression, args: list[cst.BaseExpression] | None = None,
+          kwargs: list[tuple[str, cst.BaseExpression]] | None = None) -> cst.Call:
+    return cst.Call(func=func, args=[cst.Arg(a) for a in args or []]
+                    + [cst.Arg(v, keyword=cst.Name(k)) for k, v in kwargs or []])
+
+
+def _subscript(obj: cst.BaseExpression, key: cst.BaseExpression) -> cst.Subscript:
+    return cst.Subscript(value=obj, slice=[cst.SubscriptElement(cst.Index(key))])
+
+
+def _assign(target: str, value: cst.BaseExpression) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(target))], value)])
+
+
+def _docstring(text: str) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine([cst.Expr(cst.SimpleString(codegen._docstring(text)))])
+
+
+def _comment_line(text: str) -> cst.EmptyLine:
+    return cst.EmptyLine(comment=cst.Comment(f"# {text}"))
+
+
+def _and(values: list[cst.BaseExpression]) -> cst.BaseExpression:
+    expr = values[0]
+    for v in values[1:]:
+        expr = cst.BooleanOperation(left=expr, operator=cst.And(), right=v)
+    return expr
+
+
+# ---------------------------------------------------------------- the module
+
+
+def generated_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
+    """The task spec embedded in SPECS (a mapped task's element spec has no path on the list)."""
+    spec = task_spec(ir, task)
+    if task.map_over and task.map_over in spec.get("paths", {}):
+        paths = {k: v for k, v in spec["paths"].items() if k != task.map_over}
+        if paths:
+            spec["paths"] = paths
+        else:
+            del spec["paths"]
+    return spec
+
+
+def retry_delays(retry: dict[str, Any]) -> list[float]:
+    """The IR's jitter-free waits as Prefect's list (exact for backoff and the cap)."""
+    delays = [round(d, 6) for d in delay_schedule(retry)]
+    return delays[:MAX_DELAY_LIST]
+
+
+def delays_are_exact(retry: dict[str, Any]) -> bool:
+    """Prefect repeats the last list entry past 50 retries: exact only if the tail is constant."""
+    delays = delay_schedule(retry)
+    return len(delays) <= MAX_DELAY_LIST or len(set(delays[MAX_DELAY_LIST - 1:])) == 1
+
+
+def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
+    names = Names(ir)
+    specs = {t.id: generated_spec(ir, t) for t in ir.tasks}
+    effective = {t.id: ir.effective(t) for t in ir.tasks}
+    uses_retry = any(s.get("retry") for s in specs.values())
+    uses_cache = any(s.get("cache") and not s["cache"].get("key_fn") for s in specs.values())
+    uses_key_fn = any(s.get("cache") and s["cache"].get("key_fn") for s in specs.values())
+    uses_expiry = any(s.get("cache") and s["cache"].get("expire") for s in specs.values())
+    uses_nocache = any(not s.get("cache") for s in specs.values())
+    uses_map = any(t.map_over for t in ir.tasks)
+    task_events = {t.id: {ev for a in effective[t.id].alerts for ev in a.on} for t in ir.tasks}
+    uses_task_hooks = any(ev & {"failure", "success"} for ev in task_events.values())
+    flow_events = {ev for a in ir.alerts for ev in a.on}
+
+    body: list[cst.BaseStatement] = []
+    body.append(cst.parse_statement("from __future__ import annotations"))
+    if uses_expiry:
+        body.append(cst.parse_statement("from datetime import timedelta"))
+    prefect_names = ["flow", "task"] + (["unmapped"] if uses_map else [])
+    body.append(cst.parse_statement(f"from prefect import {', '.join(prefect_names)}"))
+    policies = sorted(({"INPUTS", "TASK_SOURCE"} if uses_cache else set())
+                      | ({"NO_CACHE"} if uses_nocache else set()))
+    if policies:
+        body.append(cst.parse_statement(f"from prefect.cache_policies import {', '.join(policies)}"))
+
+    body.append(_assign("PIPELINE", codegen.literal(ir.name)).with_changes(
+        leading_lines=[cst.EmptyLine()]))
+    body.append(_assign("SPECS", codegen.literal(specs)).with_changes(leading_lines=[
+        _comment_line("What each task runs and its policies, read by the unipipe runtime;"),
+        _comment_line("literal inputs live here, never in Prefect call arguments."),
+    ]))
+    if ir.alerts:
+        body.append(_assign("PIPELINE_ALERTS", codegen.literal(pipeline_alerts_spec(ir))))
+
+    if uses_retry:
+        body.append(cst.parse_statement(
+            "def retry_condition(prefect_task, task_run, state) -> bool:\n"
+            '    """retry_condition_fn: False fails the task at once (fail_on, retry_on,\n'
+            "    up.NonRetryable); True means Prefect retries, so the task's retry alerts go out\n"
+            '    here."""\n'
+            "    from unipipe_prefect.runtime import should_retry\n\n"
+            "    return should_retry(SPECS[prefect_task.name], task_run, state)\n"))
+    if uses_task_hooks:
+        body.append(cst.parse_statement(
+            "def task_alerts(prefect_task, task_run, state) -> None:\n"
+            '    """on_failure / on_completion hook: the task\'s final alert, once, after its retries."""\n'
+            "    from unipipe_prefect.runtime import task_alerts\n\n"
+            "    task_alerts(SPECS[prefect_task.name], task_run, state)\n"))
+    if uses_key_fn:
+        body.append(cst.parse_statement(
+            "def cache_key(context, parameters) -> str:\n"
+            '    """cache_key_fn: the pipeline\'s own key function over the loaded inputs."""\n'
+            "    from unipipe_prefect.runtime import cache_key\n\n"
+            "    return cache_key(SPECS[context.task.name], parameters)\n"))
+    if flow_events & {"failure", "success"}:
+        body.append(cst.parse_statement(
+            "def pipeline_alerts(prefect_flow, flow_run, state) -> None:\n"
+            '    """Flow on_failure / on_completion hook: the pipeline alert, once per run."""\n'
+            "    from unipipe_prefect.runtime import pipeline_alerts\n\n"
+            "    pipeline_alerts(PIPELINE_ALERTS, PIPELINE, flow_run, state)\n"))
+
+    for t in ir.tasks:
+        body.append(_task_def(t, specs[t.id], names, task_events[t.id]))
+    body.append(_flow_def(ir, names, flow_events))
+
+    header = codegen.header_lines(target="prefect", target_version=target_version,
+                                  ir_hash=ir.ir_hash(), pipeline=ir.name)
+    doc = f"Prefect flow for the unipipe pipeline {ir.name!r}."
+    if ir.description:
+        doc += "\n\n" + ir.description.strip()
+    return codegen.module(body, header=header, docstring=doc)
+
+
+def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str]) -> cst.FunctionDef:
+    kwargs: list[tuple[str, cst.BaseExpression]] = [("name", codegen.literal(t.id))]
+    # Task runs are named after the IR task (``task[i]`` for map elements): readable in the UI,
+    # and how the runner matches Prefect's task runs to the IR.
+    run_name = t.id + "[{map_index}]" if t.map_over else t.id
+    kwargs.append(("task_run_name", codegen.literal(run_name)))
+    retry = spec.get("retry")
+    if retry:
+        kwargs.append(("retries", codegen.literal(int(retry["max_retries"]))))
+        delays = retry_delays(retry)
+        if any(d > 0 for d in delays):
+            kwargs.append(("retry_delay_seconds", codegen.literal(delays)))
+        kwargs.append(("retry_condition_fn", cst.Name("retry_condition")))
+    cache = spec.get("cache")
+    if cache and cache.get("key_fn"):
+        kwargs.append(("cache_key_fn", cst.Name("cache_key")))
+    elif cache:
+        inputs: cst.BaseExpression = cst.Name("INPUTS")
+        if t.map_over:
+            inputs = cst.BinaryOperation(inputs, cst.Subtract(), codegen.literal("map_index"))
+            inputs = inputs.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        kwargs.append(("cache_policy", cst.BinaryOperation(inputs, cst.Add(),
+                                                           cst.Name("TASK_SOURCE"))))
+    else:
+        kwargs.append(("cache_policy", cst.Name("NO_CACHE")))
+    if cache and cache.get("expire"):
+        kwargs.append(("cache_expiration", _call(cst.Name("timedelta"), kwargs=[
+            ("seconds", codegen.literal(float(cache["expire"])))])))
+    if spec.get("timeout"):
+        kwargs.append(("timeout_seconds", codegen.literal(float(spec["timeout"]))))
+    if "failure" in events:
+        kwargs.append(("on_failure", cst.List([cst.Element(cst.Name("task_alerts"))])))
+    if "success" in events:
+        kwargs.append(("on_completion", cst.List([cst.Element(cst.Name("task_alerts"))])))
+
+    engine_inputs = [n for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
+    if t.map_over and t.map_over not in engine_inputs:
+        engine_inputs.append(t.map_over)  # a literal list is fanned out element by element
+    params = [cst.Param(codegen.name(n)) for n in engine_inputs]
+    if t.map_over:
+        params.append(cst.Param(cst.Name("map_index"), default=cst.Name("None")))
+
+    invoke_kwargs: list[tuple[str, cst.BaseExpression]] = []
+    if t.map_over:
+        invoke_kwargs.append(("map_index", cst.Name("map_index")))
+    if retry and float(retry.get("jitter", 0)) > 0:
+        invoke_kwargs.append(("emulate", codegen.literal(("retry.jitter",))))
+    inputs_dict = cst.Dict([cst.DictElement(codegen.literal(n), cst.Name(n)) for n in engine_inputs])
+    invoke = _call(cst.Name("invoke"), [_subscript(cst.Name("SPECS"), codegen.literal(t.id)),
+                                        inputs_dict], invoke_kwargs)
+
+    doc = f"Runs {t.fn}."
+    if cache and not cache.get("key_fn"):
+        doc += (f"\n\nCached on its inputs and this function's source, which pins the task's code"
+                f"\n(sha256:{t.source_hash}) and the cache version {cache.get('version', '0')!r}.")
+    elif cache:
+        doc += f"\n\nCached on {cache['key_fn']} (cache version {cache.get('version', '0')!r})."
+    statements: list[cst.BaseStatement] = [
+        _docstring(doc),
+        cst.parse_statement("from unipipe_prefect.runtime import invoke"),
+        cst.SimpleStatementLine([cst.Return(invoke)]).with_changes(leading_lines=[cst.EmptyLine()]),
+    ]
+    return cst.FunctionDef(
+        name=cst.Name(names.task_fn[t.id]),
+        params=cst.Parameters(params=params),
+        body=cst.IndentedBlock(statements),
+        decorators=[cst.Decorator(_call(cst.Name("task"), kwargs=kwargs))],
+        leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
+    )
+
+
+def _value_expr(value: Value, names: Names) -> cst.BaseExpression:
+    """The flow's return expression: task outputs loaded, skipped tasks as None."""
+    rt = names.rt
+    if isinstance(value, LiteralInput):
+        return codegen.literal(value.value)
+    if isinstance(value, ParamInput):
+        if not value.path:
+            return cst.Name(value.name)
+        return _call(_attr(rt, "value"), [cst.Name(value.name), codegen.literal(list(value.path))],
+                     [("is_state", cst.Name("False"))])
+    if isinstance(value, OutputInput):
+        args: list[cst.BaseExpression] = [cst.Name(names.state[value.task])]
+        if value.path:
+            args.append(codegen.literal(list(value.path)))
+        return _call(_attr(rt, "value"), args)
+    if isinstance(value, ListValue):
+        return cst.List([cst.Element(_value_expr(v, names)) for v in value.items])
+    if isinstance(value, DictValue):
+        return cst.Dict([cst.DictElement(codegen.literal(k), _value_expr(v, names))
+                         for k, v in value.items.items()])
+    raise TypeError(value)
+
+
+def _flow_params(ir: Pipeline) -> list[cst.Param]:
+    required = [p for p in ir.params if p.required]
+    optional = [p for p in ir.params if not p.required]
+    out = []
+    for p in required + optional:
+        ann = PARAM_TYPES.get(p.type)
+        out.append(cst.Param(
+            codegen.name(p.name),
+            annotation=cst.Annotation(cst.Name(ann)) if ann else None,
+            default=None if p.required else codegen.literal(p.default),
+        ))
+    return out
+
+
+def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
+    rt = names.rt
+    stmts: list[cst.BaseStatement] = []
+    doc = ir.description.strip() or f"Run the unipipe pipeline {ir.name!r} on Prefect."
+    stmts.append(_docstring(doc))
+    stmts.append(cst.parse_statement(
+        "from unipipe_prefect import runtime as rt" if rt == "rt"
+        else f"from unipipe_prefect import runtime as {rt}"))
+    upstream: dict[str, list[str]] = {}
+    first = True
+    for tid in ir.topo_order():
+        t = ir.task(tid)
+        ups = t.upstream()
+        upstream[tid] = ups
+        call_stmts = _task_call(t, names)
+        guards: list[cst.BaseExpression] = []
+        if ups:
+            guards.append(_call(_attr(rt, "ready"), [cst.Name(names.state[u]) for u in ups]))
+        for cond in t.when:
+            args: list[cst.BaseExpression] = [cst.Name(names.state[cond.task])]
+            if cond.path:
+                args.append(codegen.literal(list(cond.path)))
+            guards.append(cst.Comparison(_call(_attr(rt, "value"), args), [cst.ComparisonTarget(
+                cst.Is(), cst.Name("True" if cond.expect else "False"))]))
+        lead = [] if first else [cst.EmptyLine()]
+        first = False
+        if not guards:
+            call_stmts[0] = call_stmts[0].with_changes(leading_lines=lead)
+            stmts.extend(call_stmts)
+            continue
+        stmts.append(_assign(names.state[tid], cst.Name("None")).with_changes(leading_lines=lead))
+        stmts.append(cst.If(test=_and(guards), body=cst.IndentedBlock(call_stmts)))
+
+    states = cst.Dict([cst.DictElement(codegen.literal(tid), cst.Name(names.state[tid]))
+                       for tid in ir.topo_order()])
+    stmts.append(cst.SimpleStatementLine([cst.Expr(_call(
+        _attr(rt, "raise_for_failures"), [states],
+        [("upstream", codegen.literal({k: v for k, v in upstream.items() if v}))]))]).with_changes(
+            leading_lines=[cst.EmptyLine()]))
+    ret = _value_expr(ir.output, names) if ir.output is not None else cst.Name("None")
+    stmts.append(cst.SimpleStatementLine([cst.Return(ret)]))
+
+    kwargs: list[tuple[str, cst.BaseExpression]] = [("name", codegen.literal(ir.name))]
+    if "failure" in events:
+        kwargs.append(("on_failure", cst.List([cst.Element(cst.Name("pipeline_alerts"))])))
+    if "success" in events:
+        kwargs.append(("on_completion", cst.List([cst.Element(cst.Name("pipeline_alerts"))])))
+    return cst.FunctionDef(
+        name=cst.Name(names.flow_fn),
+        params=cst.Parameters(params=_flow_params(ir)),
+        body=cst.IndentedBlock(stmts),
+        decorators=[cst.Decorator(_call(cst.Name("flow"), kwargs=kwargs))],
+        leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
+    )
+
+
+def _arg_expr(name: str, inp: Any, names: Names) -> cst.BaseExpression:
+    if isinstance(inp, OutputInput):
+        return cst.Name(names.state[inp.task])
+    if isinstance(inp, ParamInput):
+        return cst.Name(inp.name)
+    raise TypeError(inp)
+
+
+def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
+    rt = names.rt
+    fn = cst.Name(names.task_fn[t.id])
+    engine = [(n, inp) for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
+    if not t.map_over:
+        kwargs = [(n, _arg_expr(n, inp, names)) for n, inp in engine]
+        kwargs.append(("return_state", cst.Name("True")))
+        return [_assign(names.state[t.id], _call(fn, kwargs=kwargs))]
+    # Fan-out: the list is read in the flow, each element becomes one task run ``task[i]``.
+    src = t.inputs[t.map_over]
+    if isinstance(src, OutputInput):
+        args: list[cst.BaseExpression] = [cst.Name(names.state[src.task])]
+        if src.path:
+            args.append(codegen.literal(list(src.path)))
+        items = _call(_attr(rt, "items"), args)
+    elif isinstance(src, ParamInput):
+        args = [cst.Name(src.name)]
+        if src.path:
+            args.append(codegen.literal(list(src.path)))
+        items = _call(_attr(rt, "items"), args, [("is_state", cst.Name("False"))])
+    else:
+        literal = _subscript(_subscript(_subscript(cst.Name("SPECS"), codegen.literal(t.id)),
+                                        codegen.literal("literals")), codegen.literal(t.map_over))
+        items = _call(_attr(rt, "items"), [literal], [("is_state", cst.Name("False"))])
+    items_name = names.items[t.id]
+    kwargs = []
+    for n, inp in engine:
+        if n == t.map_over:
+            continue
+        kwargs.append((n, _call(cst.Name("unmapped"), [_arg_expr(n, inp, names)])))
+    kwargs.insert(0, (t.map_over, cst.Name(items_name)))
+    kwargs.append(("map_index", _call(cst.Name("range"), [
+        _call(cst.Name("len"), [cst.Name(items_name)])])))
+    mapped = _call(cst.Attribute(fn, cst.Name("map")), kwargs=kwargs)
+    return [
+        _assign(items_name, items),
+        _assign(names.state[t.id], _call(_attr(rt, "wait"), [mapped])),
+    ]

@@ -1,0 +1,81 @@
+"""Run a generated flow in this process and report what Prefect recorded (used by ``Backend.run``).
+
+``python -m unipipe_prefect.driver FLOW_FILE FLOW_FUNCTION PARAMS_JSON REPORT_PICKLE``
+
+The flow runs against ``PREFECT_API_URL``; afterwards its task runs are read back through the
+Prefect client (``read_task_runs`` filtered on the flow run) with their states, run counts and
+persisted results, and written, with the flow's final state and return value, to REPORT_PICKLE.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import sys
+import traceback
+from typing import Any
+
+
+def _load_flow(path: str, function: str) -> Any:
+    spec = importlib.util.spec_from_file_location("unipipe_generated_flow", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, function)
+
+
+def _task_runs(flow_run_id: Any) -> list[dict[str, Any]]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    from unipipe_prefect.runtime import FINAL_STATES
+
+    out = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+        for tr in runs:
+            state = tr.state
+            record: dict[str, Any] = {
+                "id": str(tr.id), "name": tr.name, "task_key": tr.task_key,
+                "run_count": tr.run_count, "state_type": state.type.value if state else None,
+                "state_name": state.name if state else None,
+                "message": state.message if state else None, "has_result": False,
+            }
+            final = FINAL_STATES.get(str(tr.id))
+            if final is not None and final.is_completed():
+                # the value from the flow process's own final state (results of uncached tasks
+                # are not persisted, so the API's copy of the state cannot give them)
+                record["result"] = final.result()
+                record["has_result"] = True
+            out.append(record)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    flow_file, function, params_json, report_path = argv
+    report: dict[str, Any] = {"ok": False}
+    try:
+        flow_fn = _load_flow(flow_file, function)
+        params = json.loads(params_json)
+        state = flow_fn(**params, return_state=True)
+        flow_run_id = state.state_details.flow_run_id
+        report.update(flow_run_id=str(flow_run_id), state_type=state.type.value,
+                      state_name=state.name, message=state.message)
+        if state.is_completed():
+            report["output"] = state.result()
+        report["task_runs"] = _task_runs(flow_run_id)
+        report["ok"] = True
+    except BaseException:  # noqa: BLE001 - reported to the parent
+        report["error"] = traceback.format_exc()
+    with open(report_path, "wb") as fh:
+        pickle.dump(report, fh)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,128 @@
+"""RunResult from Prefect's own records (task-run states, run counts, Cached), checked against the
+shim's trace (one event per attempt the task body actually ran)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from unipipe.ir.models import Pipeline
+from unipipe.result import RunResult, TaskResult
+from unipipe.runtime import store, trace
+
+
+class EngineTraceMismatch(AssertionError):
+    """Prefect's task runs and the unipipe trace disagree about what ran."""
+
+
+def _split(name: str) -> tuple[str, int | None]:
+    if name.endswith("]") and "[" in name:
+        base, _, idx = name[:-1].rpartition("[")
+        try:
+            return base, int(idx)
+        except ValueError:
+            pass
+    return name, None
+
+
+def _element(run: dict[str, Any], events: list[dict[str, Any]], timeout: float | None) -> TaskResult:
+    attempts_run = [e for e in events if not e.get("cache_hit")]
+    times = [(e["start"], e["end"]) for e in attempts_run]
+    cached = run["state_name"] == "Cached"
+    attempts = max(int(run["run_count"] or 0), 1) if run["state_type"] == "COMPLETED" else int(
+        run["run_count"] or 0)
+    expected = attempts - (1 if cached else 0)
+    if len(attempts_run) != expected:
+        raise EngineTraceMismatch(
+            f"task run {run['name']!r}: Prefect counts {attempts} run(s) ({run['state_name']}), "
+            f"the unipipe trace {len(attempts_run)} attempt(s)")
+    if run["state_type"] == "COMPLETED":
+        return TaskResult("success", attempts, cached, store.from_transport(run.get("result")),
+                          attempt_times=times)
+    if run["state_name"] == "TimedOut":
+        error_type, error = "TaskTimeout", f"task exceeded its timeout of {timeout:g}s"
+    else:
+        failed = [e for e in attempts_run if e.get("outcome") == "failed"]
+        if failed:
+            error_type, error = failed[-1]["error_type"], failed[-1]["error"]
+        else:
+            error_type, error = run["state_name"] or "Error", run.get("message") or ""
+    return TaskResult("failed", attempts, False, None, error=f"{error_type}: {error}",
+                      error_type=error_type, attempt_times=times)
+
+
+def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: dict[str, Any],
+                 trace_dir: str) -> RunResult:
+    events = trace.read(trace_dir, run_id)
+    attempts: dict[tuple[str, int | None], list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e.get("kind") == "attempt":
+            attempts[(e["task"], e.get("map_index"))].append(e)
+    alerts = [e for e in events if e.get("kind") == "alert"]
+
+    runs: dict[str, dict[int | None, dict[str, Any]]] = defaultdict(dict)
+    for run in report["task_runs"]:
+        tid, idx = _split(run["name"])
+        runs[tid][idx] = run
+
+    results: dict[str, TaskResult] = {}
+    elements: dict[str, TaskResult] = {}
+    outputs: dict[str, Any] = {}
+    for tid in ir.topo_order():
+        task = ir.task(tid)
+        timeout = ir.effective(task).timeout
+        mine = runs.get(tid, {})
+        if task.map_over is None and None in mine:
+            res = _element(mine[None], attempts[(tid, None)], timeout)
+        elif task.map_over is not None and mine:
+            parts = []
+            for idx in sorted(i for i in mine if i is not None):
+                part = _element(mine[idx], attempts[(tid, idx)], timeout)
+                elements[f"{tid}[{idx}]"] = part
+                parts.append(part)
+            res = _aggregate(parts)
+        else:
+            res = _not_run(ir, tid, results, outputs)
+        results[tid] = res
+        if res.state == "success":
+            outputs[tid] = res.output
+    failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
+    first_error = next((results[t].error for t in failed if results[t].error), None)
+    results.update(elements)
+    flow_ok = report["state_type"] == "COMPLETED"
+    if flow_ok == bool(failed):
+        raise EngineTraceMismatch(f"flow run is {report['state_name']} but failed tasks are "
+                                  f"{failed or 'none'}")
+    return RunResult(pipeline=ir.name, backend="prefect", run_id=run_id,
+                     state="success" if flow_ok else "failed",
+                     output=report.get("output") if flow_ok else None, tasks=results,
+                     alerts=alerts, params=params, error=first_error)
+
+
+def _aggregate(parts: list[TaskResult]) -> TaskResult:
+    """As the reference runner: attempts summed, a cache hit only if every element hit."""
+    attempts = sum(p.attempts for p in parts)
+    times = [t for p in parts for t in p.attempt_times]
+    bad = next((p for p in parts if p.state != "success"), None)
+    if bad is not None:
+        return TaskResult("failed", attempts, False, None, bad.error, bad.error_type, times)
+    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
+                      [p.output for p in parts], attempt_times=times)
+
+
+def _not_run(ir: Pipeline, tid: str, results: dict[str, TaskResult],
+             outputs: dict[str, Any]) -> TaskResult:
+    """A task without task runs: the flow's guard kept it from running (the IR's rule 6)."""
+    task = ir.task(tid)
+    ups = [results[d] for d in task.upstream()]
+    if any(r.state in ("failed", "upstream_failed") for r in ups):
+        return TaskResult("upstream_failed")
+    if any(r.state == "skipped" for r in ups):
+        return TaskResult("skipped")
+    for cond in task.when:
+        if store.select(outputs.get(cond.task), cond.path) is not cond.expect:
+            return TaskResult("skipped")
+    if task.map_over is not None:
+        return TaskResult("success", 0, False, [])  # fanned out over an empty list
+    return TaskResult("failed", 0, error="NotRun: Prefect has no task run for this task",
+                      error_type="NotRun")

@@ -1,0 +1,252 @@
+"""The adapter generated Prefect flows import inside their bodies (cheap: no pydantic, no libcst).
+
+Prefect does most of the work natively (retries with a precomputed delay list, the exception
+filter through ``retry_condition_fn``, caching with ``INPUTS + TASK_SOURCE``, timeouts, hooks);
+this module only connects Prefect's run context to :mod:`unipipe.runtime`:
+
+- :func:`invoke` runs one attempt through :func:`unipipe.runtime.invoke.invoke`, with the
+  attempt number read from Prefect's task run (``run_count``) and ``emulate`` naming only what
+  Prefect 3.7 cannot do (``retry.jitter``: ``retry_jitter_factor`` has no effect on task retries).
+- :func:`should_retry` is the body of the generated ``retry_condition_fn``. It is also where the
+  task's ``retry`` alerts are delivered: Prefect has no retry hook that sees the error, and this
+  function runs exactly once per failed attempt that still has retries left.
+- :func:`task_alerts` and :func:`pipeline_alerts` are the bodies of the generated
+  ``on_failure`` / ``on_completion`` hooks (each runs once, after the retry loop).
+- :func:`ready`, :func:`value`, :func:`items` and :func:`raise_for_failures` let the generated
+  flow follow the IR's rules for failures and skips while reading like plain Python.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+BACKEND = "prefect"
+
+
+class PipelineFailed(RuntimeError):
+    """Raised at the end of a flow whose tasks failed, so Prefect marks the flow run Failed."""
+
+    def __init__(self, failed: list[str], first_error: str | None):
+        self.failed_tasks = failed
+        self.first_error = first_error
+        super().__init__(f"tasks failed: {', '.join(failed)}"
+                         + (f" (first error: {first_error})" if first_error else ""))
+
+
+# ---------------------------------------------------------------- run context
+
+
+def run_id() -> str:
+    """The unipipe run id: ``UNIPIPE_RUN_ID`` when a runner set one, else the flow-run id."""
+    explicit = os.environ.get("UNIPIPE_RUN_ID")
+    if explicit:
+        return explicit
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        return str(flow_ctx.flow_run.id)
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None and task_ctx.task_run.flow_run_id is not None:
+        return str(task_ctx.task_run.flow_run_id)
+    return "prefect-no-flow-run"
+
+
+def _attempt() -> int:
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return 1
+    return max(1, int(ctx.task_run.run_count))
+
+
+# ---------------------------------------------------------------- task bodies
+
+
+def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, map_index: int | None = None,
+           emulate: Iterable[str] = ()) -> Any:
+    """Run one attempt of a unipipe task inside a Prefect task run; return the transported value."""
+    from unipipe.runtime.invoke import invoke as shim_invoke
+
+    return shim_invoke(spec, inputs, run_id=run_id(), attempt=_attempt(), backend=BACKEND,
+                       map_index=map_index, emulate=tuple(emulate))
+
+
+def _exception(state: Any) -> BaseException | None:
+    try:
+        data = state.result(raise_on_failure=False)
+    except BaseException as exc:  # noqa: BLE001 - a state that cannot give its data
+        return exc
+    return data if isinstance(data, BaseException) else None
+
+
+def _as_ir_error(exc: BaseException | None) -> BaseException | None:
+    """Prefect's own timeout error stands for unipipe's TaskTimeout (same filter, same name)."""
+    if exc is None:
+        return None
+    if isinstance(exc, TimeoutError) and type(exc).__name__ == "TaskRunTimeoutError":
+        from unipipe.runtime.invoke import TaskTimeout
+
+        return TaskTimeout(str(exc))
+    return exc
+
+
+def should_retry(spec: Mapping[str, Any], task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn``: False fails the task at once (fail_on, retry_on, NonRetryable)."""
+    from unipipe.runtime import retry as retry_rules
+
+    exc = _as_ir_error(_exception(state))
+    retryable = exc is None or retry_rules.is_retryable(exc, spec.get("retry"))
+    if retryable and spec.get("alerts"):
+        # Prefect calls this only while retries are left, so True means a retry will follow.
+        _deliver_task(spec, "retry", task_run, exc, attempt=int(task_run.run_count),
+                      map_index=map_index_of(task_run))
+    return retryable
+
+
+def _deliver_task(spec: Mapping[str, Any], event: str, task_run: Any, exc: BaseException | None,
+                  *, attempt: int, map_index: int | None) -> None:
+    from unipipe.runtime import alerts
+    from unipipe.runtime.context import TaskContext
+    from unipipe.runtime.invoke import max_attempts, payload
+
+    ctx = TaskContext(run_id=run_id(), pipeline=spec["pipeline"], task_id=spec["id"],
+                      attempt=attempt, max_attempts=max_attempts(spec), map_index=map_index,
+                      backend=BACKEND)
+    alerts.deliver(spec.get("alerts") or [], event, payload(spec, ctx, exc))
+
+
+def cache_key(spec: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
+    """``cache_key_fn`` for a user key function: the unipipe key over the loaded inputs."""
+    from unipipe.runtime import cache
+    from unipipe.runtime.invoke import load_inputs
+
+    inputs = {k: v for k, v in parameters.items() if k != "map_index"}
+    return cache.cache_key(spec, load_inputs(spec, inputs))
+
+
+def map_index_of(task_run: Any) -> int | None:
+    """The element index a mapped task run carries in its name (``task[i]``)."""
+    name = str(getattr(task_run, "name", ""))
+    if name.endswith("]") and "[" in name:
+        try:
+            return int(name[name.rindex("[") + 1:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def task_alerts(spec: Mapping[str, Any], task_run: Any, state: Any) -> None:
+    """``on_failure`` / ``on_completion`` hook: the task's final alert, exactly once."""
+    if state.is_failed():
+        exc = _as_ir_error(_exception(state))
+        _deliver_task(spec, "failure", task_run, exc, attempt=max(1, int(task_run.run_count)),
+                      map_index=map_index_of(task_run))
+    elif state.is_completed():
+        _deliver_task(spec, "success", task_run, None, attempt=max(1, int(task_run.run_count)),
+                      map_index=map_index_of(task_run))
+
+
+def pipeline_alerts(alerts: Sequence[Mapping[str, Any]], pipeline: str, flow_run: Any,
+                    state: Any) -> None:
+    """Flow ``on_failure`` / ``on_completion`` hook: the pipeline alert, once per run."""
+    from unipipe.runtime import alerts as delivery
+
+    if state.is_failed():
+        exc = _exception(state)
+        failed = list(getattr(exc, "failed_tasks", []) or [])
+        error = getattr(exc, "first_error", None) or (str(exc) if exc else state.message)
+        delivery.deliver_pipeline(list(alerts), "failure", pipeline=pipeline, run_id=run_id(),
+                                  backend=BACKEND, error=error, failed_tasks=failed)
+    elif state.is_completed():
+        delivery.deliver_pipeline(list(alerts), "success", pipeline=pipeline, run_id=run_id(),
+                                  backend=BACKEND)
+
+
+# ---------------------------------------------------------------- flow helpers
+
+
+def _states(state: Any) -> list[Any]:
+    if state is None:
+        return [None]
+    if isinstance(state, (list, tuple)):
+        return list(state)
+    return [state]
+
+
+def ready(*states: Any) -> bool:
+    """True when every upstream task ran and completed (mapped tasks: every element)."""
+    return all(s is not None and s.is_completed() for st in states for s in _states(st))
+
+
+def result(state: Any) -> Any:
+    """The transported value of a completed task (a list for mapped tasks), None if it did not run."""
+    if state is None:
+        return None
+    if isinstance(state, (list, tuple)):
+        return [result(s) for s in state]
+    return state.result()
+
+
+def value(state_or_value: Any, path: Sequence[Any] = (), *, is_state: bool = True) -> Any:
+    """A task's output (artifacts loaded, key path applied); None for a task that did not run."""
+    from unipipe.runtime import store
+
+    raw = result(state_or_value) if is_state else state_or_value
+    if is_state and state_or_value is None:
+        return None
+    return store.select(store.from_transport(raw), path)
+
+
+def items(state_or_value: Any, path: Sequence[Any] = (), *, is_state: bool = True) -> list[Any]:
+    """The list a mapped task fans out over; anything else fails the task as the IR says."""
+    values = value(state_or_value, path, is_state=is_state)
+    if not isinstance(values, list):
+        raise TypeError(f"map() over {type(values).__name__}")
+    return values
+
+
+def wait(futures: Any) -> list[Any]:
+    """Final states of mapped task runs, in element order."""
+    futures.wait()
+    return [f.state for f in futures]
+
+
+#: final task states of the last flow run in this process, by task-run id (read by the driver)
+FINAL_STATES: dict[str, Any] = {}
+
+
+def _record(states: Mapping[str, Any]) -> None:
+    FINAL_STATES.clear()
+    for st in states.values():
+        for s in _states(st):
+            if s is not None and s.state_details.task_run_id is not None:
+                FINAL_STATES[str(s.state_details.task_run_id)] = s
+
+
+def raise_for_failures(states: Mapping[str, Any],
+                       upstream: Mapping[str, Sequence[str]] | None = None) -> None:
+    """End the flow Failed (and so fire its on_failure hook) if any task failed.
+
+    ``states`` is in topological order; a task that did not run is counted as failed when it
+    sits downstream of a failure (``upstream_failed``), as the reference runner reports it.
+    """
+    upstream = upstream or {}
+    _record(states)
+    failed: list[str] = []
+    first_error: str | None = None
+    for task_id, st in states.items():
+        if st is None:
+            if any(u in failed for u in upstream.get(task_id, ())):
+                failed.append(task_id)
+            continue
+        bad = [s for s in _states(st) if s is None or not s.is_completed()]
+        if bad:
+            failed.append(task_id)
+            if first_error is None and bad[0] is not None:
+                exc = _as_ir_error(_exception(bad[0]))
+                first_error = f"{type(exc).__name__}: {exc}" if exc else bad[0].message
+    if failed:
+        raise PipelineFailed(failed, first_error)

@@ -1,0 +1,150 @@
+"""A real ``prefect server start`` on 127.0.0.1, with its own PREFECT_HOME and SQLite database.
+
+Starting it costs seconds (about 13 s on a 2-core machine), so a process starts one and reuses it
+(:func:`shared_server`), and test sessions share one through a session fixture.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefect_executable() -> str:
+    candidate = Path(sys.executable).with_name("prefect")
+    return str(candidate) if candidate.exists() else (shutil.which("prefect") or "prefect")
+
+
+class LocalPrefectServer:
+    """``with LocalPrefectServer() as server: server.api_url`` -> ``http://127.0.0.1:P/api``.
+
+    ``home`` holds PREFECT_HOME and the SQLite database (a temp dir, removed on stop, when not
+    given). The server runs in its own process group and is stopped with it.
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, port: int | None = None,
+                 startup_timeout: float = 120.0):
+        self._own_home = home is None
+        self.home = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="unipipe-prefect-"))
+        self.port = port or _free_port()
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "server.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        })
+        return env
+
+    def start(self) -> LocalPrefectServer:
+        if self.process is not None:
+            return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port",
+             str(self.port), "--no-ui", "--analytics-off"],
+            env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {self.process.returncode}; "
+                                   f"log: {self.log_path}\n{self._tail()}")
+            if self.healthy():
+                return self
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"prefect server did not answer within {self.startup_timeout:g}s")
+
+    def _tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> LocalPrefectServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+_SHARED: LocalPrefectServer | None = None
+_LOCK = threading.Lock()
+
+
+def shared_server() -> LocalPrefectServer:
+    """The process's local server: started on first use, reused, stopped at interpreter exit."""
+    global _SHARED
+    with _LOCK:
+        if _SHARED is None or _SHARED.process is None or _SHARED.process.poll() is not None:
+            _SHARED = LocalPrefectServer().start()
+            atexit.register(_SHARED.stop)
+        return _SHARED
+
+
+def use_shared_server(server: LocalPrefectServer) -> None:
+    """Make ``server`` the one :func:`shared_server` returns (a test session's fixture)."""
+    global _SHARED
+    with _LOCK:
+        _SHARED = server

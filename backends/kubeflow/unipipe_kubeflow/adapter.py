@@ -1,0 +1,118 @@
+"""Runs inside a KFP component (the generated body calls it): IR task -> unipipe runtime.
+
+Imports nothing but the unipipe runtime shim. What KFP cannot tell a component, and how it is
+found out here:
+
+- Run id: ``UNIPIPE_RUN_ID`` (set by the local executor; on a cluster set it via the pipeline's
+  environment, else ``KFP_RUN_ID`` / ``ARGO_WORKFLOW_NAME``, else "kfp-run").
+- Attempt number: Argo knows ``{{retries}}`` but KFP does not pass it to the container. The local
+  executor sets ``UNIPIPE_KFP_ATTEMPT``; elsewhere the adapter counts attempts in the artifact
+  store (``scratch/<run>/<task>/attempts``), which must then be shared storage (s3://, gs://).
+- ParallelFor iteration index: ``UNIPIPE_KFP_ITERATION`` (local executor only).
+- Non-retryable errors: KFP has no "fail now" signal, Argo will start the remaining attempts.
+  The first non-retryable failure leaves a marker in the scratch folder; later attempts of the
+  task find it and fail at once without calling the user's function (and without a trace event,
+  so the task's attempts are those that ran).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Iterable, Mapping
+
+BACKEND = "kubeflow"
+
+
+def run_id() -> str:
+    return (os.environ.get("UNIPIPE_RUN_ID") or os.environ.get("KFP_RUN_ID")
+            or os.environ.get("ARGO_WORKFLOW_NAME") or "kfp-run")
+
+
+def _scratch(rid: str, task_id: str, map_index: int | None) -> str:
+    from unipipe.runtime.store import artifact_root
+
+    suffix = f"-{map_index}" if map_index is not None else ""
+    return f"{artifact_root()}/scratch/{rid}/{task_id}{suffix}"
+
+
+def _attempt(rid: str, task_id: str, map_index: int | None) -> int:
+    env = os.environ.get("UNIPIPE_KFP_ATTEMPT")
+    if env:
+        return int(env)
+    from unipipe.runtime import store
+
+    url = f"{_scratch(rid, task_id, map_index)}/attempts"
+    previous = store.read_bytes(url)
+    attempt = (int(previous) if previous else 0) + 1
+    store.write_bytes(url, str(attempt).encode())
+    return attempt
+
+
+def decode(value: Any, codec: str) -> Any:
+    if codec == "json":
+        return json.loads(value)
+    if codec == "json-list":
+        return [json.loads(v) for v in value]
+    return value
+
+
+def encode(value: Any, kind: str) -> Any:
+    """Transport value -> the component's KFP output (see mapping.output_kind)."""
+    from unipipe.runtime import store
+
+    if kind == "items":
+        value = store.from_transport(value)  # ParallelFor needs the list itself, inline
+        if not isinstance(value, list):
+            raise TypeError(f"a task that is mapped over must return a list, got {type(value).__name__}")
+        return [json.dumps(v, allow_nan=False) for v in value]
+    if kind == "json":
+        return json.dumps(value, allow_nan=False)
+    return value
+
+
+def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Mapping[str, str],
+                  output: str, emulate: Iterable[str] = ()) -> Any:
+    from unipipe.runtime import store
+    from unipipe.runtime.invoke import NonRetryable, run_attempt
+
+    rid = run_id()
+    iteration = os.environ.get("UNIPIPE_KFP_ITERATION")
+    map_index = int(iteration) if iteration not in (None, "") and spec.get("map_over") else None
+    attempt = _attempt(rid, spec["id"], map_index)
+    marker = f"{_scratch(rid, spec['id'], map_index)}/non-retryable"
+    if attempt > 1:
+        seen = store.read_bytes(marker)
+        if seen is not None:
+            from unipipe.runtime import trace
+
+            trace.emit({"kind": "short-circuit", "run_id": rid, "pipeline": spec["pipeline"],
+                        "task": spec["id"], "map_index": map_index, "attempt": attempt,
+                        "backend": BACKEND})
+            raise NonRetryable(f"attempt {attempt} not run: {seen.decode()}")
+    args = {name: decode(value, codecs.get(name, "raw")) for name, value in inputs.items()}
+    spec = dict(spec)
+    if map_index is not None or spec.get("map_over"):
+        # the item is this iteration's element, never a path into it
+        spec["paths"] = {k: v for k, v in (spec.get("paths") or {}).items() if k != spec.get("map_over")}
+    try:
+        value, _hit = run_attempt(spec, args, run_id=rid, attempt=attempt, backend=BACKEND,
+                                  map_index=map_index, emulate=emulate)
+    except BaseException as exc:
+        if getattr(exc, "__unipipe_retryable__", True) is False:
+            store.write_bytes(marker, f"{type(exc).__name__}: {exc}"[:500].encode())
+        raise
+    return encode(value, output)
+
+
+def pipeline_alerts(alerts: list[Mapping[str, Any]], pipeline: str, status: Any) -> None:
+    """Exit handler body: ``status`` is KFP's PipelineTaskFinalStatus of the wrapped group."""
+    from unipipe.runtime.alerts import deliver_pipeline
+
+    state = getattr(status, "state", None)
+    event = "success" if state in ("SUCCEEDED", "SKIPPED") else "failure"
+    error = getattr(status, "error_message", None) or None
+    deliver_pipeline(alerts, event, pipeline=pipeline, run_id=run_id(), backend=BACKEND,
+                     error=error if event == "failure" else None)
+    print(f"unipipe: pipeline {pipeline} finished {state}; alerts: {event}", file=sys.stderr)

@@ -1,0 +1,190 @@
+"""The ``kubeflow`` backend: IR -> KFP v2 module + PipelineSpec YAML, run with KFP's semantics.
+
+``compile`` writes ``<name>_kfp.py`` (libcst-generated, readable) and ``<name>.yaml``, the
+PipelineSpec produced from that module by kfp's own compiler. ``run`` executes that YAML with
+:mod:`unipipe_kubeflow.executor` (the OSS backend's retry, cache, condition, loop and exit-handler
+semantics) or, with ``host=URL``, submits it to a KFP API (:mod:`unipipe_kubeflow.remote`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from unipipe.compiler import codegen as cg
+from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
+from unipipe.compiler.diagnostics import Diagnostic, Support, UnsupportedFeature
+from unipipe.ir.features import Feature
+from unipipe.ir.models import OutputInput, ParamInput, Pipeline
+from unipipe.result import RunResult, TaskResult
+
+N, E, U = Support.native, Support.emulated, Support.unsupported
+
+SUPPORT: dict[Feature, Support] = {
+    Feature.PARAMS: N("pipeline parameters; dict/list/any travel as JSON text (KFP's protobuf "
+                      "Struct would turn ints into floats)"),
+    Feature.DATA_PASSING: N("KFP output parameters: bool/int/float natively, other values as JSON "
+                            "text; values over 64 KiB as unipipe artifact-store pointers"),
+    Feature.KEY_PATH: E("the whole output is passed; the shim selects the key path"),
+    Feature.AFTER: N("PipelineTask.after"),
+    Feature.CONDITION: N("dsl.If on the gate task's output (not on a key path of it)"),
+    Feature.MAP: N("dsl.ParallelFor over a task output or a literal list, dsl.Collected for "
+                   "consumers (not over a pipeline parameter, no nested fan-out)"),
+    Feature.RETRY: N("set_retry -> retryPolicy (Argo retryStrategy)"),
+    Feature.RETRY_DELAY: N("backoffDuration in whole seconds; fractional delays: the shim waits"),
+    Feature.RETRY_BACKOFF: N("backoffFactor (integral factors; others: the shim waits)"),
+    Feature.RETRY_MAX_DELAY: E("KFP has no per-delay cap: when it binds the shim waits instead"),
+    Feature.RETRY_JITTER: E("KFP has no jitter: the shim sleeps the random part"),
+    Feature.RETRY_EXCEPTION_FILTER: E("KFP has no 'fail now': a non-retryable error leaves a marker "
+                                      "and the remaining attempts fail at once without running"),
+    Feature.CACHE: N("set_caching_options (the OSS fingerprint covers inputs, task source hash and "
+                     "cache version via the command)"),
+    Feature.CACHE_EXPIRE: E("KFP v2 caches never expire: such tasks are cached by the shim"),
+    Feature.CACHE_KEY_FN: E("KFP's cache_key is a constant: the shim computes the key"),
+    Feature.TIMEOUT: N("kfp-kubernetes set_timeout (activeDeadlineSeconds, whole seconds); "
+                       "fractional or with task alerts: the shim, with the deadline as backstop"),
+    Feature.RESOURCES: N("set_cpu_limit / set_memory_limit (not enforced by the local executor)"),
+    Feature.RESOURCES_GPU: N("set_accelerator_type / set_accelerator_limit"),
+    Feature.IMAGE: N("@dsl.component(base_image=...) per task (not used by the local executor)"),
+    Feature.ALERT_FAILURE: E("KFP has no per-task hooks: the shim delivers"),
+    Feature.ALERT_RETRY: E("KFP has no per-retry hook: the shim delivers"),
+    Feature.ALERT_SUCCESS: E("the shim delivers (such tasks are cached by the shim, so hits alert)"),
+    Feature.ALERT_WEBHOOK: E("delivered by the shim inside the component"),
+    Feature.ALERT_EMAIL: E("delivered by the shim inside the component"),
+    Feature.ALERT_CALLBACK: E("called by the shim inside the component"),
+    Feature.PIPELINE_ALERT: N("dsl.ExitHandler with a PipelineTaskFinalStatus exit task"),
+    Feature.SCHEDULE_CRON: N("a recurring run (Client.create_recurring_run, 6-field cron) at deploy"),
+    Feature.SCHEDULE_INTERVAL: N("a recurring run with interval_second at deploy"),
+}
+
+_STATE = {"SUCCEEDED": "success", "CACHED": "success", "FAILED": "failed", "SKIPPED": "skipped",
+          "UPSTREAM_FAILED": "upstream_failed"}
+
+
+def shape_problems(ir: Pipeline) -> list[Diagnostic]:
+    """Pipeline shapes KFP cannot express natively (checked before anything is written)."""
+    problems = []
+    for t in ir.tasks:
+        for c in t.when:
+            if c.path:
+                problems.append(Diagnostic("error", Feature.CONDITION, "kubeflow",
+                                           f"task {t.id}: dsl.If cannot test a key path of "
+                                           f"{c.task}'s output; return a bool from a task instead"))
+            if ir.task(c.task).map_over is not None:
+                problems.append(Diagnostic("error", Feature.CONDITION, "kubeflow",
+                                           f"task {t.id}: condition on the fan-out {c.task}"))
+        if t.map_over is not None:
+            src = t.inputs[t.map_over]
+            if isinstance(src, ParamInput):
+                problems.append(Diagnostic("error", Feature.MAP, "kubeflow",
+                                           f"task {t.id}: map over pipeline parameter {src.name} "
+                                           "(map over a task's output instead)"))
+            elif isinstance(src, OutputInput) and (src.path or ir.task(src.task).map_over):
+                problems.append(Diagnostic("error", Feature.MAP, "kubeflow",
+                                           f"task {t.id}: map over a key path or over another "
+                                           "fan-out's output"))
+    return problems
+
+
+def default_pipeline_root() -> Path:
+    explicit = os.environ.get("UNIPIPE_KFP_PIPELINE_ROOT")
+    if explicit:
+        return Path(explicit)
+    from unipipe.runtime.store import cache_root
+
+    root = cache_root()
+    if "://" not in root:
+        return Path(root).parent / "kfp-pipeline-root"
+    from unipipe.runtime.store import user_cache_dir
+
+    return user_cache_dir() / "kfp-pipeline-root"
+
+
+def kfp_arguments(ir: Pipeline, values: dict[str, Any]) -> dict[str, Any]:
+    """IR parameter values -> KFP pipeline arguments (JSON text for dict/list/any)."""
+    from unipipe_kubeflow.mapping import param_annotation
+
+    out = {}
+    for p in ir.params:
+        v = values[p.name]
+        out[p.name] = json.dumps(v) if param_annotation(p.type) == "str" and p.type != "str" else v
+    return out
+
+
+class Backend:
+    name: ClassVar[str] = "kubeflow"
+    versions: ClassVar[tuple[str, ...]] = ("2.16",)
+
+    def support(self, version: str | None = None) -> dict[Feature, Support]:
+        return dict(SUPPORT)
+
+    # ------------------------------------------------------------ compile
+
+    def compile(self, ir: Pipeline, out_dir: Path, options: CompileOptions) -> CompileResult:
+        from unipipe_kubeflow import codegen, kfp_compile
+
+        problems = shape_problems(ir)
+        if problems:
+            raise UnsupportedFeature(problems)
+        out_dir = Path(out_dir)
+        stem = "".join(c if c.isalnum() else "_" for c in ir.name)
+        yaml_name = f"{ir.name}.yaml"
+        text, plans, names = codegen.module_text(
+            ir, target_version=options.target_version or self.versions[0],
+            default_image=options.extra.get("base_image", codegen.DEFAULT_IMAGE), yaml_name=yaml_name)
+        module_path = out_dir / f"{stem}_kfp.py"
+        # The YAML is compiled from a private copy first, so nothing lands in out_dir unless
+        # kfp's compiler accepts the module.
+        with tempfile.TemporaryDirectory(prefix="unipipe-kfp-") as tmp:
+            staged = Path(tmp) / module_path.name
+            staged.write_text(text, encoding="utf-8")
+            staged_yaml = kfp_compile.compile_yaml(staged, names.pipeline, Path(tmp) / yaml_name)
+            yaml_text = staged_yaml.read_text(encoding="utf-8")
+        paths = cg.write_all({module_path: text, out_dir / yaml_name: yaml_text})
+        diags = [Diagnostic("info", Feature.RETRY, self.name, f"task {tid}: {note}")
+                 for tid, plan in plans.items() for note in plan.notes]
+        return CompileResult(paths, diags)
+
+    # ------------------------------------------------------------ run
+
+    def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
+        from unipipe.compiler.driver import compile_ir
+        from unipipe.params import resolve_params
+
+        values = resolve_params(ir, options.params)
+        run_id = options.run_id or f"kfp-{uuid.uuid4().hex[:12]}"
+        workdir = Path(options.workdir) if options.workdir else Path(tempfile.mkdtemp(prefix="unipipe-kfp-"))
+        result = compile_ir(ir, self.name, workdir / "build",
+                            error_level=options.extra.get("error_level", "raise"))
+        yaml_path = next(p for p in result.paths if p.suffix == ".yaml")
+        if options.extra.get("host"):
+            from unipipe_kubeflow import remote
+
+            return remote.submit(ir, yaml_path, kfp_arguments(ir, values), run_id=run_id,
+                                 host=options.extra["host"], params=values,
+                                 wait=options.extra.get("wait", True))
+        return self._run_local(ir, yaml_path, values, run_id, options)
+
+    def _run_local(self, ir: Pipeline, yaml_path: Path, values: dict[str, Any], run_id: str,
+                   options: RunOptions) -> RunResult:
+        from unipipe_kubeflow.executor import SpecExecutor
+
+        pipeline_root = Path(options.extra.get("pipeline_root") or default_pipeline_root())
+        env = dict(os.environ)
+        env.update(options.env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*options.search_path, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+        env.setdefault("UNIPIPE_TRACE_DIR", str(pipeline_root / run_id / "trace"))
+        env.pop("UNIPIPE_KFP_ATTEMPT", None)
+        executor = SpecExecutor(yaml_path, pipeline_root=pipeline_root, run_id=run_id, env=env)
+        record = executor.run(kfp_arguments(ir, values))
+        from unipipe_kubeflow.results import build_result
+
+        return build_result(ir, record, values, trace_dir=env["UNIPIPE_TRACE_DIR"])
+
+
+__all__ = ["Backend", "SUPPORT", "TaskResult"]

@@ -6,7 +6,10 @@ pays for pydantic or libcst.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -66,7 +66,7 @@ def compile(
     out_dir: Path = typer.Option(Path("build"), "--out", "-o", help="output folder (one sub-folder per target)"),
     allow_unsupported: bool = typer.Option(False, "--allow-unsupported",
                                            help="warn instead of failing on features a target cannot honour"),
-    airflow_version: Optional[str] = typer.Option(None, "--airflow-version", help="Airflow dialect, e.g. 3.3 or 2.11"),
+    airflow_version: str | None = typer.Option(None, "--airflow-version", help="Airflow dialect, e.g. 3.3 or 2.11"),
 ) -> None:
     """Compile a pipeline for one or more targets."""
     from rich.progress import Progress
@@ -122,7 +122,7 @@ def run(
     backend: str = typer.Option("local", "--backend", "-b", help="local, airflow, prefect, kubeflow"),
     param: list[str] = typer.Option([], "--param", "-p", help="name=value (value read as JSON when it parses)"),
     as_json: bool = typer.Option(False, "--json", help="print the RunResult as JSON on stdout"),
-    host: Optional[str] = typer.Option(None, "--host", help="a remote engine API (backends that support it)"),
+    host: str | None = typer.Option(None, "--host", help="a remote engine API (backends that support it)"),
 ) -> None:
     """Run a pipeline on a backend and report what happened, task by task."""
     from unipipe.api import run as run_pipeline
@@ -147,9 +147,8 @@ def run(
 
 
 def _print_result(result: Any) -> None:
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     colour = "green" if result.state == "success" else "red"
     table = Table(title=f"{escape(result.pipeline)} on {result.backend}: [{colour}]{result.state}[/]")

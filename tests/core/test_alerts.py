@@ -5,8 +5,9 @@ from __future__ import annotations
 import email
 import json
 
-import unipipe as up
 from pipelines import features as f
+
+import unipipe as up
 
 
 def test_retry_and_final_failure_alerts_to_webhook_and_email(webhook, smtp):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from unipipe.ir import dump_ir, json_schema, load_ir_data
 from unipipe.ir import models as m
 
@@ -46,7 +48,7 @@ def _all_set(model: object, path: str = "") -> list[str]:
     """Fields still at their default somewhere in the tree (the test wants none)."""
     unset = []
     if isinstance(model, m._Model):
-        for name, field in type(model).model_fields.items():
+        for name in type(model).model_fields:
             value = getattr(model, name)
             if name not in model.model_fields_set and name not in ("schema_version", "kind"):
                 unset.append(f"{path}.{name}")
@@ -83,8 +85,6 @@ def test_fixture_sets_every_field():
                 for f in cls.model_fields} - {"Pipeline.schema_version"}
     assert expected - covered == set()
 
-
-import pytest
 
 
 @pytest.mark.parametrize("interval", [False, True])

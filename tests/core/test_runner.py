@@ -6,15 +6,13 @@ import random
 import time
 
 import pytest
+from core import faults
+from pipelines import features as f
 
 import unipipe as up
 from unipipe.local.runner import LocalRunner
 from unipipe.runtime import retry as rr
 from unipipe.runtime import trace
-
-from core import faults
-from pipelines import features as f
-
 
 # ---------------------------------------------------------------- the retry-delay formula
 

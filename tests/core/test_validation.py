@@ -161,8 +161,9 @@ def test_invalid_pipeline_name(tmp_path):
 
 
 def test_unknown_parameter_at_run_time():
-    from unipipe.params import resolve_params
     from pipelines.features import cached
+
+    from unipipe.params import resolve_params
 
     with pytest.raises(PipelineError) as info:
         resolve_params(cached.ir, {"y": 1, "x": "three"})

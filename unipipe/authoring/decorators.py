@@ -14,8 +14,9 @@ import inspect
 import json
 import textwrap
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from unipipe.authoring.policies import (
     Alert,

@@ -7,9 +7,10 @@ the line that wrote them, naming the field, before any pipeline is traced.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -169,7 +170,7 @@ class Alert:
         loc = self._loc
         on = (self.on,) if isinstance(self.on, str) else tuple(self.on)
         email = (self.email,) if isinstance(self.email, str) else tuple(self.email)
-        if self.webhook is not None and not str(self.webhook).split(":", 1)[0] in (
+        if self.webhook is not None and str(self.webhook).split(":", 1)[0] not in (
             "env", "airflow-conn", "airflow-var", "prefect-block"
         ):
             raise fail(loc, "alert.webhook",

@@ -136,7 +136,7 @@ class OutputInput(_Model):
     path: tuple[PathItem, ...] = ()
 
 
-Input = Annotated[Union[LiteralInput, ParamInput, OutputInput], Field(discriminator="kind")]
+Input = Annotated[LiteralInput | ParamInput | OutputInput, Field(discriminator="kind")]
 
 
 class ListValue(_Model):
@@ -152,7 +152,7 @@ class DictValue(_Model):
 
 
 Value = Annotated[
-    Union[LiteralInput, ParamInput, OutputInput, ListValue, DictValue], Field(discriminator="kind")
+    LiteralInput | ParamInput | OutputInput | ListValue | DictValue, Field(discriminator="kind")
 ]
 ListValue.model_rebuild()
 DictValue.model_rebuild()

@@ -33,8 +33,9 @@ import signal
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
 from unipipe.ir.models import OutputInput, ParamInput, Pipeline, Task
@@ -44,8 +45,8 @@ from unipipe.result import RunResult, TaskResult
 from unipipe.runtime import alerts as alert_delivery
 from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
-from unipipe.runtime.invoke import TaskTimeout, max_attempts, payload, run_attempt
 from unipipe.runtime.context import TaskContext
+from unipipe.runtime.invoke import TaskTimeout, max_attempts, payload, run_attempt
 
 
 class ProcessKilled(RuntimeError):

@@ -10,7 +10,11 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Mapping
+
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 
 class SecretError(LookupError):
@@ -111,7 +115,7 @@ def deliver(alerts: list[Mapping[str, Any]], event: str, payload: Mapping[str, A
         for kind, target in channels:
             record = {"kind": "alert", "event": event, "channel": kind, "task": payload.get("task"),
                       "run_id": payload.get("run_id"), "pipeline": payload.get("pipeline"),
-                      "ok": True, "error": None, "target": target if kind != "webhook" else target}
+                      "ok": True, "error": None, "target": target}
             try:
                 if kind == "webhook":
                     _post(resolve_secret(target), body)

@@ -12,9 +12,13 @@ import importlib
 import json
 import pickle
 import time
-from typing import Any, Mapping
 
 from unipipe.runtime.store import cache_root, read_bytes, write_bytes
+
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 
 def _stable(value: Any) -> str:

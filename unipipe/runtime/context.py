@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import contextvars
 import os
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class TaskContext:
-    run_id: str
-    pipeline: str
-    task_id: str
-    attempt: int
-    max_attempts: int
-    map_index: int | None = None
-    backend: str = "local"
+    """Read-only facts about the running attempt (a plain class: no dataclasses import)."""
+
+    __slots__ = ("attempt", "backend", "map_index", "max_attempts", "pipeline", "run_id", "task_id")
+
+    def __init__(self, run_id: str, pipeline: str, task_id: str, attempt: int, max_attempts: int,
+                 map_index: int | None = None, backend: str = "local") -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.task_id = task_id
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.map_index = map_index
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return (f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, "
+                f"attempt={self.attempt}/{self.max_attempts}, map_index={self.map_index!r})")
 
     def scratch_url(self) -> str:
         """A folder URL stable across the attempts of this task in this run (for checkpoints)."""

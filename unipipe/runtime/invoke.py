@@ -24,11 +24,15 @@ import importlib
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
 
 from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
 from unipipe.runtime.context import TaskContext, reset_current, set_current
+
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
 
 
 class TaskTimeout(TimeoutError):

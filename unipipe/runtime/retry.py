@@ -13,8 +13,12 @@ Jitter only ever lengthens a wait (as Airflow's hash jitter does), so a harness 
 from __future__ import annotations
 
 import importlib
-import random
-from typing import Any, Mapping
+
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Mapping
+    from typing import Any
 
 
 def base_delay(retry: Mapping[str, Any], k: int) -> float:
@@ -38,7 +42,11 @@ def jitter_extra(retry: Mapping[str, Any], k: int, rng: random.Random | None = N
     jitter = float(retry.get("jitter", 0.0))
     if jitter <= 0:
         return 0.0
-    u = (rng or random).random()
+    if rng is None:
+        import random
+
+        rng = random  # type: ignore[assignment]
+    u = rng.random()
     return base_delay(retry, k) * jitter * u
 
 

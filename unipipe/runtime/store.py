@@ -7,26 +7,26 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import uuid
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    from typing import Any
 
 ARTIFACT_KEY = "__unipipe_artifact__"
 INLINE_LIMIT = 64 * 1024  # bytes of JSON passed natively (XCom, Prefect results, KFP parameters)
 
 
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "unipipe"
+def user_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "unipipe")
 
 
 def artifact_root() -> str:
-    return os.environ.get("UNIPIPE_ARTIFACT_URL") or str(user_cache_dir() / "artifacts")
+    return os.environ.get("UNIPIPE_ARTIFACT_URL") or os.path.join(user_cache_dir(), "artifacts")
 
 
 def cache_root() -> str:
-    return os.environ.get("UNIPIPE_CACHE_URL") or str(user_cache_dir() / "cache")
+    return os.environ.get("UNIPIPE_CACHE_URL") or os.path.join(user_cache_dir(), "cache")
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -41,6 +41,8 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = _fs(url)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
+    import uuid
+
     if getattr(fs, "protocol", None) in ("file", ("file", "local")) or "file" in getattr(fs, "protocol", ()):
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         with fs.open(tmp, "wb") as fh:
@@ -68,7 +70,11 @@ def to_transport(value: Any, *, run_id: str, task_id: str) -> Any:
             return value
         data, kind = text.encode(), "json"
     except (TypeError, ValueError):
+        import pickle
+
         data, kind = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), "pickle"
+    import uuid
+
     url = f"{artifact_root()}/runs/{run_id}/{task_id}-{uuid.uuid4().hex[:12]}.{kind}"
     write_bytes(url, data)
     return {ARTIFACT_KEY: url, "format": kind}
@@ -81,6 +87,8 @@ def from_transport(value: Any) -> Any:
             raise FileNotFoundError(f"artifact {value[ARTIFACT_KEY]} is missing")
         if value.get("format") == "json":
             return json.loads(data)
+        import pickle
+
         return pickle.loads(data)
     if isinstance(value, list):
         return [from_transport(v) for v in value]

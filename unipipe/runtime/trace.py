@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -31,6 +33,8 @@ def _safe(name: str) -> str:
 
 def read(trace_dir: str | os.PathLike[str], run_id: str | None = None) -> list[dict[str, Any]]:
     """Events of one run (or all runs) in write order."""
+    from pathlib import Path
+
     root = Path(trace_dir)
     files = [root / f"{_safe(run_id)}.jsonl"] if run_id else sorted(root.glob("*.jsonl"))
     events = []

@@ -44,7 +44,7 @@ class WebhookReceiver:
         self.received = received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
                 try:
@@ -85,17 +85,36 @@ class SmtpReceiver:
         self.messages = messages
 
         class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
                                  "data": bytes(envelope.original_content or envelope.content)})
                 return "250 OK"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=0)
-        self.controller.start()
-        self.port = self.controller.server.sockets[0].getsockname()[1]
+        # aiosmtpd's start-up probe connects to the configured port, so port 0 cannot be used:
+        # take a free port from the kernel, and try again if another process grabbed it first.
+        last: Exception | None = None
+        for _ in range(5):
+            port = _free_port()
+            self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+            try:
+                self.controller.start()
+            except (OSError, RuntimeError) as exc:
+                last = exc
+                continue
+            self.port = port
+            return
+        raise RuntimeError(f"cannot start the SMTP receiver: {last}")
 
     def close(self) -> None:
         self.controller.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _email_payload(raw: bytes) -> dict[str, Any]:

@@ -1,0 +1,391 @@
+"""Running cases on the reference runner and on every backend, then judging each pair.
+
+Every run happens in a fresh worker subprocess (:mod:`unipipe.harness.worker`) with its own
+HOME, AIRFLOW_HOME, PREFECT_HOME, result storage, unipipe cache/artifact stores and trace sink.
+Engine homes are shared by the cases of one backend within one suite (a prepared Airflow DB is
+reused; cases never share stores), and a backend's cases run one after the other; backends run
+side by side (``jobs`` lanes).
+
+Per case and backend the verdict is one of:
+
+- ``pass``: matches the case and the reference runner;
+- ``fail``: differs, and no difference was declared (the differences are listed);
+- ``xfail``: a declared ``notimpl``/``notyet``/``never`` difference that did show;
+- ``xpass``: declared as different but behaved the same: fails the suite (strict);
+- ``unsupported``: the compile refused, as the case or the backend's support table declares;
+- ``notimpl``: the backend has no working ``run`` yet (fails the suite unless declared);
+- ``error``: the harness could not run it (worker crashed or hit the case's wall-clock limit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unipipe.harness.cases import Case, case_ir
+from unipipe.harness.compare import (
+    check_consistency,
+    check_delays,
+    check_expectation,
+    check_order,
+    compare_runs,
+)
+from unipipe.harness.normalise import normalise_run
+from unipipe.harness.receivers import Receivers
+
+REFERENCE = "local"
+OK_STATUSES = ("pass", "xfail", "unsupported")
+
+
+@dataclass
+class Outcome:
+    case: str
+    backend: str
+    status: str
+    reason: str = ""
+    declared: str | None = None
+    diffs: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    compile: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Suite:
+    cases: list[Case]
+    backends: list[str]
+    outcomes: dict[tuple[str, str], Outcome]
+    seconds: float
+    out_dir: Path
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes.values())
+
+    def outcome(self, case: str, backend: str) -> Outcome:
+        return self.outcomes[(case, backend)]
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes.values() if not o.ok]
+
+
+@dataclass
+class _Availability:
+    ok: bool
+    reason: str = ""
+    support: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def backend_availability(name: str) -> _Availability:
+    """Can ``name`` run at all here? Missing packages or a missing ``run`` read as notimpl."""
+    from unipipe.compiler.registry import available, get_backend
+
+    if name not in available():
+        return _Availability(False, f"backend {name!r} is not installed")
+    try:
+        backend = get_backend(name)
+    except Exception as exc:  # noqa: BLE001 - an unfinished backend package
+        return _Availability(False, f"backend {name!r} cannot be loaded yet: "
+                                    f"{type(exc).__name__}: {exc}")
+    if not callable(getattr(backend, "run", None)):
+        return _Availability(False, f"backend {name!r} has no run() yet")
+    try:
+        table = backend.support()
+    except Exception as exc:  # noqa: BLE001
+        return _Availability(False, f"backend {name!r} declares no support table yet: {exc}")
+    support = {f.value: (s.status.value, s.note) for f, s in table.items()}
+    return _Availability(True, "", support)
+
+
+def _engine_env(lane: Path, job: Path) -> dict[str, str]:
+    """Isolated homes: nothing a worker or its engine writes lands in the user's home."""
+    return {
+        "HOME": str(lane / "home"),
+        "XDG_CACHE_HOME": str(lane / "xdg-cache"),
+        "XDG_CONFIG_HOME": str(lane / "xdg-config"),
+        "XDG_DATA_HOME": str(lane / "xdg-data"),
+        "AIRFLOW_HOME": str(lane / "airflow"),
+        "PREFECT_HOME": str(lane / "prefect"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(job / "prefect-results"),
+        "UNIPIPE_CACHE_URL": str(job / "cache"),
+        "UNIPIPE_ARTIFACT_URL": str(job / "artifacts"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class _Runner:
+    """Runs one case on one backend (a handful of worker subprocesses) and records everything."""
+
+    def __init__(self, case: Case, backend: str, lane: Path, job_dir: Path):
+        self.case, self.backend, self.lane, self.dir = case, backend, lane, job_dir
+
+    def _spawn(self, argv: list[str], env: dict[str, str], name: str,
+               timeout: float) -> tuple[int | None, float]:
+        start = time.time()
+        with open(self.dir / f"{name}.stdout", "wb") as out, \
+                open(self.dir / f"{name}.stderr", "wb") as err:
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env,
+                                    cwd=str(self.dir), start_new_session=True)
+            try:
+                code: int | None = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                code = None
+        return code, time.time() - start
+
+    def _env(self, receivers: Receivers, trace_dir: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "AIRFLOW_CONFIG"):
+            env.pop(key, None)
+        env.update(_engine_env(self.lane, self.dir))
+        env.update(receivers.env())
+        env["UNIPIPE_TRACE_DIR"] = str(trace_dir)
+        paths = self.case.search_path() + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                           if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        for d in ("home", "xdg-cache", "xdg-config", "xdg-data", "airflow", "prefect"):
+            (self.lane / d).mkdir(parents=True, exist_ok=True)
+        return env
+
+    def worker(self, mode: str, n: int, params: dict[str, Any],
+               receivers: Receivers) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        from unipipe.runtime import trace as trace_io
+
+        trace_dir = self.dir / f"trace-{n}"
+        name = f"{mode}-{n}"
+        job = {"mode": mode, "pipeline": self.case.pipeline, "backend": self.backend,
+               "params": params, "run_id": f"{self.case.id}-{n}-{uuid.uuid4().hex[:8]}",
+               "workdir": str(self.lane / "workdir"), "search_path": self.case.search_path(),
+               "out": str(self.dir / f"{name}.json")}
+        job_file = self.dir / f"{name}.job.json"
+        job_file.write_text(json.dumps(job, indent=2))
+        code, seconds = self._spawn([sys.executable, "-m", "unipipe.harness.worker",
+                                     str(job_file)], self._env(receivers, trace_dir), name,
+                                    self.case.timeout)
+        out = Path(job["out"])
+        if code is None:
+            report = {"status": "timeout", "error": f"no result within {self.case.timeout:g}s "
+                      f"(the worker was killed)"}
+        elif out.exists():
+            report = json.loads(out.read_text())
+        else:
+            tail = (self.dir / f"{name}.stderr").read_text(errors="replace")[-2000:]
+            report = {"status": "error", "error": f"worker exited {code} without a report: {tail}"}
+        report["seconds"] = round(seconds, 3)
+        return report, trace_io.read(trace_dir)
+
+    def cli_run(self, n: int, params: dict[str, Any], receivers: Receivers) -> dict[str, Any]:
+        """The user's path: ``unipipe run PIPELINE --backend B --param k=v``; exit 2 = refused."""
+        argv = [sys.executable, "-m", "unipipe.cli", "run", self.case.pipeline,
+                "--backend", self.backend, "--json"]
+        for k, v in params.items():
+            argv += ["--param", f"{k}={json.dumps(v)}"]
+        code, seconds = self._spawn(argv, self._env(receivers, self.dir / f"trace-{n}"),
+                                    f"cli-{n}", self.case.timeout)
+        stderr = (self.dir / f"cli-{n}.stderr").read_text(errors="replace").strip()
+        if code == 2:
+            return {"status": "refused", "error": stderr[-2000:], "exit_code": 2,
+                    "seconds": round(seconds, 3)}
+        stdout = (self.dir / f"cli-{n}.stdout").read_text(errors="replace")
+        try:
+            result = json.loads(stdout)
+        except ValueError:
+            return {"status": "error", "error": f"exit code {code}: {stderr[-2000:]}",
+                    "exit_code": code, "seconds": round(seconds, 3)}
+        return {"status": "ok", "result": result, "exit_code": code, "seconds": round(seconds, 3)}
+
+    def run(self, expect_refusal: bool) -> dict[str, Any]:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        raw: dict[str, Any] = {"compile": None, "runs": []}
+        receivers = Receivers(self.dir)
+        try:
+            if expect_refusal:
+                report, _ = self.worker("compile", 0, {}, receivers)
+                raw["compile"] = report
+                return raw
+            plan = [(self.case.params, 0.0)]
+            if self.case.second_run is not None:
+                sr = self.case.second_run
+                plan.append(({**self.case.params, **sr.params}, sr.wait))
+            for n, (params, wait) in enumerate(plan, start=1):
+                if wait:
+                    time.sleep(wait)
+                mark = receivers.mark()
+                if self.case.expect.refused:
+                    report, events = self.cli_run(n, params, receivers), []
+                else:
+                    report, events = self.worker("run", n, params, receivers)
+                time.sleep(0.2)  # let in-flight SMTP/HTTP deliveries land
+                alerts = receivers.alerts(mark, receivers.mark())
+                run = normalise_run(report, events, alerts)
+                run["raw_alerts"] = [{k: a[k] for k in ("task", "event", "channel")}
+                                     for a in alerts]
+                run["seconds"] = report.get("seconds")
+                if report.get("exit_code") is not None:
+                    run["exit_code"] = report["exit_code"]
+                raw["runs"].append(run)
+                if run["status"] in ("notimpl", "timeout", "error"):
+                    break
+        finally:
+            receivers.close()
+        (self.dir / "trace.json").write_text(json.dumps(raw, indent=2, default=repr))
+        return raw
+
+
+def _unsupported_tags(case: Case, avail: _Availability) -> list[tuple[str, str]]:
+    out = []
+    for tag in case.tags:
+        status, note = avail.support.get(tag, ("unsupported", "not declared by the backend"))
+        if status == "unsupported":
+            out.append((tag, note))
+    return out
+
+
+def judge(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | None, ir: Any,
+          avail: _Availability) -> Outcome:
+    """The verdict for one case on one backend (see the module docstring)."""
+    declared = case.declared(backend)
+    decl_status = declared.status if declared else None
+    refused_tags = _unsupported_tags(case, avail)
+    expect_refusal = decl_status == "unsupported" or bool(refused_tags)
+    outcome = Outcome(case.id, backend, "pass", declared=decl_status, runs=raw.get("runs", []),
+                      compile=raw.get("compile"))
+    if expect_refusal:
+        reason = declared.reason if decl_status == "unsupported" else "; ".join(
+            f"{t}: {n}" for t, n in refused_tags)
+        comp = raw.get("compile") or {}
+        if comp.get("status") == "refused":
+            if case.required:
+                outcome.status, outcome.reason = "fail", f"required case refused: {reason}"
+            else:
+                outcome.status, outcome.reason = "unsupported", reason
+        else:
+            outcome.status = "xpass" if decl_status == "unsupported" else "fail"
+            outcome.reason = f"the compile was expected to refuse ({reason}) but gave " \
+                             f"{comp.get('status')}: {comp.get('error') or ''}".strip()
+        return outcome
+    runs = raw.get("runs", [])
+    diffs: list[str] = []
+    if runs and runs[0]["status"] == "notimpl":
+        outcome.status = "xfail" if decl_status == "notimpl" else "notimpl"
+        outcome.reason = declared.reason if declared else runs[0].get("error", "")
+        return outcome
+    for run in runs:
+        if run["status"] in ("error", "timeout"):
+            diffs.append(f"{run['status']}: {run.get('error')}")
+    expectations = [case.expect] + ([case.second_run.expect] if case.second_run else [])
+    for i, (run, exp) in enumerate(zip(runs, expectations), start=1):
+        where = f"run {i}"
+        if run["status"] in ("error", "timeout"):
+            continue
+        if not case.adhoc or backend == REFERENCE:
+            diffs += check_expectation(run, exp, where)
+        diffs += check_delays(run, ir, case.tolerance, where)
+        diffs += check_order(run, ir, where)
+        diffs += check_consistency(run, where)
+        if backend != REFERENCE:
+            if ref is None or len(ref.get("runs", [])) < i:
+                diffs.append(f"{where}: no reference run to compare with")
+            else:
+                diffs += compare_runs(run, ref["runs"][i - 1], backend, where)
+    if len(runs) < len(expectations) and not diffs:
+        diffs.append("fewer runs than the case asks for")
+    outcome.diffs = diffs
+    if decl_status in ("notimpl", "notyet", "never"):
+        outcome.status = "xfail" if diffs else "xpass"
+        outcome.reason = declared.reason if diffs else \
+            f"declared {decl_status} ({declared.reason}) but behaved as the reference: " \
+            f"remove the declaration"
+    elif any(r["status"] in ("error", "timeout") for r in runs):
+        outcome.status, outcome.reason = "error", diffs[0]
+    elif diffs:
+        outcome.status, outcome.reason = "fail", diffs[0]
+    return outcome
+
+
+ProgressFn = Callable[[str, str, str], None]  # (event "start"|"done", case id, backend)
+
+
+def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jobs: int = 2,
+              on_event: ProgressFn | None = None,
+              reference: dict[str, dict[str, Any]] | None = None) -> Suite:
+    """Run ``cases`` on the reference runner and ``backends``; judge every pair.
+
+    ``reference`` (case id -> raw reference record) reuses reference runs made earlier (the
+    per-backend pytest tests share one reference run per session).
+    """
+    started = time.time()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys([REFERENCE, *backends]))
+    avail = {b: backend_availability(b) for b in names}
+    irs = {c.id: case_ir(c) for c in cases}
+    raws: dict[tuple[str, str], dict[str, Any]] = {}
+    lock = threading.Lock()
+    homes = out / "homes"
+
+    def lane(backend: str) -> None:
+        for case in cases:
+            if backend == REFERENCE and reference and case.id in reference:
+                with lock:
+                    raws[(case.id, backend)] = reference[case.id]
+                if on_event:
+                    on_event("done", case.id, backend)
+                continue
+            if on_event:
+                on_event("start", case.id, backend)
+            a = avail[backend]
+            if not a.ok:
+                raw = {"compile": None, "runs": [{"status": "notimpl", "error": a.reason,
+                                                  "tasks": {}, "alerts": [], "notes": []}]}
+            else:
+                decl = case.declared(backend)
+                refusal = (decl is not None and decl.status == "unsupported") or \
+                    bool(_unsupported_tags(case, a))
+                runner = _Runner(case, backend, homes / backend, out / "runs" / case.id / backend)
+                raw = runner.run(refusal)
+            with lock:
+                raws[(case.id, backend)] = raw
+            if on_event:
+                on_event("done", case.id, backend)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(names)))) as pool:
+        list(pool.map(lane, names))
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    for case in cases:
+        ref = raws.get((case.id, REFERENCE))
+        for b in names:
+            outcomes[(case.id, b)] = judge(case, b, raws[(case.id, b)], ref, irs[case.id],
+                                           avail[b])
+    return Suite(cases, names, outcomes, time.time() - started, out)
+
+
+def reference_records(suite: Suite) -> dict[str, dict[str, Any]]:
+    """Raw reference records of a suite, to reuse in another suite over the same cases."""
+    return {c.id: {"compile": None, "runs": suite.outcome(c.id, REFERENCE).runs}
+            for c in suite.cases}

@@ -1,0 +1,117 @@
+"""Deploying to a real ``prefect server start`` on 127.0.0.1, then running the deployment with a
+real ``prefect worker`` (process work pool)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import unipipe as up
+from deploy.helpers import deploy
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ml_training.py"
+
+
+@pytest.fixture
+def ir():
+    return up.load(f"{EXAMPLE}:training")
+
+
+def _options(tmp_path: Path, pool: str, *extra: str) -> list[str]:
+    return [f"code_dir={tmp_path / 'code'}", f"work_pool={pool}",
+            f"results_path={tmp_path / 'results'}", *extra]
+
+
+def _read(name: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def test_prefect_deploy_creates_pool_and_deployment_with_schedule_params_and_tags(ir, prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    opts = _options(tmp_path, pool, "param.n_rows=40", "tags=nightly")
+    plan = deploy(ir, "prefect", opts, dry_run=True)
+    assert plan.code == 0, plan.text
+    assert f"+ create work pool '{pool}'  [type process]" in plan.lines("+")
+    assert any(line.startswith("+ create deployment ml-training/ml-training  [flow 'ml-training'")
+               for line in plan.lines("+"))
+    assert "dry run: nothing changed" in plan.text
+    assert not (tmp_path / "code").exists()  # a dry run writes nothing ...
+    with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
+        client.read_work_pool(pool)  # ... and creates nothing
+
+    first = deploy(ir, "prefect", opts)
+    assert first.code == 0, first.text
+    dep = _read("ml-training/ml-training")
+    assert dep.work_pool_name == pool
+    assert dep.entrypoint == "ml_training_flow.py:ml_training"
+    assert dep.path == str(tmp_path / "code")
+    assert dep.parameters == {"n_rows": 40}
+    assert sorted(dep.tags) == ["example", "ml", "nightly"]
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == [("0 2 * * *", "UTC", True)]
+    assert dep.job_variables["env"]["PYTHONPATH"] == str(tmp_path / "code")
+    assert (tmp_path / "code" / "ml_training.py").read_bytes() == EXAMPLE.read_bytes()
+    assert (tmp_path / "code" / "ml_training_flow.py").exists()
+
+
+def test_prefect_redeploy_unchanged_changes_nothing_and_a_change_updates(ir, prefect_api, tmp_path):
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"dep-{uuid.uuid4().hex[:6]}"
+    opts = _options(tmp_path, pool, f"name={name}")
+    assert deploy(ir, "prefect", opts).code == 0
+    before = _read(f"ml-training/{name}")
+
+    again = deploy(ir, "prefect", opts)
+    assert again.code == 0, again.text
+    assert "unchanged: 'ml-training' is already deployed to prefect; nothing changed" in again.text
+    assert again.lines("+") == [] and again.lines("~") == []
+    after = _read(f"ml-training/{name}")
+    assert after.updated == before.updated
+
+    changed = deploy(ir, "prefect", opts + ["param.threshold=0.5"])
+    assert changed.code == 0, changed.text
+    assert [line.split("  [")[0] for line in changed.lines("~")] == [f"~ update deployment ml-training/{name}"]
+    assert "changed: parameters" in changed.text
+    assert _read(f"ml-training/{name}").parameters == {"threshold": 0.5}
+    assert _read(f"ml-training/{name}").id == before.id
+
+
+def test_prefect_deployed_flow_runs_on_a_real_worker(ir, prefect_api, tmp_path, webhook):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"run-{uuid.uuid4().hex[:6]}"
+    out = deploy(ir, "prefect", _options(tmp_path, pool, f"name={name}", "param.n_rows=40"))
+    assert out.code == 0, out.text
+    dep = _read(f"ml-training/{name}")
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep.id)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api.api_url, "PREFECT_HOME": str(tmp_path / "worker-home")}
+    # run from a folder that does not hold the code: the deployment must bring it
+    subprocess.run([str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", pool,
+                    "--run-once", "--type", "process"],
+                   env=env, cwd=tmp_path, check=True, timeout=300, capture_output=True)
+    with get_client(sync_client=True) as client:
+        final = client.read_flow_run(run.id)
+    assert final.state.type == StateType.COMPLETED, final.state
+    assert final.parameters == {"n_rows": 40}
+    events = [json.loads(line) for line in
+              (Path(os.environ["UNIPIPE_TRACE_DIR"]) / f"{run.id}.jsonl").read_text().splitlines()]
+    done = {(e["task"], e.get("map_index")) for e in events if e.get("kind") == "attempt" and e["outcome"] == "success"}
+    assert {t for t, _ in done} == {"validate_data", "compute_features", "train_model", "evaluate_model",
+                                    "quality_gate", "register_model", "shard_ids", "score_shard"}
+    assert sorted(i for t, i in done if t == "score_shard") == [0, 1, 2, 3]

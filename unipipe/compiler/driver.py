@@ -28,7 +28,20 @@ def compile_ir(ir: Pipeline, target: str, out_dir: str | Path, *,
     result = backend.compile(ir, out, CompileOptions(error_level=level, target_version=version,
                                                      extra=extra))
     result.diagnostics[:0] = diags
+    _report_secrets(target, result)
     return result
+
+
+def _report_secrets(target: str, result: CompileResult) -> None:
+    """Generated files hold references, never secrets: say so loudly if one slipped through."""
+    from unipipe.compiler.diagnostics import Diagnostic
+    from unipipe.compiler.secrets import scan_paths
+    from unipipe.ir.features import Feature
+
+    for finding in scan_paths(result.paths):
+        result.diagnostics.append(Diagnostic(
+            "warning", Feature.ALERT_WEBHOOK, target,
+            f"secret-looking value in generated output: {finding}"))
 
 
 def compile(pipeline: Any, target: str = "airflow", out_dir: str | Path = "build", **kw: Any) -> list[Path]:

@@ -1,0 +1,648 @@
+"""The DAG file generator: one TaskFlow DAG per pipeline, built as a libcst tree.
+
+Every user string reaches the tree through :func:`unipipe.compiler.codegen.literal`, so it is a
+Python literal and never code. No user string is ever handed to an Airflow template field:
+literal inputs and parameters travel in the task spec inside the task body (not in op_kwargs),
+items to fan out over come from a task's XCom (resolved values are not rendered), and
+parameters are read from the context by the adapter. Only fixed fragments without user input
+are parsed from text (imports, the two small helpers).
+
+Shape of the output, top to bottom: header comments, imports (``airflow.sdk`` or
+``airflow.decorators``, ``pendulum``, ``datetime``), the alert callback factory and the retry
+policy when used, the ``@dag`` function with one ``@task`` per IR task (plus the short-circuit
+gates and ``*_items`` helpers the IR implies), then the wiring in topological order.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import libcst as cst
+
+from unipipe.compiler.codegen import header_lines, literal, module, render
+from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
+from unipipe.ir.models import (
+    Cache,
+    Condition,
+    LiteralInput,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Resources,
+    Retry,
+    Task,
+)
+from unipipe_airflow.dialects import Dialect
+from unipipe_airflow.retries import Policy, Seconds, plan_retry
+
+#: Names the generated module binds at top level or inside the DAG function.
+_MODULE_NAMES = {"dag", "task", "Param", "timedelta", "pendulum", "send_alerts", "UnipipeRetry",
+                 "RetryPolicy"}
+#: Names Airflow injects into a TaskFlow function by parameter name (2.x and 3.x contexts):
+#: an input called like one of these would clash, so its parameter gets another name.
+_CONTEXT_KEYS = {
+    "conf", "conn", "dag", "dag_run", "data_interval_end", "data_interval_start", "ds",
+    "ds_nodash", "exception", "execution_date", "expanded_ti_count", "inlet_events", "inlets",
+    "logical_date", "macros", "map_index_template", "next_ds", "next_ds_nodash",
+    "next_execution_date", "outlet_events", "outlets", "params", "partition_date",
+    "partition_key", "prev_data_interval_end_success", "prev_data_interval_start_success",
+    "prev_ds", "prev_ds_nodash", "prev_end_date_success", "prev_execution_date",
+    "prev_execution_date_success", "prev_start_date_success", "reason", "run_id", "task",
+    "task_instance", "task_instance_key_str", "task_reschedule_count", "task_state_store",
+    "templates_dict", "test_mode", "ti", "tomorrow_ds", "tomorrow_ds_nodash",
+    "triggering_asset_events", "triggering_dataset_events", "ts", "ts_nodash",
+    "ts_nodash_with_tz", "var", "yesterday_ds", "yesterday_ds_nodash",
+}
+#: Names a task body binds itself.
+_BODY_NAMES = {"run_task", "map_items", "condition", "unipipe_context"}
+
+_PARAM_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+                "dict": "object", "list": "array"}
+
+DEFAULT_POD_IMAGE = "python:3.11-slim"
+
+_HELPERS = '''
+def send_alerts(event, alerts, pipeline=False):
+    """An Airflow callback that delivers unipipe alerts (unipipe loads only when it fires)."""
+
+    def callback(context):
+        from unipipe_airflow.runtime import deliver_alerts
+
+        deliver_alerts(context, event, alerts, pipeline=pipeline)
+
+    return callback
+'''
+
+_POLICY = '''
+class UnipipeRetry(RetryPolicy):
+    """unipipe's retry rule, decided in the worker after each failed try: the exception filter
+    (fail_on wins; a non-empty retry_on lists the only retried types) and the exact wait
+    delay * backoff ** (k - 1), capped by max_delay and lengthened by up to jitter times itself.
+    """
+
+    def __init__(self, retry, delays=True):
+        self.retry = retry
+        self.delays = delays
+
+    def evaluate(self, exception, try_number, max_tries, context=None):
+        from unipipe_airflow.runtime import retry_decision
+
+        return retry_decision(self.retry, exception, try_number, delays=self.delays)
+'''
+
+
+@dataclass
+class Options:
+    """Code generation choices beyond the dialect (``CompileOptions.extra``)."""
+
+    backoff: str = "exact"  # or "airflow": native exponential mode with Airflow's hash jitter
+    kubernetes: bool = True  # False for local runs: no pod even if the task asks for resources
+    start_date: tuple[int, int, int] = (2024, 1, 1)
+    default_image: str = DEFAULT_POD_IMAGE
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Options:
+        opts = cls()
+        if "backoff" in extra:
+            opts.backoff = str(extra["backoff"])
+        if "kubernetes" in extra:
+            opts.kubernetes = bool(extra["kubernetes"])
+        if "start_date" in extra:
+            y, m, d = (int(x) for x in str(extra["start_date"]).split("-"))
+            opts.start_date = (y, m, d)
+        if "default_image" in extra:
+            opts.default_image = str(extra["default_image"])
+        return opts
+
+
+class _Names:
+    """Unique, valid Python names for the generated module."""
+
+    def __init__(self, reserved: set[str]):
+        self.taken = set(reserved)
+
+    def claim(self, preferred: str) -> str:
+        base = re.sub(r"\W", "_", preferred)
+        if not base or base[0].isdigit():
+            base = "t_" + base
+        if keyword.iskeyword(base) or keyword.issoftkeyword(base):
+            base += "_"
+        candidate, n = base, 2
+        while candidate in self.taken:
+            candidate, n = f"{base}_{n}", n + 1
+        self.taken.add(candidate)
+        return candidate
+
+
+def safe_identifier(text: str) -> str:
+    return _Names(set()).claim(text)
+
+
+def dag_filename(ir: Pipeline) -> str:
+    """``<name>_dag.py``: the suffix keeps a DAG file from shadowing the user's module (Airflow
+    puts the dags folder on sys.path, and task bodies import the user's module by name)."""
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', ir.name)}_dag.py"
+
+
+# ---------------------------------------------------------------- small tree helpers
+
+
+def _kw(name: str, value: cst.BaseExpression) -> cst.Arg:
+    return cst.Arg(value=value, keyword=cst.Name(name),
+                   equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+
+
+def _call(func: cst.BaseExpression | str, *args: cst.Arg) -> cst.Call:
+    f = cst.parse_expression(func) if isinstance(func, str) else func
+    return cst.Call(func=f, args=list(args))
+
+
+def _timedelta(seconds: float) -> cst.Call:
+    if seconds == int(seconds):
+        whole = int(seconds)
+        for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+            if whole and whole % size == 0:
+                return _call("timedelta", _kw(unit, literal(whole // size)))
+        return _call("timedelta", _kw("seconds", literal(whole)))
+    return _call("timedelta", _kw("seconds", literal(seconds)))
+
+
+def _value(value: Any) -> cst.BaseExpression:
+    if isinstance(value, Seconds):
+        return _timedelta(value.value)
+    if isinstance(value, Policy):
+        args = [cst.Arg(literal(trim("retry", value.retry)))]
+        if not value.delays:
+            args.append(_kw("delays", literal(False)))
+        return _call("UnipipeRetry", *args)
+    if isinstance(value, cst.BaseExpression):
+        return value
+    return literal(value)
+
+
+def _doc(text: str) -> cst.SimpleStatementLine:
+    # Airflow reads a doc_md ending in ".md" as a template file name; a newline keeps it text.
+    if text.rstrip().endswith(".md"):
+        text = text + "\n"
+    from unipipe.compiler.codegen import _docstring
+
+    return cst.SimpleStatementLine([cst.Expr(cst.SimpleString(_docstring(text)))])
+
+
+def _stmt(expr: cst.BaseExpression) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine([cst.Expr(expr)])
+
+
+def _assign(target: str, value: cst.BaseExpression) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(target))], value)])
+
+
+def _import(module_name: str, name: str) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine([cst.ImportFrom(
+        module=cst.parse_expression(module_name),  # type: ignore[arg-type]
+        names=[cst.ImportAlias(cst.Name(name))])])
+
+
+def _function(name: str, params: list[str], body: list[cst.BaseStatement],
+              decorator: cst.BaseExpression) -> cst.FunctionDef:
+    return cst.FunctionDef(
+        name=cst.Name(name),
+        params=cst.Parameters([cst.Param(cst.Name(p)) for p in params]),
+        body=cst.IndentedBlock(body),
+        decorators=[cst.Decorator(decorator)],
+    )
+
+
+def _rshift(left: list[str], right: str) -> cst.SimpleStatementLine:
+    lhs: cst.BaseExpression
+    if len(left) == 1:
+        lhs = cst.Name(left[0])
+    else:
+        lhs = cst.List([cst.Element(cst.Name(n)) for n in left])
+    return _stmt(cst.BinaryOperation(lhs, cst.RightShift(), cst.Name(right)))
+
+
+# ---------------------------------------------------------------- the generator
+
+
+@dataclass
+class _TaskOut:
+    """What the wiring needs to know about a generated task."""
+
+    func: str
+    var: str | None = None
+
+
+@dataclass
+class DagWriter:
+    ir: Pipeline
+    dialect: Dialect
+    options: Options = field(default_factory=Options)
+
+    def __post_init__(self) -> None:
+        self.names = _Names(_MODULE_NAMES)
+        self.dag_func = self.names.claim(self.ir.name)
+        self.task_ids = {t.id for t in self.ir.tasks}
+        self.used_ids = set(self.task_ids)
+        self.uses_timedelta = False
+        self.uses_policy = False
+        self.uses_alerts = bool(self.ir.alerts)
+        self.notes: list[str] = []
+        self.pods: list[str] = []  # task ids that run in a pod (@task.kubernetes)
+        # Tasks consumed by a map without a key path hand their list over item by item.
+        self.fan_out_sources = {
+            inp.task for t in self.ir.tasks if t.map_over is not None
+            for inp in [t.inputs[t.map_over]]
+            if isinstance(inp, OutputInput) and not inp.path
+            and self.ir.task(inp.task).map_over is None
+        }
+        referenced: set[str] = set()
+        for t in self.ir.tasks:
+            referenced.update(t.upstream())
+        self.referenced = referenced
+        self.funcs: dict[str, str] = {}
+        for t in self.ir.tasks:
+            self.funcs[t.id] = self.names.claim(t.id)
+
+    # ------------------------------------------------------------ ids for helper tasks
+
+    def _helper_id(self, preferred: str) -> str:
+        base, n = preferred[:240], 2
+        candidate = base
+        while candidate in self.used_ids:
+            candidate, n = f"{base}_{n}", n + 1
+        self.used_ids.add(candidate)
+        return candidate
+
+    # ------------------------------------------------------------ per-task pieces
+
+    def _decorator_args(self, task: Task, spec: dict[str, Any]) -> tuple[list[cst.Arg], set[str], bool]:
+        """Keyword arguments of ``@task(...)``, the shim's emulations, whether the engine's
+        retry_policy applies the exception filter."""
+        pol = self.ir.effective(task)
+        plan = plan_retry(pol.retry, self.dialect, self.options.backoff)
+        self.notes.extend(f"{task.id}: {n}" for n in plan.notes)
+        emulate = set(plan.emulate)
+        args: list[cst.Arg] = []
+        if self.funcs[task.id] != task.id:
+            args.append(_kw("task_id", literal(task.id)))
+        for key, value in plan.kwargs.items():
+            if isinstance(value, Seconds):
+                self.uses_timedelta = True
+            if isinstance(value, Policy):
+                self.uses_policy = True
+            args.append(_kw(key, _value(value)))
+        if pol.timeout is not None:
+            if "retry.delay" in emulate:
+                # The shim sleeps the retry wait inside the try: it must not count as run time.
+                emulate.add("timeout")
+            else:
+                self.uses_timedelta = True
+                args.append(_kw("execution_timeout", _timedelta(pol.timeout)))
+        if pol.cache is not None:
+            emulate.add("cache")
+        for event in ("retry", "failure", "success"):
+            alerts = [a for a in spec.get("alerts", []) if event in a["on"]]
+            if alerts:
+                self.uses_alerts = True
+                args.append(_kw(f"on_{event}_callback",
+                                _call("send_alerts", cst.Arg(literal(event)),
+                                      cst.Arg(literal(alerts)))))
+        return args, emulate, plan.engine_filter
+
+    def _pod_args(self, pol_resources: Resources | None, image: str | None) -> list[cst.Arg]:
+        args = [_kw("image", literal(image or self.options.default_image))]
+        if pol_resources is not None:
+            requests: dict[str, str] = {}
+            limits: dict[str, str] = {}
+            if pol_resources.cpu:
+                requests["cpu"] = limits["cpu"] = pol_resources.cpu
+            if pol_resources.memory:
+                requests["memory"] = limits["memory"] = pol_resources.memory
+            container: dict[str, Any] = {"name": "base"}
+            spec: dict[str, Any] = {"containers": [container]}
+            if pol_resources.gpu:
+                gpu_name = "nvidia.com/gpu"
+                if pol_resources.gpu_type and "/" in pol_resources.gpu_type:
+                    gpu_name = pol_resources.gpu_type
+                elif pol_resources.gpu_type:
+                    spec["nodeSelector"] = {"accelerator": pol_resources.gpu_type}
+                limits[gpu_name] = str(pol_resources.gpu)
+            container["resources"] = {k: v for k, v in
+                                      (("requests", requests), ("limits", limits)) if v}
+            args.append(_kw("pod_template_dict", literal({"spec": spec})))
+        return args
+
+    def task_def(self, task: Task) -> tuple[cst.FunctionDef, list[str], list[str]]:
+        """The ``@task`` function; also its upstream inputs (IR names) and parameter names."""
+        spec = task_spec(self.ir, task)
+        for kind in ("retry", "cache"):
+            if kind in spec:
+                spec[kind] = trim(kind, spec[kind])
+        if "alerts" in spec:
+            spec["alerts"] = [_trim_alert(a) for a in spec["alerts"]]
+        decorator_args, emulate, engine_filter = self._decorator_args(task, spec)
+        params = {name: inp.name for name, inp in task.inputs.items()
+                  if isinstance(inp, ParamInput)}
+        upstream = [name for name, inp in task.inputs.items() if isinstance(inp, OutputInput)]
+        if task.map_over is not None:
+            # The mapped input arrives item by item (from the source or a *_items helper).
+            spec.get("literals", {}).pop(task.map_over, None)
+            spec.get("paths", {}).pop(task.map_over, None)
+            params.pop(task.map_over, None)
+            if task.map_over not in upstream:
+                upstream.append(task.map_over)
+            for key in ("literals", "paths"):
+                if key in spec and not spec[key]:
+                    del spec[key]
+        if params:
+            spec["params"] = params
+        if emulate:
+            spec["emulate"] = sorted(emulate)
+        if engine_filter:
+            spec["retry_policy"] = True
+        if task.id in self.fan_out_sources:
+            spec["fan_out"] = True
+        pol = self.ir.effective(task)
+        in_pod = self.options.kubernetes and (pol.resources is not None or pol.image is not None)
+        local = _Names(_CONTEXT_KEYS | _BODY_NAMES)
+        arg_names = [local.claim(n) for n in upstream]
+        inputs = cst.Dict([cst.DictElement(literal(n), cst.Name(a))
+                           for n, a in zip(upstream, arg_names)])
+        call_args = [cst.Arg(literal(spec))]
+        if upstream:
+            call_args.append(cst.Arg(inputs))
+        if in_pod:
+            self.pods.append(task.id)
+            call_args.append(_kw("context", cst.Name("unipipe_context")))
+            arg_names.append("unipipe_context")
+            decorator = _call("task.kubernetes",
+                              *self._pod_args(pol.resources, pol.image), *decorator_args)
+        elif decorator_args:
+            decorator = _call("task", *decorator_args)
+        else:
+            decorator = cst.Name("task")
+        body: list[cst.BaseStatement] = []
+        if task.doc:
+            body.append(_doc(task.doc))
+        body.append(_import("unipipe_airflow.runtime", "run_task"))
+        body.append(cst.SimpleStatementLine([cst.Return(_call("run_task", *call_args))],
+                                            leading_lines=[cst.EmptyLine()]))
+        return _function(self.funcs[task.id], arg_names, body, decorator), upstream, arg_names
+
+    def gate_def(self, cond: Condition, gate_id: str, func: str) -> cst.FunctionDef:
+        what = cond.task + "".join(f"[{p!r}]" for p in cond.path)
+        doc = f"Run the tasks under up.when({what}) only if it is {cond.expect}."
+        body: list[cst.BaseStatement] = [
+            _doc(doc),
+            _import("unipipe_airflow.runtime", "condition"),
+            cst.SimpleStatementLine([cst.Return(_call(
+                "condition", cst.Arg(cst.Name("value")),
+                *([_kw("path", literal(list(cond.path)))] if cond.path else []),
+                *([_kw("expect", literal(False))] if not cond.expect else [])))],
+                leading_lines=[cst.EmptyLine()]),
+        ]
+        args = [_kw("ignore_downstream_trigger_rules", literal(False))]
+        if func != gate_id:
+            args.insert(0, _kw("task_id", literal(gate_id)))
+        return _function(func, ["value"], body, _call("task.short_circuit", *args))
+
+    def items_def(self, task: Task, items_id: str, func: str) -> tuple[cst.FunctionDef, bool]:
+        """The helper that produces the list a task fans out over; True if it takes an input."""
+        assert task.map_over is not None
+        source = task.inputs[task.map_over]
+        how: dict[str, Any] = {}
+        takes_value = False
+        if isinstance(source, LiteralInput):
+            how["literal"] = source.value
+        elif isinstance(source, ParamInput):
+            how["param"] = source.name
+            if source.path:
+                how["path"] = list(source.path)
+        else:
+            takes_value = True
+            how["path"] = list(source.path)
+        doc = f"The list {task.id} fans out over, one item per mapped task instance."
+        args = [cst.Arg(literal(how))]
+        if takes_value:
+            args.append(cst.Arg(cst.Name("value")))
+        body: list[cst.BaseStatement] = [
+            _doc(doc),
+            _import("unipipe_airflow.runtime", "map_items"),
+            cst.SimpleStatementLine([cst.Return(_call("map_items", *args))],
+                                    leading_lines=[cst.EmptyLine()]),
+        ]
+        decorator: cst.BaseExpression = cst.Name("task")
+        if func != items_id:
+            decorator = _call("task", _kw("task_id", literal(items_id)))
+        return _function(func, ["value"] if takes_value else [], body, decorator), takes_value
+
+    # ------------------------------------------------------------ the module
+
+    def dag_decorator(self) -> cst.Call:
+        ir = self.ir
+        args = [_kw("dag_id", literal(ir.name))]
+        if ir.schedule is None:
+            args.append(_kw("schedule", literal(None)))
+        elif ir.schedule.cron is not None:
+            args.append(_kw("schedule", literal(ir.schedule.cron)))
+        else:
+            self.uses_timedelta = True
+            args.append(_kw("schedule", _timedelta(ir.schedule.interval or 0)))
+        tz = ir.schedule.timezone if ir.schedule is not None else "UTC"
+        y, m, d = self.options.start_date
+        args.append(_kw("start_date", _call("pendulum.datetime", cst.Arg(literal(y)),
+                                            cst.Arg(literal(m)), cst.Arg(literal(d)),
+                                            _kw("tz", literal(tz)))))
+        args.append(_kw("catchup", literal(False)))
+        if ir.params:
+            args.append(_kw("params", cst.Dict([
+                cst.DictElement(literal(p.name), self._param(p)) for p in ir.params])))
+        if ir.tags:
+            args.append(_kw("tags", literal(list(ir.tags))))
+        alerts = [_trim_alert(a) for a in pipeline_alerts_spec(ir)]
+        for event in ("failure", "success"):
+            chosen = [a for a in alerts if event in a["on"]]
+            if chosen:
+                args.append(_kw(f"on_{event}_callback", _call(
+                    "send_alerts", cst.Arg(literal(event)), cst.Arg(literal(chosen)),
+                    _kw("pipeline", literal(True)))))
+        return _call("dag", *args)
+
+    def _param(self, p: Any) -> cst.Call:
+        args: list[cst.Arg] = []
+        if not p.required:
+            args.append(cst.Arg(literal(p.default)))
+        jtype = _PARAM_TYPES.get(p.type)
+        if jtype is not None:
+            if not p.required and p.default is None:
+                args.append(_kw("type", literal([jtype, "null"])))
+            else:
+                args.append(_kw("type", literal(jtype)))
+        if p.description:
+            args.append(_kw("description", literal(p.description)))
+        return _call("Param", *args)
+
+    def build(self) -> cst.Module:
+        ir = self.ir
+        defs: list[cst.BaseStatement] = []
+        wiring: list[cst.BaseStatement] = []
+        edges: list[cst.BaseStatement] = []
+        out: dict[str, _TaskOut] = {}
+        gates: dict[Condition, str] = {}  # condition -> result variable of its gate
+        for tid in ir.topo_order():
+            task = ir.task(tid)
+            func_def, upstream, arg_names = self.task_def(task)
+            # gates this task waits for (emitted on first use, right after their source)
+            gate_vars: list[str] = []
+            for cond in task.when:
+                if cond not in gates:
+                    gate_id = self._helper_id(_gate_name(cond))
+                    gfunc = self.names.claim(gate_id)
+                    defs.append(self.gate_def(cond, gate_id, gfunc))
+                    gvar = self.names.claim(f"{gate_id}_result")
+                    src = self._var(out, cond.task)
+                    wiring.append(_assign(gvar, _call(gfunc, cst.Arg(cst.Name(src)))))
+                    gates[cond] = gvar
+                gate_vars.append(gates[cond])
+            expand_source: str | None = None
+            if task.map_over is not None:
+                source = task.inputs[task.map_over]
+                if isinstance(source, OutputInput) and not source.path:
+                    expand_source = self._var(out, source.task)
+                else:
+                    items_id = self._helper_id(f"{task.id}_items")
+                    ifunc = self.names.claim(items_id)
+                    idef, takes_value = self.items_def(task, items_id, ifunc)
+                    defs.append(idef)
+                    ivar = self.names.claim(f"{items_id}_result")
+                    iargs = ([cst.Arg(cst.Name(self._var(out, source.task)))]
+                             if takes_value and isinstance(source, OutputInput) else [])
+                    wiring.append(_assign(ivar, _call(ifunc, *iargs)))
+                    if gate_vars:
+                        edges.append(_rshift(gate_vars, ivar))
+                    expand_source = ivar
+            defs.append(func_def)
+            # the call
+            kwargs: list[cst.Arg] = []
+            mapped: list[cst.Arg] = []
+            for name, arg in zip(upstream, arg_names):
+                if name == task.map_over:
+                    assert expand_source is not None
+                    mapped.append(_kw(arg, cst.Name(expand_source)))
+                else:
+                    src_task = task.inputs[name]
+                    assert isinstance(src_task, OutputInput)
+                    kwargs.append(_kw(arg, cst.Name(self._var(out, src_task.task))))
+            if task.id in self.pods:
+                kwargs.append(_kw("unipipe_context", literal(
+                    _pod_context_text(sorted({i.name for i in task.inputs.values()
+                                              if isinstance(i, ParamInput)})))))
+            func = self.funcs[tid]
+            expr: cst.BaseExpression
+            if mapped:
+                base: cst.BaseExpression = cst.Name(func)
+                if kwargs:
+                    base = _call(cst.Attribute(cst.Name(func), cst.Name("partial")), *kwargs)
+                expr = _call(cst.Attribute(base, cst.Name("expand")), *mapped)
+            else:
+                expr = _call(func, *kwargs)
+            if tid in self.referenced or task.after or gate_vars:
+                var = self.names.claim(f"{tid}_result")
+                out[tid] = _TaskOut(func, var)
+                wiring.append(_assign(var, expr))
+            else:
+                out[tid] = _TaskOut(func)
+                wiring.append(_stmt(expr))
+            deps = gate_vars + [self._var(out, a) for a in task.after]
+            if deps:
+                edges.append(_rshift(deps, out[tid].var or ""))
+        body: list[cst.BaseStatement] = []
+        if ir.description:
+            body.append(_doc(ir.description))
+        body.extend(defs)
+        stmts = wiring + edges
+        if stmts:
+            first = stmts[0]
+            assert isinstance(first, cst.SimpleStatementLine)
+            stmts[0] = first.with_changes(leading_lines=[cst.EmptyLine()])
+        body.extend(stmts)
+        dag_fn = cst.FunctionDef(
+            name=cst.Name(self.dag_func), params=cst.Parameters(),
+            body=cst.IndentedBlock(body or [cst.SimpleStatementLine([cst.Pass()])]),
+            decorators=[cst.Decorator(self.dag_decorator())],
+        )
+        top: list[cst.BaseStatement] = self._imports()
+        if self.uses_alerts:
+            top.extend(cst.parse_module(_HELPERS).body)
+        if self.uses_policy:
+            top.extend(cst.parse_module(_POLICY).body)
+        top.append(dag_fn)
+        top.append(_stmt(_call(self.dag_func)))
+        return module(top, header=header_lines(
+            target="airflow", target_version=self.dialect.version, ir_hash=ir.ir_hash(),
+            pipeline=ir.name))
+
+    def _var(self, out: dict[str, _TaskOut], task_id: str) -> str:
+        var = out[task_id].var
+        assert var is not None, f"{task_id} is referenced but has no variable"
+        return var
+
+    def _imports(self) -> list[cst.BaseStatement]:
+        d = self.dialect
+        stmts: list[cst.BaseStatement] = []
+        if self.uses_timedelta:
+            stmts.append(_import("datetime", "timedelta"))
+        stmts.append(cst.SimpleStatementLine([cst.Import([cst.ImportAlias(cst.Name("pendulum"))])],
+                                             leading_lines=[cst.EmptyLine()] if stmts else []))
+        names = ["dag", "task"]
+        if self.uses_policy:
+            names.insert(0, "RetryPolicy")
+        if self.ir.params and d.params == d.decorators:
+            names.insert(0, "Param")
+        stmts.append(cst.SimpleStatementLine([cst.ImportFrom(
+            module=cst.parse_expression(d.decorators),  # type: ignore[arg-type]
+            names=[cst.ImportAlias(cst.Name(n)) for n in names])]))
+        if self.ir.params and d.params != d.decorators:
+            stmts.append(_import(d.params, "Param"))
+        return stmts
+
+
+_DEFAULTS = {
+    "retry": Retry().model_dump(mode="json"),
+    "cache": Cache().model_dump(mode="json"),
+}
+
+
+def trim(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A policy dict without the fields left at their defaults (the shim reads them with the
+    same defaults), so generated specs show only what the user set."""
+    defaults = _DEFAULTS[kind]
+    return {k: v for k, v in data.items() if k not in defaults or v != defaults[k]
+            or k == "max_retries"}
+
+
+def _trim_alert(alert: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in alert.items() if v not in ((), [], None)}
+
+
+def _gate_name(cond: Condition) -> str:
+    parts = [cond.task] + [re.sub(r"\W", "_", str(p)) for p in cond.path]
+    return ("when_" if cond.expect else "when_not_") + "_".join(parts)
+
+
+def _pod_context_text(param_names: list[str]) -> str:
+    """The Jinja string a pod task receives as ``unipipe_context`` (fixed text + identifiers)."""
+    params = ", ".join(f'"{n}": {{{{ params[{n!r}] | tojson }}}}' for n in param_names)
+    return ('{"run_id": {{ run_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, '
+            '"try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, '
+            '"params": {' + params + "}}")
+
+
+def generate(ir: Pipeline, dialect: Dialect, options: Options | None = None) -> tuple[str, DagWriter]:
+    """The DAG file's text (formatted) and the writer (for its notes and pod list)."""
+    writer = DagWriter(ir, dialect, options or Options())
+    return render(writer.build()), writer

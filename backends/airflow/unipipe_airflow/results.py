@@ -1,0 +1,174 @@
+"""From Airflow's records to a RunResult.
+
+Airflow's own task instances decide each task's state and number of tries (``try_number``;
+earlier tries are in ``task_instance_history``) and XCom holds the outputs; the shim's trace
+adds what Airflow does not know (cache hits, the user's error, each try's start and end) and is
+cross-checked against the task instances (:func:`cross_check`). Helper tasks the code generator
+adds (short-circuit gates, ``*_items``) are not IR tasks and do not appear in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unipipe.ir.models import Pipeline
+from unipipe.outputs import evaluate
+from unipipe.result import RunResult, TaskResult
+from unipipe.runtime import store, trace
+
+_STATES = {"success": "success", "failed": "failed", "upstream_failed": "upstream_failed",
+           "skipped": "skipped"}
+
+
+@dataclass
+class Records:
+    run_id: str | None = None
+    run_state: str | None = None
+    #: (task_id, map_index) -> {"state", "try_number"}
+    tis: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    #: (task_id, map_index) -> XCom return value (JSON-decoded)
+    xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def read_records(db: Path, dag_id: str) -> Records:
+    """The latest run of ``dag_id`` in an Airflow SQLite metadata DB."""
+    rec = Records()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        row = con.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC "
+                          "LIMIT 1", (dag_id,)).fetchone()
+        if row is None:
+            return rec
+        rec.run_id, rec.run_state = row
+        for task_id, index, state, tries in con.execute(
+                "SELECT task_id, map_index, state, try_number FROM task_instance "
+                "WHERE dag_id = ? AND run_id = ?", (dag_id, rec.run_id)):
+            rec.tis[(task_id, index)] = {"state": state, "try_number": tries or 0}
+        for task_id, index, value in con.execute(
+                "SELECT task_id, map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? "
+                "AND key = 'return_value'", (dag_id, rec.run_id)):
+            rec.xcoms[(task_id, index)] = _decode(value)
+    return rec
+
+
+def _attempt_events(events: list[dict[str, Any]]) -> dict[tuple[str, int | None], list[dict[str, Any]]]:
+    by: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    for e in events:
+        if e.get("kind") == "attempt":
+            by.setdefault((e["task"], e.get("map_index")), []).append(e)
+    for evs in by.values():
+        evs.sort(key=lambda e: (e["attempt"], e.get("start") or 0))
+    return by
+
+
+def _task_result(ti: dict[str, Any] | None, xcom: Any, evs: list[dict[str, Any]]) -> TaskResult:
+    if ti is None:  # never created: Airflow did not get that far
+        return TaskResult("upstream_failed")
+    state = _STATES.get(str(ti["state"]), "failed")
+    attempts = int(ti["try_number"]) if state in ("success", "failed") else 0
+    times = [(float(e["start"]), float(e["end"])) for e in evs]
+    if state == "success":
+        last = evs[-1] if evs else {}
+        return TaskResult("success", attempts, bool(last.get("cache_hit")), xcom,
+                          attempt_times=times)
+    if state == "failed":
+        last_failed = next((e for e in reversed(evs) if e.get("outcome") == "failed"), None)
+        if last_failed is None or len(evs) < attempts:
+            etype, msg = "ProcessKilled", "task process ended without a result"
+        else:
+            etype, msg = last_failed.get("error_type"), last_failed.get("error") or ""
+        return TaskResult("failed", attempts, False, None, f"{etype}: {msg}", etype,
+                          attempt_times=times)
+    return TaskResult(state)
+
+
+def _aggregate(parts: list[TaskResult]) -> TaskResult:
+    """A mapped task as one result, as the reference runner reports it."""
+    attempts = sum(p.attempts for p in parts)
+    times = [t for p in parts for t in p.attempt_times]
+    failed = next((p for p in parts if p.state != "success"), None)
+    if failed is not None:
+        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
+    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
+                      [p.output for p in parts], attempt_times=times)
+
+
+def cross_check(ir: Pipeline, records: Records, events: list[dict[str, Any]]) -> list[str]:
+    """Where the shim's trace and Airflow's task instances disagree (empty when they agree).
+
+    The trace may have fewer tries than Airflow (a killed process writes nothing), never more,
+    and the last traced try's outcome must be the task instance's state.
+    """
+    problems = []
+    by = _attempt_events(events)
+    ids = {t.id for t in ir.tasks}
+    for (task_id, index), ti in records.tis.items():
+        if task_id not in ids:
+            continue
+        evs = by.get((task_id, index if index >= 0 else None), [])
+        tries = int(ti["try_number"] or 0)
+        if len(evs) > tries:
+            problems.append(f"{task_id}[{index}]: {len(evs)} traced tries, Airflow counts {tries}")
+        if evs and ti["state"] in ("success", "failed") and evs[-1]["outcome"] != ti["state"]:
+            problems.append(f"{task_id}[{index}]: last traced try {evs[-1]['outcome']}, "
+                            f"Airflow says {ti['state']}")
+    return problems
+
+
+def build_result(ir: Pipeline, records: Records, trace_dir: Path,
+                 params: dict[str, Any]) -> RunResult:
+    assert records.run_id is not None
+    events = trace.read(trace_dir, records.run_id)
+    problems = cross_check(ir, records, events)
+    if problems:
+        warnings.warn("airflow records and unipipe trace disagree: " + "; ".join(problems),
+                      stacklevel=2)
+    by = _attempt_events(events)
+    results: dict[str, TaskResult] = {}
+    elements: dict[str, TaskResult] = {}
+    outputs: dict[str, Any] = {}
+    for tid in ir.topo_order():
+        task = ir.task(tid)
+        if task.map_over is None:
+            r = _task_result(records.tis.get((tid, -1)), records.xcoms.get((tid, -1)),
+                             by.get((tid, None), []))
+        else:
+            indexes = sorted(i for (t, i) in records.tis if t == tid and i >= 0)
+            if not indexes:
+                ti = records.tis.get((tid, -1))
+                r = _task_result(ti, None, []) if ti else TaskResult("upstream_failed")
+                if r.state == "success":  # expanded over nothing
+                    r = TaskResult("success", 0, False, [])
+            else:
+                parts = []
+                for i in indexes:
+                    part = _task_result(records.tis[(tid, i)], records.xcoms.get((tid, i)),
+                                        by.get((tid, i), []))
+                    parts.append(part)
+                    elements[f"{tid}[{i}]"] = part
+                r = _aggregate(parts)
+        results[tid] = r
+        if r.state == "success":
+            outputs[tid] = r.output
+    failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
+    state = "failed" if failed else "success"
+    output = evaluate(ir.output, outputs, params) if state == "success" else None
+    results.update(elements)
+    for r in results.values():
+        if r.output is not None:
+            r.output = store.from_transport(r.output)
+    alerts = [e for e in events if e.get("kind") == "alert"]
+    first_error = next((results[t].error for t in failed if results[t].error), None)
+    return RunResult(pipeline=ir.name, backend="airflow", run_id=records.run_id, state=state,
+                     output=output, tasks=results, alerts=alerts, params=params,
+                     error=first_error)

@@ -1,0 +1,231 @@
+"""The adapter generated DAG files call from inside their tasks and callbacks.
+
+It is imported lazily (inside task bodies), imports Airflow only through the functions that
+need it, and works on Airflow 3 (``airflow.sdk``) and 2.x (``airflow.operators.python``,
+``airflow.exceptions``) alike. What it does:
+
+- :func:`run_task`: read the run id (``dag_run.run_id``), the attempt (``ti.try_number``), the
+  map index and the parameters from Airflow's current context -- parameters never pass through
+  templated arguments -- then call :func:`unipipe.runtime.invoke.invoke` with the emulations the
+  compiler chose, and turn an error the IR does not retry into ``AirflowFailException`` (unless
+  the task's ``retry_policy`` decides that natively).
+- :func:`map_items`, :func:`condition`: the bodies of the helper tasks the IR implies.
+- :func:`retry_decision`: the body of the generated ``UnipipeRetry`` policy (Airflow 3.3+).
+- :func:`deliver_alerts`: the body of the generated alert callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+BACKEND = "airflow"
+
+
+# ---------------------------------------------------------------- Airflow, imported late
+
+
+def _current_context() -> Mapping[str, Any]:
+    try:
+        from airflow.sdk import get_current_context  # Airflow 3
+    except ImportError:  # Airflow 2
+        from airflow.operators.python import get_current_context  # type: ignore[no-redef]
+    return get_current_context()
+
+
+def _fail_exception() -> type[BaseException]:
+    try:
+        from airflow.sdk.exceptions import AirflowFailException  # Airflow 3
+    except ImportError:  # Airflow 2
+        from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+    return AirflowFailException
+
+
+def _is_airflow_timeout(exc: BaseException) -> bool:
+    return any(c.__name__ == "AirflowTaskTimeout" for c in type(exc).__mro__)
+
+
+# ---------------------------------------------------------------- what a try needs to know
+
+
+def _plain(value: Any) -> Any:
+    """XCom collections of mapped tasks are lazy sequences; the shim and users want lists."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, list, tuple)):
+        return list(value)
+    return value
+
+
+class _Try:
+    """Run id, attempt, map index and parameters of the running try."""
+
+    def __init__(self, context: str | Mapping[str, Any] | None = None):
+        if isinstance(context, str):  # a pod: the values were rendered into a JSON string
+            data = json.loads(context)
+            self.run_id = str(data["run_id"])
+            self.attempt = int(data["try_number"])
+            index = int(data.get("map_index", -1))
+            self.params: Mapping[str, Any] = data.get("params") or {}
+            self.task_id = str(data.get("task_id", ""))
+        else:
+            ctx = context if context is not None else _current_context()
+            ti = ctx["ti"]
+            dag_run = ctx.get("dag_run")
+            self.run_id = str(getattr(dag_run, "run_id", None) or ctx["run_id"])
+            self.attempt = int(ti.try_number)
+            index = getattr(ti, "map_index", -1)
+            index = -1 if index is None else int(index)
+            self.params = ctx.get("params") or {}
+            self.task_id = str(ti.task_id)
+        self.map_index = index if index >= 0 else None
+
+
+def _user_function(spec: Mapping[str, Any]) -> Any:
+    """The user's function, with Airflow's timeout reported as the IR's TaskTimeout (a
+    TimeoutError): the exception filter and the retry policy then see what the reference
+    runner sees."""
+    from unipipe.runtime.invoke import TaskTimeout, resolve_callable
+
+    def call(**kwargs: Any) -> Any:
+        fn = resolve_callable(spec["fn"])
+        try:
+            return fn(**kwargs)
+        except BaseException as exc:
+            if _is_airflow_timeout(exc):
+                raise TaskTimeout(f"task exceeded its timeout of {spec.get('timeout', 0):g}s") from exc
+            raise
+
+    return call
+
+
+# ---------------------------------------------------------------- task bodies
+
+
+def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *,
+             context: str | Mapping[str, Any] | None = None) -> Any:
+    """One try of one unipipe task inside an Airflow task; returns the XCom value."""
+    from unipipe.runtime import store
+    from unipipe.runtime.invoke import invoke
+
+    now = _Try(context)
+    values = {name: _plain(v) for name, v in (inputs or {}).items()}
+    for name, param in (spec.get("params") or {}).items():
+        values[name] = now.params[param]
+    try:
+        out = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
+                     map_index=now.map_index, emulate=spec.get("emulate") or (),
+                     fn=_user_function(spec))
+    except Exception as exc:
+        if getattr(exc, "__unipipe_retryable__", True) is False and not spec.get("retry_policy"):
+            raise _fail_exception()(f"{type(exc).__name__}: {exc}") from exc
+        raise
+    if spec.get("fan_out"):
+        # A task mapped over this output expands over a real list: Airflow counts its items.
+        items = store.from_transport(out)
+        if not isinstance(items, list):
+            raise TypeError(f"a task maps over the output of {spec['id']!r}, which returned "
+                            f"{type(items).__name__}, not a list")
+        if out is not items:
+            out = [store.to_transport(v, run_id=now.run_id, task_id=spec["id"]) for v in items]
+    return out
+
+
+def map_items(how: Mapping[str, Any], value: Any = None) -> list[Any]:
+    """The list a mapped task fans out over: a literal, a parameter or a key path of an output.
+
+    Items go through XCom, which Airflow never renders as a template.
+    """
+    from unipipe.runtime import store
+
+    now = _Try()
+    if "literal" in how:
+        items = how["literal"]
+    elif "param" in how:
+        items = store.select(now.params[how["param"]], how.get("path"))
+    else:
+        items = store.select(store.from_transport(_plain(value)), how.get("path"))
+    if not isinstance(items, list):
+        raise TypeError(f"map() needs a list, got {type(items).__name__}")
+    return [store.to_transport(v, run_id=now.run_id, task_id=now.task_id) for v in items]
+
+
+def condition(value: Any, path: Sequence[str | int] = (), expect: bool = True) -> bool:
+    """A short-circuit gate: True lets the guarded tasks run."""
+    from unipipe.runtime import store
+
+    got = store.select(store.from_transport(_plain(value)), path)
+    if not isinstance(got, bool):
+        raise TypeError(f"a condition needs a bool, got {type(got).__name__}")
+    return got is expect
+
+
+# ---------------------------------------------------------------- retry policy (Airflow 3.3+)
+
+
+def retry_decision(retry: Mapping[str, Any], exception: BaseException, try_number: int, *,
+                   delays: bool = True) -> Any:
+    """What ``UnipipeRetry.evaluate`` returns: fail now, or retry after the IR's exact wait."""
+    from datetime import timedelta
+
+    from airflow.sdk import RetryDecision
+
+    from unipipe.runtime import retry as rules
+    from unipipe.runtime.invoke import TaskTimeout
+
+    exc = TaskTimeout(str(exception)) if _is_airflow_timeout(exception) else exception
+    if not rules.is_retryable(exc, retry):
+        return RetryDecision.fail(reason=f"unipipe: {type(exc).__name__} is not retried")
+    if not delays:
+        return RetryDecision.default()
+    wait = rules.retry_delay(retry, try_number)
+    return RetryDecision.retry(delay=timedelta(seconds=wait),
+                               reason=f"unipipe: retry {try_number} after {wait:.3f}s")
+
+
+# ---------------------------------------------------------------- alert callbacks
+
+
+def _cause(exc: BaseException | None) -> BaseException | None:
+    """The user's error behind the AirflowFailException the adapter raised."""
+    if exc is not None and type(exc).__name__ == "AirflowFailException" and exc.__cause__:
+        return exc.__cause__
+    return exc
+
+
+def _failed_tasks(context: Mapping[str, Any]) -> list[str]:
+    dag_run = context.get("dag_run")
+    try:
+        tis = dag_run.get_task_instances()  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - not every callback context carries the ORM run
+        return []
+    order = list(getattr(context.get("dag"), "task_ids", []) or [])
+    failed = {ti.task_id for ti in tis if str(ti.state).split(".")[-1].lower()
+              in ("failed", "upstream_failed")}
+    return [t for t in order if t in failed] or sorted(failed)
+
+
+def deliver_alerts(context: Mapping[str, Any], event: str, alerts: list[Mapping[str, Any]], *,
+                   pipeline: bool = False) -> list[dict[str, Any]]:
+    """Deliver unipipe alerts for an Airflow callback (task or DAG level)."""
+    from unipipe.runtime import alerts as delivery
+
+    dag_run = context.get("dag_run")
+    run_id = str(getattr(dag_run, "run_id", None) or context.get("run_id"))
+    dag = context.get("dag")
+    ti = context.get("ti")
+    dag_id = getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None) or ""
+    if pipeline:
+        return delivery.deliver_pipeline(alerts, event, pipeline=dag_id, run_id=run_id,
+                                         backend=BACKEND, failed_tasks=_failed_tasks(context))
+    exc = _cause(context.get("exception"))
+    index = getattr(ti, "map_index", -1)
+    task = context.get("task")
+    payload = {
+        "pipeline": dag_id, "run_id": run_id, "task": getattr(ti, "task_id", None),
+        "map_index": index if index is not None and index >= 0 else None,
+        "attempt": getattr(ti, "try_number", None),
+        "max_attempts": int(getattr(task, "retries", 0) or 0) + 1, "backend": BACKEND,
+        "error_type": type(exc).__name__ if exc is not None else None,
+        "error": str(exc)[:2000] if exc is not None else None,
+    }
+    return delivery.deliver(alerts, event, payload)

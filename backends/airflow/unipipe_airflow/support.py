@@ -1,0 +1,71 @@
+"""What the Airflow backend declares per feature and dialect: the data the matrix is built from.
+
+Each status is proven by a test in tests/airflow/ (named in the note where it is not obvious).
+"""
+
+from __future__ import annotations
+
+from unipipe.compiler.diagnostics import Support
+from unipipe.ir.features import Feature as F
+from unipipe_airflow.dialects import Dialect
+
+N, E, U = Support.native, Support.emulated, Support.unsupported
+
+
+def support(d: Dialect) -> dict[F, Support]:
+    policy = d.retry_policy
+    table = {
+        F.PARAMS: N("Airflow Params with JSON-schema types; read from the context inside the "
+                    "task, never templated"),
+        F.DATA_PASSING: N("XCom; values over 64 KiB or not JSON go through the unipipe artifact "
+                          "store and XCom carries the pointer"),
+        F.KEY_PATH: E("the shim selects ref['key'] from the upstream XCom value in the task"),
+        F.AFTER: N("upstream >> downstream"),
+        F.CONDITION: N("@task.short_circuit(ignore_downstream_trigger_rules=False) before the "
+                       "guarded tasks; consumers of a skipped task are skipped by all_success"),
+        F.MAP: N(".partial().expand(); a literal, parameter or key-path list is produced by a "
+                 "small '<task>_items' task so no item is ever templated. Difference: Airflow "
+                 "skips a task mapped over an empty list (and its consumers); the reference "
+                 "runs it with output []"),
+        F.RETRY: N("retries"),
+        F.RETRY_DELAY: N("retry_delay (exact in constant mode)"),
+        F.RETRY_BACKOFF: (N("retry_policy returns the IR's exact wait as the next delay")
+                          if policy else
+                          E("engine retries without delay and the shim sleeps the IR wait at "
+                            "the start of the next try (Airflow's exponential mode adds a hash "
+                            "jitter)")),
+        F.RETRY_MAX_DELAY: (N("retry_policy caps the wait (Airflow caps only in exponential "
+                              "mode)") if policy else
+                            E("part of the wait the shim sleeps")),
+        F.RETRY_JITTER: (N("retry_policy lengthens the wait by up to jitter times itself")
+                         if policy else
+                         E("native constant delay, the shim sleeps the random extra")),
+        F.RETRY_EXCEPTION_FILTER: (N("retry_policy (ExceptionRetryPolicy semantics: fail_on "
+                                     "wins, retry_on lists the only retried types)")
+                                   if policy else
+                                   N("the adapter raises AirflowFailException for an error the "
+                                     "filter does not retry")),
+        F.CACHE: E("Airflow has no task cache; the shim looks up and stores results"),
+        F.CACHE_EXPIRE: E("checked by the shim on read"),
+        F.CACHE_KEY_FN: E("called by the shim"),
+        F.TIMEOUT: (N("execution_timeout") if policy else
+                    N("execution_timeout; when the shim sleeps the retry wait, the shim times "
+                      "the user function instead so the wait does not count")),
+        F.RESOURCES: N("@task.kubernetes (cncf.kubernetes provider) with a pod template; local "
+                       "runs (`dags test`) run the task in-process without the pod"),
+        F.RESOURCES_GPU: N("limits nvidia.com/gpu (or the resource named by gpu_type)"),
+        F.IMAGE: N("@task.kubernetes(image=...)"),
+        F.ALERT_FAILURE: N("on_failure_callback: once, after the last try"),
+        F.ALERT_RETRY: N("on_retry_callback: after each try that will be retried"),
+        F.ALERT_SUCCESS: N("on_success_callback (a cache hit counts)"),
+        F.ALERT_WEBHOOK: E("delivered by unipipe.runtime.alerts from the Airflow callback"),
+        F.ALERT_EMAIL: E("delivered by unipipe.runtime.alerts (SMTP) from the Airflow callback"),
+        F.ALERT_CALLBACK: E("called by unipipe.runtime.alerts from the Airflow callback"),
+        F.PIPELINE_ALERT: N("DAG-level on_failure_callback / on_success_callback"),
+        F.SCHEDULE_CRON: N("schedule='<cron>' with the schedule's timezone on start_date"),
+        F.SCHEDULE_INTERVAL: N("schedule=timedelta(...)"),
+    }
+    missing = set(F) - set(table)
+    if missing:  # pragma: no cover - a new feature must be declared here
+        raise AssertionError(f"undeclared features: {sorted(f.value for f in missing)}")
+    return {f: table[f] for f in F}

@@ -81,8 +81,13 @@ def compile(
     level = ErrorLevel.WARN if allow_unsupported else ErrorLevel.RAISE
     versions = {n: (airflow_version if n == "airflow" else None) for n in names}
     # Check every target before writing anything: a refused feature leaves no files behind.
+    from unipipe.compiler.registry import UnknownBackend
+
     for n in names:
-        backend = get_backend(n)
+        try:
+            backend = get_backend(n)
+        except UnknownBackend as exc:
+            _invalid(str(exc))
         version = versions[n] or backend.versions[0]
         if version not in backend.versions:
             _invalid(f"{n} cannot target version {version!r}; choose one of {', '.join(backend.versions)}")

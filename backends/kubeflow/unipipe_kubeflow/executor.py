@@ -141,8 +141,11 @@ def evaluate_condition(expr: str, values: dict[str, Any]) -> bool:
     """The CEL subset the KFP compiler writes for dsl.If/Elif/Else, evaluated without eval()."""
     repl = {"inputs.parameter_values[": "P[", "&&": " and ", "||": " or ", "!": " not ",
             "true": "True", "false": "False", "null": "None"}
-    py = _CEL_TOKEN.sub(lambda m: repl[m.group(0)], expr)
-    tree = ast.parse(py, mode="eval")
+    py = _CEL_TOKEN.sub(lambda m: repl[m.group(0)], expr).strip()
+    try:
+        tree = ast.parse(py, mode="eval")
+    except SyntaxError as exc:
+        raise SpecError(f"cannot read condition {expr!r}: {exc}") from None
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -227,7 +230,8 @@ class CacheDB:
 
 class SpecExecutor:
     def __init__(self, spec_path: str | Path, *, pipeline_root: str | Path, run_id: str | None = None,
-                 env: dict[str, str] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 env: dict[str, str] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time):
         import yaml
 
         docs = [d for d in yaml.safe_load_all(Path(spec_path).read_text()) if d]
@@ -244,6 +248,7 @@ class SpecExecutor:
         self.run_id = run_id or f"kfp-{uuid.uuid4().hex[:12]}"
         self.env = dict(os.environ if env is None else env)
         self.sleep = sleep
+        self.clock = clock
         self.cache = CacheDB(self.pipeline_root / "kfp-cache.sqlite3")
         self.executions: list[Execution] = []
         self.run_dir = self.pipeline_root / self.run_id
@@ -392,11 +397,11 @@ class SpecExecutor:
         duration = _seconds(policy.get("backoffDuration"))
         factor = float(policy.get("backoffFactor", 2.0) or 2.0)
         budget = _seconds(policy.get("backoffMaxDuration")) if policy else 0.0
-        first_start = time.time()
+        first_start = self.clock()
         for attempt in range(1, retries + 2):
             if attempt > 1:
                 wait = duration * factor ** (attempt - 2)
-                if budget and time.time() + wait - first_start > budget:
+                if budget and self.clock() + wait - first_start > budget:
                     exe.reason = "retry budget (backoffMaxDuration) exhausted"
                     break
                 self.sleep(wait)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import hashlib
 import importlib
 import importlib.metadata
@@ -121,10 +122,32 @@ def _provider_distribution(parts: list[str]) -> str:
     return "apache-airflow-providers-" + parts[0]
 
 
-def requirements(*, providers: list[str], extra: list[str], unipipe_requirement: str | None) -> list[str]:
-    """The environment's PyPI packages: unipipe (its runtime shim), providers, the user's extras."""
-    pkgs = [unipipe_requirement or f"unipipe=={__version__}"]
-    for p in providers + extra:
-        if p not in pkgs:
-            pkgs.append(p)
-    return pkgs
+def _req_name(line: str) -> str:
+    match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else line.strip()
+
+
+def _pinned(name: str) -> str:
+    """unipipe's own distributions are pinned to the installed version (the DAG was compiled by it)."""
+    if _req_name(name).startswith("unipipe"):
+        try:
+            return f"{name}=={importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{name}=={__version__}" if _req_name(name) == "unipipe" else name
+    return name
+
+
+def requirements(*, declared: list[str], providers: list[str], extra: list[str]) -> list[str]:
+    """The environment's PyPI packages: what the backend declared next to the DAG (unipipe, its
+    runtime adapter, providers), providers the DAG imports, and the user's extras; an extra with
+    the name of a listed package replaces it (e.g. ``unipipe @ https://.../unipipe.whl``)."""
+    out: dict[str, str] = {}
+    for line in declared + providers:
+        line = line.strip()
+        if line and not line.startswith("#") and _req_name(line) not in out:
+            out[_req_name(line)] = _pinned(line) if re.fullmatch(r"[A-Za-z0-9._-]+", line) else line
+    for line in extra:
+        out[_req_name(line)] = line.strip()
+    if "unipipe" not in out:
+        out = {"unipipe": _pinned("unipipe"), **out}
+    return list(out.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unipipe.deploy.bundle import module_files, provider_requirements, requirements
+from unipipe.deploy.bundle import LocalFile, module_files, provider_requirements, requirements
 from unipipe.deploy.common import compile_files, dialect, join_key, upload_step
 from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
 from unipipe.deploy.plan import Plan, Step
@@ -20,8 +20,23 @@ MWAA_PYTHON = {"2.7.2": "3.11", "2.8.1": "3.11", "2.9.2": "3.11", "2.10.1": "3.1
                "2.10.3": "3.11", "2.11.0": "3.11", "3.0.6": "3.12"}
 
 MWAA_OPTIONS = ("environment", "bucket", "dags_path", "requirements_path", "airflow_version",
-                "requirements", "unipipe_requirement", "update_environment")
-COMPOSER_OPTIONS = ("bucket", "dags_folder", "airflow_version", "requirements", "unipipe_requirement")
+                "requirements", "update_environment")
+COMPOSER_OPTIONS = ("bucket", "dags_folder", "airflow_version", "requirements")
+
+
+def _compiled(ir: Pipeline, version: str, extra: list[str]) -> tuple[list[LocalFile], list[str], list[str]]:
+    """(files to upload, entry DAG last; the environment's packages; diagnostics)."""
+    files, diagnostics = compile_files(ir, "airflow", version)
+    declared: list[str] = []
+    dags: list[LocalFile] = []
+    for f in files:
+        if f.relpath.endswith("requirements.txt"):
+            declared += f.data.decode().splitlines()
+        else:
+            dags.append(f)
+    pkgs = requirements(declared=declared, providers=provider_requirements(
+        [f.data for f in dags if f.relpath.endswith(".py")]), extra=extra)
+    return dags, pkgs, diagnostics
 
 
 def _bucket_of_arn(arn: str) -> str:
@@ -67,10 +82,8 @@ def plan_mwaa(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         raise InvalidDeploy("--set update_environment=true needs --set environment=NAME with the MWAA API reachable")
 
     dialect_version = dialect("airflow", version)
-    dag_files, diagnostics = compile_files(ir, "airflow", dialect_version)
+    dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts.csv("requirements"))
     modules = module_files(ir)
-    pkgs = requirements(providers=provider_requirements([f.data for f in dag_files]),
-                        extra=opts.csv("requirements"), unipipe_requirement=opts.get("unipipe_requirement"))
     req_lines = []
     if version in MWAA_PYTHON:
         req_lines.append(f"--constraint \"https://raw.githubusercontent.com/apache/airflow/"
@@ -137,10 +150,8 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         raise InvalidDeploy("--to composer needs --set bucket=NAME or --set dags_folder=gs://BUCKET/dags")
     version = opts.require("airflow_version", "the environment's Airflow version, e.g. 2.10.5")
     dialect_version = dialect("airflow", version)
-    dag_files, diagnostics = compile_files(ir, "airflow", dialect_version)
+    dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts.csv("requirements"))
     modules = module_files(ir)
-    pkgs = requirements(providers=provider_requirements([f.data for f in dag_files]),
-                        extra=opts.csv("requirements"), unipipe_requirement=opts.get("unipipe_requirement"))
 
     from unipipe.deploy.stores import GCSStore
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
 from unipipe.compiler.codegen import write_all
-from unipipe.compiler.diagnostics import Diagnostic, Support
+from unipipe.compiler.diagnostics import Diagnostic, Support, check_features
 from unipipe.ir.features import Feature
 from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
@@ -30,15 +30,20 @@ class Backend:
     def compile(self, ir: Pipeline, out_dir: Path, options: CompileOptions) -> CompileResult:
         """Write ``<name>_dag.py`` and ``<name>_dag.requirements.txt`` (pip lines a deployment
         installs: unipipe, and the cncf.kubernetes provider when a task runs in a pod)."""
-        text, writer = generate(ir, dialect(options.target_version),
-                               Options.from_extra(options.extra))
+        gen_options = Options.from_extra(options.extra)
+        refused = refusals(ir, gen_options, options.target_version)
+        refusal_diags = check_features(self.name, refused, list(refused), options.error_level)
+        if refused.get(Feature.PARAMS) and ir.schedule is not None:
+            # allowed to go on: the DAG keeps its parameters and loses its schedule
+            ir = ir.model_copy(update={"schedule": None})
+        text, writer = generate(ir, dialect(options.target_version), gen_options)
         dag_path = Path(out_dir) / dag_filename(ir)
         reqs = list(BASE_REQUIREMENTS)
         if writer.pods:
             reqs.append(KUBERNETES_PROVIDER)
         req_path = dag_path.with_suffix(".requirements.txt")
-        diags = [Diagnostic("warning", Feature.RETRY_BACKOFF, self.name, note)
-                 for note in writer.notes]
+        diags = refusal_diags + [Diagnostic("warning", Feature.RETRY_BACKOFF, self.name, note)
+                                 for note in writer.notes]
         # The DAG file comes last: a dags folder never sees a DAG whose requirements are unwritten.
         paths = write_all({req_path: "\n".join(reqs) + "\n", dag_path: text})
         return CompileResult(paths, diags)
@@ -47,6 +52,29 @@ class Backend:
         from unipipe_airflow.engine import run_pipeline
 
         return run_pipeline(self, ir, options)
+
+
+def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dict[Feature, Support]:
+    """Combinations Airflow cannot honour though each feature alone is supported."""
+    out: dict[Feature, Support] = {}
+    required = [p.name for p in ir.params if p.required]
+    if ir.schedule is not None and required:
+        out[Feature.PARAMS] = Support.unsupported(
+            f"a scheduled DAG needs a default for every parameter (Airflow refuses to load a "
+            f"schedule with required params): give {', '.join(required)} a default, or drop "
+            f"the schedule")
+    if options.kubernetes and not dialect(options_version).retry_policy:
+        in_pods = [t.id for t in ir.tasks
+                   if (pol := ir.effective(t)).retry is not None
+                   and (pol.retry.retry_on or pol.retry.fail_on)
+                   and (pol.resources is not None or pol.image is not None)]
+        if in_pods:
+            out[Feature.RETRY_EXCEPTION_FILTER] = Support.unsupported(
+                f"tasks {', '.join(in_pods)} run in a pod (resources/image), where Airflow sees "
+                f"only the pod's exit status, not the exception, and this dialect has no "
+                f"retry_policy to read the pod's verdict (Airflow 3.3+ has): allowed, every "
+                f"failure is retried")
+    return out
 
 
 def requirements(ir: Pipeline, version: str | None = None) -> list[str]:

@@ -83,14 +83,17 @@ class UnipipeRetry(RetryPolicy):
     delay * backoff ** (k - 1), capped by max_delay and lengthened by up to jitter times itself.
     """
 
-    def __init__(self, retry, delays=True):
+    def __init__(self, retry, delays=True, pod=False):
         self.retry = retry
         self.delays = delays
+        self.pod = pod
 
     def evaluate(self, exception, try_number, max_tries, context=None):
         from unipipe_airflow.runtime import retry_decision
 
-        return retry_decision(self.retry, exception, try_number, delays=self.delays)
+        return retry_decision(
+            self.retry, exception, try_number, delays=self.delays, pod=self.pod, context=context
+        )
 '''
 
 
@@ -177,6 +180,8 @@ def _value(value: Any) -> cst.BaseExpression:
         args = [cst.Arg(literal(trim("retry", value.retry)))]
         if not value.delays:
             args.append(_kw("delays", literal(False)))
+        if value.pod:
+            args.append(_kw("pod", literal(True)))
         return _call("UnipipeRetry", *args)
     if isinstance(value, cst.BaseExpression):
         return value
@@ -267,6 +272,11 @@ class DagWriter:
         for t in self.ir.tasks:
             self.funcs[t.id] = self.names.claim(t.id)
 
+    def in_pod(self, task: Task) -> bool:
+        """The task runs in a Kubernetes pod (@task.kubernetes)."""
+        pol = self.ir.effective(task)
+        return self.options.kubernetes and (pol.resources is not None or pol.image is not None)
+
     # ------------------------------------------------------------ ids for helper tasks
 
     def _helper_id(self, preferred: str) -> str:
@@ -283,7 +293,17 @@ class DagWriter:
         """Keyword arguments of ``@task(...)``, the shim's emulations, whether the engine's
         retry_policy applies the exception filter."""
         pol = self.ir.effective(task)
-        plan = plan_retry(pol.retry, self.dialect, self.options.backoff)
+        retry = pol.retry
+        pod = self.in_pod(task)
+        if retry is not None and pod and not self.dialect.retry_policy:
+            # The worker sees only the pod's exit status, never the user's exception, and no
+            # policy can read the pod's verdict: compile refuses the filter unless allowed
+            # (backend.refusals), and then the engine retries every failure of a pod task.
+            retry = retry.model_copy(update={"retry_on": (), "fail_on": ()})
+        plan = plan_retry(retry, self.dialect, self.options.backoff)
+        if pod and "retry_policy" in plan.kwargs:
+            policy = plan.kwargs["retry_policy"]
+            plan.kwargs["retry_policy"] = Policy(policy.retry, policy.delays, pod=True)
         self.notes.extend(f"{task.id}: {n}" for n in plan.notes)
         emulate = set(plan.emulate)
         args: list[cst.Arg] = []
@@ -367,7 +387,7 @@ class DagWriter:
         if task.id in self.fan_out_sources:
             spec["fan_out"] = True
         pol = self.ir.effective(task)
-        in_pod = self.options.kubernetes and (pol.resources is not None or pol.image is not None)
+        in_pod = self.in_pod(task)
         local = _Names(_CONTEXT_KEYS | _BODY_NAMES)
         arg_names = [local.claim(n) for n in upstream]
         inputs = cst.Dict([cst.DictElement(literal(n), cst.Name(a))

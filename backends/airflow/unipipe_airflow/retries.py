@@ -43,6 +43,8 @@ class Policy:
     retry: dict[str, Any]
     #: False: the policy only filters; Airflow's own delay applies to retries it allows
     delays: bool = True
+    #: the task runs in a pod: the verdict on the exception comes from the pod's shim
+    pod: bool = False
 
 
 @dataclass

@@ -116,8 +116,12 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
                      map_index=now.map_index, emulate=spec.get("emulate") or (),
                      fn=_user_function(spec))
     except Exception as exc:
-        if getattr(exc, "__unipipe_retryable__", True) is False and not spec.get("retry_policy"):
-            raise _fail_exception()(f"{type(exc).__name__}: {exc}") from exc
+        if getattr(exc, "__unipipe_retryable__", True) is False:
+            if isinstance(context, str):
+                # In a pod: the worker's retry policy reads this verdict (it sees no exception).
+                _write_verdict(spec, now, exc)
+            elif not spec.get("retry_policy"):
+                raise _fail_exception()(f"{type(exc).__name__}: {exc}") from exc
         raise
     if spec.get("fan_out"):
         # A task mapped over this output expands over a real list: Airflow counts its items.
@@ -162,9 +166,47 @@ def condition(value: Any, path: Sequence[str | int] = (), expect: bool = True) -
 # ---------------------------------------------------------------- retry policy (Airflow 3.3+)
 
 
+def _verdict_url(pipeline: str, run_id: str, task_id: str, map_index: int | None,
+                 attempt: int) -> str:
+    from unipipe.runtime.context import TaskContext
+
+    ctx = TaskContext(run_id=run_id, pipeline=pipeline, task_id=task_id, attempt=attempt,
+                      max_attempts=0, map_index=map_index, backend=BACKEND)
+    return f"{ctx.scratch_url()}/unipipe-not-retried-{attempt}.json"
+
+
+def _write_verdict(spec: Mapping[str, Any], now: _Try, exc: BaseException) -> None:
+    from unipipe.runtime import store
+
+    url = _verdict_url(spec["pipeline"], now.run_id, now.task_id or spec["id"], now.map_index,
+                       now.attempt)
+    store.write_bytes(url, json.dumps({"error_type": type(exc).__name__,
+                                       "error": str(exc)[:2000]}).encode())
+
+
+def _pod_verdict(context: Mapping[str, Any] | None, try_number: int) -> dict[str, Any] | None:
+    """The pod's shim said its error is not retried (read from the shared artifact store)."""
+    from unipipe.runtime import store
+
+    if not context:
+        return None
+    ti = context["ti"]
+    index = getattr(ti, "map_index", -1)
+    url = _verdict_url(ti.dag_id, str(getattr(context.get("dag_run"), "run_id", None)
+                                      or context["run_id"]), ti.task_id,
+                       index if index is not None and index >= 0 else None, try_number)
+    data = store.read_bytes(url)
+    return json.loads(data) if data else None
+
+
 def retry_decision(retry: Mapping[str, Any], exception: BaseException, try_number: int, *,
-                   delays: bool = True) -> Any:
-    """What ``UnipipeRetry.evaluate`` returns: fail now, or retry after the IR's exact wait."""
+                   delays: bool = True, pod: bool = False,
+                   context: Mapping[str, Any] | None = None) -> Any:
+    """What ``UnipipeRetry.evaluate`` returns: fail now, or retry after the IR's exact wait.
+
+    For a pod task the exception is only "the pod failed": the verdict is the one the shim in
+    the pod wrote next to the try's scratch folder.
+    """
     from datetime import timedelta
 
     from airflow.sdk import RetryDecision
@@ -173,7 +215,11 @@ def retry_decision(retry: Mapping[str, Any], exception: BaseException, try_numbe
     from unipipe.runtime.invoke import TaskTimeout
 
     exc = TaskTimeout(str(exception)) if _is_airflow_timeout(exception) else exception
-    if not rules.is_retryable(exc, retry):
+    if pod:
+        verdict = _pod_verdict(context, try_number)
+        if verdict is not None:
+            return RetryDecision.fail(reason=f"unipipe: {verdict['error_type']} is not retried")
+    elif not rules.is_retryable(exc, retry):
         return RetryDecision.fail(reason=f"unipipe: {type(exc).__name__} is not retried")
     if not delays:
         return RetryDecision.default()

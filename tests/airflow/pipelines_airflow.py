@@ -1,0 +1,107 @@
+"""Pipelines that exercise what is specific to the Airflow backend."""
+
+from __future__ import annotations
+
+import unipipe as up
+
+HOSTILE = "{{ ds }} {% raw %}'\"\"\"); import os; os.system('echo pwned') #\n\\x00 é"
+
+
+@up.task
+def echo(text: str, extra: str) -> dict:
+    '''Returns its inputs. Docstring with """ quotes """ and {{ ds }} and a path.md'''
+    return {"text": text, "extra": extra}
+
+
+@up.pipeline(name="hostile-strings", description='Strings that must stay data: """ {{ ds }}',
+             tags=["{{ ds }}"])
+def hostile(extra: str = HOSTILE):
+    return echo(HOSTILE, extra)
+
+
+# ---------------------------------------------------------------- names Airflow or the DAG uses
+
+
+@up.task(id="task")
+def task_named_task(params: str, ti: int) -> str:
+    return f"{params}:{ti}"
+
+
+@up.task(id="dag")
+def dag_named_dag(run_task: str) -> str:
+    return run_task.upper()
+
+
+@up.pipeline(name="reserved-names")
+def reserved(params: str = "p", ti: int = 1):
+    first = task_named_task(params, ti)
+    return dag_named_dag(first)
+
+
+# ---------------------------------------------------------------- fan-out from anywhere, gates
+
+
+@up.task
+def table() -> dict:
+    return {"rows": ["a {{ ds }}", "b"], "ok": False}
+
+
+@up.task
+def shout(word: str, suffix: str) -> str:
+    return word.upper() + suffix
+
+
+@up.task
+def double(n: int) -> int:
+    return 2 * n
+
+
+@up.task
+def not_ok_branch(data: dict) -> str:
+    return f"{len(data['rows'])} rows, not ok"
+
+
+@up.pipeline(name="map-sources")
+def map_sources(numbers: list = [1, 2, 3]):  # noqa: B006 - a JSON default
+    data = table()
+    literal = shout.map(word=["x {{ ds }}", "y"], suffix="!")
+    from_param = double.map(n=numbers)
+    from_path = shout.map(word=data["rows"], suffix="?")
+    with up.when(data["ok"], expect=False):
+        branch = not_ok_branch(data)
+    return {"literal": literal, "param": from_param, "path": from_path, "branch": branch}
+
+
+# ---------------------------------------------------------------- exponential backoff, capped
+
+
+@up.task(retry=up.Retry(max_retries=3, delay="1s", backoff=2.0, max_delay="2.5s"))
+def slow_to_work(fail_times: int) -> int:
+    attempt = up.current().attempt
+    if attempt <= fail_times:
+        raise ConnectionError(f"attempt {attempt}")
+    return attempt
+
+
+@up.pipeline(name="capped-backoff")
+def capped_backoff(fail_times: int = 3):
+    return slow_to_work(fail_times)
+
+
+# ---------------------------------------------------------------- pods, interval schedule
+
+
+@up.task(resources=up.Resources(cpu="500m", memory="256Mi", gpu=1), image="python:3.11-slim",
+         retries=1)
+def in_a_pod(n: int) -> int:
+    return n + 1
+
+
+@up.task(image="ghcr.io/example/worker:1.2")
+def image_only(n: int) -> int:
+    return n * 10
+
+
+@up.pipeline(name="pod-tasks", schedule="1h")
+def pod_tasks(n: int = 1):
+    return image_only(in_a_pod(n))

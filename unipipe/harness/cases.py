@@ -115,12 +115,13 @@ class Case:
     backends: dict[str, Declared] = field(default_factory=dict)
     timeout: float = 300.0  # wall-clock limit of one backend's worker for this case
     adhoc: bool = False  # made from a bare pipeline: compared with the reference only
+    paths: tuple[str, ...] = ()  # more folders the worker needs on sys.path
 
     def declared(self, backend: str) -> Declared | None:
         return self.backends.get(backend)
 
     def search_path(self) -> list[str]:
-        return [str(self.folder)] if self.folder else []
+        return list(dict.fromkeys([*([str(self.folder)] if self.folder else []), *self.paths]))
 
 
 def load_case(path: str | Path) -> Case:
@@ -180,16 +181,25 @@ def load_case(path: str | Path) -> Case:
     )
 
 
-def adhoc_case(pipeline: str, params: dict[str, Any] | None = None, *,
-               second_run: bool | None = None) -> Case:
+def adhoc_case(pipeline: Any, params: dict[str, Any] | None = None, *,
+               second_run: bool | None = None, timeout: float = 300.0) -> Case:
     """A case for a bare pipeline: no expectations, every backend compared with the reference.
 
-    Cached pipelines get a second run so cache hits are compared too.
+    ``pipeline`` is a spec string (``file.py:name``, ``module:name``) or an ``@up.pipeline``
+    object defined at module level. Cached pipelines get a second run so cache hits are
+    compared too.
     """
+    from unipipe.api import search_path
     from unipipe.authoring.loader import load_ir, load_pipeline_object
     from unipipe.ir.features import features_used
 
-    obj = load_pipeline_object(pipeline) if isinstance(pipeline, str) else pipeline
+    if not isinstance(pipeline, str):
+        fn = getattr(pipeline, "fn", None)
+        if fn is None or "<locals>" in fn.__qualname__:
+            raise CaseError("conform() takes a pipeline spec 'module:name' or a module-level "
+                            "@up.pipeline (worker processes import it by name)")
+        pipeline = f"{fn.__module__}:{fn.__name__}"
+    obj = load_pipeline_object(pipeline)
     ir = load_ir(obj)
     folder = None
     ref = pipeline
@@ -205,7 +215,7 @@ def adhoc_case(pipeline: str, params: dict[str, Any] | None = None, *,
                 folder=folder, params=dict(params or {}), tags=tags,
                 expect=Expectation(alerts=None),
                 second_run=SecondRun(expect=Expectation(alerts=None)) if second_run else None,
-                adhoc=True)
+                timeout=timeout, adhoc=True, paths=tuple(search_path(ir)))
 
 
 def _slug(text: str) -> str:

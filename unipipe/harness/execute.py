@@ -132,11 +132,42 @@ def _engine_env(lane: Path, job: Path) -> dict[str, str]:
     }
 
 
+class LaneService:
+    """An engine server a backend's lane shares across its cases (started once per suite).
+
+    The Prefect backend starts a local ``prefect server`` in every process that has no
+    PREFECT_API_URL (about 13 s each); a lane starts one and hands its URL to every worker, as a
+    user pointing ``unipipe run`` at their own server would.
+    """
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self._stop: Callable[[], None] | None = None
+
+    def start(self, backend: str, lane: Path) -> LaneService:
+        if backend == "prefect" and not os.environ.get("PREFECT_API_URL"):
+            try:
+                from unipipe_prefect.server import LocalPrefectServer  # type: ignore[import-not-found]
+            except ImportError:
+                return self
+            server = LocalPrefectServer(home=lane / "prefect-server").start()
+            self.env["PREFECT_API_URL"] = server.api_url
+            self._stop = server.stop
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+
 class _Runner:
     """Runs one case on one backend (a handful of worker subprocesses) and records everything."""
 
-    def __init__(self, case: Case, backend: str, lane: Path, job_dir: Path):
+    def __init__(self, case: Case, backend: str, lane: Path, job_dir: Path,
+                 service_env: dict[str, str] | None = None):
         self.case, self.backend, self.lane, self.dir = case, backend, lane, job_dir
+        self.service_env = dict(service_env or {})
 
     def _spawn(self, argv: list[str], env: dict[str, str], name: str,
                timeout: float) -> tuple[int | None, float]:
@@ -161,6 +192,7 @@ class _Runner:
         for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "AIRFLOW_CONFIG"):
             env.pop(key, None)
         env.update(_engine_env(self.lane, self.dir))
+        env.update(self.service_env)
         env.update(receivers.env())
         env["UNIPIPE_TRACE_DIR"] = str(trace_dir)
         paths = self.case.search_path() + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
@@ -295,9 +327,10 @@ def judge(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | N
         outcome.status = "xfail" if decl_status == "notimpl" else "notimpl"
         outcome.reason = declared.reason if declared else runs[0].get("error", "")
         return outcome
-    for run in runs:
+    for i, run in enumerate(runs, start=1):
         if run["status"] in ("error", "timeout"):
-            diffs.append(f"{run['status']}: {run.get('error')}")
+            what = "hit the case's time limit" if run["status"] == "timeout" else "crashed"
+            diffs.append(f"run {i} {what}: {run.get('error')}")
     expectations = [case.expect] + ([case.second_run.expect] if case.second_run else [])
     for i, (run, exp) in enumerate(zip(runs, expectations), start=1):
         where = f"run {i}"
@@ -350,6 +383,15 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     homes = out / "homes"
 
     def lane(backend: str) -> None:
+        service = LaneService()
+        try:
+            if avail[backend].ok:
+                service.start(backend, homes / backend)
+            run_lane(backend, service)
+        finally:
+            service.stop()
+
+    def run_lane(backend: str, service: LaneService) -> None:
         for case in cases:
             if backend == REFERENCE and reference and case.id in reference:
                 with lock:
@@ -367,7 +409,8 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
                 decl = case.declared(backend)
                 refusal = (decl is not None and decl.status == "unsupported") or \
                     bool(_unsupported_tags(case, a))
-                runner = _Runner(case, backend, homes / backend, out / "runs" / case.id / backend)
+                runner = _Runner(case, backend, homes / backend, out / "runs" / case.id / backend,
+                                 service.env)
                 raw = runner.run(refusal)
             with lock:
                 raws[(case.id, backend)] = raw

@@ -1,0 +1,39 @@
+"""Fixtures of the harness tests: one conformance suite per session, shared by the per-backend
+tests, on the backends the session selected (``-k prefect`` runs the reference and Prefect)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = ROOT / "comparisons" / "cases"
+ENGINES = ("airflow", "prefect", "kubeflow")
+
+
+def _selected_backends(session: pytest.Session) -> list[str]:
+    names = []
+    for item in session.items:
+        if item.originalname == "test_backend_conforms" and hasattr(item, "callspec"):
+            names.append(item.callspec.params["backend"])
+    return [b for b in ("local", *ENGINES) if b in names]
+
+
+@pytest.fixture(scope="session")
+def conformance_suite(request, tmp_path_factory):
+    """Every case on the reference runner and the selected backends, side by side (lanes)."""
+    from unipipe.harness.cases import discover
+    from unipipe.harness.execute import run_suite
+    from unipipe.harness.report import write_reports
+
+    backends = _selected_backends(request.session) or ["local"]
+    out = tmp_path_factory.mktemp("conformance")
+    jobs = int(os.environ.get("UNIPIPE_CONFORM_JOBS", "4"))
+    suite = run_suite(discover([CASES]), backends, out / "work", jobs=jobs)
+    suite.out_dir = out
+    write_reports(suite, out)
+    print(f"\nconformance suite: {len(suite.cases)} cases on {', '.join(suite.backends)} in "
+          f"{suite.seconds:.0f} s; report: {out / 'report.html'}")
+    return suite

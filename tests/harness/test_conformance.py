@@ -1,0 +1,49 @@
+"""The conformance suite: every case on the reference runner and on each backend.
+
+One test per backend so a failing backend is visible on its own; the runs themselves happen
+once per session, all backends side by side (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import ENGINES, ROOT
+
+
+def _explain(suite, backend):
+    lines = []
+    for o in sorted(suite.failures(), key=lambda o: o.case):
+        if o.backend == backend:
+            lines.append(f"{o.case}: {o.status}: {o.reason}")
+            lines += [f"    {d}" for d in o.diffs[1:8]]
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("backend", ["local", *ENGINES])
+def test_backend_conforms(conformance_suite, backend):
+    suite = conformance_suite
+    outcomes = [suite.outcome(c.id, backend) for c in suite.cases]
+    assert [o.case for o in outcomes if not o.ok] == [], _explain(suite, backend)
+    # Never vacuous: the required tier ran and passed on this backend.
+    required = [o for o in outcomes if any(c.id == o.case and c.required for c in suite.cases)]
+    assert len(required) >= 11
+    assert {o.status for o in required} == {"pass"}
+
+
+@pytest.mark.timeout(3600)
+def test_recorded_results_match_this_run(conformance_suite):
+    """comparisons/results/summary.json (what MATRIX.md is built from) says what happened here."""
+    recorded = json.loads((ROOT / "comparisons" / "results" / "summary.json").read_text())
+    stale = []
+    for case in conformance_suite.cases:
+        for backend in conformance_suite.backends:
+            now = conformance_suite.outcome(case.id, backend).status
+            then = recorded["cases"].get(case.id, {}).get("results", {}).get(backend, {})
+            if then.get("status") != now:
+                stale.append(f"{case.id} on {backend}: recorded {then.get('status')}, now {now}")
+    assert stale == [], "re-record with `unipipe conform comparisons/cases --out " \
+                        "comparisons/results` and `unipipe matrix`:\n" + "\n".join(stale)

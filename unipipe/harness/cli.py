@@ -1,0 +1,81 @@
+"""``unipipe conform PIPELINE_OR_CASE... --backends local,airflow,prefect,kubeflow --out DIR``.
+
+Exit codes: 0 when every case matches on every backend (declared differences included, strict),
+1 otherwise, 2 on invalid input (an unreadable case, an unknown backend).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+JOBS_ENV = "UNIPIPE_CONFORM_JOBS"
+
+
+def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, console: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from unipipe.compiler.registry import available
+    from unipipe.harness.cases import CaseError, check_tags, discover
+    from unipipe.harness.execute import REFERENCE, run_suite
+    from unipipe.harness.report import SYMBOL, write_reports
+    from unipipe.ir.errors import PipelineError
+
+    known = available()
+    unknown = [b for b in backends if b not in known and b not in ("airflow", "prefect", "kubeflow")]
+    if unknown:
+        console.print(f"[bold red]error:[/] unknown backend(s) {', '.join(unknown)} "
+                      f"(installed: {', '.join(known) or 'none'})")
+        return 2
+    try:
+        cases = discover(pipelines)
+        problems = [p for c in cases if not c.adhoc for p in check_tags(c)]
+    except (CaseError, PipelineError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    if problems:
+        console.print("[bold red]error:[/] case tags must equal features_used():\n  "
+                      + "\n  ".join(problems), markup=True, highlight=False)
+        return 2
+    if not cases:
+        console.print("[bold red]error:[/] no case found")
+        return 2
+    names = list(dict.fromkeys([REFERENCE, *backends]))
+    jobs = int(os.environ.get(JOBS_ENV, "2"))
+    with Progress(TextColumn("{task.fields[backend]:>9}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        bars = {b: progress.add_task("waiting", total=len(cases), backend=b) for b in names}
+
+        def on_event(event: str, case: str, backend: str) -> None:
+            if event == "start":
+                progress.update(bars[backend], description=case)
+            else:
+                progress.advance(bars[backend])
+
+        suite = run_suite(cases, names, out_dir / "work", jobs=jobs, on_event=on_event)
+        for b in names:
+            progress.update(bars[b], description="done")
+    suite.out_dir = out_dir
+    paths = write_reports(suite, out_dir)
+    table = Table(title=f"conformance: {len(cases)} case(s), {suite.seconds:.0f} s")
+    table.add_column("case")
+    for b in names:
+        table.add_column(b)
+    for case in sorted(cases, key=lambda c: c.id):
+        cells = []
+        for b in names:
+            o = suite.outcome(case.id, b)
+            label = o.declared if o.status == "xfail" and o.declared else o.status
+            cells.append(f"{SYMBOL.get(o.status, '?')} {label}")
+        table.add_row(case.id + (" *" if case.required else ""), *cells)
+    console.print(table)
+    for o in sorted(suite.failures(), key=lambda o: (o.case, o.backend)):
+        console.print(f"[red]{o.case} on {o.backend}: {o.status}[/]: {o.reason}", markup=True,
+                      highlight=False, soft_wrap=True)
+        for d in o.diffs[1:6]:
+            console.print(f"    {d}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"reports: {paths['markdown']}, {paths['html']}", highlight=False)
+    return 0 if suite.ok else 1

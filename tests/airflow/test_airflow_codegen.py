@@ -10,12 +10,12 @@ import ml_training
 import pipelines_airflow as pa
 import pytest
 from pipelines import features
+from unipipe_airflow.backend import Backend
+from unipipe_airflow.dagbag import load
 
 import unipipe as up
 from unipipe.compiler.diagnostics import Status, UnsupportedFeature
 from unipipe.ir.features import Feature
-from unipipe_airflow.backend import Backend
-from unipipe_airflow.dagbag import load
 
 GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "airflow"
 CASES = {

@@ -365,6 +365,7 @@ class DagWriter:
         if "alerts" in spec:
             spec["alerts"] = [_trim_alert(a) for a in spec["alerts"]]
         decorator_args, emulate, engine_filter = self._decorator_args(task, spec)
+        spec.pop("alerts", None)  # delivered by the task's callbacks, not by the shim
         params = {name: inp.name for name, inp in task.inputs.items()
                   if isinstance(inp, ParamInput)}
         upstream = [name for name, inp in task.inputs.items() if isinstance(inp, OutputInput)]

@@ -48,7 +48,6 @@ def retries_exhausted():
                 "fn": "pipelines.features:always_fails",
                 "source_hash": "80dd2f53c1c7f62ed491d915e021b5db81b8f8f606c57550215052eddbc07885",
                 "retry": {"max_retries": 2},
-                "alerts": [{"on": ["retry", "failure"], "webhook": "env:UNIPIPE_TEST_WEBHOOK"}],
             }
         )
 

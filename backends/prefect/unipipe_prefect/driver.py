@@ -13,6 +13,7 @@ import importlib.util
 import json
 import pickle
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -26,7 +27,7 @@ def _load_flow(path: str, function: str) -> Any:
     return getattr(module, function)
 
 
-def _task_runs(flow_run_id: Any) -> list[dict[str, Any]]:
+def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str, Any]]:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
@@ -35,9 +36,18 @@ def _task_runs(flow_run_id: Any) -> list[dict[str, Any]]:
 
     out = []
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+        # Prefect 3 reports task-run states as events that the server records asynchronously:
+        # wait until the API holds the very final state the flow process saw for every task run.
+        deadline = time.monotonic() + settle_timeout
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+            recorded = {str(tr.id): tr.state_id for tr in runs}
+            settled = all(recorded.get(run_id) == final.id for run_id, final in FINAL_STATES.items())
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for tr in runs:
             state = tr.state
             record: dict[str, Any] = {

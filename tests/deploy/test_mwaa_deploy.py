@@ -15,12 +15,12 @@ import unipipe as up
 from deploy.helpers import deploy
 from unipipe.compiler.driver import compile_ir
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ml_training.py"
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
 def ir():
-    return up.load(f"{EXAMPLE}:training")
+    return up.load("deploy.shipped:nightly_report")
 
 
 def _s3():
@@ -50,9 +50,10 @@ def test_mwaa_dry_run_prints_every_object_and_uploads_nothing(ir, s3_bucket):
     out = deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=2.10.3"], dry_run=True)
     assert out.code == 0, out.text
     targets = [line.split("  [")[0] for line in out.lines("+")]
-    assert targets == [f"+ upload s3://{s3_bucket}/dags/ml_training.py",
+    assert targets == [f"+ upload s3://{s3_bucket}/dags/deploy/__init__.py",
+                       f"+ upload s3://{s3_bucket}/dags/deploy/shipped.py",
                        f"+ upload s3://{s3_bucket}/requirements.txt",
-                       f"+ upload s3://{s3_bucket}/dags/ml_training_dag.py"]
+                       f"+ upload s3://{s3_bucket}/dags/nightly_report_dag.py"]
     assert "Airflow 2.10.3, dialect 2.10" in out.text
     assert "dry run: nothing changed" in out.text
     assert _s3().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
@@ -61,12 +62,14 @@ def test_mwaa_dry_run_prints_every_object_and_uploads_nothing(ir, s3_bucket):
 def test_mwaa_deploy_uploads_modules_then_requirements_then_the_dag_last(ir, s3_bucket, aws_env, tmp_path):
     out = deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=2.10.3", "requirements=scikit-learn==1.5.2"])
     assert out.code == 0, out.text
-    assert _puts(aws_env, s3_bucket) == ["dags/ml_training.py", "requirements.txt", "dags/ml_training_dag.py"]
+    assert _puts(aws_env, s3_bucket) == ["dags/deploy/__init__.py", "dags/deploy/shipped.py", "requirements.txt",
+                                         "dags/nightly_report_dag.py"]
 
     expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.10").paths
-    dag = next(p for p in expected if p.name == "ml_training_dag.py")
-    assert _get(s3_bucket, "dags/ml_training_dag.py") == dag.read_bytes()
-    assert _get(s3_bucket, "dags/ml_training.py") == EXAMPLE.read_bytes()
+    dag = next(p for p in expected if p.name == "nightly_report_dag.py")
+    assert _get(s3_bucket, "dags/nightly_report_dag.py") == dag.read_bytes()
+    assert _get(s3_bucket, "dags/deploy/shipped.py") == (HERE / "shipped.py").read_bytes()
+    assert _get(s3_bucket, "dags/deploy/__init__.py") == (HERE / "__init__.py").read_bytes()
     requirements = _get(s3_bucket, "requirements.txt").decode().splitlines()
     assert requirements[0] == ('--constraint "https://raw.githubusercontent.com/apache/airflow/'
                                'constraints-2.10.3/constraints-3.11.txt"')
@@ -86,7 +89,7 @@ def test_mwaa_redeploy_unchanged_changes_nothing(ir, s3_bucket):
     assert again.code == 0, again.text
     assert "nothing changed" in again.text
     assert again.lines("+") == [] and again.lines("~") == []
-    assert len(again.lines("=")) == 3
+    assert len(again.lines("=")) == 4
     assert _versions(s3_bucket) == before  # no new object version anywhere
     assert f"RequirementsS3ObjectVersion: {before['requirements.txt'][0]}" in again.text
 
@@ -146,14 +149,14 @@ def test_mwaa_uploaded_dags_folder_imports_and_defines_the_dag(ir, s3_bucket, tm
     code = ("import sys; from airflow.dag_processing.dagbag import DagBag; "
             f"bag = DagBag(dag_folder={str(dags)!r}, ); "
             "print('DAGS', sorted(bag.dag_ids), 'ERRORS', dict(bag.import_errors)); "
-            "import ml_training; print('MODULE', ml_training.__file__)")
+            "import deploy.shipped as m; print('MODULE', m.__file__)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(AIRFLOW_HOME=str(tmp_path / "airflow-home"), PYTHONPATH=str(dags))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("DAGS ", "MODULE "))]
-    assert lines == ["DAGS ['ml-training'] ERRORS {}", f"MODULE {dags / 'ml_training.py'}"]
+    assert lines == ["DAGS ['nightly-report'] ERRORS {}", f"MODULE {dags / 'deploy' / 'shipped.py'}"]
 
 
 def test_mwaa_bucket_without_versioning_is_refused(ir, aws_env):

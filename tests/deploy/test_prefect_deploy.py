@@ -17,12 +17,13 @@ from deploy.helpers import deploy
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ml_training.py"
+HERE = Path(__file__).resolve().parent
+FLOW = "nightly-report"
 
 
 @pytest.fixture
 def ir():
-    return up.load(f"{EXAMPLE}:training")
+    return up.load("deploy.shipped:nightly_report")
 
 
 def _options(tmp_path: Path, pool: str, *extra: str) -> list[str]:
@@ -42,11 +43,11 @@ def test_prefect_deploy_creates_pool_and_deployment_with_schedule_params_and_tag
     from prefect.exceptions import ObjectNotFound
 
     pool = f"pool-{uuid.uuid4().hex[:8]}"
-    opts = _options(tmp_path, pool, "param.n_rows=40", "tags=nightly")
+    opts = _options(tmp_path, pool, "param.n=4", "tags=nightly")
     plan = deploy(ir, "prefect", opts, dry_run=True)
     assert plan.code == 0, plan.text
     assert f"+ create work pool '{pool}'  [type process]" in plan.lines("+")
-    assert any(line.startswith("+ create deployment ml-training/ml-training  [flow 'ml-training'")
+    assert any(line.startswith("+ create deployment nightly-report/nightly-report  [flow 'nightly-report'")
                for line in plan.lines("+"))
     assert "dry run: nothing changed" in plan.text
     assert not (tmp_path / "code").exists()  # a dry run writes nothing ...
@@ -55,16 +56,17 @@ def test_prefect_deploy_creates_pool_and_deployment_with_schedule_params_and_tag
 
     first = deploy(ir, "prefect", opts)
     assert first.code == 0, first.text
-    dep = _read("ml-training/ml-training")
+    dep = _read("nightly-report/nightly-report")
     assert dep.work_pool_name == pool
-    assert dep.entrypoint == "ml_training_flow.py:ml_training"
+    assert dep.entrypoint == "nightly_report_flow.py:nightly_report"
     assert dep.path == str(tmp_path / "code")
-    assert dep.parameters == {"n_rows": 40}
-    assert sorted(dep.tags) == ["example", "ml", "nightly"]
-    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == [("0 2 * * *", "UTC", True)]
+    assert dep.parameters == {"n": 4}
+    assert sorted(dep.tags) == ["nightly", "reports"]
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == [("30 1 * * *", "UTC", True)]
     assert dep.job_variables["env"]["PYTHONPATH"] == str(tmp_path / "code")
-    assert (tmp_path / "code" / "ml_training.py").read_bytes() == EXAMPLE.read_bytes()
-    assert (tmp_path / "code" / "ml_training_flow.py").exists()
+    assert (tmp_path / "code" / "deploy" / "shipped.py").read_bytes() == (HERE / "shipped.py").read_bytes()
+    assert (tmp_path / "code" / "deploy" / "__init__.py").exists()
+    assert (tmp_path / "code" / "nightly_report_flow.py").exists()
 
 
 def test_prefect_redeploy_unchanged_changes_nothing_and_a_change_updates(ir, prefect_api, tmp_path):
@@ -72,32 +74,32 @@ def test_prefect_redeploy_unchanged_changes_nothing_and_a_change_updates(ir, pre
     name = f"dep-{uuid.uuid4().hex[:6]}"
     opts = _options(tmp_path, pool, f"name={name}")
     assert deploy(ir, "prefect", opts).code == 0
-    before = _read(f"ml-training/{name}")
+    before = _read(f"nightly-report/{name}")
 
     again = deploy(ir, "prefect", opts)
     assert again.code == 0, again.text
-    assert "unchanged: 'ml-training' is already deployed to prefect; nothing changed" in again.text
+    assert "unchanged: 'nightly-report' is already deployed to prefect; nothing changed" in again.text
     assert again.lines("+") == [] and again.lines("~") == []
-    after = _read(f"ml-training/{name}")
+    after = _read(f"nightly-report/{name}")
     assert after.updated == before.updated
 
-    changed = deploy(ir, "prefect", opts + ["param.threshold=0.5"])
+    changed = deploy(ir, "prefect", opts + ["param.label=cubes"])
     assert changed.code == 0, changed.text
-    assert [line.split("  [")[0] for line in changed.lines("~")] == [f"~ update deployment ml-training/{name}"]
+    assert [line.split("  [")[0] for line in changed.lines("~")] == [f"~ update deployment nightly-report/{name}"]
     assert "changed: parameters" in changed.text
-    assert _read(f"ml-training/{name}").parameters == {"threshold": 0.5}
-    assert _read(f"ml-training/{name}").id == before.id
+    assert _read(f"nightly-report/{name}").parameters == {"label": "cubes"}
+    assert _read(f"nightly-report/{name}").id == before.id
 
 
-def test_prefect_deployed_flow_runs_on_a_real_worker(ir, prefect_api, tmp_path, webhook):
+def test_prefect_deployed_flow_runs_on_a_real_worker(ir, prefect_api, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
     pool = f"pool-{uuid.uuid4().hex[:8]}"
     name = f"run-{uuid.uuid4().hex[:6]}"
-    out = deploy(ir, "prefect", _options(tmp_path, pool, f"name={name}", "param.n_rows=40"))
+    out = deploy(ir, "prefect", _options(tmp_path, pool, f"name={name}", "param.n=4"))
     assert out.code == 0, out.text
-    dep = _read(f"ml-training/{name}")
+    dep = _read(f"nightly-report/{name}")
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(dep.id)
     env = {**os.environ, "PREFECT_API_URL": prefect_api.api_url, "PREFECT_HOME": str(tmp_path / "worker-home")}
@@ -108,10 +110,8 @@ def test_prefect_deployed_flow_runs_on_a_real_worker(ir, prefect_api, tmp_path, 
     with get_client(sync_client=True) as client:
         final = client.read_flow_run(run.id)
     assert final.state.type == StateType.COMPLETED, final.state
-    assert final.parameters == {"n_rows": 40}
+    assert final.parameters == {"n": 4}
     events = [json.loads(line) for line in
               (Path(os.environ["UNIPIPE_TRACE_DIR"]) / f"{run.id}.jsonl").read_text().splitlines()]
     done = {(e["task"], e.get("map_index")) for e in events if e.get("kind") == "attempt" and e["outcome"] == "success"}
-    assert {t for t, _ in done} == {"validate_data", "compute_features", "train_model", "evaluate_model",
-                                    "quality_gate", "register_model", "shard_ids", "score_shard"}
-    assert sorted(i for t, i in done if t == "score_shard") == [0, 1, 2, 3]
+    assert done == {("extract", None), ("summarise", None), ("publish", None)}

@@ -40,7 +40,7 @@ def plan(ir: Pipeline, to: str, options: list[str] | dict[str, Any], *, inspect:
         raise InvalidDeploy(f"unknown deploy target {to!r} (choose one of {', '.join(TARGETS)})")
     known, prefixes, planner = _targets()[to]
     pairs = [f"{k}={v}" for k, v in options.items()] if isinstance(options, dict) else list(options)
-    opts = Options.parse(pairs, target=to, known=known, prefixes=prefixes)
+    opts = Options.parse(pairs, target=to, known=(*known, "allow_unsupported"), prefixes=prefixes)
     return planner(ir, opts, inspect=inspect)
 
 
@@ -86,6 +86,7 @@ def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], con
         if dry_run:
             for line in p.lines():
                 say(line)
+            _facts(p, say)
             say("dry run: nothing changed" if p.steps else "dry run: no steps", "yellow")
             return 0
         if not p.changed:
@@ -104,9 +105,7 @@ def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], con
                 say(line)
             n = sum(1 for s in p.steps if s.changes_something)
             say(f"deployed: {n} change{'s' if n != 1 else ''} applied", "green")
-        for key, value in p.facts.items():
-            shown = ", ".join(value) if isinstance(value, list) else value
-            say(f"{key}: {shown}")
+        _facts(p, say)
         return 0
     except (InvalidDeploy, PipelineError, UnsupportedFeature, UnknownBackend, ValueError) as exc:
         say(f"error: {exc}", "bold red")
@@ -117,3 +116,10 @@ def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], con
     except Exception as exc:  # an SDK or service error while reading remote state
         say(f"deploy failed: {type(exc).__name__}: {exc}", "bold red")
         return 1
+
+
+def _facts(p: Plan, say: Callable[[str], None]) -> None:
+    for key, value in p.facts.items():
+        if value is None:
+            continue
+        say(f"{key}: {', '.join(value) if isinstance(value, list) else value}")

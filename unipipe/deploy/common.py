@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from unipipe.deploy.bundle import LocalFile
-from unipipe.deploy.options import InvalidDeploy
+from unipipe.deploy.options import InvalidDeploy, Options
 from unipipe.deploy.plan import Plan, Step
 from unipipe.ir.models import Pipeline
 
 
-def compile_files(ir: Pipeline, target: str, version: str | None = None,
+def compile_files(ir: Pipeline, target: str, version: str | None = None, *, opts: Options,
                   **extra: Any) -> tuple[list[LocalFile], list[str]]:
     """Compile into a temp folder; the files in the order the backend wrote them (entry last)
-    and the diagnostics as text."""
+    and the diagnostics as text. ``--set allow_unsupported=true`` warns instead of refusing."""
+    from unipipe.compiler.diagnostics import ErrorLevel
     from unipipe.compiler.driver import compile_ir
 
+    level = ErrorLevel.WARN if opts.flag("allow_unsupported") else ErrorLevel.RAISE
     with tempfile.TemporaryDirectory(prefix="unipipe-deploy-") as tmp:
-        result = compile_ir(ir, target, Path(tmp), target_version=version, **extra)
+        result = compile_ir(ir, target, Path(tmp), target_version=version, error_level=level, **extra)
         files = [LocalFile(Path(p).resolve().relative_to(Path(tmp).resolve()).as_posix(),
                            Path(p).read_bytes()) for p in result.paths]
     return files, [f"{d.level}: {d}" for d in result.diagnostics]

@@ -24,9 +24,9 @@ MWAA_OPTIONS = ("environment", "bucket", "dags_path", "requirements_path", "airf
 COMPOSER_OPTIONS = ("bucket", "dags_folder", "airflow_version", "requirements")
 
 
-def _compiled(ir: Pipeline, version: str, extra: list[str]) -> tuple[list[LocalFile], list[str], list[str]]:
+def _compiled(ir: Pipeline, version: str, opts: Options) -> tuple[list[LocalFile], list[str], list[str]]:
     """(files to upload, entry DAG last; the environment's packages; diagnostics)."""
-    files, diagnostics = compile_files(ir, "airflow", version)
+    files, diagnostics = compile_files(ir, "airflow", version, opts=opts)
     declared: list[str] = []
     dags: list[LocalFile] = []
     for f in files:
@@ -35,7 +35,7 @@ def _compiled(ir: Pipeline, version: str, extra: list[str]) -> tuple[list[LocalF
         else:
             dags.append(f)
     pkgs = requirements(declared=declared, providers=provider_requirements(
-        [f.data for f in dags if f.relpath.endswith(".py")]), extra=extra)
+        [f.data for f in dags if f.relpath.endswith(".py")]), extra=opts.csv("requirements"))
     return dags, pkgs, diagnostics
 
 
@@ -82,7 +82,7 @@ def plan_mwaa(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         raise InvalidDeploy("--set update_environment=true needs --set environment=NAME with the MWAA API reachable")
 
     dialect_version = dialect("airflow", version)
-    dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts.csv("requirements"))
+    dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts)
     modules = module_files(ir)
     req_lines = []
     if version in MWAA_PYTHON:
@@ -150,7 +150,7 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         raise InvalidDeploy("--to composer needs --set bucket=NAME or --set dags_folder=gs://BUCKET/dags")
     version = opts.require("airflow_version", "the environment's Airflow version, e.g. 2.10.5")
     dialect_version = dialect("airflow", version)
-    dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts.csv("requirements"))
+    dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts)
     modules = module_files(ir)
 
     from unipipe.deploy.stores import GCSStore

@@ -28,8 +28,8 @@ VERTEX_PREFIXES = ("param.",)
 LABEL = "unipipe-sha256"
 
 
-def _package(ir: Pipeline) -> tuple[LocalFile, list[str]]:
-    files, diagnostics = compile_files(ir, "kubeflow")
+def _package(ir: Pipeline, opts: Options) -> tuple[LocalFile, list[str]]:
+    files, diagnostics = compile_files(ir, "kubeflow", opts=opts)
     yamls = [f for f in files if f.relpath.endswith((".yaml", ".yml", ".json"))]
     if not yamls:
         raise DeployFailed("the Kubeflow backend wrote no pipeline package (.yaml)")
@@ -49,7 +49,7 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     host = opts.get("host") or os.environ.get("KF_PIPELINES_ENDPOINT")
     if not host:
         raise InvalidDeploy("--to kubeflow needs --set host=URL (or KF_PIPELINES_ENDPOINT)")
-    package, diagnostics = _package(ir)
+    package, diagnostics = _package(ir, opts)
     digest = sha256(package.data)
     name = opts.get("pipeline_name", ir.name)
     version_name = f"{name}-{digest[:12]}"
@@ -140,7 +140,7 @@ def plan_vertex(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     from unipipe.params import resolve_params
 
     resolve_params(ir, params)
-    package, diagnostics = _package(ir)
+    package, diagnostics = _package(ir, opts)
     digest = sha256(package.data)
     label = digest[:32]
     cron = _vertex_cron(ir)

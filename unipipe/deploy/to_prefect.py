@@ -116,7 +116,7 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     extra: dict[str, Any] = {"work_pool": pool, "work_pool_type": pool_type}
     if opts.get("results_path"):
         extra["results_path"] = opts.get("results_path")
-    files, diagnostics = compile_files(ir, "prefect", **extra)
+    files, diagnostics = compile_files(ir, "prefect", opts=opts, **extra)
     rel_flow, fn = _flow_entry(files)
     generated = _generated_deployment(files)
     modules = module_files(ir)

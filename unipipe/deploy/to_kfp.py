@@ -36,8 +36,22 @@ def _package(ir: Pipeline, opts: Options) -> tuple[LocalFile, list[str]]:
     return yamls[-1], diagnostics
 
 
+def _quiet() -> Any:
+    """kfp.Client prints links and warnings on stdout; the deploy report says what happened."""
+    import contextlib
+    import io
+    import warnings
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", FutureWarning)
+    return stack
+
+
 def _eq_filter(key: str, value: str) -> str:
-    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
+    """A v2beta1 filter, written as kfp.Client writes its own (operation 1 = EQUALS)."""
+    return json.dumps({"predicates": [{"operation": 1, "key": key, "stringValue": value}]})
 
 
 # ------------------------------------------------------------------ KFP
@@ -62,7 +76,8 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         if "client" not in state:
             import kfp
 
-            state["client"] = kfp.Client(host=host, namespace=opts.get("namespace", "kubeflow"))
+            with _quiet():
+                state["client"] = kfp.Client(host=host, namespace=opts.get("namespace", "kubeflow"))
         return state["client"]
 
     pipeline_change, version_change = "unknown", "unknown"
@@ -96,9 +111,10 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(package.relpath).name
             path.write_bytes(package.data)
-            made = client().upload_pipeline_version(str(path), pipeline_version_name=version_name,
-                                                    pipeline_id=state["pipeline_id"],
-                                                    description=f"{LABEL}:{digest}")
+            with _quiet():
+                made = client().upload_pipeline_version(str(path), pipeline_version_name=version_name,
+                                                        pipeline_id=state["pipeline_id"],
+                                                        description=f"{LABEL}:{digest}")
         plan.facts["pipeline_version_id"] = made.pipeline_version_id
         return f"id {made.pipeline_version_id}"
 

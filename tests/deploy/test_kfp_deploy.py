@@ -1,0 +1,145 @@
+"""KFP has no local server here: these tests check the exact requests ``kfp.Client`` sends to a
+recording HTTP server on 127.0.0.1 (not exercised against a live Kubeflow Pipelines API)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import unipipe as up
+from deploy.helpers import deploy
+from deploy.recording import Recorded, RecordingServer
+from unipipe.compiler.driver import compile_ir
+from unipipe.deploy.bundle import sha256
+
+pytestmark = pytest.mark.kubeflow
+
+
+@pytest.fixture
+def ir():
+    return up.load("deploy.shipped:nightly_report")
+
+
+@pytest.fixture
+def package(ir, tmp_path) -> bytes:
+    paths = compile_ir(ir, "kubeflow", tmp_path / "kfp").paths
+    return next(p for p in paths if p.suffix == ".yaml").read_bytes()
+
+
+@pytest.fixture
+def home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # kfp reads ~/.config/kfp/context.json
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+
+
+class FakeKfp:
+    """Just enough of the KFP v2beta1 REST API: a registry of pipelines and versions."""
+
+    def __init__(self) -> None:
+        self.pipelines: dict[str, dict] = {}
+        self.versions: dict[str, list[dict]] = {}
+
+    def __call__(self, r: Recorded):
+        if r.path == "/apis/v2beta1/healthz":
+            return 200, {"multi_user": False}
+        if r.method == "GET" and r.path == "/apis/v2beta1/pipelines":
+            want = json.loads(r.q("filter"))["predicates"][0]["stringValue"]
+            found = [p for p in self.pipelines.values() if p["display_name"] == want]
+            return 200, ({"pipelines": found, "total_size": len(found)} if found else {})
+        if r.method == "POST" and r.path == "/apis/v2beta1/pipelines":
+            body = r.json()
+            pid = f"p-{len(self.pipelines) + 1}"
+            self.pipelines[pid] = {"pipeline_id": pid, "display_name": body["display_name"]}
+            self.versions[pid] = []
+            return 200, self.pipelines[pid]
+        if r.method == "GET" and r.path.endswith("/versions"):
+            pid = r.path.split("/")[4]
+            versions = list(reversed(self.versions[pid]))  # newest first
+            if r.q("filter"):
+                want = json.loads(r.q("filter"))["predicates"][0]["stringValue"]
+                versions = [v for v in versions if v["display_name"] == want]
+            versions = versions[: int(r.q("page_size") or 10)]
+            return 200, ({"pipeline_versions": versions} if versions else {})
+        if r.method == "POST" and r.path == "/apis/v2beta1/pipelines/upload_version":
+            pid = r.q("pipelineid")
+            vid = f"v-{sum(len(v) for v in self.versions.values()) + 1}"
+            version = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": r.q("name"),
+                       "description": r.q("description")}
+            self.versions[pid].append(version)
+            return 200, version
+        return 404, {"error": f"no route {r.method} {r.path}"}
+
+
+@pytest.fixture
+def kfp_api():
+    fake = FakeKfp()
+    server = RecordingServer(fake)
+    server.fake = fake
+    yield server
+    server.close()
+
+
+def test_kfp_recorded_requests_first_deploy_creates_pipeline_then_uploads_version(ir, package, kfp_api, home):
+    digest = sha256(package)
+    out = deploy(ir, "kubeflow", [f"host={kfp_api.url}"])
+    assert out.code == 0, out.text
+    assert kfp_api.calls() == [
+        ("GET", "/apis/v2beta1/healthz"),
+        ("GET", "/apis/v2beta1/pipelines"),
+        ("POST", "/apis/v2beta1/pipelines"),
+        ("POST", "/apis/v2beta1/pipelines/upload_version"),
+    ]
+    find, create, upload = kfp_api.requests[1:]
+    assert json.loads(find.q("filter")) == {"predicates": [
+        {"operation": 1, "key": "display_name", "stringValue": "nightly-report"}]}
+    assert create.json() == {"display_name": "nightly-report",
+                             "description": "Square some numbers, summarise them, publish a line."}
+    assert upload.q("name") == f"nightly-report-{digest[:12]}"
+    assert upload.q("pipelineid") == "p-1"
+    assert upload.q("description") == f"unipipe-sha256:{digest}"
+    assert upload.headers["content-type"].startswith("multipart/form-data")
+    assert package in upload.body  # the compiled pipeline YAML, byte for byte
+    assert "pipeline_version_id: v-1" in out.text
+
+
+def test_kfp_recorded_requests_unchanged_redeploy_uploads_nothing(ir, package, kfp_api, home):
+    assert deploy(ir, "kubeflow", [f"host={kfp_api.url}"]).code == 0
+    first = len(kfp_api.requests)
+    again = deploy(ir, "kubeflow", [f"host={kfp_api.url}"])
+    assert again.code == 0, again.text
+    assert "nothing changed" in again.text
+    assert kfp_api.calls()[first:] == [
+        ("GET", "/apis/v2beta1/healthz"),
+        ("GET", "/apis/v2beta1/pipelines"),
+        ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
+    ]
+    latest = kfp_api.requests[-1]
+    assert latest.q("sort_by") == "created_at desc" and latest.q("page_size") == "1"
+
+
+def test_kfp_recorded_requests_changed_pipeline_uploads_a_new_version(ir, kfp_api, home):
+    assert deploy(ir, "kubeflow", [f"host={kfp_api.url}"]).code == 0
+    changed = ir.model_copy(update={"description": "Now with a new description."})
+    first = len(kfp_api.requests)
+    out = deploy(changed, "kubeflow", [f"host={kfp_api.url}"])
+    assert out.code == 0, out.text
+    assert kfp_api.calls()[first:] == [
+        ("GET", "/apis/v2beta1/healthz"),
+        ("GET", "/apis/v2beta1/pipelines"),
+        ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
+        ("GET", "/apis/v2beta1/pipelines/p-1/versions"),  # was this content deployed before?
+        ("POST", "/apis/v2beta1/pipelines/upload_version"),
+    ]
+    assert [v["pipeline_version_id"] for v in kfp_api.fake.versions["p-1"]] == ["v-1", "v-2"]
+    assert kfp_api.requests[-1].q("pipelineid") == "p-1"
+
+
+def test_kfp_dry_run_sends_only_reads(ir, kfp_api, home):
+    out = deploy(ir, "kubeflow", [f"host={kfp_api.url}"], dry_run=True)
+    assert out.code == 0, out.text
+    assert [m for m, _ in kfp_api.calls()] == ["GET", "GET"]
+    assert [line.split("  [")[0] for line in out.lines("+")] == [
+        "+ create KFP pipeline 'nightly-report'",
+        f"+ upload KFP pipeline version 'nightly-report-{out.text.split('nightly-report-')[1][:12]}'"]

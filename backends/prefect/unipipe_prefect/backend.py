@@ -135,19 +135,36 @@ class Backend:
         cmd = [sys.executable, "-m", "unipipe_prefect.driver",
                str(flows / flowgen.module_filename(ir)), names.flow_fn,
                json.dumps(params), str(report_path)]
-        proc = subprocess.run(cmd, env=env, cwd=str(workdir), capture_output=True, text=True,
-                              timeout=options.extra.get("timeout", 1800))
-        (workdir / f"{run_id}.log").write_text(proc.stdout + proc.stderr)
+        log = workdir / f"{run_id}.log"
+        if os.environ.get("UNIPIPE_PREFECT_FORKSERVER", "1") != "0":
+            from unipipe_prefect import forkserver
+
+            rc = forkserver.get(self.forkserver_env()).run(cmd[3:], env, workdir, log)
+        else:
+            with open(log, "w") as out:
+                rc = subprocess.run(cmd, env=env, cwd=str(workdir), stdout=out,
+                                    stderr=subprocess.STDOUT,
+                                    timeout=options.extra.get("timeout", 1800)).returncode
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
         if not report_path.exists():
-            raise RuntimeError(f"the Prefect flow process failed (exit {proc.returncode}):\n"
-                               f"{proc.stderr[-4000:]}")
+            raise RuntimeError(f"the Prefect flow process failed (exit {rc}):\n{tail}")
         with open(report_path, "rb") as fh:
             report = pickle.load(fh)
         if not report.get("ok"):
             raise RuntimeError(f"the Prefect flow run did not finish:\n{report.get('error')}\n"
-                               f"{proc.stderr[-3000:]}")
+                               f"{tail}")
         return build_result(ir, report, run_id=run_id, params=params,
                             trace_dir=env["UNIPIPE_TRACE_DIR"])
+
+    def forkserver_env(self) -> dict[str, str]:
+        """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env["PREFECT_HOME"] = tempfile.mkdtemp(prefix="unipipe-prefect-forkserver-")
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1])]
+            + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        return env
 
     def run_env(self, workdir: Path, options: RunOptions, run_id: str) -> dict[str, str]:
         """The flow process's environment: the API server, isolated homes, the user's modules."""

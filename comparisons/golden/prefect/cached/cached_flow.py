@@ -32,8 +32,7 @@ def expensive(x):
     """Runs pipelines.features:expensive.
 
     Cached on its inputs and this function's source, which pins the task's code
-    (sha256:176d32be3a28820530cbbe9f90ffffa75d09684e00d13d50da4f4def5e76ce6b) and the cache version '1'.
-    """
+    (sha256:176d32be3a28820530cbbe9f90ffffa75d09684e00d13d50da4f4def5e76ce6b) and the cache version '1'."""
     from unipipe_prefect.runtime import invoke
 
     return invoke(SPECS["expensive"], {"x": x})

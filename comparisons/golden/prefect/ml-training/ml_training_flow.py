@@ -185,8 +185,7 @@ def compute_features(data):
     """Runs ml_training:compute_features.
 
     Cached on its inputs and this function's source, which pins the task's code
-    (sha256:e47ef09175bc33da491c8cf39bc4bc889102042d960509546d124629033005c9) and the cache version '1'.
-    """
+    (sha256:e47ef09175bc33da491c8cf39bc4bc889102042d960509546d124629033005c9) and the cache version '1'."""
     from unipipe_prefect.runtime import invoke
 
     return invoke(SPECS["compute_features"], {"data": data})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ def search_path(ir: Pipeline) -> list[str]:
         dotted, root = module_name_for_file(file)
         if dotted == name and str(root) not in roots:
             roots.append(str(root))
+    # An IR document names modules without files: they import from where the user runs us.
+    cwd = os.getcwd()
+    if cwd not in roots:
+        roots.append(cwd)
     return roots
 
 

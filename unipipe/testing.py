@@ -22,8 +22,9 @@ The plugin imports nothing heavy until a fixture or a case file is used.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

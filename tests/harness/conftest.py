@@ -31,7 +31,8 @@ def conformance_suite(request, tmp_path_factory):
     backends = _selected_backends(request.session) or ["local"]
     out = tmp_path_factory.mktemp("conformance")
     jobs = int(os.environ.get("UNIPIPE_CONFORM_JOBS", "4"))
-    suite = run_suite(discover([CASES]), backends, out / "work", jobs=jobs)
+    shards = int(os.environ.get("UNIPIPE_CONFORM_SHARDS", "2"))
+    suite = run_suite(discover([CASES]), backends, out / "work", jobs=jobs, shards=shards)
     suite.out_dir = out
     write_reports(suite, out)
     print(f"\nconformance suite: {len(suite.cases)} cases on {', '.join(suite.backends)} in "

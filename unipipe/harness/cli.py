@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-JOBS_ENV = "UNIPIPE_CONFORM_JOBS"
+JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
+SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine (default 2)
 
 
 def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, console: Any) -> int:
@@ -43,7 +44,8 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         console.print("[bold red]error:[/] no case found")
         return 2
     names = list(dict.fromkeys([REFERENCE, *backends]))
-    jobs = int(os.environ.get(JOBS_ENV, "2"))
+    jobs = int(os.environ.get(JOBS_ENV, "4"))
+    shards = int(os.environ.get(SHARDS_ENV, "2"))
     with Progress(TextColumn("{task.fields[backend]:>9}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=False) as progress:
@@ -55,7 +57,8 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
             else:
                 progress.advance(bars[backend])
 
-        suite = run_suite(cases, names, out_dir / "work", jobs=jobs, on_event=on_event)
+        suite = run_suite(cases, names, out_dir / "work", jobs=jobs, shards=shards,
+                          on_event=on_event)
         for b in names:
             progress.update(bars[b], description="done")
     suite.out_dir = out_dir

@@ -79,7 +79,9 @@ def check_delays(run: dict[str, Any], ir: Any, tolerance: dict[str, float],
 
     A wait may not be shorter than ``base - early`` (retrying sooner than declared changes what a
     pipeline does to the system it calls) nor longer than ``base*(1+jitter) + late +
-    late_ratio*base`` (engines add process start-up and polling to every wait).
+    late_ratio*base``: engines add process start-up and polling to every wait (Airflow starts
+    a task process per attempt, seconds on a loaded 2-core machine), so the upper bound catches
+    gross errors (an engine default of minutes) while the timeline shows the exact gaps.
     """
     from unipipe.runtime.retry import base_delay
 

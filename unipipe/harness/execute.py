@@ -137,7 +137,8 @@ class LaneService:
 
     The Prefect backend starts a local ``prefect server`` in every process that has no
     PREFECT_API_URL (about 13 s each); a lane starts one and hands its URL to every worker, as a
-    user pointing ``unipipe run`` at their own server would.
+    user pointing ``unipipe run`` at their own server would. The Airflow backend keeps a migrated
+    metadata DB template; a lane keeps one for all its cases.
     """
 
     def __init__(self) -> None:
@@ -145,6 +146,9 @@ class LaneService:
         self._stop: Callable[[], None] | None = None
 
     def start(self, backend: str, lane: Path) -> LaneService:
+        if backend == "airflow":
+            # the migrated metadata DB template the Airflow backend copies for each run
+            self.env["UNIPIPE_AIRFLOW_CACHE"] = str(lane / "airflow-cache")
         if backend == "prefect" and not os.environ.get("PREFECT_API_URL"):
             try:
                 from unipipe_prefect.server import LocalPrefectServer  # type: ignore[import-not-found]
@@ -365,12 +369,13 @@ ProgressFn = Callable[[str, str, str], None]  # (event "start"|"done", case id, 
 
 
 def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jobs: int = 2,
-              on_event: ProgressFn | None = None,
+              shards: int = 1, on_event: ProgressFn | None = None,
               reference: dict[str, dict[str, Any]] | None = None) -> Suite:
     """Run ``cases`` on the reference runner and ``backends``; judge every pair.
 
-    ``reference`` (case id -> raw reference record) reuses reference runs made earlier (the
-    per-backend pytest tests share one reference run per session).
+    Each backend's cases run one after the other in a lane (``shards`` lanes per engine, each
+    with its own homes, so slow engines can use more than one core); ``jobs`` lanes run at
+    once. ``reference`` (case id -> raw reference record) reuses reference runs made earlier.
     """
     started = time.time()
     out = Path(out_dir).resolve()
@@ -381,18 +386,24 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     raws: dict[tuple[str, str], dict[str, Any]] = {}
     lock = threading.Lock()
     homes = out / "homes"
+    lanes: list[tuple[str, Path, list[Case]]] = []
+    for b in names:
+        n = 1 if b == REFERENCE or not avail[b].ok else max(1, min(shards, len(cases)))
+        for k in range(n):
+            lanes.append((b, homes / (b if n == 1 else f"{b}-{k + 1}"), cases[k::n]))
 
-    def lane(backend: str) -> None:
+    def lane(spec: tuple[str, Path, list[Case]]) -> None:
+        backend, home, todo = spec
         service = LaneService()
         try:
             if avail[backend].ok:
-                service.start(backend, homes / backend)
-            run_lane(backend, service)
+                service.start(backend, home)
+            run_lane(backend, home, todo, service)
         finally:
             service.stop()
 
-    def run_lane(backend: str, service: LaneService) -> None:
-        for case in cases:
+    def run_lane(backend: str, home: Path, todo: list[Case], service: LaneService) -> None:
+        for case in todo:
             if backend == REFERENCE and reference and case.id in reference:
                 with lock:
                     raws[(case.id, backend)] = reference[case.id]
@@ -409,7 +420,7 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
                 decl = case.declared(backend)
                 refusal = (decl is not None and decl.status == "unsupported") or \
                     bool(_unsupported_tags(case, a))
-                runner = _Runner(case, backend, homes / backend, out / "runs" / case.id / backend,
+                runner = _Runner(case, backend, home, out / "runs" / case.id / backend,
                                  service.env)
                 raw = runner.run(refusal)
             with lock:
@@ -417,8 +428,8 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
             if on_event:
                 on_event("done", case.id, backend)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(names)))) as pool:
-        list(pool.map(lane, names))
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(lanes)))) as pool:
+        list(pool.map(lane, lanes))
     outcomes: dict[tuple[str, str], Outcome] = {}
     for case in cases:
         ref = raws.get((case.id, REFERENCE))

@@ -11,12 +11,12 @@ import pipelines_prefect as pp
 import pytest
 import yaml
 from pipelines import features
+from unipipe_prefect import codegen as flowgen
+from unipipe_prefect.backend import Backend
 
 import unipipe as up
 from unipipe.compiler.diagnostics import Status, UnsupportedFeature
 from unipipe.ir.features import Feature
-from unipipe_prefect import codegen as flowgen
-from unipipe_prefect.backend import Backend
 
 GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "prefect"
 CASES = {

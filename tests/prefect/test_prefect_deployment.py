@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import ml_training
 import pytest
+from unipipe_prefect.server import prefect_executable
 
 import unipipe as up
 from unipipe.runtime import trace
-from unipipe_prefect.server import prefect_executable
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 

@@ -190,3 +190,36 @@ def test_run_result_is_cross_checked_with_the_trace(prefect_env):
         ("flaky", 1, "failed", "prefect"), ("flaky", 2, "failed", "prefect"),
         ("flaky", 3, "success", "prefect")]
     assert result.tasks["flaky"].attempts == 3
+
+
+def test_cli_run_uses_the_server_in_prefect_api_url(prefect_local_server, tmp_path):
+    """``unipipe run --backend prefect`` with a user's PREFECT_API_URL runs on that server."""
+    import json
+    import subprocess
+    import sys
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=prefect_local_server.api_url, PREFECT_HOME=str(tmp_path / "home"))
+
+    def flow_runs() -> int:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_local_server.api_url}):
+            with get_client(sync_client=True) as client:
+                return len(client.read_flow_runs(flow_filter=FlowFilter(
+                    name=FlowFilterName(any_=["ml-training"]))))
+
+    before = flow_runs()
+    proc = subprocess.run([str(Path(sys.executable).with_name("unipipe")), "run",
+                           str(root / "examples" / "ml_training.py:training"), "--backend",
+                           "prefect", "--param", "n_rows=60", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    local = up.run(ml_training.training, backend="local", params={"n_rows": 60})
+    assert result["backend"] == "prefect" and result["state"] == "success"
+    assert result["output"] == local.output
+    assert flow_runs() == before + 1

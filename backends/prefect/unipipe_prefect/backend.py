@@ -10,7 +10,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from unipipe.compiler import codegen
 from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
@@ -19,7 +19,6 @@ from unipipe.ir.features import Feature
 from unipipe.ir.models import Pipeline
 from unipipe.params import resolve_params
 from unipipe.result import RunResult
-
 from unipipe_prefect import codegen as flowgen
 from unipipe_prefect import deployment
 
@@ -27,7 +26,7 @@ TARGET_VERSIONS = ("3.7",)
 
 
 def _support() -> dict[Feature, Support]:
-    N, E, U = Support.native, Support.emulated, Support.unsupported
+    N, E = Support.native, Support.emulated
     return {
         Feature.PARAMS: N("flow parameters typed from the IR"),
         Feature.DATA_PASSING: N("task results passed as Prefect states"),

@@ -362,9 +362,10 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
 
     states = cst.Dict([cst.DictElement(codegen.literal(tid), cst.Name(names.state[tid]))
                        for tid in ir.topo_order()])
+    edges = {k: v for k, v in upstream.items() if v}
     stmts.append(cst.SimpleStatementLine([cst.Expr(_call(
         _attr(rt, "raise_for_failures"), [states],
-        [("upstream", codegen.literal({k: v for k, v in upstream.items() if v}))]))]).with_changes(
+        [("upstream", codegen.literal(edges))] if edges else []))]).with_changes(
             leading_lines=[cst.EmptyLine()]))
     ret = _value_expr(ir.output, names) if ir.output is not None else cst.Name("None")
     stmts.append(cst.SimpleStatementLine([cst.Return(ret)]))

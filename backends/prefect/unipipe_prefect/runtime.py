@@ -19,7 +19,8 @@ this module only connects Prefect's run context to :mod:`unipipe.runtime`:
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 BACKEND = "prefect"
 

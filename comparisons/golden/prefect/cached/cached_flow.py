@@ -45,5 +45,5 @@ def cached(x: int = 3):
 
     expensive_state = expensive(x=x, return_state=True)
 
-    rt.raise_for_failures({"expensive": expensive_state}, upstream={})
+    rt.raise_for_failures({"expensive": expensive_state})
     return rt.value(expensive_state)

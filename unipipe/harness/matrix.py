@@ -57,20 +57,21 @@ def _feature_cell(feature: str, backend: str, avail: Any, summary: dict[str, Any
         key = result["declared"] if result["status"] == "xfail" and result.get("declared") \
             else result["status"]
         counts[key] = counts.get(key, 0) + 1
+    refused = counts.pop("unsupported", 0)
     ran = sum(counts.values())
     head = status if plain else f"{STATUS_SYMBOL.get(status, '')} {status}"
     if status == "unsupported":
-        refused = counts.get("unsupported", 0)
         evidence = f"refused by {refused} case(s)" if refused else "declared"
         return f"{head} ({evidence})"
+    also = f" ({refused} refused for another feature)" if refused else ""
     if ran == 0:
-        return f"{head} · {'' if plain else '⚠️ '}no case ran"
+        return f"{head} · {'' if plain else '⚠️ '}no case ran{also}"
     passed = counts.get("pass", 0)
     text = f"{head} · {sym('pass')}{passed}/{ran}"
     others = sorted((k, v) for k, v in counts.items() if k != "pass")
     if others:
         text += " (" + ", ".join(f"{v} {k}" for k, v in others) + ")"
-    return text
+    return text + also
 
 
 def feature_rows(summary: dict[str, Any], backends: list[str] | None = None,

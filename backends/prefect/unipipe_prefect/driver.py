@@ -43,7 +43,8 @@ def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str,
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC)
-            recorded = {str(tr.id): tr.state_id for tr in runs}
+            # (the task run's state_id can be written before the state row it points to)
+            recorded = {str(tr.id): tr.state.id if tr.state is not None else None for tr in runs}
             settled = all(recorded.get(run_id) == final.id for run_id, final in FINAL_STATES.items())
             if settled or time.monotonic() > deadline:
                 break

@@ -6,13 +6,13 @@ import ast
 import os
 from pathlib import Path
 
-import pytest
-import yaml
-
 import kfp_cases
 import ml_training
-import unipipe as up
+import pytest
+import yaml
 from pipelines import features as F
+
+import unipipe as up
 from unipipe.compiler.diagnostics import UnsupportedFeature
 from unipipe.ir.models import Pipeline
 
@@ -34,7 +34,7 @@ def all_tasks(spec: dict) -> dict[str, dict]:
     """Every task of every DAG, by its display name."""
     out = {}
     for dag in [spec["root"]] + [c for c in spec["components"].values() if "dag" in c]:
-        for name, task in dag["dag"].get("tasks", {}).items():
+        for task in dag["dag"].get("tasks", {}).values():
             out[task["taskInfo"]["name"]] = task
     return out
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import kfp_cases
 import ml_training
-import unipipe as up
+import pytest
 from pipelines import features as F
+
+import unipipe as up
+from unipipe.runtime import trace
 
 
 def view(result: up.RunResult) -> dict:
@@ -155,6 +156,9 @@ def test_second_run_is_a_cache_hit(pipeline, task, tmp_path, monkeypatch):
     assert [kfp1.tasks[task].cache_hit, kfp2.tasks[task].cache_hit] == [False, True]
     assert kfp2.tasks[task].attempts == 1
     assert kfp2.output == kfp1.output  # the stored value, not a new computation
+    events = [e for e in trace.read(os.environ["UNIPIPE_TRACE_DIR"], kfp2.run_id)
+              if e["kind"] == "attempt" and e["task"] == task]
+    assert [(e["attempt"], e["outcome"], e["cache_hit"]) for e in events] == [(1, "success", True)]
 
 
 def test_key_fn_cache_hits_on_the_same_key_only():

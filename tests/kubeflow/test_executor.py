@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import native_specs as ns
 import pytest
 from kfp import compiler
-
-import native_specs as ns
 from unipipe_kubeflow.executor import SpecError, SpecExecutor, evaluate_condition, fingerprint
 
 HERE = Path(__file__).resolve().parent

@@ -20,7 +20,7 @@ from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
 from unipipe.compiler.diagnostics import Diagnostic, Support, UnsupportedFeature
 from unipipe.ir.features import Feature
 from unipipe.ir.models import OutputInput, ParamInput, Pipeline
-from unipipe.result import RunResult, TaskResult
+from unipipe.result import RunResult
 
 N, E, U = Support.native, Support.emulated, Support.unsupported
 
@@ -60,9 +60,6 @@ SUPPORT: dict[Feature, Support] = {
     Feature.SCHEDULE_CRON: N("a recurring run (Client.create_recurring_run, 6-field cron) at deploy"),
     Feature.SCHEDULE_INTERVAL: N("a recurring run with interval_second at deploy"),
 }
-
-_STATE = {"SUCCEEDED": "success", "CACHED": "success", "FAILED": "failed", "SKIPPED": "skipped",
-          "UPSTREAM_FAILED": "upstream_failed"}
 
 
 def shape_problems(ir: Pipeline) -> list[Diagnostic]:
@@ -145,8 +142,8 @@ class Backend:
             staged_yaml = kfp_compile.compile_yaml(staged, names.pipeline, Path(tmp) / yaml_name)
             yaml_text = staged_yaml.read_text(encoding="utf-8")
         paths = cg.write_all({module_path: text, out_dir / yaml_name: yaml_text})
-        diags = [Diagnostic("info", Feature.RETRY, self.name, f"task {tid}: {note}")
-                 for tid, plan in plans.items() for note in plan.notes]
+        diags = [Diagnostic("info", feature, self.name, f"task {tid}: {note}")
+                 for tid, plan in plans.items() for feature, note in plan.notes]
         return CompileResult(paths, diags)
 
     # ------------------------------------------------------------ run
@@ -157,7 +154,8 @@ class Backend:
 
         values = resolve_params(ir, options.params)
         run_id = options.run_id or f"kfp-{uuid.uuid4().hex[:12]}"
-        workdir = Path(options.workdir) if options.workdir else Path(tempfile.mkdtemp(prefix="unipipe-kfp-"))
+        pipeline_root = Path(options.extra.get("pipeline_root") or default_pipeline_root())
+        workdir = Path(options.workdir) if options.workdir else pipeline_root / run_id
         result = compile_ir(ir, self.name, workdir / "build",
                             error_level=options.extra.get("error_level", "raise"))
         yaml_path = next(p for p in result.paths if p.suffix == ".yaml")
@@ -167,13 +165,12 @@ class Backend:
             return remote.submit(ir, yaml_path, kfp_arguments(ir, values), run_id=run_id,
                                  host=options.extra["host"], params=values,
                                  wait=options.extra.get("wait", True))
-        return self._run_local(ir, yaml_path, values, run_id, options)
+        return self._run_local(ir, yaml_path, values, run_id, pipeline_root, options)
 
     def _run_local(self, ir: Pipeline, yaml_path: Path, values: dict[str, Any], run_id: str,
-                   options: RunOptions) -> RunResult:
+                   pipeline_root: Path, options: RunOptions) -> RunResult:
         from unipipe_kubeflow.executor import SpecExecutor
 
-        pipeline_root = Path(options.extra.get("pipeline_root") or default_pipeline_root())
         env = dict(os.environ)
         env.update(options.env)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -187,4 +184,4 @@ class Backend:
         return build_result(ir, record, values, trace_dir=env["UNIPIPE_TRACE_DIR"])
 
 
-__all__ = ["Backend", "SUPPORT", "TaskResult"]
+__all__ = ["Backend", "SUPPORT"]

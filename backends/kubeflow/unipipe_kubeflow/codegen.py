@@ -25,8 +25,9 @@ Identifiers come from validated IR ids; every user string goes through ``codegen
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import libcst as cst
 
@@ -214,7 +215,7 @@ def effective_conditions(ir: Pipeline) -> dict[str, tuple[Condition, ...]]:
 @dataclass
 class _Scope:
     tasks: list[str]
-    children: dict[Condition, "_Scope"]
+    children: dict[Condition, _Scope]
 
 
 def _scope_tree(ir: Pipeline, conds: dict[str, tuple[Condition, ...]]) -> _Scope:

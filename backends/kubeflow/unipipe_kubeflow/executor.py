@@ -60,9 +60,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SUCCEEDED, FAILED, CACHED, SKIPPED, UPSTREAM_FAILED = (
     "SUCCEEDED", "FAILED", "CACHED", "SKIPPED", "UPSTREAM_FAILED")

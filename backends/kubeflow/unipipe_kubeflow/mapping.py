@@ -20,7 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from unipipe.ir.models import OutputInput, ParamInput, LiteralInput, Pipeline, Task
+from unipipe.ir.features import Feature
+from unipipe.ir.models import LiteralInput, OutputInput, ParamInput, Pipeline, Task
 
 #: KFP's hard cap on backoffMaxDuration (kfp/dsl/structures.py)
 KFP_MAX_RETRY_WINDOW = 3600
@@ -35,7 +36,7 @@ class RetryPlan:
     num_retries: int
     backoff_duration: int | None = None  # whole seconds, native wait before retry 1
     backoff_factor: float | None = None
-    notes: tuple[str, ...] = ()
+    notes: tuple[tuple[Feature, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class TaskPlan:
     native_cache: bool
     deadline: int | None  # activeDeadlineSeconds
     output_kind: str  # "bool" | "int" | "float" | "json" | "items"
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[tuple[Feature, str], ...] = field(default=())
 
 
 def _integral(x: float) -> bool:
@@ -63,7 +64,7 @@ def plan_retry(retry: dict[str, Any] | None) -> tuple[RetryPlan | None, set[str]
     backoff = float(retry.get("backoff", 1.0))
     cap = retry.get("max_delay")
     emulate: set[str] = set()
-    notes: list[str] = []
+    notes: list[tuple[Feature, str]] = []
     waits = [delay * backoff ** (k - 1) for k in range(1, n + 1)] if delay > 0 else []
     cap_binds = cap is not None and any(w > float(cap) for w in waits)
     native = (
@@ -76,16 +77,20 @@ def plan_retry(retry: dict[str, Any] | None) -> tuple[RetryPlan | None, set[str]
     if delay > 0 and not native:
         emulate.add("retry.delay")
         if not _integral(delay) or not _integral(backoff):
-            notes.append("KFP takes whole seconds and an integral factor: the shim waits")
+            notes.append((Feature.RETRY_DELAY,
+                          "KFP takes whole seconds and an integral factor: the shim waits"))
         if cap_binds:
-            notes.append("KFP has no per-delay cap: the shim waits the capped delay")
+            notes.append((Feature.RETRY_MAX_DELAY,
+                          "KFP has no per-delay cap: the shim waits the capped delay"))
         if sum(waits) > KFP_MAX_RETRY_WINDOW:
-            notes.append("waits exceed KFP's 3600 s retry window: the shim waits")
+            notes.append((Feature.RETRY_DELAY,
+                          "waits exceed KFP's 3600 s retry window: the shim waits"))
     if float(retry.get("jitter", 0.0)) > 0:
         emulate.add("retry.jitter" if native else "retry.delay")
-        notes.append("KFP has no jitter: the shim sleeps the random part")
+        notes.append((Feature.RETRY_JITTER, "KFP has no jitter: the shim sleeps the random part"))
     if retry.get("retry_on") or retry.get("fail_on"):
-        notes.append("KFP has no exception filter: the shim fails later attempts at once")
+        notes.append((Feature.RETRY_EXCEPTION_FILTER,
+                      "KFP has no exception filter: the shim fails later attempts at once"))
     if native:
         # backoff 1.0 is passed explicitly: KFP would turn a missing factor into 2.0
         return RetryPlan(n, int(delay), float(backoff), tuple(notes)), emulate
@@ -123,7 +128,7 @@ def output_kind(ir: Pipeline, task: Task, sources: set[str] | None = None) -> st
 def plan_task(ir: Pipeline, task: Task, sources: set[str] | None = None) -> TaskPlan:
     pol = ir.effective(task)
     emulate: set[str] = set()
-    notes: list[str] = []
+    notes: list[tuple[Feature, str]] = []
     retry, retry_emulate = plan_retry(pol.retry.model_dump() if pol.retry else None)
     emulate |= retry_emulate
     if retry is not None:
@@ -135,8 +140,8 @@ def plan_task(ir: Pipeline, task: Task, sources: set[str] | None = None) -> Task
     if pol.cache is not None:
         if pol.cache.expire is not None or pol.cache.key_fn is not None or "success" in alert_events:
             emulate.add("cache")
-            notes.append("cache by the shim: KFP's cache has no expiry / key function, and a "
-                         "KFP cache hit never starts the task (no success alert)")
+            notes.append((Feature.CACHE, "cached by the shim: KFP's cache has no expiry or key "
+                          "function, and a KFP cache hit never starts the task (no success alert)"))
         else:
             native_cache = True
     deadline = None
@@ -146,8 +151,8 @@ def plan_task(ir: Pipeline, task: Task, sources: set[str] | None = None) -> Task
         else:
             emulate.add("timeout")
             deadline = int(math.ceil(pol.timeout)) + DEADLINE_GRACE
-            notes.append("timeout enforced by the shim (fractional seconds or task alerts); "
-                         "the pod deadline is a backstop")
+            notes.append((Feature.TIMEOUT, "enforced by the shim (fractional seconds or task "
+                          "alerts); the pod deadline is a backstop"))
     return TaskPlan(tuple(sorted(emulate)), retry, native_cache, deadline,
                     output_kind(ir, task, sources), tuple(notes))
 

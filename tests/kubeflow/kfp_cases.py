@@ -111,3 +111,19 @@ def shapes(cfg: dict = {"k": [1, 2], "name": "x"}, items: list = [3, 4],  # noqa
     rows = count_rows(big_blob(20000))
     return {"seen": seen, "listed": listed, "doubled": doubled, "yes": yes, "no": no,
             "rows": rows, "name": cfg["name"]}
+
+
+@up.task(resources=up.Resources(cpu="500m", memory="2Gi", gpu=2, gpu_type="nvidia.com/gpu"),
+         image="ghcr.io/example/trainer:1.2")
+def on_gpu(x: int) -> int:
+    return x
+
+
+@up.task
+def on_default(x: int) -> int:
+    return x
+
+
+@up.pipeline(name="placement", defaults=up.Defaults(image="python:3.12-slim"))
+def placement(x: int = 1):
+    return on_default(on_gpu(x))

@@ -20,7 +20,7 @@ GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "kubef
 ALL = [F.fanout, F.retry_then_succeed, F.retries_exhausted, F.non_retryable, F.jitter, F.cached,
        F.timeout, F.quality_gate, F.success_alert, ml_training.training, kfp_cases.native_cache,
        kfp_cases.key_fn_cache, kfp_cases.cached_success_alert, kfp_cases.timeout_alerts,
-       kfp_cases.shapes]
+       kfp_cases.shapes, kfp_cases.placement]
 
 
 def compile_(pipeline, out: Path) -> tuple[str, dict, dict]:
@@ -137,3 +137,45 @@ def test_golden_files(pipeline, tmp_path):
             golden.parent.mkdir(parents=True, exist_ok=True)
             golden.write_text(path.read_text())
         assert path.read_text() == golden.read_text(), f"{path.name} differs from its golden file"
+
+
+def test_images_per_task_and_pipeline_and_gpu_limits(tmp_path):
+    _, spec, _ = compile_(kfp_cases.placement, tmp_path)
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = executors["exec-on-gpu"]["container"]
+    assert gpu["image"] == "ghcr.io/example/trainer:1.2"
+    accel = gpu["resources"]["accelerator"]
+    assert (accel["resourceCount"], accel["resourceType"]) == ("2", "nvidia.com/gpu")
+    assert gpu["resources"]["resourceCpuLimit"] == "500m"
+    assert gpu["resources"]["resourceMemoryLimit"] == "2Gi"
+    assert executors["exec-on-default"]["container"]["image"] == "python:3.12-slim"
+    # with no image anywhere, the compile option decides
+    paths = up.compile(F.fanout, target="kubeflow", out_dir=tmp_path / "opt",
+                       base_image="python:3.11-slim")
+    doc = yaml.safe_load_all(next(p for p in paths if p.suffix == ".yaml").read_text())
+    images = {e["container"]["image"] for e in next(doc)["deploymentSpec"]["executors"].values()}
+    assert images == {"python:3.11-slim"}
+
+
+def test_support_table_declares_every_feature_and_drives_the_matrix():
+    from unipipe.compiler.diagnostics import Status
+    from unipipe.compiler.registry import get_backend
+    from unipipe.ir.features import Feature
+
+    table = get_backend("kubeflow").support()
+    assert set(table) == set(Feature)
+    assert table[Feature.RETRY_JITTER].status is Status.EMULATED
+    assert table[Feature.CACHE_EXPIRE].status is Status.EMULATED
+    assert table[Feature.PIPELINE_ALERT].status is Status.NATIVE
+
+
+def test_emulations_are_reported_as_diagnostics():
+    import tempfile
+
+    from unipipe.compiler.driver import compile_ir
+
+    with tempfile.TemporaryDirectory() as out:
+        result = compile_ir(up.load(F.retry_then_succeed), "kubeflow", out)
+    messages = [str(d) for d in result.diagnostics]
+    assert any("retry.max_delay" in m and "flaky" in m for m in messages)
+    assert any("retry.exception_filter" in m for m in messages)

@@ -131,7 +131,7 @@ def prepare(ir: Pipeline, options: RunOptions) -> Home:
     dags = root / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template_db(), root / "airflow.db")
-    compile_ir(ir, "airflow", dags, target_version=engine_dialect(),
+    compile_ir(ir, "airflow", dags, target_version=options.extra.get("dialect") or engine_dialect(),
                error_level=options.extra.get("error_level", "raise"),
                backoff=options.extra.get("backoff", "exact"), kubernetes=False)
     env = base_env(root, dags)

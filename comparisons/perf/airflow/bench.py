@@ -1,0 +1,159 @@
+"""Airflow DagBag parse time: generated DAGs against hand-written TaskFlow DAGs of one shape.
+
+    uv run python comparisons/perf/airflow/bench.py [--quick]
+
+For the synthetic pipelines of 100 and 1000 tasks (comparisons/perf/synthetic.py), three DAG
+files are parsed by Airflow's own DagBag, each in a fresh interpreter, ``repeats`` times:
+
+- ``generated``: what unipipe writes (one ``@task`` function per task, the spec in its body);
+- ``hand_written``: the same graph written by hand in TaskFlow style, one ``@task`` function
+  per task with the same retry arguments, its body calling the user function;
+- ``hand_written_loop``: the shortest hand-written form, two ``@task`` functions reused with
+  ``.override(task_id=...)`` in a loop (a lower bound no per-task file can reach).
+
+The figure of merit is ``generated / hand_written`` (goal: at most 1.0). Results go to
+comparisons/perf/airflow/results.json and RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import synthetic  # noqa: E402
+
+HEADER = """import pendulum
+from datetime import timedelta
+from airflow.sdk import Param, dag, task
+
+"""
+
+
+def hand_written(n: int) -> str:
+    lines = [HEADER, '@dag(dag_id="hand-{n}", schedule=None, '.format(n=n)
+             + 'start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, '
+             + 'params={"start": Param(0, type="integer")})',
+             f"def hand_{n}():"]
+    for i in range(n):
+        args = "a, b" if i % 10 == 0 and i >= 10 else ("" if i == 0 else "x")
+        lines += [
+            "    @task(retries=1, retry_delay=timedelta(seconds=1))",
+            f"    def t{i:05d}({args}):",
+            "        import perf_tasks",
+            "",
+            (f"        return perf_tasks.join(a, b)" if "a, b" in args else
+             "        from airflow.sdk import get_current_context\n\n"
+             "        return perf_tasks.step(get_current_context()['params']['start'])"
+             if i == 0 else "        return perf_tasks.step(x)"),
+            "",
+        ]
+    for i in range(n):
+        if i == 0:
+            call = "t00000()"
+        elif i % 10 == 0 and i >= 10:
+            call = f"t{i:05d}(r{i - 1:05d}, r{i - 10:05d})"
+        else:
+            call = f"t{i:05d}(r{i - 1:05d})"
+        lines.append(f"    r{i:05d} = {call}")
+    lines += ["", "", f"hand_{n}()", ""]
+    return "\n".join(lines)
+
+
+def hand_written_loop(n: int) -> str:
+    return HEADER + f'''
+@task(retries=1, retry_delay=timedelta(seconds=1))
+def step(x=None):
+    import perf_tasks
+
+    return perf_tasks.step(x)
+
+
+@task(retries=1, retry_delay=timedelta(seconds=1))
+def join(a, b):
+    import perf_tasks
+
+    return perf_tasks.join(a, b)
+
+
+@dag(dag_id="loop-{n}", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+     catchup=False, params={{"start": Param(0, type="integer")}})
+def loop_{n}():
+    out = [step.override(task_id="t00000")()]
+    for i in range(1, {n}):
+        if i % 10 == 0:
+            out.append(join.override(task_id=f"t{{i:05d}}")(out[i - 1], out[i - 10]))
+        else:
+            out.append(step.override(task_id=f"t{{i:05d}}")(out[i - 1]))
+
+
+loop_{n}()
+'''
+
+
+def parse_seconds(folder: Path, repeats: int) -> tuple[float, int]:
+    from unipipe_airflow.dagbag import load
+
+    times, tasks = [], 0
+    for _ in range(repeats):
+        bag = load(folder)
+        if bag["import_errors"]:
+            raise RuntimeError(f"{folder}: {bag['import_errors']}")
+        times.append(bag["seconds"])
+        tasks = sum(len(t) for t in bag["dags"].values())
+    return statistics.median(times), tasks
+
+
+def run(quick: bool = False) -> dict:
+    from unipipe.compiler.driver import compile_ir
+
+    repeats = 1 if quick else 3
+    results = []
+    with tempfile.TemporaryDirectory(prefix="unipipe-airflow-bench-") as tmp:
+        for n in (100, 1000):
+            folders = {k: Path(tmp) / f"{k}-{n}" for k in
+                       ("generated", "hand_written", "hand_written_loop")}
+            for f in folders.values():
+                f.mkdir()
+            compile_ir(synthetic.pipeline(n), "airflow", folders["generated"])
+            (folders["hand_written"] / f"hand_{n}.py").write_text(hand_written(n))
+            (folders["hand_written_loop"] / f"loop_{n}.py").write_text(hand_written_loop(n))
+            row: dict = {"tasks": n}
+            for kind, folder in folders.items():
+                seconds, tasks = parse_seconds(folder, repeats)
+                assert tasks == n, (kind, tasks)
+                row[kind] = round(seconds, 4)
+                row[f"{kind}_bytes"] = sum(p.stat().st_size for p in folder.glob("*.py"))
+            row["ratio"] = round(row["generated"] / row["hand_written"], 3)
+            row["ratio_vs_loop"] = round(row["generated"] / row["hand_written_loop"], 3)
+            results.append(row)
+    return {"dagbag_parse": results, "repeats": repeats}
+
+
+def write(figures: dict) -> None:
+    import platform
+    from importlib.metadata import version
+
+    figures = {"airflow": version("apache-airflow"), "python": platform.python_version(),
+               **figures}
+    (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
+    lines = ["# Airflow DagBag parse time (median seconds, fresh interpreter)", "",
+             f"Airflow {figures['airflow']}, Python {figures['python']}, "
+             f"{figures['repeats']} repeat(s).", "",
+             "| tasks | generated | hand-written (same shape) | ratio | hand-written loop "
+             "| ratio vs loop |", "|---|---|---|---|---|---|"]
+    for r in figures["dagbag_parse"]:
+        lines.append(f"| {r['tasks']} | {r['generated']} | {r['hand_written']} | {r['ratio']} "
+                     f"| {r['hand_written_loop']} | {r['ratio_vs_loop']} |")
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    figures = run(quick="--quick" in sys.argv)
+    write(figures)
+    print(json.dumps(figures, indent=2))

@@ -127,3 +127,18 @@ def on_default(x: int) -> int:
 @up.pipeline(name="placement", defaults=up.Defaults(image="python:3.12-slim"))
 def placement(x: int = 1):
     return on_default(on_gpu(x))
+
+
+@up.task(retries=1)
+def dies(code: int) -> str:
+    """Kills its own process on the first attempt (no exception for the shim to report)."""
+    import os
+
+    if up.current().attempt == 1:
+        os._exit(code)
+    return "survived"
+
+
+@up.pipeline(name="killed-process")
+def killed_process(code: int = 3):
+    return dies(code)

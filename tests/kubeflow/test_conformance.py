@@ -195,3 +195,13 @@ def test_ml_training_failure_alert_reaches_webhook(webhook):
     assert kfp.tasks["validate_data"].error_type == "ValueError"
     assert kfp.tasks["validate_data"].attempts == 2
     assert got_kfp[0] == got_ref[0] == [(None, "failure")]
+
+
+def test_a_killed_process_is_a_failed_attempt_and_is_retried():
+    ref, kfp, _, _ = both(kfp_cases.killed_process)
+    assert view(kfp) == view(ref)
+    events = [e for e in trace.read(os.environ["UNIPIPE_TRACE_DIR"], kfp.run_id)
+              if e["kind"] == "attempt" and e["task"] == "dies"]
+    # the engine-side event for the dead attempt is written after the run: order by attempt
+    assert sorted((e["attempt"], e["outcome"], e["error_type"] or "") for e in events) == [
+        (1, "failed", "ProcessKilled"), (2, "success", "")]

@@ -65,15 +65,22 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
     launches = [lc for lc in exe.launches if lc.attempt not in short]
     times = [(lc.start, lc.end) for lc in launches]
     for lc in launches:
-        if lc.timed_out and lc.attempt not in attempts_ev:
-            event = {"kind": "attempt", "run_id": run_id, "pipeline": ir.name, "task": task_id,
-                     "map_index": map_index, "attempt": lc.attempt, "backend": "kubeflow",
-                     "start": lc.start, "end": lc.end, "outcome": "failed", "cache_hit": False,
-                     "error_type": "TaskTimeout",
-                     "error": f"task exceeded its timeout of {timeout:g}s" if timeout else
-                     "pod deadline exceeded", "retryable": True}
-            trace.emit(event)
-            attempts_ev[lc.attempt] = event
+        if lc.attempt in attempts_ev or lc.exit_code == 0:
+            continue
+        # The container died without the shim reporting: killed at its deadline (TaskTimeout)
+        # or killed / exited by itself (ProcessKilled), named as the reference runner names them.
+        if lc.timed_out:
+            etype = "TaskTimeout"
+            emsg = f"task exceeded its timeout of {timeout:g}s" if timeout else "pod deadline exceeded"
+        else:
+            etype = "ProcessKilled"
+            emsg = f"task process ended without a result (exit code {lc.exit_code})"
+        event = {"kind": "attempt", "run_id": run_id, "pipeline": ir.name, "task": task_id,
+                 "map_index": map_index, "attempt": lc.attempt, "backend": "kubeflow",
+                 "start": lc.start, "end": lc.end, "outcome": "failed", "cache_hit": False,
+                 "error_type": etype, "error": emsg, "retryable": True}
+        trace.emit(event)
+        attempts_ev[lc.attempt] = event
     if state == "success":
         last = attempts_ev.get(launches[-1].attempt) if launches else None
         out = _decode_output(exe.outputs.get("Output"), kind) if "Output" in exe.outputs else None

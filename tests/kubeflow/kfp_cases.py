@@ -142,3 +142,13 @@ def dies(code: int) -> str:
 @up.pipeline(name="killed-process")
 def killed_process(code: int = 3):
     return dies(code)
+
+
+@up.task(cache=up.Cache(expire="30m"))
+def fresh(x: int) -> dict:
+    return {"x": x, "at": time.time()}
+
+
+@up.pipeline(name="expiring-cache")
+def expiring_cache(x: int = 1):
+    return fresh(x)

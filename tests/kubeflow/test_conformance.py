@@ -7,7 +7,9 @@ executor -> component processes) and compares what a user sees: run state, outpu
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import kfp_cases
 import ml_training
@@ -205,3 +207,23 @@ def test_a_killed_process_is_a_failed_attempt_and_is_retried():
     # the engine-side event for the dead attempt is written after the run: order by attempt
     assert sorted((e["attempt"], e["outcome"], e["error_type"] or "") for e in events) == [
         (1, "failed", "ProcessKilled"), (2, "success", "")]
+
+
+def test_cache_expiry_is_honoured_although_kfp_caches_never_expire():
+    first = up.run(kfp_cases.expiring_cache, backend="kubeflow")
+    second = up.run(kfp_cases.expiring_cache, backend="kubeflow")
+    assert second.tasks["fresh"].cache_hit and second.output == first.output
+    # age every entry past the 30 min expiry instead of waiting for it
+    for entry in Path(os.environ["UNIPIPE_CACHE_URL"]).glob("*.json"):
+        data = json.loads(entry.read_text())
+        data["created"] -= 31 * 60
+        entry.write_text(json.dumps(data))
+    third = up.run(kfp_cases.expiring_cache, backend="kubeflow")
+    assert not third.tasks["fresh"].cache_hit and third.output["at"] > first.output["at"]
+
+
+def test_kfp_cron_is_six_fields():
+    from unipipe_kubeflow.remote import kfp_cron
+
+    assert kfp_cron("0 2 * * *") == "0 0 2 * * *"
+    assert kfp_cron("30 0 2 * * *") == "30 0 2 * * *"

@@ -1,20 +1,28 @@
-"""Pipelines run on a real Airflow 3.3 (``airflow dags test``) equal the reference runner's runs.
+"""Pipelines run on a real Airflow 3.3 equal the reference runner's runs.
 
 Compared per run: the state, the output, every task's state, attempts and cache hit, and the
 alerts delivered to real receivers on 127.0.0.1. Waits are checked against the IR formula from
 the shim's trace (each try's start and end), with a tolerance for Airflow's one-second poll.
+
+Most runs go through one batch (``engine.run_batch``: the same ``DAG.test()`` that
+``airflow dags test`` calls, many runs in one Airflow process, start-up paid once); a few go
+through ``up.run`` (the ``airflow dags test`` command) and one through a real scheduler.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import ml_training
 import pipelines_airflow as pa
 import pytest
 from pipelines import features
+from unipipe_airflow.engine import Planned, run_batch
 
 import unipipe as up
+from unipipe.api import search_path
 from unipipe.runtime.retry import base_delay
 
 POLL = 2.5  # seconds of slack: `dags test` looks for runnable tries once a second
@@ -39,16 +47,8 @@ def assert_same(airflow, local, *, outputs: bool = True) -> None:
             t: r.output for t, r in local.tasks.items()}
 
 
-def both(pipeline, params=None, **extra):
-    """The same pipeline on Airflow and on the reference runner, each with its own cache."""
-    airflow = up.run(pipeline, backend="airflow", params=params, **extra)
-    cache = os.environ["UNIPIPE_CACHE_URL"]
-    os.environ["UNIPIPE_CACHE_URL"] = cache + "-local"
-    try:
-        local = up.run(pipeline, backend="local", params=params)
-    finally:
-        os.environ["UNIPIPE_CACHE_URL"] = cache
-    return airflow, local
+def local(pipeline, params=None):
+    return up.run(pipeline, backend="local", params=params)
 
 
 def gaps(result, task: str) -> list[float]:
@@ -56,62 +56,140 @@ def gaps(result, task: str) -> list[float]:
     return [times[i + 1][0] - times[i][1] for i in range(len(times) - 1)]
 
 
+# ---------------------------------------------------------------- the batch
+
+
+def _receivers():
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("unipipe_shared_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WebhookReceiver(), module.SmtpReceiver()
+
+
+PLAN = {
+    "fanout": (features.fanout, {}, None),
+    "map-sources": (pa.map_sources, {"numbers": [5, 6]}, None),
+    "hostile": (pa.hostile, {}, None),
+    "ml-training": (ml_training.training, {}, None),
+    "gate-passes": (features.quality_gate, {"value": 0.9}, None),
+    "gate-fails": (features.quality_gate, {"value": 0.5}, None),
+    "retry": (features.retry_then_succeed, {}, None),
+    "capped-backoff-3.0": (pa.capped_backoff, {"fail_times": 3}, "3.0"),
+    "jitter": (features.jitter, {}, None),
+    "non-retryable-3.3": (features.non_retryable, {}, "3.3"),
+    "non-retryable-3.0": (features.non_retryable, {}, "3.0"),
+    "retries-exhausted": (features.retries_exhausted, {}, None),
+    "success-alert": (features.success_alert, {}, None),
+    "cached-first": (features.cached, {}, None),
+    "cached-second": (features.cached, {}, None),
+    "timeout": (features.timeout, {}, None),
+}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Every planned run, once, in one Airflow process; alerts go to real receivers."""
+    hook, mail = _receivers()
+    work = tmp_path_factory.mktemp("airflow-batch")
+    env = {"UNIPIPE_TEST_WEBHOOK": hook.url, "ALERT_WEBHOOK_URL": hook.url,
+           "UNIPIPE_SMTP_HOST": "127.0.0.1", "UNIPIPE_SMTP_PORT": str(mail.port),
+           "UNIPIPE_CACHE_URL": str(work / "cache"), "UNIPIPE_ARTIFACT_URL": str(work / "art"),
+           "UNIPIPE_TRACE_DIR": str(work / "trace")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        planned = [Planned(up.load(p), params, dialect) for p, params, dialect in PLAN.values()]
+        search = sorted({s for p, _, _ in PLAN.values() for s in search_path(up.load(p))})
+        results = dict(zip(PLAN, run_batch(planned, workdir=work, search_path=search)))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    results["webhook"] = hook.received
+    results["smtp"] = mail.messages
+    yield results
+    hook.close()
+    mail.close()
+
+
+def run_of(batch, key):
+    result = batch[key]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def delivered(batch, run_id: str) -> list[tuple]:
+    return [(r["unipipe"].get("task"), r["unipipe"]["event"]) for r in batch["webhook"]
+            if r["unipipe"]["run_id"] == run_id]
+
+
+def mailed(batch, run_id: str) -> list[str]:
+    return [m["data"] for m in batch["smtp"] if run_id in m["data"]]
+
+
 # ---------------------------------------------------------------- data flow, templating
 
 
-def test_fanout_and_a_jinja_looking_parameter_reach_the_task_unchanged():
-    airflow, local = both(features.fanout)
-    assert_same(airflow, local)
+def test_fanout_and_a_jinja_looking_parameter_reach_the_task_unchanged(batch):
+    airflow = run_of(batch, "fanout")
+    assert_same(airflow, local(features.fanout))
     assert airflow.output["label"] == "squares {{ ds }}"
     assert airflow.output["squares"] == [1, 4, 9, 16] and airflow.output["total"] == 30
     assert airflow.tasks["square"].attempts == 4 and "square[3]" in airflow.tasks
 
 
-def test_map_over_literals_parameters_and_key_paths_with_a_negated_gate():
-    airflow, local = both(pa.map_sources, {"numbers": [5, 6]})
-    assert_same(airflow, local)
+def test_map_over_literals_parameters_and_key_paths_with_a_negated_gate(batch):
+    airflow = run_of(batch, "map-sources")
+    assert_same(airflow, local(pa.map_sources, {"numbers": [5, 6]}))
     assert airflow.output == {"literal": ["X {{ DS }}!", "Y!"], "param": [10, 12],
                               "path": ["A {{ DS }}?", "B?"], "branch": "2 rows, not ok"}
 
 
-def test_hostile_strings_are_data_on_a_real_run():
-    airflow, local = both(pa.hostile)
-    assert_same(airflow, local)
+def test_hostile_strings_are_data_on_a_real_run(batch):
+    airflow = run_of(batch, "hostile")
+    assert_same(airflow, local(pa.hostile))
     assert airflow.output == {"text": pa.HOSTILE, "extra": pa.HOSTILE}
 
 
-def test_ml_training_pipeline_matches_the_reference():
-    airflow, local = both(ml_training.training)
-    assert_same(airflow, local)
+def test_ml_training_pipeline_matches_the_reference(batch):
+    airflow = run_of(batch, "ml-training")
+    assert_same(airflow, local(ml_training.training))
     assert airflow.tasks["register_model"].state == "success"
     assert len(airflow.output["scores"]) == 4
+    assert airflow.tasks["compute_features"].cache_hit is False
 
 
 # ---------------------------------------------------------------- conditions
 
 
-@pytest.mark.parametrize("value,runs", [(0.9, True), (0.5, False)])
-def test_quality_gate_runs_or_skips_the_guarded_tasks(value, runs):
-    airflow, local = both(features.quality_gate, {"value": value})
-    assert_same(airflow, local)
+@pytest.mark.parametrize("key,value,runs", [("gate-passes", 0.9, True), ("gate-fails", 0.5, False)])
+def test_quality_gate_runs_or_skips_the_guarded_tasks(batch, key, value, runs):
+    airflow = run_of(batch, key)
+    assert_same(airflow, local(features.quality_gate, {"value": value}))
     assert airflow.tasks["after_register"].state == ("success" if runs else "skipped")
 
 
 # ---------------------------------------------------------------- retries
 
 
-def test_retries_wait_exactly_the_ir_delays_through_the_retry_policy():
-    airflow, local = both(features.retry_then_succeed)
-    assert_same(airflow, local)
+def test_retries_wait_exactly_the_ir_delays_through_the_retry_policy(batch):
+    airflow = run_of(batch, "retry")
+    assert_same(airflow, local(features.retry_then_succeed))
     retry = up.load(features.retry_then_succeed).task("flaky").policies.retry.model_dump()
-    for k, gap in enumerate(gaps(airflow, "flaky"), start=1):
+    measured = gaps(airflow, "flaky")
+    assert len(measured) == 2
+    for k, gap in enumerate(measured, start=1):
         assert base_delay(retry, k) <= gap <= base_delay(retry, k) + POLL
 
 
-def test_capped_backoff_slept_by_the_shim_matches_the_formula_on_the_3_0_dialect():
+def test_capped_backoff_slept_by_the_shim_matches_the_formula_on_the_3_0_dialect(batch):
     """The pre-3.3 path (engine delay 0, the shim sleeps the IR wait) on a real run."""
-    airflow, local = both(pa.capped_backoff, {"fail_times": 3}, dialect="3.0")
-    assert_same(airflow, local)
+    airflow = run_of(batch, "capped-backoff-3.0")
+    assert_same(airflow, local(pa.capped_backoff, {"fail_times": 3}))
     retry = up.load(pa.capped_backoff).task("slow_to_work").policies.retry.model_dump()
     measured = gaps(airflow, "slow_to_work")
     assert len(measured) == 3
@@ -119,71 +197,76 @@ def test_capped_backoff_slept_by_the_shim_matches_the_formula_on_the_3_0_dialect
         assert base_delay(retry, k) <= gap <= base_delay(retry, k) + POLL
 
 
-def test_jitter_lengthens_each_wait_by_at_most_its_share():
-    airflow, local = both(features.jitter)
-    assert_same(airflow, local)
+def test_jitter_lengthens_each_wait_by_at_most_its_share(batch):
+    airflow = run_of(batch, "jitter")
+    assert_same(airflow, local(features.jitter))
     for gap in gaps(airflow, "jittery"):
         assert 0.5 <= gap <= 0.5 * 1.5 + POLL
 
 
-@pytest.mark.parametrize("dialect", ["3.3", "3.0"])
-def test_a_non_retryable_error_fails_at_once(dialect):
+@pytest.mark.parametrize("key", ["non-retryable-3.3", "non-retryable-3.0"])
+def test_a_non_retryable_error_fails_at_once(batch, key):
     """3.3: the retry policy says FAIL; 3.0: the adapter raises AirflowFailException."""
-    airflow, local = both(features.non_retryable, dialect=dialect)
-    assert_same(airflow, local)
+    airflow = run_of(batch, key)
+    assert_same(airflow, local(features.non_retryable))
     assert airflow.tasks["bad_value"].attempts == 1
     assert airflow.tasks["bad_value"].error_type == "ValueError"
 
 
-def test_retries_exhausted_alerts_real_receivers_once_per_retry_and_failure(webhook, smtp):
-    airflow = up.run(features.retries_exhausted, backend="airflow")
-    hooks, mails = list(webhook.events()), len(smtp.messages)
-    webhook.received.clear()
-    smtp.messages.clear()
-    local = up.run(features.retries_exhausted, backend="local")
-    assert_same(airflow, local)
-    assert hooks == webhook.events() == [("always_fails", "retry"), ("always_fails", "retry"),
-                                         ("always_fails", "failure")]
-    assert mails == len(smtp.messages) == 1
+# ---------------------------------------------------------------- alerts to real receivers
+
+
+def test_retries_exhausted_alerts_once_per_retry_and_once_on_failure(batch, webhook, smtp):
+    airflow = run_of(batch, "retries-exhausted")
+    reference = local(features.retries_exhausted)
+    assert_same(airflow, reference)
+    expected = [("always_fails", "retry"), ("always_fails", "retry"), ("always_fails", "failure")]
+    assert delivered(batch, airflow.run_id) == webhook.events() == expected
+    assert len(mailed(batch, airflow.run_id)) == len(smtp.messages) == 1
     assert airflow.tasks["never_runs"].state == "upstream_failed"
     assert airflow.tasks["independent"].state == "success"
 
 
-def test_success_alerts_for_task_and_pipeline(webhook):
-    airflow = up.run(features.success_alert, backend="airflow")
-    assert sorted(webhook.events(), key=str) == [("announce", "success"), (None, "success")]
-    local = up.run(features.success_alert, backend="local")
-    assert_same(airflow, local)
+def test_success_alerts_for_task_and_pipeline(batch, webhook):
+    airflow = run_of(batch, "success-alert")
+    assert_same(airflow, local(features.success_alert))
+    assert sorted(delivered(batch, airflow.run_id), key=str) == sorted(
+        webhook.events(), key=str) == [("announce", "success"), (None, "success")]
 
 
 # ---------------------------------------------------------------- cache, timeout
 
 
-def test_second_run_hits_the_cache():
-    first = up.run(features.cached, backend="airflow")
-    second = up.run(features.cached, backend="airflow")
+def test_second_run_hits_the_cache(batch):
+    first, second = run_of(batch, "cached-first"), run_of(batch, "cached-second")
     assert first.tasks["expensive"].cache_hit is False
     assert second.tasks["expensive"].cache_hit is True
     assert second.output == first.output  # the stored value, not a new time stamp
-    local = up.run(features.cached, backend="local")  # same store: a hit for the reference too
-    assert_same(second, local, outputs=False)
+    reference = [local(features.cached), local(features.cached)]
+    assert_same(first, reference[0], outputs=False)
+    assert_same(second, reference[1], outputs=False)
 
 
-def test_timeout_stops_each_try_and_is_retried():
-    airflow, local = both(features.timeout)
-    assert_same(airflow, local)
+def test_timeout_stops_each_try_and_is_retried(batch):
+    airflow = run_of(batch, "timeout")
+    assert_same(airflow, local(features.timeout))
     assert airflow.tasks["hangs"].attempts == 2
     assert airflow.tasks["hangs"].error_type == "TaskTimeout"
     for start, end in airflow.tasks["hangs"].attempt_times:
         assert 1.9 <= end - start <= 2 + POLL
 
 
-# ---------------------------------------------------------------- a real scheduler
+# ---------------------------------------------------------------- up.run: the CLI, a scheduler
+
+
+def test_up_run_goes_through_airflow_dags_test():
+    airflow = up.run(features.quality_gate, backend="airflow", params={"value": 0.5})
+    assert_same(airflow, local(features.quality_gate, {"value": 0.5}))
+    assert airflow.run_id.startswith("manual__")
 
 
 @pytest.mark.slow
 def test_smoke_run_under_a_real_scheduler_triggered_through_the_rest_api():
     airflow = up.run(features.fanout, backend="airflow", mode="scheduler")
-    local = up.run(features.fanout, backend="local")
-    assert_same(airflow, local)
+    assert_same(airflow, local(features.fanout))
     assert airflow.run_id.startswith("manual__")

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -184,3 +184,76 @@ def run_pipeline(backend: Any, ir: Pipeline, options: RunOptions) -> RunResult:
                               + log_tail(home, "dags_test.log" if mode == "dags-test"
                                          else "standalone.log"))
     return build_result(ir, records, home.trace_dir, values)
+
+
+# ---------------------------------------------------------------- many runs, one Airflow process
+
+
+@dataclass
+class Planned:
+    """One run of a batch: a pipeline, its parameters, the dialect to compile it for, and
+    environment variables set around the run (the batch's own otherwise)."""
+
+    ir: Pipeline
+    params: dict[str, Any] = field(default_factory=dict)
+    dialect: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def run_batch(planned: list[Planned], *, workdir: Path, search_path: list[str] | None = None,
+              timeout: float = 1800) -> list[RunResult | Exception]:
+    """Run every planned pipeline in one Airflow home and one ``dag.test()`` process.
+
+    The same pipeline compiled for two dialects gets the dialect in its DAG id (one dags
+    folder holds both); the same pipeline and dialect twice is one DAG run twice.
+    """
+    from unipipe.compiler.driver import compile_ir
+    from unipipe_airflow.results import build_result, read_records
+
+    root = Path(workdir) / "airflow"
+    dags = root / "dags"
+    dags.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template_db(), root / "airflow.db")
+    compiled: dict[tuple[str, str], Pipeline] = {}
+    names: dict[str, str] = {}
+    manifest, irs, values = [], [], []
+    for item in planned:
+        dialect = item.dialect or engine_dialect()
+        key = (item.ir.name, dialect)
+        if key not in compiled:
+            ir = item.ir
+            if names.setdefault(ir.name, dialect) != dialect:
+                ir = ir.model_copy(update={"name": f"{ir.name}-{dialect.replace('.', '-')}"})
+            compile_ir(ir, "airflow", dags, target_version=dialect, kubernetes=False)
+            compiled[key] = ir
+        ir = compiled[key]
+        params = resolve_params(item.ir, item.params)
+        irs.append(ir)
+        values.append(params)
+        manifest.append({"dag_id": ir.name, "conf": params, "env": item.env})
+    env = base_env(root, dags)
+    trace_dir = Path(env.setdefault("UNIPIPE_TRACE_DIR", str(Path(workdir) / "trace")))
+    paths = [p for p in search_path or [] if p] + (
+        [env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with open(root / "dags_test.log", "w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "unipipe_airflow.dagtest",
+                               str(root / "manifest.json")], env=env, stdout=subprocess.PIPE,
+                              stderr=fh, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              cwd=root)
+    reports: dict[int, dict[str, Any]] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("UNIPIPE-RUN "):
+            report = json.loads(line.removeprefix("UNIPIPE-RUN "))
+            reports[report["index"]] = report
+    out: list[RunResult | Exception] = []
+    for index, (ir, params) in enumerate(zip(irs, values)):
+        report = reports.get(index, {"error": "no report; log tail:\n" + proc.stdout[-2000:]})
+        if "run_id" not in report:
+            out.append(AirflowRunError(report["error"]))
+            continue
+        records = read_records(root / "airflow.db", ir.name, report["run_id"])
+        out.append(build_result(ir, records, trace_dir, params))
+    return out

@@ -41,12 +41,16 @@ def _decode(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def read_records(db: Path, dag_id: str) -> Records:
-    """The latest run of ``dag_id`` in an Airflow SQLite metadata DB."""
+def read_records(db: Path, dag_id: str, run_id: str | None = None) -> Records:
+    """One run of ``dag_id`` (the latest unless ``run_id``) in an Airflow SQLite metadata DB."""
     rec = Records()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        row = con.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC "
-                          "LIMIT 1", (dag_id,)).fetchone()
+        if run_id is None:
+            row = con.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ? "
+                              "ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
+        else:
+            row = con.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ? AND "
+                              "run_id = ?", (dag_id, run_id)).fetchone()
         if row is None:
             return rec
         rec.run_id, rec.run_state = row

@@ -1,0 +1,65 @@
+"""The adapter's pieces that need no running Airflow: retry decisions, pod verdicts, gates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from unipipe_airflow.runtime import condition, retry_decision, run_task
+
+from unipipe.runtime.retry import base_delay
+
+RETRY = {"max_retries": 3, "delay": 1.0, "backoff": 2.0, "max_delay": 3.0,
+         "retry_on": ["builtins:ConnectionError"]}
+
+
+class _TI:
+    dag_id = "pods"
+    task_id = "bad_value"
+    map_index = -1
+
+
+def test_retry_policy_returns_the_exact_ir_wait_for_each_retry():
+    for k in (1, 2, 3):
+        decision = retry_decision(RETRY, ConnectionError("down"), k)
+        assert decision.action.value == "retry"
+        assert decision.retry_delay.total_seconds() == base_delay(RETRY, k) == [1, 2, 3][k - 1]
+
+
+def test_retry_policy_fails_what_the_filter_does_not_retry():
+    assert retry_decision(RETRY, ValueError("bad"), 1).action.value == "fail"
+    # Airflow's own timeout is judged as the IR's TaskTimeout, a TimeoutError
+    timeout_retry = dict(RETRY, retry_on=["builtins:TimeoutError"])
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    assert retry_decision(timeout_retry, AirflowTaskTimeout(), 1).action.value == "retry"
+
+
+def test_filter_only_policy_leaves_the_wait_to_airflow():
+    decision = retry_decision(RETRY, ConnectionError("down"), 1, delays=False)
+    assert decision.action.value == "default"
+
+
+def test_a_pod_tasks_verdict_reaches_the_workers_retry_policy(isolated_stores):
+    spec = {"pipeline": "pods", "id": "bad_value", "fn": "pipelines.features:bad_value",
+            "source_hash": "0" * 64, "retry": {"max_retries": 3, "fail_on": ["builtins:ValueError"]},
+            "retry_policy": True}
+    context = json.dumps({"run_id": "r1", "task_id": "bad_value", "try_number": 1,
+                          "map_index": -1, "params": {}})
+    with pytest.raises(ValueError):
+        run_task(spec, context=context)  # what the pod runs
+    worker = {"ti": _TI(), "run_id": "r1"}
+    pod_failed = RuntimeError("Pod bad-value-x returned a failure")  # all the worker sees
+    assert retry_decision(spec["retry"], pod_failed, 1, pod=True,
+                          context=worker).action.value == "fail"
+    # no verdict for try 2 (say the pod was evicted): the policy retries
+    assert retry_decision(spec["retry"], pod_failed, 2, pod=True,
+                          context=worker).action.value == "retry"
+
+
+def test_gate_compares_a_bool_and_refuses_anything_else():
+    assert condition(True) is True
+    assert condition({"ok": False}, path=["ok"], expect=False) is True
+    assert condition({"ok": True}, path=["ok"], expect=False) is False
+    with pytest.raises(TypeError, match="needs a bool"):
+        condition("yes")

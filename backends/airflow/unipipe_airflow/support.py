@@ -40,11 +40,13 @@ def support(d: Dialect) -> dict[F, Support]:
         F.RETRY_JITTER: (N("retry_policy lengthens the wait by up to jitter times itself")
                          if policy else
                          E("native constant delay, the shim sleeps the random extra")),
-        F.RETRY_EXCEPTION_FILTER: (N("retry_policy (ExceptionRetryPolicy semantics: fail_on "
-                                     "wins, retry_on lists the only retried types)")
+        F.RETRY_EXCEPTION_FILTER: (N("retry_policy (fail_on wins, retry_on lists the only "
+                                     "retried types); for a pod task the policy reads the "
+                                     "verdict the shim in the pod wrote to the artifact store")
                                    if policy else
                                    N("the adapter raises AirflowFailException for an error the "
-                                     "filter does not retry")),
+                                     "filter does not retry; refused for pod tasks (the worker "
+                                     "sees only the pod's exit status)")),
         F.CACHE: E("Airflow has no task cache; the shim looks up and stores results"),
         F.CACHE_EXPIRE: E("checked by the shim on read"),
         F.CACHE_KEY_FN: E("called by the shim"),

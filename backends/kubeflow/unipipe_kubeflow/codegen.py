@@ -105,6 +105,7 @@ def _func(name: str, params: list[cst.Param], body: list[cst.BaseStatement], *,
 class Names:
     component: dict[str, str]
     task: dict[str, str]
+    item: dict[str, str]  # the ParallelFor loop variable of a mapped task
     pipeline: str
 
 
@@ -124,7 +125,8 @@ def names_for(ir: Pipeline) -> Names:
         pipeline = "p_" + pipeline
     component = {t.id: fresh(t.id) for t in ir.tasks}
     task = {t.id: fresh(f"{t.id}_task") for t in ir.tasks}
-    return Names(component, task, pipeline)
+    item = {t.id: fresh(f"{t.map_over}_item") for t in ir.tasks if t.map_over}
+    return Names(component, task, item, pipeline)
 
 
 # ---------------------------------------------------------------- components
@@ -231,7 +233,7 @@ def _scope_tree(ir: Pipeline, conds: dict[str, tuple[Condition, ...]]) -> _Scope
 def _task_arg(ir: Pipeline, task: Task, arg: str, names: Names) -> cst.BaseExpression:
     inp = task.inputs[arg]
     if arg == task.map_over:
-        return cg.name(f"{names.task[task.id]}_item")
+        return cg.name(names.item[task.id])
     if isinstance(inp, OutputInput):
         ref = _attr(names.task[inp.task], "output")
         if ir.task(inp.task).map_over is not None:
@@ -283,7 +285,7 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
             assert isinstance(src, LiteralInput)
             items = cg.literal([json.dumps(v) for v in src.value])  # type: ignore[union-attr]
         return [_with(_call(_attr("dsl", "ParallelFor"), kwargs=[("items", items)]), out,
-                      asname=f"{var}_item")]
+                      asname=names.item[task.id])]
     return out
 
 

@@ -116,8 +116,8 @@ def fanout_pipeline(n: int = 4, label: str = "squares {{ ds }}"):
     make_numbers_task = make_numbers(n=n)
     make_numbers_task.set_display_name("make_numbers")
     make_numbers_task.set_caching_options(False)
-    with dsl.ParallelFor(items=make_numbers_task.output) as square_task_item:
-        square_task = square(x=square_task_item)
+    with dsl.ParallelFor(items=make_numbers_task.output) as x_item:
+        square_task = square(x=x_item)
         square_task.set_display_name("square")
         square_task.set_caching_options(False)
     describe_task = describe(values=dsl.Collected(square_task.output), label=label)

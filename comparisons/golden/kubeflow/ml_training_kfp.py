@@ -295,9 +295,9 @@ def ml_training_pipeline(
         shard_ids_task.set_display_name("shard_ids")
         shard_ids_task.set_caching_options(False)
         shard_ids_task.set_retry(num_retries=1, backoff_duration="1s", backoff_factor=1.0)
-        with dsl.ParallelFor(items=shard_ids_task.output) as score_shard_task_item:
+        with dsl.ParallelFor(items=shard_ids_task.output) as shard_item:
             score_shard_task = score_shard(
-                shard=score_shard_task_item,
+                shard=shard_item,
                 model=train_model_task.output,
                 features=compute_features_task.output,
             )

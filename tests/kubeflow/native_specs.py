@@ -75,3 +75,14 @@ def loop():
     with dsl.ParallelFor(items=["x", "y", "z"]) as item:
         shout = echo(text=item).set_caching_options(False)
     echo(text="after").after(shout).set_caching_options(False)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def nothing() -> str:
+    return None  # kfp's executor writes no output for None
+
+
+@dsl.pipeline(name="missing-output")
+def missing_output():
+    empty = nothing().set_caching_options(False)
+    echo(text=empty.output).set_caching_options(False)

@@ -133,3 +133,13 @@ def test_condition_subset_of_cel(expr, values, expected):
 def test_condition_rejects_anything_else():
     with pytest.raises(SpecError):
         evaluate_condition("__import__('os').system('true')", {})
+
+
+def test_consumer_of_a_missing_output_fails_like_the_kfp_driver(tmp_path):
+    record = run(ns.missing_output, tmp_path)
+    tasks = by_display(record)
+    assert tasks["nothing"][0].state == "SUCCEEDED" and tasks["nothing"][0].outputs == {}
+    echo = tasks["echo"][0]
+    assert (echo.state, echo.launches) == ("FAILED", [])
+    assert "produced no output 'Output'" in echo.reason
+    assert record.state == "FAILED"

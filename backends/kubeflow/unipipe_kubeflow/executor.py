@@ -108,6 +108,10 @@ class SpecError(ValueError):
     """The PipelineSpec uses something this executor does not implement."""
 
 
+class _MissingOutput(LookupError):
+    """An upstream task succeeded without writing the output parameter a consumer reads."""
+
+
 # ---------------------------------------------------------------- small helpers
 
 
@@ -292,7 +296,13 @@ class SpecExecutor:
                     states[name] = UPSTREAM_FAILED if failed else SKIPPED
                     self._mark(task, states[name], iterations, f"upstream {blocked[0]} {states[blocked[0]]}")
                     continue
-            args = self._resolve_inputs(task, inputs, outputs, states, errors)
+            try:
+                args = self._resolve_inputs(task, inputs, outputs, states, errors)
+            except _MissingOutput as exc:
+                # the KFP driver fails a task whose input parameter was never produced
+                states[name], errors[name] = FAILED, str(exc)
+                self._mark(task, FAILED, iterations, str(exc))
+                continue
             cond = trigger.get("condition")
             if cond and not evaluate_condition(cond, args):
                 states[name] = SKIPPED
@@ -347,7 +357,11 @@ class SpecExecutor:
                 args[key] = inputs[src["componentInputParameter"]]
             elif "taskOutputParameter" in src:
                 sel = src["taskOutputParameter"]
-                args[key] = outputs[sel["producerTask"]][sel["outputParameterKey"]]
+                produced = outputs.get(sel["producerTask"], {})
+                if sel["outputParameterKey"] not in produced:
+                    raise _MissingOutput(f"input {key!r}: task {sel['producerTask']} produced no "
+                                         f"output {sel['outputParameterKey']!r}")
+                args[key] = produced[sel["outputParameterKey"]]
             elif "runtimeValue" in src:
                 args[key] = src["runtimeValue"]["constant"]
             elif "taskFinalStatus" in src:

@@ -227,3 +227,9 @@ def test_kfp_cron_is_six_fields():
 
     assert kfp_cron("0 2 * * *") == "0 0 2 * * *"
     assert kfp_cron("30 0 2 * * *") == "30 0 2 * * *"
+
+
+def test_resources_and_images_do_not_change_the_local_result():
+    ref, kfp, _, _ = both(kfp_cases.placement, params={"x": 7})
+    assert view(kfp) == view(ref)
+    assert kfp.output == 7

@@ -85,3 +85,31 @@ def nasty(label: str = "\"\"\" ) ; import os; os.system('echo pwned') # {{ x }} 
 @up.task
 def describe_label(label: str) -> str:
     return label + " \u2713"
+
+
+@up.task(retry=up.Retry(max_retries=2, delay="0.5s"))
+def fragile(rows: int) -> int:
+    import os
+    import signal
+
+    if up.current().attempt == 1:
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)  # the attempt's process dies without a word
+    return rows * 2
+
+
+@up.pipeline(name="sigkill")
+def sigkill(rows: int = 21):
+    return fragile(rows)
+
+
+@up.task(timeout="1s", retries=1)
+def slow_element(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@up.pipeline(name="mapped-timeout")
+def mapped_timeout(delays: list = [0.1, 30.0]):  # noqa: B006
+    """A map element that hangs: Prefect runs elements in threads; the attempt process is killed."""
+    return slow_element.map(seconds=delays)

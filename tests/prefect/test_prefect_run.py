@@ -223,3 +223,24 @@ def test_cli_run_uses_the_server_in_prefect_api_url(prefect_local_server, tmp_pa
     assert result["backend"] == "prefect" and result["state"] == "success"
     assert result["output"] == local.output
     assert flow_runs() == before + 1
+
+
+def test_killed_attempt_process_is_an_ordinary_failed_attempt(prefect_env):
+    """Each attempt runs in its own process (as on the reference runner): SIGKILL fails only it."""
+    prefect, local = run_both(pp.sigkill)
+    assert summary(prefect) == summary(local)
+    assert (prefect.state, prefect.output, prefect.tasks["fragile"].attempts) == ("success", 42, 2)
+    events = [e for e in trace.read(os.environ["UNIPIPE_TRACE_DIR"], prefect.run_id)
+              if e["kind"] == "attempt"]
+    assert [(e["attempt"], e["outcome"], e["error_type"]) for e in events] == [
+        (1, "failed", "ProcessKilled"), (2, "success", None)]
+
+
+def test_map_element_timeout_stops_the_element(prefect_env):
+    """Prefect runs map elements in threads, where timeout_seconds cannot stop blocking code;
+    the attempt's process is killed instead, so the hang ends at the timeout."""
+    prefect, local = run_both(pp.mapped_timeout)
+    assert summary(prefect) == summary(local)
+    element = prefect.tasks["slow_element[1]"]
+    assert (element.state, element.attempts, element.error_type) == ("failed", 2, "TaskTimeout")
+    assert all(end - start < 10 for start, end in element.attempt_times)

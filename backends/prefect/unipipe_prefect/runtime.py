@@ -68,11 +68,143 @@ def _attempt() -> int:
 
 def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, map_index: int | None = None,
            emulate: Iterable[str] = ()) -> Any:
-    """Run one attempt of a unipipe task inside a Prefect task run; return the transported value."""
+    """Run one attempt of a unipipe task inside a Prefect task run; return the transported value.
+
+    The attempt runs in a forked child process, as on the reference runner: a task that kills
+    its own process (or segfaults) fails only that attempt, and a timeout (Prefect's own
+    ``timeout_seconds``, raised while this process waits) really stops the user's code, also
+    for map elements that Prefect runs in worker threads. ``UNIPIPE_PREFECT_ISOLATION=inline``
+    runs the attempt in the flow process instead.
+    """
     from unipipe.runtime.invoke import invoke as shim_invoke
 
-    return shim_invoke(spec, inputs, run_id=run_id(), attempt=_attempt(), backend=BACKEND,
-                       map_index=map_index, emulate=tuple(emulate))
+    kwargs = {"run_id": run_id(), "attempt": _attempt(), "backend": BACKEND,
+              "map_index": map_index, "emulate": tuple(emulate)}
+    if os.environ.get("UNIPIPE_PREFECT_ISOLATION", "process") == "inline":
+        return shim_invoke(spec, inputs, **kwargs)
+    return _invoke_in_child(spec, inputs, kwargs)
+
+
+class RemoteTaskError(Exception):
+    """An error raised in the attempt's process that could not be sent back as itself."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def _child_attempt(write_fd: int, spec: Mapping[str, Any], inputs: Mapping[str, Any],
+                   kwargs: dict[str, Any]) -> None:
+    import pickle
+    import signal
+
+    from unipipe.runtime.invoke import invoke as shim_invoke
+
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        message: tuple[Any, ...] = ("ok", shim_invoke(spec, inputs, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - sent to the parent
+        retryable = getattr(exc, "__unipipe_retryable__", True) is not False
+        try:
+            data: bytes | None = pickle.dumps(exc)
+            pickle.loads(data)
+        except Exception:  # noqa: BLE001 - unpicklable errors travel by name and message
+            data = None
+        message = ("err", type(exc).__name__, str(exc)[:2000], retryable, data)
+    payload = pickle.dumps(message)
+    view = memoryview(payload)
+    while view:
+        written = os.write(write_fd, view)
+        view = view[written:]
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or type(exc).__name__ == "CancelledError"
+
+
+def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
+                     kwargs: dict[str, Any]) -> Any:
+    import pickle
+    import select
+    import signal
+    import time
+
+    from unipipe.runtime import retry as retry_rules
+    from unipipe.runtime import trace
+
+    read_fd, write_fd = os.pipe()
+    start = time.time()
+    pid = os.fork()
+    if pid == 0:  # the attempt's own process: never returns into Prefect's machinery
+        os.close(read_fd)
+        try:
+            _child_attempt(write_fd, spec, inputs, kwargs)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    status = None
+    try:
+        while True:
+            # short waits, so Prefect's timeout (a signal in the main thread, an exception
+            # injected into worker threads) interrupts this attempt promptly
+            ready, _, _ = select.select([read_fd], [], [], 0.1)
+            if ready:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+    except BaseException as exc:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        if _is_timeout(exc):
+            from unipipe.runtime.invoke import TaskTimeout
+
+            timeout = spec.get("timeout")
+            stand_in = TaskTimeout(f"task exceeded its timeout of {timeout:g}s" if timeout
+                                   else "task timed out")
+            _emit_failed(spec, kwargs, start, stand_in,
+                         retry_rules.is_retryable(stand_in, spec.get("retry")), trace)
+        raise
+    finally:
+        os.close(read_fd)
+    if not chunks:
+        from unipipe.local.runner import ProcessKilled  # the reference runner's own error
+
+        code = os.waitstatus_to_exitcode(status) if status is not None else None
+        killed = ProcessKilled(f"task process ended without a result (exit code {code})")
+        retryable = retry_rules.is_retryable(killed, spec.get("retry"))
+        _emit_failed(spec, kwargs, start, killed, retryable, trace)
+        if not retryable:
+            killed.__unipipe_retryable__ = False  # type: ignore[attr-defined]
+        raise killed
+    message = pickle.loads(b"".join(chunks))
+    if message[0] == "ok":
+        return message[1]
+    _, type_name, text, retryable, data = message
+    error: BaseException = pickle.loads(data) if data is not None else RemoteTaskError(type_name, text)
+    try:
+        error.__unipipe_retryable__ = retryable  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass
+    raise error
+
+
+def _emit_failed(spec: Mapping[str, Any], kwargs: dict[str, Any], start: float,
+                 exc: BaseException, retryable: bool, trace: Any) -> None:
+    """The trace event of an attempt whose process could not write its own."""
+    import time
+
+    trace.emit({"kind": "attempt", "run_id": kwargs["run_id"], "pipeline": spec["pipeline"],
+                "task": spec["id"], "map_index": kwargs["map_index"],
+                "attempt": kwargs["attempt"], "backend": BACKEND, "start": start,
+                "end": time.time(), "outcome": "failed", "cache_hit": False,
+                "error_type": type(exc).__name__, "error": str(exc), "retryable": retryable})
 
 
 def _exception(state: Any) -> BaseException | None:
@@ -99,7 +231,11 @@ def should_retry(spec: Mapping[str, Any], task_run: Any, state: Any) -> bool:
     from unipipe.runtime import retry as retry_rules
 
     exc = _as_ir_error(_exception(state))
-    retryable = exc is None or retry_rules.is_retryable(exc, spec.get("retry"))
+    flag = getattr(exc, "__unipipe_retryable__", None)  # the attempt's own verdict, when sent
+    if isinstance(flag, bool):
+        retryable = flag
+    else:
+        retryable = exc is None or retry_rules.is_retryable(exc, spec.get("retry"))
     if retryable and spec.get("alerts"):
         # Prefect calls this only while retries are left, so True means a retry will follow.
         _deliver_task(spec, "retry", task_run, exc, attempt=int(task_run.run_count),

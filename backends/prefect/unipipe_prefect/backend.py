@@ -45,8 +45,8 @@ def _support() -> dict[Feature, Support]:
                          "source hash and the cache version"),
         Feature.CACHE_EXPIRE: N("cache_expiration"),
         Feature.CACHE_KEY_FN: N("cache_key_fn calling the pipeline's key function"),
-        Feature.TIMEOUT: N("timeout_seconds (cannot interrupt blocking calls of mapped elements, "
-                           "which run in worker threads)"),
+        Feature.TIMEOUT: N("timeout_seconds; the attempt runs in its own process, which is "
+                           "killed at the timeout (map elements in worker threads too)"),
         Feature.RESOURCES: E("per flow run, not per task: the deployment's job variables carry "
                              "the largest cpu/memory request of any task (non-process pools)"),
         Feature.RESOURCES_GPU: E("per flow run, not per task: the largest gpu request goes to "

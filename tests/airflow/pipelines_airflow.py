@@ -105,3 +105,17 @@ def image_only(n: int) -> int:
 @up.pipeline(name="pod-tasks", schedule="1h")
 def pod_tasks(n: int = 1):
     return image_only(in_a_pod(n))
+
+
+# ---------------------------------------------------------------- a declared difference
+
+
+@up.task
+def count(values: list) -> int:
+    return len(values)
+
+
+@up.pipeline(name="empty-map")
+def empty_map(numbers: list = []):  # noqa: B006 - a JSON default
+    doubled = double.map(n=numbers)
+    return count(doubled)

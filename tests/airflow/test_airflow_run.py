@@ -84,6 +84,7 @@ PLAN = {
     "cached-first": (features.cached, {}, None),
     "cached-second": (features.cached, {}, None),
     "timeout": (features.timeout, {}, None),
+    "empty-map": (pa.empty_map, {}, None),
 }
 
 
@@ -254,6 +255,21 @@ def test_timeout_stops_each_try_and_is_retried(batch):
     assert airflow.tasks["hangs"].error_type == "TaskTimeout"
     for start, end in airflow.tasks["hangs"].attempt_times:
         assert 1.9 <= end - start <= 2 + POLL
+
+
+# ---------------------------------------------------------------- declared differences
+
+
+def test_mapping_over_an_empty_list_skips_on_airflow_but_not_in_the_reference(batch):
+    """Declared in support()[MAP]: Airflow skips a task expanded over nothing, and its
+    consumers with it (all_success); the reference runs it with output [] and goes on."""
+    airflow = run_of(batch, "empty-map")
+    reference = local(pa.empty_map)
+    assert (reference.tasks["double"].state, reference.tasks["double"].output) == ("success", [])
+    assert (reference.tasks["count"].state, reference.output) == ("success", 0)
+    assert airflow.tasks["double"].state == "skipped"
+    assert airflow.tasks["count"].state == "skipped"
+    assert airflow.state == "success" and airflow.output is None
 
 
 # ---------------------------------------------------------------- up.run: the CLI, a scheduler

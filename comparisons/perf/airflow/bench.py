@@ -3,7 +3,8 @@
     uv run python comparisons/perf/airflow/bench.py [--quick]
 
 For the synthetic pipelines of 100 and 1000 tasks (comparisons/perf/synthetic.py), three DAG
-files are parsed by Airflow's own DagBag, each in a fresh interpreter, ``repeats`` times:
+files are parsed by Airflow's own DagBag, each in a fresh interpreter, ``repeats`` times
+(interleaved; the median is kept):
 
 - ``generated``: what unipipe writes (one ``@task`` function per task, the spec in its body);
 - ``hand_written``: the same graph written by hand in TaskFlow style, one ``@task`` function
@@ -36,7 +37,7 @@ from airflow.sdk import Param, dag, task
 
 
 def hand_written(n: int) -> str:
-    lines = [HEADER, '@dag(dag_id="hand-{n}", schedule=None, '.format(n=n)
+    lines = [HEADER, f'@dag(dag_id="hand-{n}", schedule=None, '
              + 'start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, '
              + 'params={"start": Param(0, type="integer")})',
              f"def hand_{n}():"]
@@ -47,7 +48,7 @@ def hand_written(n: int) -> str:
             f"    def t{i:05d}({args}):",
             "        import perf_tasks",
             "",
-            (f"        return perf_tasks.join(a, b)" if "a, b" in args else
+            ("        return perf_tasks.join(a, b)" if "a, b" in args else
              "        from airflow.sdk import get_current_context\n\n"
              "        return perf_tasks.step(get_current_context()['params']['start'])"
              if i == 0 else "        return perf_tasks.step(x)"),
@@ -96,23 +97,28 @@ loop_{n}()
 '''
 
 
-def parse_seconds(folder: Path, repeats: int) -> tuple[float, int]:
+def parse_seconds(folders: dict[str, Path], repeats: int) -> dict[str, tuple[float, int]]:
+    """Median DagBag time per folder. Kinds are interleaved within each repeat (the machine is
+    shared, so load changes hit every kind alike), after one untimed load that writes .pyc."""
     from unipipe_airflow.dagbag import load
 
-    times, tasks = [], 0
-    for _ in range(repeats):
+    times: dict[str, list[float]] = {k: [] for k in folders}
+    tasks: dict[str, int] = {}
+    for kind, folder in folders.items():
         bag = load(folder)
         if bag["import_errors"]:
             raise RuntimeError(f"{folder}: {bag['import_errors']}")
-        times.append(bag["seconds"])
-        tasks = sum(len(t) for t in bag["dags"].values())
-    return statistics.median(times), tasks
+        tasks[kind] = sum(len(t) for t in bag["dags"].values())
+    for _ in range(repeats):
+        for kind, folder in folders.items():
+            times[kind].append(load(folder)["seconds"])
+    return {k: (statistics.median(v), tasks[k]) for k, v in times.items()}
 
 
 def run(quick: bool = False) -> dict:
     from unipipe.compiler.driver import compile_ir
 
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     results = []
     with tempfile.TemporaryDirectory(prefix="unipipe-airflow-bench-") as tmp:
         for n in (100, 1000):
@@ -124,11 +130,10 @@ def run(quick: bool = False) -> dict:
             (folders["hand_written"] / f"hand_{n}.py").write_text(hand_written(n))
             (folders["hand_written_loop"] / f"loop_{n}.py").write_text(hand_written_loop(n))
             row: dict = {"tasks": n}
-            for kind, folder in folders.items():
-                seconds, tasks = parse_seconds(folder, repeats)
+            for kind, (seconds, tasks) in parse_seconds(folders, repeats).items():
                 assert tasks == n, (kind, tasks)
                 row[kind] = round(seconds, 4)
-                row[f"{kind}_bytes"] = sum(p.stat().st_size for p in folder.glob("*.py"))
+                row[f"{kind}_bytes"] = sum(p.stat().st_size for p in folders[kind].glob("*.py"))
             row["ratio"] = round(row["generated"] / row["hand_written"], 3)
             row["ratio_vs_loop"] = round(row["generated"] / row["hand_written_loop"], 3)
             results.append(row)

@@ -75,9 +75,3 @@ def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dic
                 f"retry_policy to read the pod's verdict (Airflow 3.3+ has): allowed, every "
                 f"failure is retried")
     return out
-
-
-def requirements(ir: Pipeline, version: str | None = None) -> list[str]:
-    """The pip requirements of the compiled DAG (what the deploy step adds)."""
-    _, writer = generate(ir, dialect(version))
-    return list(BASE_REQUIREMENTS) + ([KUBERNETES_PROVIDER] if writer.pods else [])

@@ -140,10 +140,6 @@ class _Names:
         return candidate
 
 
-def safe_identifier(text: str) -> str:
-    return _Names(set()).claim(text)
-
-
 def dag_filename(ir: Pipeline) -> str:
     """``<name>_dag.py``: the suffix keeps a DAG file from shadowing the user's module (Airflow
     puts the dags folder on sys.path, and task bodies import the user's module by name)."""
@@ -231,14 +227,6 @@ def _rshift(left: list[str], right: str) -> cst.SimpleStatementLine:
 
 
 # ---------------------------------------------------------------- the generator
-
-
-@dataclass
-class _TaskOut:
-    """What the wiring needs to know about a generated task."""
-
-    func: str
-    var: str | None = None
 
 
 @dataclass
@@ -512,7 +500,7 @@ class DagWriter:
         defs: list[cst.BaseStatement] = []
         wiring: list[cst.BaseStatement] = []
         edges: list[cst.BaseStatement] = []
-        out: dict[str, _TaskOut] = {}
+        out: dict[str, str | None] = {}  # task id -> the variable holding its XComArg
         gates: dict[Condition, str] = {}  # condition -> result variable of its gate
         for tid in ir.topo_order():
             task = ir.task(tid)
@@ -573,14 +561,14 @@ class DagWriter:
                 expr = _call(func, *kwargs)
             if tid in self.referenced or task.after or gate_vars:
                 var = self.names.claim(f"{tid}_result")
-                out[tid] = _TaskOut(func, var)
+                out[tid] = var
                 wiring.append(_assign(var, expr))
             else:
-                out[tid] = _TaskOut(func)
+                out[tid] = None
                 wiring.append(_stmt(expr))
             deps = gate_vars + [self._var(out, a) for a in task.after]
             if deps:
-                edges.append(_rshift(deps, out[tid].var or ""))
+                edges.append(_rshift(deps, out[tid] or ""))
         body: list[cst.BaseStatement] = []
         if ir.description:
             body.append(_doc(ir.description))
@@ -607,8 +595,8 @@ class DagWriter:
             target="airflow", target_version=self.dialect.version, ir_hash=ir.ir_hash(),
             pipeline=ir.name))
 
-    def _var(self, out: dict[str, _TaskOut], task_id: str) -> str:
-        var = out[task_id].var
+    def _var(self, out: dict[str, str | None], task_id: str) -> str:
+        var = out[task_id]
         assert var is not None, f"{task_id} is referenced but has no variable"
         return var
 

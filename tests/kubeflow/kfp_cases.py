@@ -152,3 +152,17 @@ def fresh(x: int) -> dict:
 @up.pipeline(name="expiring-cache")
 def expiring_cache(x: int = 1):
     return fresh(x)
+
+
+@up.task(retries=1)
+def bump(x: int) -> int:
+    """Fails once per task id on its first attempt, so each shared-component task retries."""
+    if up.current().attempt == 1:
+        raise ConnectionError(f"{up.current().task_id} first attempt")
+    return x + 1
+
+
+@up.pipeline(name="chain")
+def chain(start: int = 0):
+    """One task called three times: one KFP component serving three tasks."""
+    return bump(bump(bump(start)))

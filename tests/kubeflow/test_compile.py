@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 from pathlib import Path
 
@@ -179,3 +180,15 @@ def test_emulations_are_reported_as_diagnostics():
     messages = [str(d) for d in result.diagnostics]
     assert any("retry.max_delay" in m and "flaky" in m for m in messages)
     assert any("retry.exception_filter" in m for m in messages)
+
+
+def test_repeated_task_calls_share_one_component(tmp_path):
+    module, spec, _ = compile_(kfp_cases.chain, tmp_path)
+    # kfp writes one component and executor per task; they come from one Python component
+    commands = {json.dumps(e["container"]) for e in spec["deploymentSpec"]["executors"].values()}
+    assert len(spec["deploymentSpec"]["executors"]) == 3 and len(commands) == 1
+    tasks = all_tasks(spec)
+    ids = {name: t["inputs"]["parameters"]["unipipe_task_id"]["runtimeValue"]["constant"]
+           for name, t in tasks.items()}
+    assert ids == {"bump": "bump", "bump_2": "bump_2", "bump_3": "bump_3"}
+    assert module.count("@dsl.component") == 1

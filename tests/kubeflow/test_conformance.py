@@ -233,3 +233,10 @@ def test_resources_and_images_do_not_change_the_local_result():
     ref, kfp, _, _ = both(kfp_cases.placement, params={"x": 7})
     assert view(kfp) == view(ref)
     assert kfp.output == 7
+
+
+def test_shared_component_runs_each_task_under_its_own_id():
+    ref, kfp, _, _ = both(kfp_cases.chain)
+    assert view(kfp) == view(ref)
+    assert kfp.output == 3
+    assert [kfp.tasks[t].attempts for t in ("bump", "bump_2", "bump_3")] == [2, 2, 2]

@@ -74,9 +74,13 @@ def encode(value: Any, kind: str) -> Any:
 
 
 def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Mapping[str, str],
-                  output: str, emulate: Iterable[str] = ()) -> Any:
+                  output: str, emulate: Iterable[str] = (), task_id: str | None = None) -> Any:
+    """One attempt of one IR task; ``task_id`` is given when the component serves several."""
     from unipipe.runtime import store
     from unipipe.runtime.invoke import NonRetryable, run_attempt
+
+    if task_id is not None:
+        spec = {**spec, "id": task_id}
 
     rid = run_id()
     iteration = os.environ.get("UNIPIPE_KFP_ITERATION")

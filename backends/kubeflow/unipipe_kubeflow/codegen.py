@@ -107,9 +107,10 @@ class Names:
     task: dict[str, str]
     item: dict[str, str]  # the ParallelFor loop variable of a mapped task
     pipeline: str
+    shared: dict[str, bool]  # task id -> its component serves several tasks
 
 
-def names_for(ir: Pipeline) -> Names:
+def names_for(ir: Pipeline, groups: dict[str, list[str]]) -> Names:
     taken = set(_RESERVED) | {p.name for p in ir.params}
 
     def fresh(base: str) -> str:
@@ -123,13 +124,37 @@ def names_for(ir: Pipeline) -> Names:
                      + "_pipeline")
     if not pipeline[0].isalpha():
         pipeline = "p_" + pipeline
-    component = {t.id: fresh(t.id) for t in ir.tasks}
+    component = {}
+    for members in groups.values():
+        shared = fresh(members[0])
+        component.update({tid: shared for tid in members})
     task = {t.id: fresh(f"{t.id}_task") for t in ir.tasks}
     item = {t.id: fresh(f"{t.map_over}_item") for t in ir.tasks if t.map_over}
-    return Names(component, task, item, pipeline)
+    shared = {tid: len(members) > 1 for members in groups.values() for tid in members}
+    return Names(component, task, item, pipeline, shared)
 
 
 # ---------------------------------------------------------------- components
+
+#: the argument that tells a shared component which IR task it runs
+TASK_ID_ARG = "unipipe_task_id"
+
+
+def component_groups(ir: Pipeline, plans: dict[str, mapping.TaskPlan], sources: set[str],
+                     default_image: str) -> dict[str, list[str]]:
+    """Tasks that can share one component: same function, spec (but for the id), inputs,
+    output kind, shim duties and image. kfp's compiler is O(components x tasks) and writes one
+    executor per component, so a pipeline that calls one task 1000 times must not become 1000
+    components; the shared component learns its task id from a constant argument."""
+    groups: dict[str, list[str]] = {}
+    for task in ir.tasks:
+        spec = {k: v for k, v in task_spec(ir, task).items() if k != "id"}
+        inputs = [(a, *mapping.input_kind(ir, task, a, sources)) for a in mapping.component_inputs(task)]
+        key = json.dumps([spec, inputs, plans[task.id].output_kind, plans[task.id].emulate,
+                          _image(ir, task, default_image)], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(task.id)
+    return {members[0]: members for members in groups.values()}
+
 
 
 def _image(ir: Pipeline, task: Task | None, default_image: str) -> str:
@@ -147,8 +172,10 @@ def _component_decorator(image: str) -> cst.Call:
 
 
 def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan,
-                  sources: set[str], default_image: str) -> cst.FunctionDef:
+                  sources: set[str], default_image: str, *, shared: bool = False) -> cst.FunctionDef:
     args = mapping.component_inputs(task)
+    if shared and TASK_ID_ARG in args:
+        raise ValueError(f"task {task.id}: input name {TASK_ID_ARG!r} is reserved")
     params, codecs = [], {}
     for arg in args:
         annotation, codec = mapping.input_kind(ir, task, arg, sources)
@@ -156,9 +183,15 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
         if codec != "raw":
             codecs[arg] = codec
     spec = task_spec(ir, task)
+    extra: list[tuple[str, cst.BaseExpression]] = []
+    if shared:
+        del spec["id"]
+        params.append(_param(TASK_ID_ARG, "str"))
+        extra.append(("task_id", cg.name(TASK_ID_ARG)))
     returns = {"items": "list", "json": "str"}.get(plan.output_kind, plan.output_kind)
     body = [
-        _docstring(f"Runs {task.fn} through the unipipe runtime."),
+        _docstring(f"Runs {task.fn} through the unipipe runtime"
+                   + (" (shared by several tasks of the pipeline)." if shared else ".")),
         cst.SimpleStatementLine([cst.ImportFrom(
             module=_attr("unipipe_kubeflow", "adapter"),
             names=[cst.ImportAlias(cst.Name("run_component"))])],
@@ -171,6 +204,7 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
                 ("codecs", cg.literal(codecs)),
                 ("output", cg.literal(plan.output_kind)),
                 ("emulate", cg.literal(list(plan.emulate))),
+                *extra,
             ]))], leading_lines=[cst.EmptyLine()]),
     ]
     return _func(names.component[task.id], params, body, returns=returns,
@@ -247,8 +281,10 @@ def _task_arg(ir: Pipeline, task: Task, arg: str, names: Names) -> cst.BaseExpre
 def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan) -> list[cst.BaseStatement]:
     var = names.task[task.id]
     pol = ir.effective(task)
-    call = _call(cg.name(names.component[task.id]),
-                 kwargs=[(a, _task_arg(ir, task, a, names)) for a in mapping.component_inputs(task)])
+    kwargs = [(a, _task_arg(ir, task, a, names)) for a in mapping.component_inputs(task)]
+    if names.shared.get(task.id):
+        kwargs.append((TASK_ID_ARG, cg.literal(task.id)))
+    call = _call(cg.name(names.component[task.id]), kwargs=kwargs)
     out: list[cst.BaseStatement] = [_assign(var, call)]
 
     def method(name: str, *args: cst.BaseExpression, **kw: cst.BaseExpression) -> None:
@@ -347,7 +383,8 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
                 yaml_name: str) -> tuple[str, dict[str, mapping.TaskPlan], Names]:
     sources = mapping.mapped_sources(ir)
     plans = {t.id: mapping.plan_task(ir, t, sources) for t in ir.tasks}
-    names = names_for(ir)
+    groups = component_groups(ir, plans, sources, default_image)
+    names = names_for(ir, groups)
     uses_timeout = any(p.deadline is not None for p in plans.values())
     imports: list[cst.BaseStatement] = [
         cst.SimpleStatementLine([cst.ImportFrom(module=cst.Name("kfp"),
@@ -359,8 +396,9 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
     body: list[cst.BaseStatement] = list(imports)
     if ir.alerts:
         body.append(alerts_component_def(ir, default_image))
-    for task in ir.tasks:
-        body.append(component_def(ir, task, names, plans[task.id], sources, default_image))
+    for first, members in groups.items():
+        body.append(component_def(ir, ir.task(first), names, plans[first], sources, default_image,
+                                  shared=len(members) > 1))
     body.append(pipeline_def(ir, names, plans, sources))
     main = cst.If(
         test=cst.parse_expression('__name__ == "__main__"'),

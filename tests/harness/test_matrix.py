@@ -57,7 +57,7 @@ def test_cells_count_the_cases_of_a_feature(tmp_path, monkeypatch):
                                     "reason": "engine | lacks it"}}}}}
     (results / "summary.json").write_text(json.dumps(summary))
     _, rows = _feature_table(render_matrix())
-    assert rows["retry"]["local"] == "🟢 native · ✅ 1/2 (1 notyet)"
+    assert rows["retry"]["local"] == "🟢 native · ⚠️ 1/2 (1 notyet)"
     assert rows["timeout"]["local"] == "🟢 native · ✅ 1/1"
     assert rows["cache"]["local"] == "🟢 native · ⚠️ no case ran"
     text = render_matrix()

@@ -5,7 +5,7 @@ import time
 import unipipe as up
 
 
-@up.task(timeout="2s", retries=1)
+@up.task(timeout="5s", retries=1)
 def hangs(seconds: float) -> str:
     time.sleep(seconds)
     return "woke up"

@@ -5,7 +5,7 @@ import time
 import unipipe as up
 
 
-@up.task(timeout="2s", retry=up.Retry(max_retries=1, delay="0.2s"))
+@up.task(timeout="5s", retry=up.Retry(max_retries=1, delay="0.2s"))
 def sometimes_slow() -> str:
     if up.current().attempt == 1:
         time.sleep(60)

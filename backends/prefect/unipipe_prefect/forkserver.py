@@ -83,6 +83,7 @@ class ForkServer:
 
     def __init__(self, env: dict[str, str]):
         self._lock = threading.Lock()
+        self.env = env
         self.proc = subprocess.Popen([sys.executable, "-m", "unipipe_prefect.forkserver"],
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, bufsize=1)
@@ -113,6 +114,11 @@ class ForkServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        home = self.env.get("PREFECT_HOME", "")
+        if "unipipe-prefect-forkserver-" in home:  # the throwaway home the backend made for it
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)
 
 
 _SERVER: ForkServer | None = None

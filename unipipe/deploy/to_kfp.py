@@ -165,9 +165,18 @@ def plan_vertex(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     plan.notes.append("credentials from Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS)")
 
     def init() -> Any:
+        import logging
+
         from google.cloud import aiplatform
 
-        kw: dict[str, Any] = {"project": project, "location": region}
+        # the SDK logs every step on stdout; the deploy report already says what was done
+        logging.getLogger("google.cloud.aiplatform").setLevel(logging.WARNING)
+        import google.auth
+
+        # Application Default Credentials, resolved for this deploy (the SDK would keep the first
+        # ones it found for the whole process)
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        kw: dict[str, Any] = {"project": project, "location": region, "credentials": credentials}
         if endpoint:
             kw["api_endpoint"] = endpoint
             kw["api_transport"] = "rest"

@@ -25,8 +25,10 @@ from unipipe.ir.models import LiteralInput, OutputInput, ParamInput, Pipeline, T
 
 #: KFP's hard cap on backoffMaxDuration (kfp/dsl/structures.py)
 KFP_MAX_RETRY_WINDOW = 3600
-#: extra seconds of pod deadline behind a shim-enforced timeout (a backstop, never the timeout)
-DEADLINE_GRACE = 2
+#: extra seconds of pod deadline behind a shim-enforced timeout (a backstop, never the timeout).
+#: activeDeadlineSeconds counts from pod start, so it includes starting Python and importing kfp
+#: (kfp.dsl.executor_main imports kfp.client: 1-7 s on a loaded 2-core machine).
+DEADLINE_GRACE = 30
 
 SCALARS = {"bool": "bool", "int": "int", "float": "float"}
 

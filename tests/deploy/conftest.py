@@ -3,27 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
-
-
-def _import_library(name: str) -> None:
-    """Import the installed library ``name`` even when a tests/<name>/ package could shadow it
-    (tests/ is on sys.path for the shared pipelines)."""
-    if name in sys.modules:
-        return
-    tests = Path(__file__).resolve().parents[1]
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != tests]
-    try:
-        __import__(name)
-    finally:
-        sys.path[:] = saved
-
-
-_import_library("prefect")
 
 from deploy.standins import gcs_emulator, moto_s3
 

@@ -4,7 +4,6 @@ recording HTTP server on 127.0.0.1 (not exercised against a live Kubeflow Pipeli
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -173,3 +173,57 @@ def test_mwaa_invalid_options_exit_2(ir, aws_env):
     assert bad.code == 2 and "does not take --set colour" in bad.text
     old = deploy(ir, "mwaa", ["bucket=x", "airflow_version=1.10.12"])
     assert old.code == 2 and "not a dialect" in old.text
+
+
+class FakeMwaa:
+    """MWAA's GetEnvironment / UpdateEnvironment (there is no MWAA in moto): the requests boto3
+    sends are recorded, and an update changes what the next GetEnvironment returns."""
+
+    def __init__(self, bucket: str) -> None:
+        self.env = {"Name": "prod", "AirflowVersion": "2.11.0", "Status": "AVAILABLE",
+                    "SourceBucketArn": f"arn:aws:s3:::{bucket}", "DagS3Path": "dags",
+                    "RequirementsS3Path": "requirements.txt"}
+
+    def __call__(self, r):
+        if r.method == "GET" and r.path == "/environments/prod":
+            return 200, {"Environment": self.env}
+        if r.method == "PATCH" and r.path == "/environments/prod":
+            self.env.update(r.json())
+            return 200, {"Arn": "arn:aws:airflow:us-east-1:000000000000:environment/prod"}
+        return 404, {"message": "not found"}
+
+
+@pytest.fixture
+def mwaa_api(s3_bucket, monkeypatch):
+    from deploy.recording import RecordingServer
+
+    fake = FakeMwaa(s3_bucket)
+    server = RecordingServer(fake)
+    server.fake = fake
+    monkeypatch.setenv("AWS_ENDPOINT_URL_MWAA", server.url)
+    yield server
+    server.close()
+
+
+def test_mwaa_recorded_requests_environment_gives_version_and_bucket_and_gets_the_new_requirements(
+        ir, s3_bucket, mwaa_api, tmp_path):
+    """The MWAA API is a recording server (not exercised against live MWAA); S3 is moto."""
+    out = deploy(ir, "mwaa", ["environment=prod", "update_environment=true"])
+    assert out.code == 0, out.text
+    assert "Airflow 2.11.0, dialect 2.11" in out.text
+    assert mwaa_api.calls() == [("GET", "/environments/prod"), ("PATCH", "/environments/prod")]
+    version = _versions(s3_bucket)["requirements.txt"]
+    assert mwaa_api.requests[1].json() == {"RequirementsS3Path": "requirements.txt",
+                                           "RequirementsS3ObjectVersion": version[0]}
+    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.11").paths
+    dag = next(p for p in expected if p.name == "nightly_report_dag.py")
+    assert _get(s3_bucket, "dags/nightly_report_dag.py") == dag.read_bytes()
+
+    again = deploy(ir, "mwaa", ["environment=prod", "update_environment=true"])
+    assert again.code == 0 and "nothing changed" in again.text, again.text
+    assert mwaa_api.calls()[2:] == [("GET", "/environments/prod")]
+
+
+def test_mwaa_environment_bucket_must_match(ir, s3_bucket, mwaa_api):
+    out = deploy(ir, "mwaa", ["environment=prod", "bucket=another-bucket"])
+    assert out.code == 2 and "is not environment 'prod'" in out.text

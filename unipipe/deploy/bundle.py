@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ast
-import re
 import hashlib
 import importlib
 import importlib.metadata
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -43,11 +43,23 @@ def _bucket_of_arn(arn: str) -> str:
     return arn.rsplit(":", 1)[-1]
 
 
-def read_mwaa_environment(name: str) -> dict[str, Any]:
-    """GetEnvironment through boto3 (endpoint, region and credentials from the AWS environment)."""
-    import boto3
+def mwaa_client() -> Any:
+    """boto3's MWAA client; region, credentials and endpoint from the standard AWS environment.
 
-    return boto3.client("mwaa").get_environment(Name=name)["Environment"]
+    An overridden endpoint (AWS_ENDPOINT_URL_MWAA: a VPC endpoint or a stand-in) is used as given,
+    without the ``api.`` host prefix the public endpoint takes.
+    """
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    custom = bool(os.environ.get("AWS_ENDPOINT_URL_MWAA") or os.environ.get("AWS_ENDPOINT_URL"))
+    return boto3.client("mwaa", config=Config(inject_host_prefix=not custom))
+
+
+def read_mwaa_environment(name: str) -> dict[str, Any]:
+    return mwaa_client().get_environment(Name=name)["Environment"]
 
 
 def plan_mwaa(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
@@ -114,9 +126,7 @@ def plan_mwaa(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
             or env.get("RequirementsS3Path") != req_path
 
         def update() -> str:
-            import boto3
-
-            boto3.client("mwaa").update_environment(
+            mwaa_client().update_environment(
                 Name=env_name, RequirementsS3Path=req_path,
                 RequirementsS3ObjectVersion=plan.facts["RequirementsS3ObjectVersion"])
             return "environment updating"

@@ -1,0 +1,40 @@
+"""``unipipe deploy`` through the real CLI: exit codes and the printed plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from unipipe.cli import app
+
+SPEC = f"{Path(__file__).resolve().parent / 'shipped.py'}:nightly_report"
+
+
+def test_cli_deploy_dry_run_prints_the_plan_and_exits_0(s3_bucket):
+    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--dry-run",
+                                      "--set", f"bucket={s3_bucket}", "--set", "airflow_version=2.10.3"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("+ ")]
+    assert [line.split("  [")[0] for line in lines] == [
+        f"+ upload s3://{s3_bucket}/dags/deploy/__init__.py",
+        f"+ upload s3://{s3_bucket}/dags/deploy/shipped.py",
+        f"+ upload s3://{s3_bucket}/requirements.txt",
+        f"+ upload s3://{s3_bucket}/dags/nightly_report_dag.py"]
+    assert "dry run: nothing changed" in result.output
+
+
+def test_cli_deploy_unknown_target_or_bad_option_exits_2():
+    unknown = CliRunner().invoke(app, ["deploy", SPEC, "--to", "dagster"])
+    assert unknown.exit_code == 2 and "unknown deploy target 'dagster'" in unknown.output
+    bad = CliRunner().invoke(app, ["deploy", SPEC, "--to", "kubeflow", "--set", "host"])
+    assert bad.exit_code == 2 and "must look like name=value" in bad.output
+
+
+def test_cli_deploy_unreachable_service_exits_1(aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--set", "bucket=some-bucket",
+                                      "--set", "airflow_version=2.10.3"])
+    assert result.exit_code == 1, result.output
+    assert "deploy failed" in result.output

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unipipe.ir.models import Pipeline
+from unipipe.local.runner import _aggregate  # a mapped task as one result, as the reference
 from unipipe.outputs import evaluate
 from unipipe.result import RunResult, TaskResult
 from unipipe.runtime import store, trace
@@ -94,17 +95,6 @@ def _task_result(ti: dict[str, Any] | None, xcom: Any, evs: list[dict[str, Any]]
         return TaskResult("failed", attempts, False, None, f"{etype}: {msg}", etype,
                           attempt_times=times)
     return TaskResult(state)
-
-
-def _aggregate(parts: list[TaskResult]) -> TaskResult:
-    """A mapped task as one result, as the reference runner reports it."""
-    attempts = sum(p.attempts for p in parts)
-    times = [t for p in parts for t in p.attempt_times]
-    failed = next((p for p in parts if p.state != "success"), None)
-    if failed is not None:
-        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
-    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
-                      [p.output for p in parts], attempt_times=times)
 
 
 def cross_check(ir: Pipeline, records: Records, events: list[dict[str, Any]]) -> list[str]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from unipipe.cli import app
 
 SPEC = f"{Path(__file__).resolve().parent / 'shipped.py'}:nightly_report"
+
+pytestmark = pytest.mark.airflow
 
 
 def test_cli_deploy_dry_run_prints_the_plan_and_exits_0(s3_bucket):
@@ -38,3 +41,17 @@ def test_cli_deploy_unreachable_service_exits_1(aws_env, monkeypatch):
                                       "--set", "airflow_version=2.10.3"])
     assert result.exit_code == 1, result.output
     assert "deploy failed" in result.output
+
+
+def test_cli_dry_run_without_the_service_still_prints_every_object(aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--dry-run", "--set",
+                                      "bucket=some-bucket", "--set", "airflow_version=2.10.3"])
+    assert result.exit_code == 0, result.output
+    assert "note: remote state not read (EndpointConnectionError" in result.output
+    lines = [line.split("  [")[0] for line in result.output.splitlines() if line.startswith("? ")]
+    assert lines == ["? upload s3://some-bucket/dags/deploy/__init__.py (remote state not read)",
+                     "? upload s3://some-bucket/dags/deploy/shipped.py (remote state not read)",
+                     "? upload s3://some-bucket/requirements.txt (remote state not read)",
+                     "? upload s3://some-bucket/dags/nightly_report_dag.py (remote state not read)"]

@@ -17,6 +17,8 @@ from unipipe.compiler.driver import compile_ir
 
 HERE = Path(__file__).resolve().parent
 
+pytestmark = pytest.mark.airflow
+
 
 @pytest.fixture
 def ir():

@@ -192,3 +192,16 @@ def test_repeated_task_calls_share_one_component(tmp_path):
            for name, t in tasks.items()}
     assert ids == {"bump": "bump", "bump_2": "bump_2", "bump_3": "bump_3"}
     assert module.count("@dsl.component") == 1
+
+
+def test_running_the_module_as_a_script_writes_the_same_yaml(tmp_path):
+    import subprocess
+    import sys
+
+    paths = up.compile(F.quality_gate, target="kubeflow", out_dir=tmp_path / "out")
+    module = next(p for p in paths if p.suffix == ".py")
+    yaml_path = next(p for p in paths if p.suffix == ".yaml")
+    work = tmp_path / "script"
+    work.mkdir()
+    subprocess.run([sys.executable, str(module)], cwd=work, check=True, timeout=120)
+    assert (work / yaml_path.name).read_text() == yaml_path.read_text()

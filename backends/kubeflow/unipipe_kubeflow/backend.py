@@ -30,11 +30,16 @@ SUPPORT: dict[Feature, Support] = {
     Feature.DATA_PASSING: N("KFP output parameters: bool/int/float natively, other values as JSON "
                             "text; values over 64 KiB as unipipe artifact-store pointers"),
     Feature.KEY_PATH: E("the whole output is passed; the shim selects the key path"),
-    Feature.AFTER: N("PipelineTask.after"),
+    Feature.AFTER: N("PipelineTask.after. Not knowable without a cluster: whether Argo's DAG "
+                     "failFast stops independent branches after a failure (the local executor "
+                     "runs them, as the IR says)"),
     Feature.CONDITION: N("dsl.If on the gate task's output (not on a key path of it)"),
     Feature.MAP: N("dsl.ParallelFor over a task output or a literal list, dsl.Collected for "
-                   "consumers (not over a pipeline parameter, no nested fan-out)"),
-    Feature.RETRY: N("set_retry -> retryPolicy (Argo retryStrategy)"),
+                   "consumers (not over a pipeline parameter, no nested fan-out); KFP does not "
+                   "tell an iteration its index: known locally, not on a cluster"),
+    Feature.RETRY: N("set_retry -> retryPolicy (Argo retryStrategy; maxDuration, 3600 s, bounds "
+                     "the whole retry window). KFP does not pass the attempt number: the local "
+                     "executor does; on a cluster the shim counts attempts in the artifact store"),
     Feature.RETRY_DELAY: N("backoffDuration in whole seconds; fractional delays: the shim waits"),
     Feature.RETRY_BACKOFF: N("backoffFactor (integral factors; others: the shim waits)"),
     Feature.RETRY_MAX_DELAY: E("KFP has no per-delay cap: when it binds the shim waits instead"),
@@ -45,8 +50,9 @@ SUPPORT: dict[Feature, Support] = {
                      "cache version via the command)"),
     Feature.CACHE_EXPIRE: E("KFP v2 caches never expire: such tasks are cached by the shim"),
     Feature.CACHE_KEY_FN: E("KFP's cache_key is a constant: the shim computes the key"),
-    Feature.TIMEOUT: N("kfp-kubernetes set_timeout (activeDeadlineSeconds, whole seconds); "
-                       "fractional or with task alerts: the shim, with the deadline as backstop"),
+    Feature.TIMEOUT: N("kfp-kubernetes set_timeout (activeDeadlineSeconds, whole seconds, counted "
+                       "from container start); fractional or with task alerts: the shim, with "
+                       "the deadline as backstop"),
     Feature.RESOURCES: N("set_cpu_limit / set_memory_limit (not enforced by the local executor)"),
     Feature.RESOURCES_GPU: N("set_accelerator_type / set_accelerator_limit"),
     Feature.IMAGE: N("@dsl.component(base_image=...) per task (not used by the local executor)"),

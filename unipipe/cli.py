@@ -101,7 +101,11 @@ def compile(
         job = progress.add_task("compiling", total=len(names))
         for n in names:
             progress.update(job, description=f"compiling for {n}")
-            result = compile_ir(ir, n, out_dir / n, error_level=level, target_version=versions[n])
+            try:
+                result = compile_ir(ir, n, out_dir / n, error_level=level,
+                                    target_version=versions[n])
+            except UnsupportedFeature as exc:  # a backend may refuse a combination of features
+                _invalid(str(exc))
             for d in result.diagnostics:
                 err.print(f"{d.level}: {d}", markup=False, highlight=False)
             written += result.paths

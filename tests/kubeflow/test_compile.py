@@ -205,3 +205,15 @@ def test_running_the_module_as_a_script_writes_the_same_yaml(tmp_path):
     work.mkdir()
     subprocess.run([sys.executable, str(module)], cwd=work, check=True, timeout=120)
     assert (work / yaml_path.name).read_text() == yaml_path.read_text()
+
+
+def test_condition_on_a_key_path_is_refused_before_writing(tmp_path):
+    @up.pipeline(name="gate-on-key")
+    def gate_on_key(value: float = 0.9):
+        metrics = F.score(value)
+        with up.when(metrics["value"]):
+            F.touch("ran")
+
+    with pytest.raises(UnsupportedFeature, match="key path"):
+        up.compile(gate_on_key, target="kubeflow", out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -251,3 +251,25 @@ def test_every_generated_dag_loads_on_airflow_2_11(tmp_path, airflow2_python):
     assert sorted(bag["dags"]) == sorted(p.name for p in ALL)
     assert bag["dags"]["quality-gate"] == sorted([
         "score", "passes", "when_passes", "register", "after_register"])
+
+
+def test_cli_airflow_version_selects_the_dialect_and_a_refusal_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "unipipe.cli", *args], capture_output=True,
+                              text=True, cwd=root, timeout=300)
+
+    ok = cli("compile", "tests/pipelines/features.py:retries_exhausted", "--target", "airflow",
+             "--airflow-version", "2.11", "--out", str(tmp_path / "ok"))
+    assert ok.returncode == 0, ok.stderr
+    text = (tmp_path / "ok" / "airflow" / "retries_exhausted_dag.py").read_text()
+    assert "for airflow 2.11." in text and "from airflow.decorators import dag, task" in text
+    refused = cli("compile", "examples/ml_training.py:training", "--target", "airflow",
+                  "--airflow-version", "2.11", "--out", str(tmp_path / "no"))
+    assert refused.returncode == 2
+    assert "train_model run in a pod" in refused.stderr
+    assert not (tmp_path / "no").exists()

@@ -39,10 +39,35 @@ class FakeKfp:
     def __init__(self) -> None:
         self.pipelines: dict[str, dict] = {}
         self.versions: dict[str, list[dict]] = {}
+        self.experiments: dict[str, dict] = {}
+        self.recurring: dict[str, dict] = {}
+        self.made = 0
 
     def __call__(self, r: Recorded):
+        def named(items):
+            want = json.loads(r.q("filter"))["predicates"][0]["stringValue"] if r.q("filter") else None
+            return [i for i in items if want is None or i["display_name"] == want]
+
         if r.path == "/apis/v2beta1/healthz":
             return 200, {"multi_user": False}
+        if r.path == "/apis/v2beta1/experiments":
+            if r.method == "GET":
+                found = named(self.experiments.values())
+                return 200, ({"experiments": found} if found else {})
+            eid = f"e-{len(self.experiments) + 1}"
+            self.experiments[eid] = {"experiment_id": eid, **r.json()}
+            return 200, self.experiments[eid]
+        if r.path == "/apis/v2beta1/recurringruns":
+            if r.method == "GET":
+                found = [x for x in named(self.recurring.values()) if x["experiment_id"] == r.q("experiment_id")]
+                return 200, ({"recurringRuns": found} if found else {})  # this one is camelCase
+            self.made += 1
+            rid = f"r-{self.made}"
+            self.recurring[rid] = {"recurring_run_id": rid, **r.json()}
+            return 200, self.recurring[rid]
+        if r.method == "DELETE" and r.path.startswith("/apis/v2beta1/recurringruns/"):
+            self.recurring.pop(r.path.rsplit("/", 1)[1])
+            return 200, {}
         if r.method == "GET" and r.path == "/apis/v2beta1/pipelines":
             want = json.loads(r.q("filter"))["predicates"][0]["stringValue"]
             found = [p for p in self.pipelines.values() if p["display_name"] == want]
@@ -87,10 +112,14 @@ def test_kfp_recorded_requests_first_deploy_creates_pipeline_then_uploads_versio
     assert kfp_api.calls() == [
         ("GET", "/apis/v2beta1/healthz"),
         ("GET", "/apis/v2beta1/pipelines"),
+        ("GET", "/apis/v2beta1/experiments"),
         ("POST", "/apis/v2beta1/pipelines"),
         ("POST", "/apis/v2beta1/pipelines/upload_version"),
+        ("GET", "/apis/v2beta1/experiments"),
+        ("POST", "/apis/v2beta1/experiments"),
+        ("POST", "/apis/v2beta1/recurringruns"),
     ]
-    find, create, upload = kfp_api.requests[1:]
+    find, _, create, upload = kfp_api.requests[1:5]
     assert json.loads(find.q("filter")) == {"predicates": [
         {"operation": 1, "key": "display_name", "stringValue": "nightly-report"}]}
     assert create.json() == {"display_name": "nightly-report",
@@ -101,6 +130,13 @@ def test_kfp_recorded_requests_first_deploy_creates_pipeline_then_uploads_versio
     assert upload.headers["content-type"].startswith("multipart/form-data")
     assert package in upload.body  # the compiled pipeline YAML, byte for byte
     assert "pipeline_version_id: v-1" in out.text
+    assert kfp_api.requests[6].json()["display_name"] == "Default"
+    schedule = kfp_api.requests[7].json()
+    assert schedule["display_name"] == "nightly-report-schedule"
+    assert schedule["experiment_id"] == "e-1"
+    assert schedule["trigger"] == {"cron_schedule": {"cron": "0 30 1 * * *"}}  # seconds first
+    assert schedule["pipeline_version_reference"] == {"pipeline_id": "p-1", "pipeline_version_id": "v-1"}
+    assert schedule["mode"] == "ENABLE" and schedule["max_concurrency"] == 1
 
 
 def test_kfp_recorded_requests_unchanged_redeploy_uploads_nothing(ir, package, kfp_api, home):
@@ -113,8 +149,10 @@ def test_kfp_recorded_requests_unchanged_redeploy_uploads_nothing(ir, package, k
         ("GET", "/apis/v2beta1/healthz"),
         ("GET", "/apis/v2beta1/pipelines"),
         ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
+        ("GET", "/apis/v2beta1/experiments"),
+        ("GET", "/apis/v2beta1/recurringruns"),
     ]
-    latest = kfp_api.requests[-1]
+    latest = kfp_api.requests[first + 2]
     assert latest.q("sort_by") == "created_at desc" and latest.q("page_size") == "1"
 
 
@@ -129,16 +167,28 @@ def test_kfp_recorded_requests_changed_pipeline_uploads_a_new_version(ir, kfp_ap
         ("GET", "/apis/v2beta1/pipelines"),
         ("GET", "/apis/v2beta1/pipelines/p-1/versions"),
         ("GET", "/apis/v2beta1/pipelines/p-1/versions"),  # was this content deployed before?
+        ("GET", "/apis/v2beta1/experiments"),
+        ("GET", "/apis/v2beta1/recurringruns"),
         ("POST", "/apis/v2beta1/pipelines/upload_version"),
+        ("DELETE", "/apis/v2beta1/recurringruns/r-1"),  # a recurring run cannot be edited: replaced
+        ("POST", "/apis/v2beta1/recurringruns"),
     ]
     assert [v["pipeline_version_id"] for v in kfp_api.fake.versions["p-1"]] == ["v-1", "v-2"]
-    assert kfp_api.requests[-1].q("pipelineid") == "p-1"
+    assert list(kfp_api.fake.recurring) == ["r-2"]
+    assert kfp_api.fake.recurring["r-2"]["pipeline_version_reference"]["pipeline_version_id"] == "v-2"
 
 
 def test_kfp_dry_run_sends_only_reads(ir, kfp_api, home):
     out = deploy(ir, "kubeflow", [f"host={kfp_api.url}"], dry_run=True)
     assert out.code == 0, out.text
-    assert [m for m, _ in kfp_api.calls()] == ["GET", "GET"]
+    assert [m for m, _ in kfp_api.calls()] == ["GET", "GET", "GET"]
     assert [line.split("  [")[0] for line in out.lines("+")] == [
         "+ create KFP pipeline 'nightly-report'",
-        f"+ upload KFP pipeline version 'nightly-report-{out.text.split('nightly-report-')[1][:12]}'"]
+        f"+ upload KFP pipeline version 'nightly-report-{out.text.split('nightly-report-')[1][:12]}'",
+        "+ create KFP recurring run 'nightly-report-schedule'"]
+
+
+def test_kfp_recorded_requests_schedule_false_uploads_without_a_recurring_run(ir, kfp_api, home):
+    out = deploy(ir, "kubeflow", [f"host={kfp_api.url}", "schedule=false"])
+    assert out.code == 0, out.text
+    assert not any("recurringruns" in path or "experiments" in path for _, path in kfp_api.calls())

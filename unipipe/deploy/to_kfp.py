@@ -21,7 +21,7 @@ from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
 from unipipe.deploy.plan import Plan, Step
 from unipipe.ir.models import Pipeline
 
-KFP_OPTIONS = ("host", "namespace", "pipeline_name", "description")
+KFP_OPTIONS = ("host", "namespace", "pipeline_name", "description", "experiment", "schedule")
 VERTEX_OPTIONS = ("project", "region", "pipeline_root", "service_account", "network", "api_endpoint",
                   "display_name", "enable_caching")
 VERTEX_PREFIXES = ("param.",)
@@ -92,6 +92,7 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
             versions = latest.pipeline_versions or []
             if versions and versions[0].display_name == version_name:
                 version_change = "unchanged"
+                state["version_id"] = versions[0].pipeline_version_id
             else:
                 version_change = "update"
                 same = c.list_pipeline_versions(state["pipeline_id"], page_size=1,
@@ -116,6 +117,7 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
                                                         pipeline_id=state["pipeline_id"],
                                                         description=f"{LABEL}:{digest}")
         plan.facts["pipeline_version_id"] = made.pipeline_version_id
+        state["version_id"] = made.pipeline_version_id
         return f"id {made.pipeline_version_id}"
 
     plan.add(Step("create", f"KFP pipeline {name!r}", pipeline_change,
@@ -123,10 +125,79 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     plan.add(Step("upload", f"KFP pipeline version {version_name!r}", version_change,
                   f"POST /apis/v2beta1/pipelines/upload_version, {package.relpath}, sha256 {digest[:12]}",
                   upload_version))
-    if ir.schedule is not None:
-        plan.notes.append("the pipeline's schedule is not created on KFP by unipipe deploy: "
-                          "create a recurring run for the uploaded version")
+    if ir.schedule is not None and opts.flag("schedule", True):
+        _plan_recurring_run(plan, ir, opts, client, state, name, version_change, inspect=inspect)
     return plan
+
+
+def _kfp_trigger(ir: Pipeline) -> dict[str, Any]:
+    """KFP's trigger: a 6-field cron (seconds first) or an interval in whole seconds."""
+    sched = ir.schedule
+    assert sched is not None
+    if sched.timezone != "UTC":
+        raise InvalidDeploy(f"KFP recurring runs use the cluster's clock (UTC): schedule timezone "
+                            f"{sched.timezone!r} cannot be kept; use --set schedule=false")
+    if sched.cron is not None:
+        fields = sched.cron.split()
+        if len(fields) != 5:
+            raise InvalidDeploy(f"cron {sched.cron!r}: KFP takes a 5-field cron here (seconds are added)")
+        return {"cron_expression": "0 " + sched.cron}
+    return {"interval_second": int(sched.interval or 0)}
+
+
+def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, state: dict[str, Any],
+                        name: str, version_change: str, *, inspect: bool) -> None:
+    """The pipeline's schedule as one recurring run of the current version, replaced when the
+    version or the trigger changes (a KFP recurring run cannot be edited)."""
+    trigger = _kfp_trigger(ir)
+    experiment = opts.get("experiment", "Default")
+    job = f"{name}-schedule"
+    stale: list[Any] = []
+    change = "unknown"
+    if inspect:
+        c = client()
+        found = c.list_experiments(filter=_eq_filter("display_name", experiment)).experiments or []
+        runs: list[Any] = []
+        if found:
+            state["experiment_id"] = found[0].experiment_id
+            runs = c.list_recurring_runs(experiment_id=found[0].experiment_id,
+                                         filter=_eq_filter("display_name", job)).recurring_runs or []
+        change = "create"
+        for run in runs:
+            cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
+            interval = (run.trigger.periodic_schedule.interval_second
+                        if run.trigger and run.trigger.periodic_schedule else None)
+            ref = run.pipeline_version_reference
+            same = (version_change == "unchanged" and ref is not None
+                    and ref.pipeline_version_id == state.get("version_id")
+                    and cron == trigger.get("cron_expression")
+                    and (interval is None or int(interval) == trigger.get("interval_second")))
+            if same and change == "create":
+                change = "unchanged"
+            else:
+                stale.append(run)
+    for run in stale:
+        def delete(run: Any = run) -> str:
+            client().delete_recurring_run(run.recurring_run_id)
+            return "deleted"
+
+        plan.add(Step("call", f"delete KFP recurring run {run.recurring_run_id}", "update",
+                      f"DELETE /apis/v2beta1/recurringruns/{run.recurring_run_id} (replaced)", delete))
+
+    def create() -> str:
+        c = client()
+        with _quiet():
+            if "experiment_id" not in state:
+                state["experiment_id"] = c.create_experiment(experiment).experiment_id
+            made = c.create_recurring_run(experiment_id=state["experiment_id"], job_name=job,
+                                          pipeline_id=state["pipeline_id"], version_id=state["version_id"],
+                                          max_concurrency=1, enabled=True, **trigger)
+        plan.facts["recurring_run_id"] = made.recurring_run_id
+        return f"id {made.recurring_run_id}"
+
+    what = ", ".join(f"{k} {v!r}" for k, v in trigger.items())
+    plan.add(Step("create", f"KFP recurring run {job!r}", change,
+                  f"POST /apis/v2beta1/recurringruns, experiment {experiment!r}, {what}", create))
 
 
 # ------------------------------------------------------------------ Vertex AI

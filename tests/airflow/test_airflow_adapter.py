@@ -41,11 +41,10 @@ def test_filter_only_policy_leaves_the_wait_to_airflow():
 
 
 def test_a_pod_tasks_verdict_reaches_the_workers_retry_policy(isolated_stores):
-    spec = {"pipeline": "pods", "id": "bad_value", "fn": "pipelines.features:bad_value",
-            "source_hash": "0" * 64, "retry": {"max_retries": 3, "fail_on": ["builtins:ValueError"]},
-            "retry_policy": True}
-    context = json.dumps({"run_id": "r1", "task_id": "bad_value", "try_number": 1,
-                          "map_index": -1, "params": {}})
+    spec = {"fn": "pipelines.features:bad_value",
+            "retry": {"max_retries": 3, "fail_on": ["builtins:ValueError"]}, "retry_policy": True}
+    context = json.dumps({"run_id": "r1", "dag_id": "pods", "task_id": "bad_value",
+                          "try_number": 1, "map_index": -1, "params": {}})
     with pytest.raises(ValueError):
         run_task(spec, context=context)  # what the pod runs
     worker = {"ti": _TI(), "run_id": "r1"}

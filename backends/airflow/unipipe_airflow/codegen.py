@@ -354,6 +354,12 @@ class DagWriter:
             spec["alerts"] = [_trim_alert(a) for a in spec["alerts"]]
         decorator_args, emulate, engine_filter = self._decorator_args(task, spec)
         spec.pop("alerts", None)  # delivered by the task's callbacks, not by the shim
+        # The adapter takes the pipeline and task id from the DAG id and the task id, and the
+        # source hash matters to the cache key only: the file stays small and quick to parse.
+        for key in ("pipeline", "id"):
+            del spec[key]
+        if "cache" not in spec:
+            del spec["source_hash"]
         params = {name: inp.name for name, inp in task.inputs.items()
                   if isinstance(inp, ParamInput)}
         upstream = [name for name, inp in task.inputs.items() if isinstance(inp, OutputInput)]
@@ -646,7 +652,8 @@ def _gate_name(cond: Condition) -> str:
 def _pod_context_text(param_names: list[str]) -> str:
     """The Jinja string a pod task receives as ``unipipe_context`` (fixed text + identifiers)."""
     params = ", ".join(f'"{n}": {{{{ params[{n!r}] | tojson }}}}' for n in param_names)
-    return ('{"run_id": {{ run_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, '
+    return ('{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, '
+            '"task_id": {{ ti.task_id | tojson }}, '
             '"try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, '
             '"params": {' + params + "}}")
 

@@ -67,6 +67,7 @@ class _Try:
             index = int(data.get("map_index", -1))
             self.params: Mapping[str, Any] = data.get("params") or {}
             self.task_id = str(data.get("task_id", ""))
+            self.dag_id = str(data.get("dag_id", ""))
         else:
             ctx = context if context is not None else _current_context()
             ti = ctx["ti"]
@@ -77,6 +78,7 @@ class _Try:
             index = -1 if index is None else int(index)
             self.params = ctx.get("params") or {}
             self.task_id = str(ti.task_id)
+            self.dag_id = str(ti.dag_id)
         self.map_index = index if index >= 0 else None
 
 
@@ -108,6 +110,8 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
     from unipipe.runtime.invoke import invoke
 
     now = _Try(context)
+    # the generated spec leaves out what the context says: the pipeline (DAG id) and task id
+    spec = {"pipeline": now.dag_id, "id": now.task_id, **spec}
     values = {name: _plain(v) for name, v in (inputs or {}).items()}
     for name, param in (spec.get("params") or {}).items():
         values[name] = now.params[param]
@@ -178,8 +182,7 @@ def _verdict_url(pipeline: str, run_id: str, task_id: str, map_index: int | None
 def _write_verdict(spec: Mapping[str, Any], now: _Try, exc: BaseException) -> None:
     from unipipe.runtime import store
 
-    url = _verdict_url(spec["pipeline"], now.run_id, now.task_id or spec["id"], now.map_index,
-                       now.attempt)
+    url = _verdict_url(spec["pipeline"], now.run_id, spec["id"], now.map_index, now.attempt)
     store.write_bytes(url, json.dumps({"error_type": type(exc).__name__,
                                        "error": str(exc)[:2000]}).encode())
 

@@ -20,73 +20,34 @@ def fanout():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "fanout",
-                "id": "make_numbers",
-                "fn": "pipelines.features:make_numbers",
-                "source_hash": "939462113f0ebcb5c06e1960030e83967d713d6ed6aca8b925888028db9831c3",
-                "params": {"n": "n"},
-                "fan_out": True,
-            }
+            {"fn": "pipelines.features:make_numbers", "params": {"n": "n"}, "fan_out": True}
         )
 
     @task
     def square(x):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "fanout",
-                "id": "square",
-                "fn": "pipelines.features:square",
-                "source_hash": "97a4b066434269f9ec2fc86abd3d38968c2e7701fcc68b28fd63feb2d35d9183",
-                "map_over": "x",
-            },
-            {"x": x},
-        )
+        return run_task({"fn": "pipelines.features:square", "map_over": "x"}, {"x": x})
 
     @task
     def describe(values):
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "fanout",
-                "id": "describe",
-                "fn": "pipelines.features:describe",
-                "source_hash": "76e13cb06484e15d29f11d4e087aa65f682584d125f130f58171fad0812e5ec2",
-                "params": {"label": "label"},
-            },
-            {"values": values},
+            {"fn": "pipelines.features:describe", "params": {"label": "label"}}, {"values": values}
         )
 
     @task
     def touch():
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "fanout",
-                "id": "touch",
-                "fn": "pipelines.features:touch",
-                "source_hash": "a90c0af6489276e59ebe1aad0f07a6b109d04750414c2fa2611084824f7525e2",
-                "literals": {"tag": "done"},
-            }
-        )
+        return run_task({"fn": "pipelines.features:touch", "literals": {"tag": "done"}})
 
     @task
     def total(values):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "fanout",
-                "id": "total",
-                "fn": "pipelines.features:total",
-                "source_hash": "e78abe960022077ca3633812b9e1cfd8cb70224ac33f9be22f57c98c444d32e3",
-            },
-            {"values": values},
-        )
+        return run_task({"fn": "pipelines.features:total"}, {"values": values})
 
     make_numbers_result = make_numbers()
     square_result = square.expand(x=make_numbers_result)

@@ -17,14 +17,7 @@ def map_sources():
     def table():
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "map-sources",
-                "id": "table",
-                "fn": "pipelines_airflow:table",
-                "source_hash": "4f2c9ba44da333d89084daa06a990b1226956efae3a872e140c5d54711cf086c",
-            }
-        )
+        return run_task({"fn": "pipelines_airflow:table"})
 
     @task
     def shout_items():
@@ -38,14 +31,7 @@ def map_sources():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "map-sources",
-                "id": "shout",
-                "fn": "pipelines_airflow:shout",
-                "source_hash": "34c9a82444896f998f278cbcd2153fb0ae4d8f369ef7cbdb61d1a21fe283cf53",
-                "literals": {"suffix": "!"},
-                "map_over": "word",
-            },
+            {"fn": "pipelines_airflow:shout", "literals": {"suffix": "!"}, "map_over": "word"},
             {"word": word},
         )
 
@@ -60,16 +46,7 @@ def map_sources():
     def double(n):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "map-sources",
-                "id": "double",
-                "fn": "pipelines_airflow:double",
-                "source_hash": "1666292664fa34a1fd914c2eaec49343235fb067a0bf06623356124cd8cd22fc",
-                "map_over": "n",
-            },
-            {"n": n},
-        )
+        return run_task({"fn": "pipelines_airflow:double", "map_over": "n"}, {"n": n})
 
     @task
     def shout_2_items(value):
@@ -83,14 +60,7 @@ def map_sources():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "map-sources",
-                "id": "shout_2",
-                "fn": "pipelines_airflow:shout",
-                "source_hash": "34c9a82444896f998f278cbcd2153fb0ae4d8f369ef7cbdb61d1a21fe283cf53",
-                "literals": {"suffix": "?"},
-                "map_over": "word",
-            },
+            {"fn": "pipelines_airflow:shout", "literals": {"suffix": "?"}, "map_over": "word"},
             {"word": word},
         )
 
@@ -105,15 +75,7 @@ def map_sources():
     def not_ok_branch(data):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "map-sources",
-                "id": "not_ok_branch",
-                "fn": "pipelines_airflow:not_ok_branch",
-                "source_hash": "f0379336a606d7c8f12b8f3ec710a3b92475dca5956b74c96869be68b61d1a9c",
-            },
-            {"data": data},
-        )
+        return run_task({"fn": "pipelines_airflow:not_ok_branch"}, {"data": data})
 
     table_result = table()
     shout_items_result = shout_items()

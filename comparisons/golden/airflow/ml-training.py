@@ -63,10 +63,7 @@ def ml_training():
 
         return run_task(
             {
-                "pipeline": "ml-training",
-                "id": "validate_data",
                 "fn": "ml_training:validate_data",
-                "source_hash": "724fada28989b9a386fee2345fdcdca503d80932358afcec0232461a8fa431dd",
                 "retry": {"max_retries": 1, "delay": 1.0},
                 "params": {"n_rows": "n_rows", "seed": "seed"},
             }
@@ -79,8 +76,6 @@ def ml_training():
 
         return run_task(
             {
-                "pipeline": "ml-training",
-                "id": "compute_features",
                 "fn": "ml_training:compute_features",
                 "source_hash": "e47ef09175bc33da491c8cf39bc4bc889102042d960509546d124629033005c9",
                 "retry": {"max_retries": 1, "delay": 1.0},
@@ -125,10 +120,7 @@ def ml_training():
 
         return run_task(
             {
-                "pipeline": "ml-training",
-                "id": "train_model",
                 "fn": "ml_training:train_model",
-                "source_hash": "c8facf0a2cf9610898d55b2744a52b7d7484dc04da791c211ef79f8f6b4023ce",
                 "retry": {
                     "max_retries": 2,
                     "delay": 1.0,
@@ -149,13 +141,7 @@ def ml_training():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "ml-training",
-                "id": "evaluate_model",
-                "fn": "ml_training:evaluate_model",
-                "source_hash": "a0908bc2707888188ed7b8bd5dbd3ae1d75b8b57e9cf985638fe2bd938fdfa36",
-                "retry": {"max_retries": 1, "delay": 1.0},
-            },
+            {"fn": "ml_training:evaluate_model", "retry": {"max_retries": 1, "delay": 1.0}},
             {"model": model, "features": features},
         )
 
@@ -165,10 +151,7 @@ def ml_training():
 
         return run_task(
             {
-                "pipeline": "ml-training",
-                "id": "quality_gate",
                 "fn": "ml_training:quality_gate",
-                "source_hash": "10595066002272f281d1bb4fa3869136d3fe9a8d30c84bd8cc9370e05d6df5cb",
                 "retry": {"max_retries": 1, "delay": 1.0},
                 "params": {"threshold": "threshold"},
             },
@@ -187,13 +170,7 @@ def ml_training():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "ml-training",
-                "id": "register_model",
-                "fn": "ml_training:register_model",
-                "source_hash": "43b327d96537e6a171807ca4f78db683fa3b96a602d927bd0a81decec1b7979c",
-                "retry": {"max_retries": 1, "delay": 1.0},
-            },
+            {"fn": "ml_training:register_model", "retry": {"max_retries": 1, "delay": 1.0}},
             {"model": model, "metrics": metrics},
         )
 
@@ -203,10 +180,7 @@ def ml_training():
 
         return run_task(
             {
-                "pipeline": "ml-training",
-                "id": "shard_ids",
                 "fn": "ml_training:shard_ids",
-                "source_hash": "c9b5e615e9e573e54b03da21e1b05f7985aa01fceb9b107d1d085adbf6240544",
                 "retry": {"max_retries": 1, "delay": 1.0},
                 "fan_out": True,
             },
@@ -218,14 +192,7 @@ def ml_training():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "ml-training",
-                "id": "score_shard",
-                "fn": "ml_training:score_shard",
-                "source_hash": "aa79f7055eda259e7940364a17729c851e934b4088505d773a45cbb6492a39d2",
-                "map_over": "shard",
-                "retry": {"max_retries": 1},
-            },
+            {"fn": "ml_training:score_shard", "map_over": "shard", "retry": {"max_retries": 1}},
             {"shard": shard, "model": model, "features": features},
         )
 
@@ -233,7 +200,7 @@ def ml_training():
     compute_features_result = compute_features(data=validate_data_result)
     train_model_result = train_model(
         features=compute_features_result,
-        unipipe_context='{"run_id": {{ run_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "params": {"learning_rate": {{ params[\'learning_rate\'] | tojson }}}}',
+        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "params": {"learning_rate": {{ params[\'learning_rate\'] | tojson }}}}',
     )
     evaluate_model_result = evaluate_model(
         model=train_model_result, features=compute_features_result

@@ -17,28 +17,14 @@ def quality_gate():
     def score():
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "quality-gate",
-                "id": "score",
-                "fn": "pipelines.features:score",
-                "source_hash": "dfd420ee51f5ecd34daa78e6e607ef9d778a3cffb102e06fd4d59d9c771ec95e",
-                "params": {"value": "value"},
-            }
-        )
+        return run_task({"fn": "pipelines.features:score", "params": {"value": "value"}})
 
     @task
     def passes(metrics):
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "quality-gate",
-                "id": "passes",
-                "fn": "pipelines.features:passes",
-                "source_hash": "38b1be3b7f53adb5f3e0296f9fbc1081c35b925d1024afd3536d35028f2918cd",
-                "params": {"threshold": "threshold"},
-            },
+            {"fn": "pipelines.features:passes", "params": {"threshold": "threshold"}},
             {"metrics": metrics},
         )
 
@@ -53,29 +39,13 @@ def quality_gate():
     def register(metrics):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "quality-gate",
-                "id": "register",
-                "fn": "pipelines.features:register",
-                "source_hash": "88a9f590b41312e834148e7093dff9fef3bae576a3659319419c888847481999",
-            },
-            {"metrics": metrics},
-        )
+        return run_task({"fn": "pipelines.features:register"}, {"metrics": metrics})
 
     @task
     def after_register(name):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "quality-gate",
-                "id": "after_register",
-                "fn": "pipelines.features:after_register",
-                "source_hash": "ed40c26ed92d865d5a1838f13fb9a798a65d2bf60c2ce3fcc293d21bac402d9e",
-            },
-            {"name": name},
-        )
+        return run_task({"fn": "pipelines.features:after_register"}, {"name": name})
 
     score_result = score()
     passes_result = passes(metrics=score_result)

@@ -41,28 +41,14 @@ def retries_exhausted():
     def always_fails():
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "pipeline": "retries-exhausted",
-                "id": "always_fails",
-                "fn": "pipelines.features:always_fails",
-                "source_hash": "80dd2f53c1c7f62ed491d915e021b5db81b8f8f606c57550215052eddbc07885",
-                "retry": {"max_retries": 2},
-            }
-        )
+        return run_task({"fn": "pipelines.features:always_fails", "retry": {"max_retries": 2}})
 
     @task(retries=2, retry_delay=timedelta(seconds=0.2))
     def never_runs(x):
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "retries-exhausted",
-                "id": "never_runs",
-                "fn": "pipelines.features:never_runs",
-                "source_hash": "0ce3cf26b12849222721a68648ecf0f5eea13efe383bf9d1859c90e820245387",
-                "retry": {"max_retries": 2, "delay": 0.2},
-            },
+            {"fn": "pipelines.features:never_runs", "retry": {"max_retries": 2, "delay": 0.2}},
             {"x": x},
         )
 
@@ -71,13 +57,7 @@ def retries_exhausted():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "pipeline": "retries-exhausted",
-                "id": "independent",
-                "fn": "pipelines.features:independent",
-                "source_hash": "3ce09a9aa00e736dad7b76694f370f36e293c68e0df70954b40514dcd6483d0d",
-                "retry": {"max_retries": 2, "delay": 0.2},
-            }
+            {"fn": "pipelines.features:independent", "retry": {"max_retries": 2, "delay": 0.2}}
         )
 
     always_fails_result = always_fails()

@@ -1,7 +1,8 @@
 """The 1000-task pipeline of the compile benchmark, written twice: with unipipe and natively in KFP.
 
-Shape: a chain of 1000 steps where step i consumes step i-1's output (every step has a retry
-policy, and every tenth a cache), so both compilers see the same graph and the same policies.
+Shape: a chain of 1000 steps where step i consumes step i-1's output, every step with 2 retries,
+so both compilers see the same graph. (The native version also turns KFP's cache on for every
+tenth step and off elsewhere; unipipe's turns it off everywhere: one field per task either way.)
 """
 
 

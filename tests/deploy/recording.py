@@ -74,3 +74,17 @@ class RecordingServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def service_account_file(path, token_uri: str, email: str) -> None:
+    """A service-account key file with a fresh RSA key: Application Default Credentials for a test
+    (GOOGLE_APPLICATION_CREDENTIALS), whose token exchanges go to ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(json.dumps({"type": "service_account", "project_id": email.split("@")[1].split(".")[0],
+                                "private_key_id": "k1", "private_key": pem, "client_email": email,
+                                "client_id": "1", "token_uri": token_uri}))

@@ -75,3 +75,63 @@ def test_composer_needs_a_bucket_and_a_version(ir, gcs_env):
     assert out.code == 2 and "airflow_version" in out.text
     bad = deploy(ir, "composer", ["dags_folder=s3://b/dags", "airflow_version=2.10.5"])
     assert bad.code == 2 and "gs://" in bad.text
+
+
+ENV = "projects/proj-1/locations/europe-west1/environments/prod"
+
+
+class FakeComposer:
+    """The Composer API's environments.get / environments.patch (recorded; GCS is the emulator)."""
+
+    def __init__(self, bucket: str) -> None:
+        self.env = {"name": ENV, "config": {
+            "dagGcsPrefix": f"gs://{bucket}/dags",
+            "softwareConfig": {"imageVersion": "composer-2.12.1-airflow-2.10.5",
+                               "pypiPackages": {"pandas": "==2.2.3"}}}}
+
+    def __call__(self, r):
+        if r.path == "/token":
+            return 200, {"access_token": "test-token", "expires_in": 3600, "token_type": "Bearer"}
+        if r.path == f"/v1/{ENV}" and r.method == "GET":
+            return 200, self.env
+        if r.path == f"/v1/{ENV}" and r.method == "PATCH":
+            self.env["config"]["softwareConfig"]["pypiPackages"] = r.json()["config"]["softwareConfig"]["pypiPackages"]
+            return 200, {"name": f"{ENV[:-len('/environments/prod')]}/operations/op-1", "done": False}
+        return 404, {"error": {"code": 404}}
+
+
+@pytest.fixture
+def composer_api(gcs_bucket, monkeypatch, tmp_path):
+    from deploy.recording import RecordingServer, service_account_file
+
+    fake = FakeComposer(gcs_bucket)
+    server = RecordingServer(fake)
+    server.fake = fake
+    cred = tmp_path / "service-account.json"
+    service_account_file(cred, f"{server.url}/token", "deployer@proj-1.iam.gserviceaccount.com")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(cred))
+    yield server
+    server.close()
+
+
+def test_composer_recorded_requests_environment_gives_folder_and_version_and_gets_the_packages(
+        ir, gcs_bucket, composer_api, tmp_path):
+    """The Composer API is a recording server (not exercised against live Composer); GCS is the emulator."""
+    opts = [f"environment={ENV}", f"api_endpoint={composer_api.url}", "update_environment=true"]
+    out = deploy(ir, "composer", opts)
+    assert out.code == 0, out.text
+    assert "Airflow 2.10.5, dialect 2.10" in out.text
+    calls = [c for c in composer_api.calls() if c[1] != "/token"]
+    assert calls == [("GET", f"/v1/{ENV}"), ("PATCH", f"/v1/{ENV}")]
+    patch = [r for r in composer_api.requests if r.method == "PATCH"][0]
+    assert patch.q("updateMask") == "config.softwareConfig.pypiPackages"
+    assert patch.json() == {"config": {"softwareConfig": {"pypiPackages": {
+        "pandas": "==2.2.3", "unipipe": "==0.1.0", "unipipe-airflow": "==0.1.0"}}}}
+    assert patch.headers["authorization"].startswith("Bearer ")
+    assert sorted(_blobs(gcs_bucket)) == ["dags/deploy/__init__.py", "dags/deploy/shipped.py",
+                                          "dags/nightly_report_dag.py"]
+
+    n = len(composer_api.requests)
+    again = deploy(ir, "composer", opts)
+    assert again.code == 0 and "nothing changed" in again.text, again.text
+    assert [c for c in composer_api.calls()[n:] if c[1] != "/token"] == [("GET", f"/v1/{ENV}")]

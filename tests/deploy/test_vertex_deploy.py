@@ -16,7 +16,7 @@ import yaml
 
 import unipipe as up
 from deploy.helpers import deploy
-from deploy.recording import Recorded, RecordingServer
+from deploy.recording import Recorded, RecordingServer, service_account_file
 from unipipe.compiler.driver import compile_ir
 from unipipe.deploy.bundle import sha256
 
@@ -66,19 +66,11 @@ class FakeVertex:
 
 @pytest.fixture
 def vertex(monkeypatch, tmp_path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     fake = FakeVertex()
     server = RecordingServer(fake)
     server.fake = fake
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
     cred = tmp_path / "service-account.json"
-    cred.write_text(json.dumps({"type": "service_account", "project_id": "proj-1", "private_key_id": "k1",
-                                "private_key": pem, "client_email": EMAIL, "client_id": "1",
-                                "token_uri": f"{server.url}/token"}))
+    service_account_file(cred, f"{server.url}/token", EMAIL)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(cred))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))

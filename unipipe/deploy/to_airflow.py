@@ -7,6 +7,7 @@ scheduler never parses a DAG whose modules are not there yet.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from unipipe.deploy.bundle import LocalFile, module_files, provider_requirements, requirements
@@ -21,7 +22,9 @@ MWAA_PYTHON = {"2.7.2": "3.11", "2.8.1": "3.11", "2.9.2": "3.11", "2.10.1": "3.1
 
 MWAA_OPTIONS = ("environment", "bucket", "dags_path", "requirements_path", "airflow_version",
                 "requirements", "update_environment")
-COMPOSER_OPTIONS = ("bucket", "dags_folder", "airflow_version", "requirements")
+COMPOSER_OPTIONS = ("bucket", "dags_folder", "airflow_version", "requirements", "environment", "project",
+                    "region", "api_endpoint", "update_environment")
+COMPOSER_API = "https://composer.googleapis.com"
 
 
 def _compiled(ir: Pipeline, version: str, opts: Options) -> tuple[list[LocalFile], list[str], list[str]]:
@@ -144,6 +147,45 @@ def plan_mwaa(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     return plan
 
 
+def _composer_session() -> Any:
+    """An HTTP session with Application Default Credentials (the standard Google environment)."""
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return AuthorizedSession(credentials)
+
+
+def _composer_environment(opts: Options) -> tuple[str, str, dict[str, Any]] | None:
+    """(API base, environment resource name, the environment) when --set environment= names one."""
+    env = opts.get("environment")
+    if env is None:
+        return None
+    if not env.startswith("projects/"):
+        env = (f"projects/{opts.require('project', 'with a short environment name')}/locations/"
+               f"{opts.require('region', 'with a short environment name')}/environments/{env}")
+    base = (opts.get("api_endpoint") or COMPOSER_API).rstrip("/")
+    resp = _composer_session().get(f"{base}/v1/{env}", timeout=60)
+    if resp.status_code != 200:
+        raise DeployFailed(f"cannot read Composer environment {env}: HTTP {resp.status_code} {resp.text[:300]}")
+    return base, env, resp.json()
+
+
+def _pypi_packages(pkgs: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Composer's ``pypiPackages`` map (name -> version specifier) and the lines it cannot hold."""
+    import re
+
+    out: dict[str, str] = {}
+    rest: list[str] = []
+    for line in pkgs:
+        m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?)\s*((?:[<>=!~]=?[^;@\s]*,?)*)\s*", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+        else:
+            rest.append(line)
+    return out, rest
+
+
 def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     folder = opts.get("dags_folder")
     bucket = opts.get("bucket")
@@ -156,9 +198,26 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         bucket = fb
     else:
         prefix = "dags"
+    found = _composer_environment(opts)
+    env_config: dict[str, Any] = (found[2].get("config") or {}) if found else {}
+    if not folder and env_config.get("dagGcsPrefix"):
+        fb, _, prefix = env_config["dagGcsPrefix"][5:].partition("/")
+        if bucket and bucket != fb:
+            raise InvalidDeploy(f"bucket {bucket!r} is not the environment's ({fb!r})")
+        bucket = fb
     if not bucket:
-        raise InvalidDeploy("--to composer needs --set bucket=NAME or --set dags_folder=gs://BUCKET/dags")
-    version = opts.require("airflow_version", "the environment's Airflow version, e.g. 2.10.5")
+        raise InvalidDeploy("--to composer needs --set bucket=NAME, --set dags_folder=gs://BUCKET/dags "
+                            "or --set environment=NAME")
+    version = opts.get("airflow_version")
+    image = (env_config.get("softwareConfig") or {}).get("imageVersion", "")
+    if version is None and "airflow-" in image:
+        version = image.split("airflow-", 1)[1]
+    if version is None:
+        raise InvalidDeploy("--to composer needs --set airflow_version=X.Y.Z (the environment's Airflow "
+                            "version, e.g. 2.10.5) or --set environment=NAME")
+    update_env = opts.flag("update_environment")
+    if update_env and found is None:
+        raise InvalidDeploy("--set update_environment=true needs --set environment=NAME")
     dialect_version = dialect("airflow", version)
     dag_files, pkgs, diagnostics = _compiled(ir, dialect_version, opts)
     modules = module_files(ir)
@@ -170,6 +229,25 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     plan.notes += diagnostics
     for f in modules:
         upload_step(plan, store, join_key(prefix, f.relpath), f.data, inspect=inspect, detail="task module")
+    if update_env and found is not None:
+        base, name, _ = found
+        wanted, unexpressible = _pypi_packages(pkgs)
+        current = dict((env_config.get("softwareConfig") or {}).get("pypiPackages") or {})
+        merged = {**current, **wanted}
+        if unexpressible:
+            plan.notes.append("Composer's pypiPackages cannot hold: " + ", ".join(unexpressible))
+
+        def patch() -> str:
+            resp = _composer_session().patch(
+                f"{base}/v1/{name}", params={"updateMask": "config.softwareConfig.pypiPackages"},
+                json={"config": {"softwareConfig": {"pypiPackages": merged}}}, timeout=60)
+            if resp.status_code != 200:
+                raise DeployFailed(f"Composer refused the update: HTTP {resp.status_code} {resp.text[:300]}")
+            return f"operation {resp.json().get('name')}"
+
+        plan.add(Step("call", f"composer environments.patch {name}", "unchanged" if merged == current else "update",
+                      "config.softwareConfig.pypiPackages += " + json.dumps(
+                          {k: v for k, v in wanted.items() if current.get(k) != v}, sort_keys=True), patch))
     for f in dag_files:
         upload_step(plan, store, join_key(prefix, f.relpath), f.data, inspect=inspect, detail="compiled DAG")
     plan.facts["packages"] = pkgs

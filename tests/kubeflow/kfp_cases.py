@@ -17,9 +17,16 @@ def stamp(x: int) -> dict:
     return {"x": x, "at": time.time()}
 
 
+@up.task
+def stamp_x(s: dict) -> int:
+    return s["x"]
+
+
 @up.pipeline(name="native-cache")
 def native_cache(x: int = 5):
-    return stamp(x)
+    s = stamp(x)
+    stamp_x(s)
+    return s
 
 
 def first_letter_key(inputs: dict) -> str:

@@ -69,7 +69,9 @@ def test_ml_training_yaml_has_native_retry_resources_timeout_and_exit_handler(tm
     assert exe["resources"]["resourceMemoryLimit"] == "1Gi"
     assert exe["image"] == "python:3.11"
     deadlines = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert deadlines["exec-train-model"]["activeDeadlineSeconds"] == "120"
+    # timeout=2m: the shim stops the function at 120 s, the pod deadline is the backstop
+    assert deadlines["exec-train-model"]["activeDeadlineSeconds"] == "150"
+    assert '"timeout"' in module.split("def train_model")[1].split("def ")[0]
     alerts = tasks["pipeline alerts"]
     assert alerts["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     assert "taskFinalStatus" in alerts["inputs"]["parameters"]["status"]

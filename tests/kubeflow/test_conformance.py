@@ -104,7 +104,7 @@ def test_jitter_waits_at_least_the_base_delay():
     assert starts[1] - starts[0] >= 0.5 and starts[2] - starts[1] >= 0.5
 
 
-def test_timeout_kills_at_the_pod_deadline_and_retries():
+def test_timeout_stops_the_function_and_retries():
     ref, kfp, _, _ = both(F.timeout)
     assert view(kfp) == view(ref)
     t = kfp.tasks["hangs"]
@@ -161,6 +161,10 @@ def test_second_run_is_a_cache_hit(pipeline, task, tmp_path, monkeypatch):
     events = [e for e in trace.read(os.environ["UNIPIPE_TRACE_DIR"], kfp2.run_id)
               if e["kind"] == "attempt" and e["task"] == task]
     assert [(e["attempt"], e["outcome"], e["cache_hit"]) for e in events] == [(1, "success", True)]
+    if task == "stamp":  # KFP's own cache: the hit is timed when the executor looked it up
+        consumer = [e for e in trace.read(os.environ["UNIPIPE_TRACE_DIR"], kfp2.run_id)
+                    if e["kind"] == "attempt" and e["task"] == "stamp_x"]
+        assert events[0]["end"] <= consumer[0]["start"]
 
 
 def test_key_fn_cache_hits_on_the_same_key_only():

@@ -50,9 +50,10 @@ SUPPORT: dict[Feature, Support] = {
                      "cache version via the command)"),
     Feature.CACHE_EXPIRE: E("KFP v2 caches never expire: such tasks are cached by the shim"),
     Feature.CACHE_KEY_FN: E("KFP's cache_key is a constant: the shim computes the key"),
-    Feature.TIMEOUT: N("kfp-kubernetes set_timeout (activeDeadlineSeconds, whole seconds, counted "
-                       "from container start); fractional or with task alerts: the shim, with "
-                       "the deadline as backstop"),
+    Feature.TIMEOUT: E("the shim stops the task function at the IR timeout; kfp-kubernetes "
+                       "set_timeout sets the pod deadline to ceil(timeout) + 30 s as the engine's "
+                       "backstop (a pod deadline counts from container start, which includes "
+                       "starting Python and importing kfp, so alone it would cut tasks short)"),
     Feature.RESOURCES: N("set_cpu_limit / set_memory_limit (not enforced by the local executor)"),
     Feature.RESOURCES_GPU: N("set_accelerator_type / set_accelerator_limit"),
     Feature.IMAGE: N("@dsl.component(base_image=...) per task (not used by the local executor)"),

@@ -93,6 +93,7 @@ class Execution:
     outputs: dict[str, Any] = field(default_factory=dict)
     fingerprint: str | None = None
     reason: str | None = None
+    decided: tuple[float, float] | None = None  # when a cache hit was looked up (no launch)
 
 
 @dataclass
@@ -401,11 +402,13 @@ class SpecExecutor:
         self.executions.append(exe)
         caching = task.get("cachingOptions", {})
         if caching.get("enableCache"):
+            looked_up = time.time()
             exe.fingerprint = fingerprint(self.pipeline, comp_name, comp, container, args,
                                           caching.get("cacheKey"))
             hit = self.cache.get(self.pipeline, exe.fingerprint)
             if hit is not None:
                 exe.state, exe.outputs = CACHED, hit
+                exe.decided = (looked_up, time.time())
                 return CACHED, hit, None
         policy = task.get("retryPolicy", {})
         retries = int(policy.get("maxRetryCount", 0))

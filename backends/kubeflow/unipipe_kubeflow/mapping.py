@@ -11,7 +11,8 @@ tests read the same decisions. Facts relied on (kfp 2.16.1, re-checked in the in
 - ``set_caching_options(enable_caching, cache_key)``: the OSS fingerprint hashes inputs and the
   container command (which holds the task spec, so the task's source hash and cache version).
   No expiry; ``cache_key`` is a constant, so a key *function* of the inputs cannot be native.
-- ``kfp.kubernetes.set_timeout(task, seconds)``: the pod's ``activeDeadlineSeconds``, integer.
+- ``kfp.kubernetes.set_timeout(task, seconds)``: the pod's ``activeDeadlineSeconds``, integer,
+  counted from pod start (so it includes container start-up, not only the task function).
 """
 
 from __future__ import annotations
@@ -148,13 +149,15 @@ def plan_task(ir: Pipeline, task: Task, sources: set[str] | None = None) -> Task
             native_cache = True
     deadline = None
     if pol.timeout is not None:
-        if _integral(pol.timeout) and not pol.alerts:
-            deadline = int(pol.timeout)
-        else:
-            emulate.add("timeout")
-            deadline = int(math.ceil(pol.timeout)) + DEADLINE_GRACE
-            notes.append((Feature.TIMEOUT, "enforced by the shim (fractional seconds or task "
-                          "alerts); the pod deadline is a backstop"))
+        # The IR's timeout bounds the task function. A pod deadline counts from container start
+        # (Python, kfp's executor imports, on a cluster the image pull), so used alone it would
+        # cut short a task that is well within its timeout. The shim stops the function at the
+        # IR timeout (and can still send the task's alerts); the pod deadline stays as the
+        # engine's guarantee for code the shim cannot interrupt.
+        emulate.add("timeout")
+        deadline = int(math.ceil(pol.timeout)) + DEADLINE_GRACE
+        notes.append((Feature.TIMEOUT, f"the shim stops the function at {pol.timeout:g}s; the "
+                      f"pod deadline ({deadline}s) is the backstop"))
     return TaskPlan(tuple(sorted(emulate)), retry, native_cache, deadline,
                     output_kind(ir, task, sources), tuple(notes))
 

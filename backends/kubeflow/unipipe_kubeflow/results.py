@@ -50,13 +50,13 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
     if exe.state == "CACHED":
         # KFP's cache hit starts no container, so no shim event: write the one the reference
         # runner writes for a hit (an attempt with cache_hit), for the harness's trace view.
-        now = time.time()
+        start, end = exe.decided or (time.time(), time.time())
         trace.emit({"kind": "attempt", "run_id": run_id, "pipeline": ir.name, "task": task_id,
-                    "map_index": map_index, "attempt": 1, "backend": "kubeflow", "start": now,
-                    "end": now, "outcome": "success", "cache_hit": True, "error_type": None,
+                    "map_index": map_index, "attempt": 1, "backend": "kubeflow", "start": start,
+                    "end": end, "outcome": "success", "cache_hit": True, "error_type": None,
                     "error": None, "engine": "kfp-cache"})
         out = _decode_output(exe.outputs.get("Output"), kind) if "Output" in exe.outputs else None
-        return TaskResult("success", 1, True, out)
+        return TaskResult("success", 1, True, out, attempt_times=[(start, end)])
     if state in ("skipped", "upstream_failed"):
         return TaskResult(state)
     mine = [e for e in events if e.get("task") == task_id and e.get("map_index") == map_index]

@@ -107,7 +107,7 @@ def train_model(features: str, learning_rate: float) -> str:
         inputs={"features": features, "learning_rate": learning_rate},
         codecs={"features": "json"},
         output="json",
-        emulate=[],
+        emulate=["timeout"],
     )
 
 
@@ -280,7 +280,7 @@ def ml_training_pipeline(
         train_model_task.set_retry(num_retries=2, backoff_duration="1s", backoff_factor=2.0)
         train_model_task.set_cpu_limit("1")
         train_model_task.set_memory_limit("1Gi")
-        kubernetes.set_timeout(train_model_task, 120)
+        kubernetes.set_timeout(train_model_task, 150)
         evaluate_model_task = evaluate_model(
             model=train_model_task.output, features=compute_features_task.output
         )

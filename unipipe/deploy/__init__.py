@@ -3,7 +3,23 @@
 Every target first builds a :class:`~unipipe.deploy.plan.Plan` by reading the remote state
 (read-only calls), then applies only the steps that change something, in order. ``--dry-run``
 prints the plan and stops. Credentials come from each SDK's standard environment, never from
-options or generated files.
+options or generated files. Options (``--set name=value``), per target:
+
+- mwaa: ``bucket``, ``airflow_version`` (or ``environment`` to read both, and the dags and
+  requirements paths, through the MWAA API), ``dags_path``, ``requirements_path``,
+  ``requirements`` (extra packages, comma-separated), ``update_environment`` (point the
+  environment at the new requirements.txt version). AWS_* environment, AWS_ENDPOINT_URL_S3/_MWAA.
+- composer: ``bucket`` or ``dags_folder`` and ``airflow_version`` (or ``environment`` with
+  ``project``/``region``, read through the Composer API), ``requirements``,
+  ``update_environment`` (add the PyPI packages), ``api_endpoint``. Application Default Credentials.
+- prefect: ``code_dir`` (where workers load the flow code), ``work_pool``, ``work_pool_type``,
+  ``work_queue``, ``name``, ``tags``, ``paused``, ``results_path``, ``param.NAME``, ``env.NAME``.
+  PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud).
+- kubeflow: ``host`` (or KF_PIPELINES_ENDPOINT), ``namespace``, ``pipeline_name``,
+  ``description``, ``experiment``, ``schedule`` (false: no recurring run).
+- vertex: ``project``, ``region``, ``pipeline_root``, ``service_account``, ``network``,
+  ``display_name``, ``enable_caching``, ``api_endpoint``, ``param.NAME``.
+- every target: ``allow_unsupported`` (compile with warnings instead of refusing a feature).
 """
 
 from __future__ import annotations

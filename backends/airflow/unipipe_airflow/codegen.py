@@ -356,10 +356,14 @@ class DagWriter:
         spec.pop("alerts", None)  # delivered by the task's callbacks, not by the shim
         # The adapter takes the pipeline and task id from the DAG id and the task id, and the
         # source hash matters to the cache key only: the file stays small and quick to parse.
-        for key in ("pipeline", "id"):
-            del spec[key]
+        for key in ("pipeline", "id", "map_over"):
+            spec.pop(key, None)
         if "cache" not in spec:
             del spec["source_hash"]
+        retry = spec.get("retry")
+        if retry is not None and set(retry) <= {"max_retries", "delay"}:
+            # fully native: Airflow's retries/retry_delay say it all (the adapter reads them)
+            del spec["retry"]
         params = {name: inp.name for name, inp in task.inputs.items()
                   if isinstance(inp, ParamInput)}
         upstream = [name for name, inp in task.inputs.items() if isinstance(inp, OutputInput)]
@@ -653,7 +657,7 @@ def _pod_context_text(param_names: list[str]) -> str:
     """The Jinja string a pod task receives as ``unipipe_context`` (fixed text + identifiers)."""
     params = ", ".join(f'"{n}": {{{{ params[{n!r}] | tojson }}}}' for n in param_names)
     return ('{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, '
-            '"task_id": {{ ti.task_id | tojson }}, '
+            '"task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, '
             '"try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, '
             '"params": {' + params + "}}")
 

@@ -68,6 +68,7 @@ class _Try:
             self.params: Mapping[str, Any] = data.get("params") or {}
             self.task_id = str(data.get("task_id", ""))
             self.dag_id = str(data.get("dag_id", ""))
+            self.retries = int(data.get("retries") or 0)
         else:
             ctx = context if context is not None else _current_context()
             ti = ctx["ti"]
@@ -79,6 +80,7 @@ class _Try:
             self.params = ctx.get("params") or {}
             self.task_id = str(ti.task_id)
             self.dag_id = str(ti.dag_id)
+            self.retries = int(getattr(ctx.get("task"), "retries", 0) or 0)
         self.map_index = index if index >= 0 else None
 
 
@@ -112,6 +114,8 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
     now = _Try(context)
     # the generated spec leaves out what the context says: the pipeline (DAG id) and task id
     spec = {"pipeline": now.dag_id, "id": now.task_id, **spec}
+    if "retry" not in spec and now.retries:  # native retries: the shim only needs the count
+        spec["retry"] = {"max_retries": now.retries}
     values = {name: _plain(v) for name, v in (inputs or {}).items()}
     for name, param in (spec.get("params") or {}).items():
         values[name] = now.params[param]

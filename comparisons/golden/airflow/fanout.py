@@ -27,7 +27,7 @@ def fanout():
     def square(x):
         from unipipe_airflow.runtime import run_task
 
-        return run_task({"fn": "pipelines.features:square", "map_over": "x"}, {"x": x})
+        return run_task({"fn": "pipelines.features:square"}, {"x": x})
 
     @task
     def describe(values):

@@ -31,8 +31,7 @@ def map_sources():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {"fn": "pipelines_airflow:shout", "literals": {"suffix": "!"}, "map_over": "word"},
-            {"word": word},
+            {"fn": "pipelines_airflow:shout", "literals": {"suffix": "!"}}, {"word": word}
         )
 
     @task
@@ -46,7 +45,7 @@ def map_sources():
     def double(n):
         from unipipe_airflow.runtime import run_task
 
-        return run_task({"fn": "pipelines_airflow:double", "map_over": "n"}, {"n": n})
+        return run_task({"fn": "pipelines_airflow:double"}, {"n": n})
 
     @task
     def shout_2_items(value):
@@ -60,8 +59,7 @@ def map_sources():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {"fn": "pipelines_airflow:shout", "literals": {"suffix": "?"}, "map_over": "word"},
-            {"word": word},
+            {"fn": "pipelines_airflow:shout", "literals": {"suffix": "?"}}, {"word": word}
         )
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)

@@ -62,11 +62,7 @@ def ml_training():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "fn": "ml_training:validate_data",
-                "retry": {"max_retries": 1, "delay": 1.0},
-                "params": {"n_rows": "n_rows", "seed": "seed"},
-            }
+            {"fn": "ml_training:validate_data", "params": {"n_rows": "n_rows", "seed": "seed"}}
         )
 
     @task(retries=1, retry_delay=timedelta(seconds=1))
@@ -78,7 +74,6 @@ def ml_training():
             {
                 "fn": "ml_training:compute_features",
                 "source_hash": "e47ef09175bc33da491c8cf39bc4bc889102042d960509546d124629033005c9",
-                "retry": {"max_retries": 1, "delay": 1.0},
                 "cache": {"version": "1", "expire": 43200.0},
                 "emulate": ["cache"],
             },
@@ -141,8 +136,7 @@ def ml_training():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {"fn": "ml_training:evaluate_model", "retry": {"max_retries": 1, "delay": 1.0}},
-            {"model": model, "features": features},
+            {"fn": "ml_training:evaluate_model"}, {"model": model, "features": features}
         )
 
     @task(retries=1, retry_delay=timedelta(seconds=1))
@@ -150,11 +144,7 @@ def ml_training():
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {
-                "fn": "ml_training:quality_gate",
-                "retry": {"max_retries": 1, "delay": 1.0},
-                "params": {"threshold": "threshold"},
-            },
+            {"fn": "ml_training:quality_gate", "params": {"threshold": "threshold"}},
             {"metrics": metrics},
         )
 
@@ -169,30 +159,20 @@ def ml_training():
     def register_model(model, metrics):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {"fn": "ml_training:register_model", "retry": {"max_retries": 1, "delay": 1.0}},
-            {"model": model, "metrics": metrics},
-        )
+        return run_task({"fn": "ml_training:register_model"}, {"model": model, "metrics": metrics})
 
     @task(retries=1, retry_delay=timedelta(seconds=1))
     def shard_ids(features):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {
-                "fn": "ml_training:shard_ids",
-                "retry": {"max_retries": 1, "delay": 1.0},
-                "fan_out": True,
-            },
-            {"features": features},
-        )
+        return run_task({"fn": "ml_training:shard_ids", "fan_out": True}, {"features": features})
 
     @task(retries=1, retry_delay=timedelta(seconds=0))
     def score_shard(shard, model, features):
         from unipipe_airflow.runtime import run_task
 
         return run_task(
-            {"fn": "ml_training:score_shard", "map_over": "shard", "retry": {"max_retries": 1}},
+            {"fn": "ml_training:score_shard"},
             {"shard": shard, "model": model, "features": features},
         )
 
@@ -200,7 +180,7 @@ def ml_training():
     compute_features_result = compute_features(data=validate_data_result)
     train_model_result = train_model(
         features=compute_features_result,
-        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "params": {"learning_rate": {{ params[\'learning_rate\'] | tojson }}}}',
+        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "params": {"learning_rate": {{ params[\'learning_rate\'] | tojson }}}}',
     )
     evaluate_model_result = evaluate_model(
         model=train_model_result, features=compute_features_result

@@ -41,24 +41,19 @@ def retries_exhausted():
     def always_fails():
         from unipipe_airflow.runtime import run_task
 
-        return run_task({"fn": "pipelines.features:always_fails", "retry": {"max_retries": 2}})
+        return run_task({"fn": "pipelines.features:always_fails"})
 
     @task(retries=2, retry_delay=timedelta(seconds=0.2))
     def never_runs(x):
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {"fn": "pipelines.features:never_runs", "retry": {"max_retries": 2, "delay": 0.2}},
-            {"x": x},
-        )
+        return run_task({"fn": "pipelines.features:never_runs"}, {"x": x})
 
     @task(retries=2, retry_delay=timedelta(seconds=0.2))
     def independent():
         from unipipe_airflow.runtime import run_task
 
-        return run_task(
-            {"fn": "pipelines.features:independent", "retry": {"max_retries": 2, "delay": 0.2}}
-        )
+        return run_task({"fn": "pipelines.features:independent"})
 
     always_fails_result = always_fails()
     never_runs(x=always_fails_result)

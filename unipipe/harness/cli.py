@@ -51,11 +51,15 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
                   transient=False) as progress:
         bars = {b: progress.add_task("waiting", total=len(cases), backend=b) for b in names}
 
+        live = bool(getattr(console, "is_terminal", False))
+
         def on_event(event: str, case: str, backend: str) -> None:
             if event == "start":
                 progress.update(bars[backend], description=case)
             else:
                 progress.advance(bars[backend])
+                if not live:  # a CI log: one line per finished run instead of redrawn bars
+                    console.print(f"{backend:>9} {case}", highlight=False)
 
         suite = run_suite(cases, names, out_dir / "work", jobs=jobs, shards=shards,
                           on_event=on_event)

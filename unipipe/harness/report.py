@@ -56,7 +56,15 @@ def markdown(suite: Suite) -> str:
                  for b in suite.backends]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Required cases in bold. " + ", ".join(f"{v} {k}" for k, v in SYMBOL.items()),
-              ""]
+              "", "| backend | runs | worker seconds (sum) | median start-up to first attempt |",
+              "|---|---|---|---|"]
+    for b in suite.backends:
+        runs = [r for c in suite.cases for r in suite.outcome(c.id, b).runs]
+        secs = sum(r.get("seconds") or 0 for r in runs)
+        startups = sorted(r["startup"] for r in runs if r.get("startup") is not None)
+        median = f"{startups[len(startups) // 2]:.1f} s" if startups else "-"
+        lines.append(f"| {b} | {len(runs)} | {secs:.0f} | {median} |")
+    lines.append("")
     problems = suite.failures()
     notes = [o for o in suite.outcomes.values() if o.ok and o.reason]
     if problems:

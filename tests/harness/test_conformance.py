@@ -47,3 +47,26 @@ def test_recorded_results_match_this_run(conformance_suite):
                 stale.append(f"{case.id} on {backend}: recorded {then.get('status')}, now {now}")
     assert stale == [], "re-record with `unipipe conform comparisons/cases --out " \
                         "comparisons/results` and `unipipe matrix`:\n" + "\n".join(stale)
+
+
+SMOKE = ("retry_fail_twice", "alerts_retry_success", "cache_second_run")
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.timeout(1800)
+def test_airflow_real_scheduler_smoke_set(tmp_path):
+    """A smoke set on Airflow's real scheduler (``airflow standalone``), not ``dags test``."""
+    from unipipe.harness.cases import load_case
+    from unipipe.harness.execute import run_suite
+
+    from .conftest import CASES
+
+    suite = run_suite([load_case(CASES / c) for c in SMOKE], ["airflow@scheduler"], tmp_path)
+    assert suite.backends == ["local", "airflow@scheduler"]
+    assert [(o.case, o.status) for o in suite.failures()] == [], _explain(
+        suite, "airflow@scheduler")
+    retry = suite.outcome("retry_fail_twice", "airflow@scheduler").runs[0]
+    assert retry["tasks"]["flaky"]["attempts"] == 3
+    cached = suite.outcome("cache_second_run", "airflow@scheduler").runs[1]
+    assert cached["tasks"]["costly_sum"]["cache_hit"] is True

@@ -25,7 +25,8 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
     from unipipe.ir.errors import PipelineError
 
     known = available()
-    unknown = [b for b in backends if b not in known and b not in ("airflow", "prefect", "kubeflow")]
+    unknown = [b for b in backends if b.partition("@")[0] not in known
+               and b.partition("@")[0] not in ("airflow", "prefect", "kubeflow")]
     if unknown:
         console.print(f"[bold red]error:[/] unknown backend(s) {', '.join(unknown)} "
                       f"(installed: {', '.join(known) or 'none'})")

@@ -95,10 +95,18 @@ class _Availability:
     support: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-def backend_availability(name: str) -> _Availability:
-    """Can ``name`` run at all here? Missing packages or a missing ``run`` read as notimpl."""
+def split_label(label: str) -> tuple[str, dict[str, Any]]:
+    """``airflow@scheduler`` -> ("airflow", {"mode": "scheduler"}): a backend run in another of
+    its modes (Airflow's real scheduler instead of ``dags test``), reported as its own column."""
+    name, _, mode = label.partition("@")
+    return name, ({"mode": mode} if mode else {})
+
+
+def backend_availability(label: str) -> _Availability:
+    """Can ``label`` run at all here? Missing packages or a missing ``run`` read as notimpl."""
     from unipipe.compiler.registry import available, get_backend
 
+    name, _ = split_label(label)
     if name not in available():
         return _Availability(False, f"backend {name!r} is not installed")
     try:
@@ -212,7 +220,8 @@ class _Runner:
 
         trace_dir = self.dir / f"trace-{n}"
         name = f"{mode}-{n}"
-        job = {"mode": mode, "pipeline": self.case.pipeline, "backend": self.backend,
+        base, extra = split_label(self.backend)
+        job = {"mode": mode, "pipeline": self.case.pipeline, "backend": base, "extra": extra,
                "params": params, "run_id": f"{self.case.id}-{n}-{uuid.uuid4().hex[:8]}",
                "workdir": str(self.lane / "workdir"), "search_path": self.case.search_path(),
                "out": str(self.dir / f"{name}.json")}
@@ -236,7 +245,7 @@ class _Runner:
     def cli_run(self, n: int, params: dict[str, Any], receivers: Receivers) -> dict[str, Any]:
         """The user's path: ``unipipe run PIPELINE --backend B --param k=v``; exit 2 = refused."""
         argv = [sys.executable, "-m", "unipipe.cli", "run", self.case.pipeline,
-                "--backend", self.backend, "--json"]
+                "--backend", split_label(self.backend)[0], "--json"]
         for k, v in params.items():
             argv += ["--param", f"{k}={json.dumps(v)}"]
         code, seconds = self._spawn(argv, self._env(receivers, self.dir / f"trace-{n}"),
@@ -397,7 +406,7 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
         service = LaneService()
         try:
             if avail[backend].ok:
-                service.start(backend, home)
+                service.start(split_label(backend)[0], home)
             run_lane(backend, home, todo, service)
         finally:
             service.stop()

@@ -30,6 +30,12 @@ def view(result: up.RunResult) -> dict:
     }
 
 
+def gaps(task: up.TaskResult) -> list[float]:
+    """Wait before each retry: next attempt's start minus the previous attempt's end."""
+    times = task.attempt_times
+    return [b[0] - a[1] for a, b in zip(times, times[1:])]
+
+
 def both(pipeline, params=None, receivers=()):
     """Run on the reference runner, then on kubeflow; receivers are cleared in between."""
     ref = up.run(pipeline, backend="local", params=params)
@@ -74,8 +80,9 @@ def test_retry_then_succeed_counts_attempts_and_waits_capped_delays():
     t = kfp.tasks["flaky"]
     assert (t.state, t.attempts, t.output) == ("success", 3, "ok after 3")
     # IR waits 1 s then 2 s (cap 3 s): the shim waits them (KFP has no per-delay cap)
-    starts = [s for s, _ in t.attempt_times]
-    assert starts[1] - starts[0] >= 1.0 and starts[2] - starts[1] >= 2.0
+    # (upper bounds would measure process start-up on a loaded machine, not the policy)
+    waits = gaps(t)
+    assert len(waits) == 2 and waits[0] >= 1.0 and waits[1] >= 2.0
 
 
 def test_retries_exhausted_alerts_reach_webhook_and_smtp(webhook, smtp):
@@ -100,8 +107,8 @@ def test_non_retryable_error_fails_after_one_attempt():
 def test_jitter_waits_at_least_the_base_delay():
     ref, kfp, _, _ = both(F.jitter)
     assert view(kfp) == view(ref)
-    starts = [s for s, _ in kfp.tasks["jittery"].attempt_times]
-    assert starts[1] - starts[0] >= 0.5 and starts[2] - starts[1] >= 0.5
+    # 0.5 s with jitter 0.5: each wait in [0.5, 0.75] (plus process overhead)
+    assert all(g >= 0.5 for g in gaps(kfp.tasks["jittery"]))
 
 
 def test_timeout_stops_the_function_and_retries():

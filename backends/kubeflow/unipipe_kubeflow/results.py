@@ -63,7 +63,6 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
     attempts_ev = {e["attempt"]: e for e in mine if e.get("kind") == "attempt"}
     short = {e["attempt"] for e in mine if e.get("kind") == "short-circuit"}
     launches = [lc for lc in exe.launches if lc.attempt not in short]
-    times = [(lc.start, lc.end) for lc in launches]
     for lc in launches:
         if lc.attempt in attempts_ev or lc.exit_code == 0:
             continue
@@ -81,6 +80,15 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
                  "error_type": etype, "error": emsg, "retryable": True}
         trace.emit(event)
         attempts_ev[lc.attempt] = event
+    # An attempt's time is the shim's (it starts after a wait the shim emulates inside the
+    # container), else the container's.
+    times = []
+    for lc in launches:
+        ev = attempts_ev.get(lc.attempt)
+        if ev is not None and ev.get("start") is not None and ev.get("end") is not None:
+            times.append((float(ev["start"]), float(ev["end"])))
+        else:
+            times.append((lc.start, lc.end))
     if state == "success":
         last = attempts_ev.get(launches[-1].attempt) if launches else None
         out = _decode_output(exe.outputs.get("Output"), kind) if "Output" in exe.outputs else None

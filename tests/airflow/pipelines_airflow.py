@@ -119,3 +119,21 @@ def count(values: list) -> int:
 def empty_map(numbers: list = []):  # noqa: B006 - a JSON default
     doubled = double.map(n=numbers)
     return count(doubled)
+
+
+# ---------------------------------------------------------------- a try that kills its process
+
+
+@up.task(retries=1)
+def dies_once() -> str:
+    import os
+    import signal
+
+    if up.current().attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+@up.pipeline(name="killed-once")
+def killed_once():
+    return dies_once()

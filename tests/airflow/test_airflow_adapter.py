@@ -62,3 +62,27 @@ def test_gate_compares_a_bool_and_refuses_anything_else():
     assert condition({"ok": True}, path=["ok"], expect=False) is False
     with pytest.raises(TypeError, match="needs a bool"):
         condition("yes")
+
+
+def _kill_self():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _raise_marked():
+    exc = KeyError("no")
+    exc.__unipipe_retryable__ = False
+    raise exc
+
+
+def test_a_try_runs_in_a_child_process_that_may_die_alone():
+    from unipipe_airflow.runtime import ProcessKilled, _in_child
+
+    assert _in_child(lambda: {"v": 1}) == {"v": 1}
+    with pytest.raises(ProcessKilled, match="signal 9"):
+        _in_child(_kill_self)
+    with pytest.raises(KeyError) as info:  # errors keep their type and the shim's marks
+        _in_child(_raise_marked)
+    assert info.value.__unipipe_retryable__ is False

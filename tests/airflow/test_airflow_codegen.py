@@ -30,7 +30,8 @@ CASES = {
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        features.non_retryable, features.jitter, features.cached, features.timeout,
        features.quality_gate, features.success_alert, ml_training.training, pa.hostile,
-       pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map]
+       pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
+       pa.killed_once]
 
 
 def _dag(pipeline, out: Path, version: str = "3.3", **extra) -> str:

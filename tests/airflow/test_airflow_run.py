@@ -85,6 +85,7 @@ PLAN = {
     "cached-second": (features.cached, {}, None),
     "timeout": (features.timeout, {}, None),
     "empty-map": (pa.empty_map, {}, None),
+    "killed-once": (pa.killed_once, {}, None),
 }
 
 
@@ -255,6 +256,12 @@ def test_timeout_stops_each_try_and_is_retried(batch):
     assert airflow.tasks["hangs"].error_type == "TaskTimeout"
     for start, end in airflow.tasks["hangs"].attempt_times:
         assert 1.9 <= end - start <= 2 + POLL
+
+
+def test_a_try_that_kills_its_own_process_fails_alone_and_is_retried(batch):
+    airflow = run_of(batch, "killed-once")
+    assert_same(airflow, local(pa.killed_once))
+    assert airflow.output == "survived" and airflow.tasks["dies_once"].attempts == 2
 
 
 # ---------------------------------------------------------------- declared differences

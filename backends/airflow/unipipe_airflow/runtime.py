@@ -84,6 +84,70 @@ class _Try:
         self.map_index = index if index >= 0 else None
 
 
+class ProcessKilled(RuntimeError):
+    """The try's process died without reporting (killed by a signal, or exited), as the
+    reference runner names it."""
+
+
+def _in_child(call: Any) -> Any:
+    """Run ``call()`` in a forked child and return its result or raise its error.
+
+    Under ``airflow dags test`` tasks run inside the test process itself, so a task that kills
+    its own process would end the whole run; in a child, only the try dies (as with the
+    reference runner and a real scheduler's task processes), and Airflow retries it.
+    """
+    import os
+    import pickle
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, report, leave without touching the parent's resources
+        os.close(read)
+        try:
+            result: tuple[str, Any] = ("ok", call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent
+            result = ("err", exc)
+        try:
+            data = pickle.dumps(result)
+        except Exception:  # noqa: BLE001 - an unpicklable error: keep its type name and text
+            err = result[1] if result[0] == "err" else None
+            data = pickle.dumps(("err", RuntimeError(f"{type(err).__name__}: {err}")))
+        with os.fdopen(write, "wb") as fh:
+            fh.write(data)
+        os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as fh:
+            data = fh.read()
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # Airflow's timeout (or anything else) in the parent: end the try
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    if not data:
+        why = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit code {os.WEXITSTATUS(status)}")
+        raise ProcessKilled(f"task process ended without a result ({why})")
+    kind, value = pickle.loads(data)
+    if kind == "err":
+        raise value
+    return value
+
+
+def _trace_lost_try(spec: Mapping[str, Any], now: _Try, start: float, exc: BaseException) -> None:
+    """The child could not write its own trace event (killed, or stopped by the timeout)."""
+    import time
+
+    from unipipe.runtime import retry as rules
+    from unipipe.runtime import trace
+
+    trace.emit({"kind": "attempt", "run_id": now.run_id, "pipeline": spec["pipeline"],
+                "task": spec["id"], "map_index": now.map_index, "attempt": now.attempt,
+                "backend": BACKEND, "start": start, "end": time.time(), "outcome": "failed",
+                "cache_hit": False, "error_type": type(exc).__name__, "error": str(exc),
+                "retryable": rules.is_retryable(exc, spec.get("retry"))})
+
+
 def _user_function(spec: Mapping[str, Any]) -> Any:
     """The user's function, with Airflow's timeout reported as the IR's TaskTimeout (a
     TimeoutError): the exception filter and the retry policy then see what the reference
@@ -119,10 +183,40 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
     values = {name: _plain(v) for name, v in (inputs or {}).items()}
     for name, param in (spec.get("params") or {}).items():
         values[name] = now.params[param]
+    def attempt() -> Any:
+        return invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
+                      map_index=now.map_index, emulate=spec.get("emulate") or (),
+                      fn=_user_function(spec))
+
+    import time
+
+    start = time.time()
     try:
-        out = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
-                     map_index=now.map_index, emulate=spec.get("emulate") or (),
-                     fn=_user_function(spec))
+        if isinstance(context, str):  # a pod is the try's own process already
+            out = attempt()
+        else:
+            try:
+                out = _in_child(attempt)
+            except ProcessKilled as exc:
+                _trace_lost_try(spec, now, start, exc)
+                if getattr(exc, "__unipipe_retryable__", True) and not spec.get("retry_policy"):
+                    from unipipe.runtime import retry as rules
+
+                    if not rules.is_retryable(exc, spec.get("retry")):
+                        exc.__unipipe_retryable__ = False  # type: ignore[attr-defined]
+                raise
+            except BaseException as exc:
+                if not _is_airflow_timeout(exc):
+                    raise
+                from unipipe.runtime.invoke import TaskTimeout
+
+                timeout = TaskTimeout(f"task exceeded its timeout of {spec.get('timeout', 0):g}s")
+                _trace_lost_try(spec, now, start, timeout)
+                from unipipe.runtime import retry as rules
+
+                if not rules.is_retryable(timeout, spec.get("retry")):
+                    timeout.__unipipe_retryable__ = False  # type: ignore[attr-defined]
+                raise timeout from exc
     except Exception as exc:
         if getattr(exc, "__unipipe_retryable__", True) is False:
             if isinstance(context, str):

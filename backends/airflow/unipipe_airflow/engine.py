@@ -56,7 +56,7 @@ def engine_dialect(version: str | None = None) -> str:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("UNIPIPE_AIRFLOW_CACHE") or user_cache_dir() / "airflow")
+    return Path(os.environ.get("UNIPIPE_AIRFLOW_CACHE") or Path(user_cache_dir()) / "airflow")
 
 
 @contextmanager

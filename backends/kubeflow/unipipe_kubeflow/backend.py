@@ -106,7 +106,7 @@ def default_pipeline_root() -> Path:
         return Path(root).parent / "kfp-pipeline-root"
     from unipipe.runtime.store import user_cache_dir
 
-    return user_cache_dir() / "kfp-pipeline-root"
+    return Path(user_cache_dir()) / "kfp-pipeline-root"
 
 
 def kfp_arguments(ir: Pipeline, values: dict[str, Any]) -> dict[str, Any]:

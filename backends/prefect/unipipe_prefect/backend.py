@@ -206,5 +206,5 @@ def results_path(env: dict[str, str], workdir: Path) -> str:
     from unipipe.runtime.store import user_cache_dir
 
     if not cache_url:
-        return str(user_cache_dir() / "prefect-results")
+        return str(Path(user_cache_dir()) / "prefect-results")
     return str(workdir / "prefect-results")

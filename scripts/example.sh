@@ -5,7 +5,7 @@
 # its compiled PipelineSpec), with reports in build/ml-training/conformance/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --root-user-action=ignore uv
 uv sync --frozen --quiet
 uv run --frozen unipipe compile examples/ml_training.py:training --target all --out build/ml-training
 uv run --frozen unipipe run examples/ml_training.py:training "$@"

@@ -4,7 +4,7 @@
 # system packages the browser test needs when it can (root + apt), then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --root-user-action=ignore uv
 export PATH="$HOME/.local/bin:$PATH"
 uv sync --frozen --quiet
 if [ -x .ci/install-chromium.sh ] || [ -f .ci/install-chromium.sh ]; then

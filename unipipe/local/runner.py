@@ -84,9 +84,9 @@ def _child(conn: Any, spec: dict[str, Any], inputs: dict[str, Any], run_id: str,
 
 
 def _invoke_in_process(spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
-                       map_index: int | None) -> tuple[Any, bool]:
+                       map_index: int | None, *, inline: bool = False) -> tuple[Any, bool]:
     # Inline attempts cannot be killed, so the shim enforces the timeout (SIGALRM) there.
-    emulate = {"cache", "timeout"} if os.environ.get("UNIPIPE_LOCAL_INLINE") else {"cache"}
+    emulate = {"cache", "timeout"} if inline else {"cache"}
     return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend="local",
                        map_index=map_index, emulate=emulate)
 
@@ -105,15 +105,13 @@ class LocalRunner:
     def _attempt(self, spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
                  map_index: int | None) -> _Outcome:
         if self.isolation == "inline":
-            os.environ["UNIPIPE_LOCAL_INLINE"] = "1"
             try:
-                value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index)
+                value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index,
+                                                inline=True)
                 return _Outcome(True, value, cache_hit=hit)
             except BaseException as exc:  # noqa: BLE001
                 return _Outcome(False, error_type=type(exc).__name__, error=str(exc),
                                 retryable=getattr(exc, "__unipipe_retryable__", True) is not False)
-            finally:
-                os.environ.pop("UNIPIPE_LOCAL_INLINE", None)
         ctx = multiprocessing.get_context("fork")
         recv, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_child, args=(send, spec, inputs, run_id, attempt, map_index),

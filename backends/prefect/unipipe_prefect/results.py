@@ -26,7 +26,14 @@ def _split(name: str) -> tuple[str, int | None]:
 
 
 def _element(run: dict[str, Any], events: list[dict[str, Any]], timeout: float | None) -> TaskResult:
-    attempts_run = [e for e in events if not e.get("cache_hit")]
+    # One event per attempt, the last written winning: when Prefect's timeout fires just as the
+    # attempt's process finishes, the process has written its own event and the waiting side
+    # writes the verdict Prefect acted on (a timeout) after it.
+    by_attempt: dict[int, dict[str, Any]] = {}
+    for e in events:
+        if not e.get("cache_hit"):
+            by_attempt[int(e["attempt"])] = e
+    attempts_run = [by_attempt[a] for a in sorted(by_attempt)]
     times = [(e["start"], e["end"]) for e in attempts_run]
     cached = run["state_name"] == "Cached"
     attempts = max(int(run["run_count"] or 0), 1) if run["state_type"] == "COMPLETED" else int(

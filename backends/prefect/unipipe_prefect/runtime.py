@@ -113,7 +113,7 @@ def _child_attempt(write_fd: int, spec: Mapping[str, Any], inputs: Mapping[str, 
             data = None
         message = ("err", type(exc).__name__, str(exc)[:2000], retryable, data)
     payload = pickle.dumps(message)
-    view = memoryview(payload)
+    view = memoryview(len(payload).to_bytes(8, "big") + payload)
     while view:
         written = os.write(write_fd, view)
         view = view[written:]
@@ -121,6 +121,24 @@ def _child_attempt(write_fd: int, spec: Mapping[str, Any], inputs: Mapping[str, 
 
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or type(exc).__name__ == "CancelledError"
+
+
+def _complete(buffer: bytearray) -> bool:
+    return len(buffer) >= 8 and len(buffer) - 8 >= int.from_bytes(buffer[:8], "big")
+
+
+def _drain(fd: int, buffer: bytearray) -> None:
+    """Read what an exited child left in the pipe, without waiting for an EOF that may not come."""
+    import select
+
+    while not _complete(buffer):
+        ready, _, _ = select.select([fd], [], [], 0)
+        if not ready:
+            return
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buffer += chunk
 
 
 def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
@@ -143,7 +161,10 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
         finally:
             os._exit(0)
     os.close(write_fd)
-    chunks: list[bytes] = []
+    # The message is length-prefixed and the child is polled, rather than reading to EOF: map
+    # elements fork from several threads at once, so a sibling's child can inherit this pipe's
+    # write end and hold it open long after this attempt's process has exited.
+    buffer = bytearray()
     status = None
     try:
         while True:
@@ -152,16 +173,24 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
             ready, _, _ = select.select([read_fd], [], [], 0.1)
             if ready:
                 chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
+                buffer += chunk
+                if not chunk or _complete(buffer):
                     break
-                chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
+            else:
+                done, code = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    status = code
+                    _drain(read_fd, buffer)
+                    break
+        if status is None:
+            _, status = os.waitpid(pid, 0)
     except BaseException as exc:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+        if status is None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
         if _is_timeout(exc):
             from unipipe.runtime.invoke import TaskTimeout
 
@@ -173,7 +202,7 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
         raise
     finally:
         os.close(read_fd)
-    if not chunks:
+    if not _complete(buffer):
         from unipipe.local.runner import ProcessKilled  # the reference runner's own error
 
         code = os.waitstatus_to_exitcode(status) if status is not None else None
@@ -183,7 +212,7 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
         if not retryable:
             killed.__unipipe_retryable__ = False  # type: ignore[attr-defined]
         raise killed
-    message = pickle.loads(b"".join(chunks))
+    message = pickle.loads(bytes(buffer[8:]))
     if message[0] == "ok":
         return message[1]
     _, type_name, text, retryable, data = message

@@ -128,3 +128,16 @@ def test_json_schema_describes_the_pipeline():
     assert schema["title"] == "unipipe pipeline IR"
     assert {"name", "tasks", "params", "schema_version"} <= set(schema["properties"])
     assert "Retry" in schema["$defs"] and "max_retries" in schema["$defs"]["Retry"]["properties"]
+
+
+def test_task_lookup_follows_model_copy():
+    """Pipeline.task indexes the tasks once; a copy with other tasks must not see the old index."""
+    p = m.Pipeline(name="p", tasks=(m.Task(id="a", fn="mod:a", source_hash="0" * 64),
+                                    m.Task(id="b", fn="mod:b", source_hash="0" * 64)))
+    assert p.task("b").fn == "mod:b"
+    q = p.model_copy(update={"tasks": (m.Task(id="b", fn="mod:other", source_hash="0" * 64),)})
+    assert q.task("b").fn == "mod:other"
+    assert p.task("b").fn == "mod:b"
+    with pytest.raises(KeyError, match="'a'"):
+        q.task("a")
+    assert p.model_dump() == m.Pipeline.model_validate_json(p.model_dump_json()).model_dump()

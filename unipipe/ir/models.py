@@ -11,7 +11,15 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = "1.0"
 
@@ -238,11 +246,21 @@ class Pipeline(_Model):
 
     # ------------------------------------------------------------ helpers used by everyone
 
+    # (the tasks tuple it was built from, id -> first task with that id): built on first use,
+    # rebuilt if model_copy gave this model other tasks; backends look a task up per edge
+    _task_index: tuple[tuple[Task, ...], dict[str, Task]] | None = PrivateAttr(default=None)
+
     def task(self, task_id: str) -> Task:
-        for t in self.tasks:
-            if t.id == task_id:
-                return t
-        raise KeyError(task_id)
+        cached = self._task_index
+        if cached is None or cached[0] is not self.tasks:
+            index: dict[str, Task] = {}
+            for t in self.tasks:
+                index.setdefault(t.id, t)
+            cached = self._task_index = (self.tasks, index)
+        try:
+            return cached[1][task_id]
+        except KeyError:
+            raise KeyError(task_id) from None
 
     def param(self, name: str) -> Param:
         for p in self.params:

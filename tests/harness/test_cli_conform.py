@@ -39,6 +39,16 @@ def test_conform_on_the_reference_and_an_engine_passes(tmp_path):
         {"task": "sync", "event": "retry", "channel": "webhook"},
         {"task": "sync", "event": "success", "channel": "webhook"}]
     assert "conformance: 3 case(s)" in proc.stderr
+    # every lane's wall time is recorded: a lane runs its cases one after another, so it takes
+    # at least as long as its runs together
+    lanes = results["lane_seconds"]
+    assert {k.partition("-")[0] for k in lanes} == {"local", "kubeflow"}
+    for backend in ("local", "kubeflow"):
+        worker = sum(r.get("seconds") or 0 for o in results["outcomes"] if o["backend"] == backend
+                     for r in o["runs"])
+        wall = sum(v for k, v in lanes.items() if k.partition("-")[0] == backend)
+        assert wall >= worker - 0.5 * len(lanes)
+    assert "Lane wall times" in md
 
 
 def _copy_case(tmp_path, name, edit):

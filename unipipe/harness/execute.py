@@ -76,6 +76,8 @@ class Suite:
     outcomes: dict[tuple[str, str], Outcome]
     seconds: float
     out_dir: Path
+    lane_seconds: dict[str, float] = field(default_factory=dict)  # lane (backend[-k]) -> wall s
+    raws: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -401,15 +403,20 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
         for k in range(n):
             lanes.append((b, homes / (b if n == 1 else f"{b}-{k + 1}"), cases[k::n]))
 
+    lane_seconds: dict[str, float] = {}
+
     def lane(spec: tuple[str, Path, list[Case]]) -> None:
         backend, home, todo = spec
         service = LaneService()
+        lane_start = time.time()
         try:
             if avail[backend].ok:
                 service.start(split_label(backend)[0], home)
             run_lane(backend, home, todo, service)
         finally:
             service.stop()
+            with lock:
+                lane_seconds[home.name] = round(time.time() - lane_start, 1)
 
     def run_lane(backend: str, home: Path, todo: list[Case], service: LaneService) -> None:
         for case in todo:
@@ -445,7 +452,8 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
         for b in names:
             outcomes[(case.id, b)] = judge(case, b, raws[(case.id, b)], ref, irs[case.id],
                                            avail[b])
-    return Suite(cases, names, outcomes, time.time() - started, out)
+    return Suite(cases, names, outcomes, time.time() - started, out,
+                 dict(sorted(lane_seconds.items())), raws)
 
 
 def reference_records(suite: Suite) -> dict[str, dict[str, Any]]:

@@ -64,6 +64,9 @@ def markdown(suite: Suite) -> str:
         startups = sorted(r["startup"] for r in runs if r.get("startup") is not None)
         median = f"{startups[len(startups) // 2]:.1f} s" if startups else "-"
         lines.append(f"| {b} | {len(runs)} | {secs:.0f} | {median} |")
+    if suite.lane_seconds:
+        lines += ["", "Lane wall times (each lane runs its cases one after another): "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in suite.lane_seconds.items()) + "."]
     lines.append("")
     problems = suite.failures()
     notes = [o for o in suite.outcomes.values() if o.ok and o.reason]
@@ -233,6 +236,7 @@ def write_reports(suite: Suite, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     summ = summary(suite)
     full = {"seconds": round(suite.seconds, 1), "ok": suite.ok, "backends": suite.backends,
+            "lane_seconds": suite.lane_seconds,
             "outcomes": [o.to_dict() for o in suite.outcomes.values()]}
     paths = {
         "summary": write_atomic(out / "summary.json", json.dumps(summ, indent=2, sort_keys=True)

@@ -1,7 +1,9 @@
 """Benchmark of the Prefect backend: server start, compile, and per-run cost (fork server vs a
 fresh subprocess per run). Writes results.json and RESULTS.md next to this file.
 
-    .venv/bin/python comparisons/perf/prefect/bench_prefect.py
+    uv run python comparisons/perf/prefect/bench.py [--quick]
+
+Also run by comparisons/perf/run.py through ``run(quick)``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ ROOT = HERE.parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "examples")]
 
 
-def main() -> None:
+def run(quick: bool = False) -> dict:
+    repeats = 1 if quick else 3
     tmp = Path(tempfile.mkdtemp(prefix="unipipe-prefect-bench-"))
     for key in [k for k in os.environ if k.startswith("PREFECT_")]:
         del os.environ[key]
@@ -28,9 +31,9 @@ def main() -> None:
                       UNIPIPE_TRACE_DIR=str(tmp / "trace"))
     import ml_training
     from pipelines import features
+    from unipipe_prefect.server import LocalPrefectServer, use_shared_server
 
     import unipipe as up
-    from unipipe_prefect.server import LocalPrefectServer, use_shared_server
 
     t0 = time.perf_counter()
     server = LocalPrefectServer(home=tmp / "server").start()
@@ -39,7 +42,7 @@ def main() -> None:
     figures: dict[str, object] = {"server_start_s": round(startup, 2)}
     try:
         compile_s = []
-        for i in range(5):
+        for i in range(repeats + 2):
             t = time.perf_counter()
             up.compile(ml_training.training, target="prefect", out_dir=tmp / f"c{i}")
             compile_s.append(time.perf_counter() - t)
@@ -48,7 +51,7 @@ def main() -> None:
             os.environ["UNIPIPE_PREFECT_FORKSERVER"] = mode
             up.run(features.non_retryable, backend="prefect")  # warm-up (starts the fork server)
             runs = []
-            for _ in range(3):
+            for _ in range(repeats):
                 t = time.perf_counter()
                 r = up.run(features.fanout, backend="prefect")
                 runs.append(time.perf_counter() - t)
@@ -64,26 +67,29 @@ def main() -> None:
     figures["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
     figures["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     md = [
         "# Prefect backend: performance figures",
         "",
         f"Measured {figures['when']} on {os.cpu_count()} CPUs (load average at the end "
-        f"{figures['machine']['loadavg_at_end']}; other helpers shared the machine).",  # type: ignore[index]
+        f"{figures['machine']['loadavg_at_end']}).",  # type: ignore[index]
         "",
         "| What | Seconds |",
         "|---|---|",
         f"| `prefect server start` until /api/health answers | {figures['server_start_s']} |",
-        f"| compile ml-training (flow module + prefect.yaml), median of 5 | {figures['compile_ml_training_s_median']} |",
-        f"| run `fanout` on the server, fork server (median of 3) | {figures['run_fanout_forkserver_s_median']} |",
-        f"| run `fanout` on the server, fresh subprocess per run (median of 3) | {figures['run_fanout_subprocess_s_median']} |",
+        f"| compile ml-training (flow module + prefect.yaml), median of {repeats + 2} | {figures['compile_ml_training_s_median']} |",
+        f"| run `fanout` on the server, fork server (median of {repeats}) | {figures['run_fanout_forkserver_s_median']} |",
+        f"| run `fanout` on the server, fresh subprocess per run (median of {repeats}) | {figures['run_fanout_subprocess_s_median']} |",
         f"| run `fanout` on the reference runner | {figures['run_fanout_local_reference_s']} |",
         "",
         "The fork server imports Prefect once; each run is still its own forked process.",
     ]
-    (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
-    print(json.dumps(figures, indent=2))
+    figures["markdown"] = "\n".join(md[2:])
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    result = run(quick="--quick" in sys.argv)
+    (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (HERE / "RESULTS.md").write_text("# Prefect backend: performance figures\n\n"
+                                     + result["markdown"] + "\n")
+    print(result["markdown"])

@@ -58,3 +58,86 @@ def test_task_called_outside_a_pipeline_is_a_plain_function():
 
     assert f.square(7) == 49
     assert f.describe([1, 5], "x") == {"label": "x", "count": 2, "max": 5}
+
+
+_TASK_MODULE = '''
+import unipipe as up
+
+
+def key(inputs):
+    return "k"
+
+
+@up.task(retry=up.Retry(max_retries=2, delay="1s", backoff=2.0), cache=up.Cache(key_fn=key),
+         timeout="5m", alerts=[up.Alert(on="failure", webhook="env:HOOK")])
+def step(x: int) -> int:
+    return x + 1
+
+
+@up.task(retries=-1)
+def broken(x: int) -> int:
+    return x
+
+
+@up.pipeline(name="lazy", schedule="*/5 * * * *", defaults=up.Defaults(retries=1))
+def lazy(x: int = 1):
+    return step(x)
+
+
+@up.pipeline(name="bad")
+def bad(x: int = 1):
+    return broken(x)
+'''
+
+
+def _in_fresh_process(tmp_path, body: str) -> dict:
+    (tmp_path / "lazy_tasks.py").write_text(_TASK_MODULE)
+    code = ("import json, sys\n"
+            "from unipipe.runtime.invoke import resolve_callable\n"
+            "fn = resolve_callable('lazy_tasks:step')\n"
+            "out = {'value': fn(41), 'heavy': [m for m in ('pydantic', 'croniter', 'libcst') "
+            "if m in sys.modules]}\n" + body + "\nprint(json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_task_module_imported_by_the_runtime_builds_no_ir(tmp_path):
+    """In a task process the runtime imports the user's module in execution mode: decorators only
+    wrap (the pipeline was checked when compiled), so an attempt does not pay for pydantic."""
+    out = _in_fresh_process(tmp_path, "")
+    assert out == {"value": 42, "heavy": []}
+
+
+def test_a_module_imported_in_execution_mode_still_traces_to_the_same_ir(tmp_path):
+    out = _in_fresh_process(tmp_path, (
+        "import unipipe as up, lazy_tasks\n"
+        "out['ir'] = up.load(lazy_tasks.lazy).model_dump(mode='json', exclude={'location': True, 'tasks': {'__all__': {'location'}}})\n"
+        "try:\n"
+        "    up.load(lazy_tasks.bad)\n"
+        "except up.PipelineError as exc:\n"
+        "    out['error'] = str(exc)\n"))
+    # the same module authored normally: the bad decorator fails at import, at its line
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(up.PipelineError, match=r"lazy_tasks.py:15: \[retries\]"):
+            import lazy_tasks  # noqa: F401
+        sys.modules.pop("lazy_tasks", None)
+        good = _TASK_MODULE[:_TASK_MODULE.index("@up.task(retries=-1)")]
+        (tmp_path / "lazy_ok.py").write_text(good + _TASK_MODULE[_TASK_MODULE.index(
+            "@up.pipeline(name=\"lazy\""):_TASK_MODULE.index("@up.pipeline(name=\"bad\")")])
+        import lazy_ok
+
+        expected = json.loads(json.dumps(up.load(lazy_ok.lazy).model_dump(
+            mode="json", exclude={"location": True, "tasks": {"__all__": {"location"}}}))
+            .replace("lazy_ok", "lazy_tasks"))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("lazy_tasks", None)
+        sys.modules.pop("lazy_ok", None)
+    assert out["ir"] == expected
+    assert out["ir"]["tasks"][0]["policies"]["retry"]["delay"] == 1.0
+    assert out["ir"]["schedule"]["cron"] == "*/5 * * * *"
+    # the deferred check names the decorator's file, line and field, as the eager one does
+    assert "lazy_tasks.py:15: [retries]" in out["error"]

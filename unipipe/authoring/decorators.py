@@ -16,13 +16,15 @@ import textwrap
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from unipipe.authoring import policies as _policies
 from unipipe.authoring.policies import (
     Alert,
     Cache,
     Defaults,
     Duration,
+    Loc,
     Resources,
     Retry,
     caller_location,
@@ -31,9 +33,22 @@ from unipipe.authoring.policies import (
     import_path,
     policies_ir,
 )
-from unipipe.ir import models as m
 from unipipe.ir.errors import PipelineError
-from unipipe.ir.validate import check_cron, validate
+from unipipe.runtime.loading import executing
+
+if TYPE_CHECKING:
+    from unipipe.ir import models as m
+
+
+class _Models:
+    """``m.X`` reads unipipe.ir.models.X, importing the models (pydantic) on first use only."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_policies._models(), name)
+
+
+if not TYPE_CHECKING:
+    m = _Models()
 
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict", list: "list"}
 
@@ -146,7 +161,7 @@ def _active() -> _Builder | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-def _to_input(value: Any, loc: m.SourceLocation, field_name: str) -> Any:
+def _to_input(value: Any, loc: Loc, field_name: str) -> Any:
     if isinstance(value, Ref):
         return value._input()
     if _contains_ref(value):
@@ -171,7 +186,7 @@ def _contains_ref(value: Any) -> bool:
     return False
 
 
-def _to_value(value: Any, loc: m.SourceLocation, field_name: str) -> Any:
+def _to_value(value: Any, loc: Loc, field_name: str) -> Any:
     if isinstance(value, Ref):
         return value._input()
     if isinstance(value, dict) and _contains_ref(value):
@@ -206,12 +221,14 @@ def when(condition: Ref, *, expect: bool = True) -> Iterator[None]:
 class TaskDef:
     """A function decorated with ``@up.task``."""
 
-    def __init__(self, fn: Callable[..., Any], *, id: str | None, policies: m.Policies,
-                 loc: m.SourceLocation):
+    def __init__(self, fn: Callable[..., Any], *, id: str | None,
+                 policies: m.Policies | dict[str, Any], loc: Loc):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.id = id or fn.__name__
-        self.policies = policies
+        # the IR policies, or (imported in execution mode) the decorator's arguments, turned
+        # into IR the first time a pipeline is traced
+        self._policies = policies
         self.loc = loc
         self.signature = inspect.signature(fn)
         self.fn_path = import_path(fn, loc, "task")
@@ -221,6 +238,12 @@ class TaskDef:
             hints = {}
         self.returns = type_name(hints.get("return", self.signature.return_annotation))
         self._source_hash: str | None = None
+
+    @property
+    def policies(self) -> m.Policies:
+        if isinstance(self._policies, dict):
+            self._policies = policies_ir(self.loc, **self._policies)
+        return self._policies
 
     @property
     def source_hash(self) -> str:
@@ -255,7 +278,7 @@ class TaskDef:
         return self._record(builder, (), kwargs, map_over=target, loc=loc)
 
     def _record(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                map_over: str | None, loc: m.SourceLocation) -> TaskRef:
+                map_over: str | None, loc: Loc) -> TaskRef:
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -297,8 +320,10 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
     def wrap(f: Callable[..., Any]) -> TaskDef:
         if inspect.iscoroutinefunction(f):
             raise fail(loc, "task", "async tasks are not supported yet; write a plain function")
-        pol = policies_ir(loc, retry=retry, retries=retries, cache=cache, timeout=timeout,
-                          resources=resources, image=image, alerts=alerts)
+        args = {"retry": retry, "retries": retries, "cache": cache, "timeout": timeout,
+                "resources": resources, "image": image, "alerts": alerts}
+        # authoring: check now, at the decorator's line; in a task process: when traced, if ever
+        pol = args if executing() else policies_ir(loc, **args)
         return TaskDef(f, id=id, policies=pol, loc=loc)
 
     return wrap(fn) if fn is not None else wrap
@@ -312,7 +337,7 @@ class PipelineDef:
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None, description: str | None,
                  schedule: str | Duration | None, defaults: Defaults | None,
-                 alerts: list[Alert] | None, tags: list[str] | None, loc: m.SourceLocation):
+                 alerts: list[Alert] | None, tags: list[str] | None, loc: Loc):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__.replace("_", "-")
@@ -323,7 +348,8 @@ class PipelineDef:
         self._alerts = alerts or []
         self._tags = tags or []
         self._ir: m.Pipeline | None = None
-        self._check_decoration()
+        if not executing():  # in a task process: checked when traced, if ever
+            self._check_decoration()
 
     def _check_decoration(self) -> None:
         loc = self.loc
@@ -339,6 +365,8 @@ class PipelineDef:
         if s is None:
             return None
         if isinstance(s, str) and (s.startswith("@") or " " in s.strip()):
+            from unipipe.ir.validate import check_cron
+
             reason = check_cron(s)
             if reason:
                 raise fail(self.loc, "schedule", reason)
@@ -377,6 +405,9 @@ class PipelineDef:
         return self._ir
 
     def _trace(self) -> m.Pipeline:
+        from unipipe.ir.validate import validate
+
+        self._check_decoration()
         params, refs = self._params()
         builder = _Builder()
         _ACTIVE.append(builder)
@@ -391,7 +422,7 @@ class PipelineDef:
                 id=node["id"], fn=node["fn"], source_hash=node["source_hash"],
                 inputs=node["inputs"], after=tuple(node["after"]), when=tuple(node["when"]),
                 map_over=node["map_over"], returns=node["returns"], policies=node["policies"],
-                doc=node["doc"], location=node["location"],
+                doc=node["doc"], location=node["location"].to_ir(),
             ))
         module = self.fn.__module__
         if module == "__main__":
@@ -406,7 +437,7 @@ class PipelineDef:
                 schedule=self._schedule_ir(),
                 defaults=self._defaults.to_ir() if self._defaults else m.Policies(),
                 alerts=tuple(a.to_ir() for a in self._alerts),
-                tags=tuple(self._tags), module=module, location=self.loc,
+                tags=tuple(self._tags), module=module, location=self.loc.to_ir(),
             )
         except Exception as exc:
             from pydantic import ValidationError

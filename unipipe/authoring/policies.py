@@ -10,34 +10,64 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from unipipe.ir import models as m
 from unipipe.ir.durations import DurationError, parse_duration
 from unipipe.ir.errors import PipelineError, Problem
+from unipipe.runtime.loading import executing
+
+if TYPE_CHECKING:
+    from unipipe.ir import models as m
+else:
+    m = None  # unipipe.ir.models (pydantic), imported on first use: see _models()
+
+
+def _models() -> Any:
+    """The IR models, imported when first needed: a task process imports the user's module in
+    execution mode and never builds IR, so it never pays for pydantic."""
+    global m
+    if m is None:
+        from unipipe.ir import models
+
+        m = models
+    return m
+
+
+class Loc:
+    """Where the user wrote something (a file and line), before it becomes IR."""
+
+    __slots__ = ("file", "line")
+
+    def __init__(self, file: str, line: int) -> None:
+        self.file = file
+        self.line = line
+
+    def __repr__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def to_ir(self) -> m.SourceLocation:
+        return _models().SourceLocation(file=self.file, line=self.line)
 
 Duration = str | float | int | timedelta
 
 
-def caller_location(depth: int = 2) -> m.SourceLocation:
+def caller_location(depth: int = 2) -> Loc:
     """Location of the user's code ``depth`` frames up, skipping unipipe's own frames."""
     frame = sys._getframe(depth)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("unipipe."):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:  # pragma: no cover - interpreter without frames
-        return m.SourceLocation(file="<unknown>", line=0)
-    return m.SourceLocation(file=frame.f_code.co_filename, line=frame.f_lineno)
+        return Loc("<unknown>", 0)
+    return Loc(frame.f_code.co_filename, frame.f_lineno)
 
 
-def fail(loc: m.SourceLocation | None, field_name: str, message: str) -> PipelineError:
+def fail(loc: Loc | None, field_name: str, message: str) -> PipelineError:
     if loc is None:
         return PipelineError(Problem(message, field=field_name))
     return PipelineError(Problem(message, loc.file, loc.line, field_name))
 
 
-def duration(value: Duration | None, loc: m.SourceLocation | None, field_name: str) -> float | None:
+def duration(value: Duration | None, loc: Loc | None, field_name: str) -> float | None:
     if value is None:
         return None
     try:
@@ -46,7 +76,7 @@ def duration(value: Duration | None, loc: m.SourceLocation | None, field_name: s
         raise fail(loc, field_name, str(exc)) from None
 
 
-def import_path(obj: Any, loc: m.SourceLocation | None, field_name: str) -> str:
+def import_path(obj: Any, loc: Loc | None, field_name: str) -> str:
     """``module:qualname`` of a class or function; strings pass through if they look right."""
     if isinstance(obj, str):
         if ":" not in obj:
@@ -72,9 +102,11 @@ def main_module_name() -> str | None:
     return module_name_for_file(path)[0]
 
 
-def _ir(model: type, loc: m.SourceLocation | None, field_name: str, **kw: Any) -> Any:
+def _ir(model: str, loc: Loc | None, field_name: str, **kw: Any) -> Any:
+    from pydantic import ValidationError
+
     try:
-        return model(**kw)
+        return getattr(_models(), model)(**kw)
     except ValidationError as exc:
         first = exc.errors()[0]
         sub = ".".join(str(p) for p in first.get("loc", ()))
@@ -91,11 +123,12 @@ class Retry:
     jitter: float = 0.0
     retry_on: Iterable[type[BaseException] | str] = ()
     fail_on: Iterable[type[BaseException] | str] = ()
-    _loc: m.SourceLocation | None = field(default=None, repr=False, compare=False)
+    _loc: Loc | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._loc = caller_location(3)
-        self.to_ir()  # fail at the line that wrote it
+        if not executing():
+            self.to_ir()  # fail at the line that wrote it
 
     def to_ir(self) -> m.Retry:
         loc = self._loc
@@ -104,7 +137,7 @@ class Retry:
         if self.max_retries < 0:
             raise fail(loc, "retry.max_retries", f"max_retries must be >= 0, got {self.max_retries}")
         return _ir(
-            m.Retry, loc, "retry",
+            "Retry", loc, "retry",
             max_retries=self.max_retries,
             delay=duration(self.delay, loc, "retry.delay"),
             backoff=self.backoff,
@@ -120,16 +153,17 @@ class Cache:
     expire: Duration | None = None
     version: str = "0"
     key_fn: Callable[..., str] | str | None = None
-    _loc: m.SourceLocation | None = field(default=None, repr=False, compare=False)
+    _loc: Loc | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._loc = caller_location(3)
-        self.to_ir()
+        if not executing():
+            self.to_ir()
 
     def to_ir(self) -> m.Cache:
         loc = self._loc
         return _ir(
-            m.Cache, loc, "cache",
+            "Cache", loc, "cache",
             version=str(self.version),
             expire=duration(self.expire, loc, "cache.expire"),
             key_fn=import_path(self.key_fn, loc, "cache.key_fn") if self.key_fn else None,
@@ -142,15 +176,16 @@ class Resources:
     memory: str | None = None
     gpu: int | None = None
     gpu_type: str | None = None
-    _loc: m.SourceLocation | None = field(default=None, repr=False, compare=False)
+    _loc: Loc | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._loc = caller_location(3)
-        self.to_ir()
+        if not executing():
+            self.to_ir()
 
     def to_ir(self) -> m.Resources:
         cpu = None if self.cpu is None else str(self.cpu)
-        return _ir(m.Resources, self._loc, "resources", cpu=cpu, memory=self.memory,
+        return _ir("Resources", self._loc, "resources", cpu=cpu, memory=self.memory,
                    gpu=self.gpu, gpu_type=self.gpu_type)
 
 
@@ -160,11 +195,12 @@ class Alert:
     webhook: str | None = None
     email: Iterable[str] | str = ()
     callback: Callable[..., Any] | str | None = None
-    _loc: m.SourceLocation | None = field(default=None, repr=False, compare=False)
+    _loc: Loc | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._loc = caller_location(3)
-        self.to_ir()
+        if not executing():
+            self.to_ir()
 
     def to_ir(self) -> m.Alert:
         loc = self._loc
@@ -177,7 +213,7 @@ class Alert:
                        "webhook must be a secret reference such as 'env:ALERT_WEBHOOK_URL' "
                        "(a URL written in code would be copied into every generated file)")
         cb = import_path(self.callback, loc, "alert.callback") if self.callback else None
-        return _ir(m.Alert, loc, "alert", on=on, webhook=self.webhook, email=email, callback=cb)
+        return _ir("Alert", loc, "alert", on=on, webhook=self.webhook, email=email, callback=cb)
 
 
 @dataclass
@@ -189,11 +225,12 @@ class Defaults:
     resources: Resources | None = None
     image: str | None = None
     alerts: Iterable[Alert] = ()
-    _loc: m.SourceLocation | None = field(default=None, repr=False, compare=False)
+    _loc: Loc | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._loc = caller_location(3)
-        self.to_ir()
+        if not executing():
+            self.to_ir()
 
     def to_ir(self) -> m.Policies:
         return policies_ir(self._loc, retry=self.retry, retries=self.retries, cache=self.cache,
@@ -201,7 +238,7 @@ class Defaults:
                            alerts=self.alerts)
 
 
-def policies_ir(loc: m.SourceLocation | None, *, retry: Retry | None, retries: int | None,
+def policies_ir(loc: Loc | None, *, retry: Retry | None, retries: int | None,
                 cache: Cache | bool | None, timeout: Duration | None,
                 resources: Resources | None, image: str | None,
                 alerts: Iterable[Alert] | None) -> m.Policies:
@@ -211,14 +248,14 @@ def policies_ir(loc: m.SourceLocation | None, *, retry: Retry | None, retries: i
     if retries is not None:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise fail(loc, "retries", f"retries must be a whole number >= 0, got {retries!r}")
-        retry_ir = m.Retry(max_retries=retries)
+        retry_ir = _models().Retry(max_retries=retries)
     elif retry is not None:
         if not isinstance(retry, Retry):
             raise fail(loc, "retry", "retry= takes up.Retry(...)")
         retry_ir = retry.to_ir()
     cache_ir = None
     if cache is True:
-        cache_ir = m.Cache()
+        cache_ir = _models().Cache()
     elif isinstance(cache, Cache):
         cache_ir = cache.to_ir()
     elif cache not in (None, False):
@@ -231,7 +268,7 @@ def policies_ir(loc: m.SourceLocation | None, *, retry: Retry | None, retries: i
     if resources is not None and not isinstance(resources, Resources):
         raise fail(loc, "resources", "resources= takes up.Resources(...)")
     return _ir(
-        m.Policies, loc, "policies",
+        "Policies", loc, "policies",
         retry=retry_ir,
         cache=cache_ir,
         timeout=duration(timeout, loc, "timeout"),

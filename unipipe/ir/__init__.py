@@ -1,34 +1,48 @@
-"""The neutral pipeline IR."""
+"""The neutral pipeline IR.
 
-from unipipe.ir.durations import DurationError, format_duration, parse_duration
-from unipipe.ir.errors import PipelineError, Problem
-from unipipe.ir.features import Feature, features_used
-from unipipe.ir.io import dump_ir, json_schema, load_ir_data, load_ir_file
-from unipipe.ir.models import (
-    SCHEMA_VERSION,
-    Alert,
-    Cache,
-    Condition,
-    DictValue,
-    ListValue,
-    LiteralInput,
-    OutputInput,
-    Param,
-    ParamInput,
-    Pipeline,
-    Policies,
-    Resources,
-    Retry,
-    Schedule,
-    SourceLocation,
-    Task,
-)
-from unipipe.ir.validate import validate
+Names load lazily (as in ``unipipe/__init__.py``): importing ``unipipe.ir.errors`` or
+``unipipe.ir.durations`` must not pay for pydantic, because a task process imports the user's
+module (and through its decorators, those two) without needing the models.
+"""
 
-__all__ = [
-    "SCHEMA_VERSION", "Alert", "Cache", "Condition", "DictValue", "DurationError", "Feature",
-    "ListValue", "LiteralInput", "OutputInput", "Param", "ParamInput", "Pipeline", "PipelineError",
-    "Policies", "Problem", "Resources", "Retry", "Schedule", "SourceLocation", "Task",
-    "dump_ir", "features_used", "format_duration", "json_schema", "load_ir_data", "load_ir_file",
-    "parse_duration", "validate",
-]
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_MODELS = ("SCHEMA_VERSION", "Alert", "Cache", "Condition", "DictValue", "ListValue",
+           "LiteralInput", "OutputInput", "Param", "ParamInput", "Pipeline", "Policies",
+           "Resources", "Retry", "Schedule", "SourceLocation", "Task")
+_EXPORTS = {
+    **{name: "unipipe.ir.models" for name in _MODELS},
+    "DurationError": "unipipe.ir.durations",
+    "format_duration": "unipipe.ir.durations",
+    "parse_duration": "unipipe.ir.durations",
+    "PipelineError": "unipipe.ir.errors",
+    "Problem": "unipipe.ir.errors",
+    "Feature": "unipipe.ir.features",
+    "features_used": "unipipe.ir.features",
+    "dump_ir": "unipipe.ir.io",
+    "json_schema": "unipipe.ir.io",
+    "load_ir_data": "unipipe.ir.io",
+    "load_ir_file": "unipipe.ir.io",
+    "validate": "unipipe.ir.validate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unipipe.ir' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -6,7 +6,6 @@ environment, so no secret is ever written into generated code.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -85,11 +84,9 @@ def _mail(to: list[str], payload: Mapping[str, Any]) -> None:
 
 
 def _call(path: str, payload: Mapping[str, Any]) -> None:
-    module, _, qual = path.partition(":")
-    fn: Any = importlib.import_module(module)
-    for part in qual.split("."):
-        fn = getattr(fn, part)
-    fn(dict(payload))
+    from unipipe.runtime.loading import import_object
+
+    import_object(path)(dict(payload))
 
 
 def deliver(alerts: list[Mapping[str, Any]], event: str, payload: Mapping[str, Any]) -> list[dict[str, Any]]:

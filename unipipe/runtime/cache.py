@@ -8,7 +8,6 @@ value. Expiry is checked on read (as Prefect checks ``cache_expiration``): an en
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import pickle
 import time
@@ -31,10 +30,9 @@ def _stable(value: Any) -> str:
 def cache_key(spec: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
     cache = spec["cache"]
     if cache.get("key_fn"):
-        module, _, qual = cache["key_fn"].partition(":")
-        fn: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            fn = getattr(fn, part)
+        from unipipe.runtime.loading import import_object
+
+        fn = import_object(cache["key_fn"])
         user_key = str(fn(dict(inputs)))
         material = f"{spec['fn']}\0{cache.get('version', '0')}\0{user_key}"
     else:

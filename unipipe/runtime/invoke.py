@@ -20,7 +20,6 @@ The exception filter is always evaluated: a non-retryable error is re-raised wit
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 import time
@@ -51,10 +50,9 @@ _FN_CACHE: dict[str, Callable[..., Any]] = {}
 def resolve_callable(path: str) -> Callable[..., Any]:
     fn = _FN_CACHE.get(path)
     if fn is None:
-        module, _, qual = path.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
+        from unipipe.runtime.loading import import_object
+
+        obj = import_object(path)
         fn = getattr(obj, "fn", obj)  # an @up.task object wraps the plain function
         _FN_CACHE[path] = fn
     return fn

@@ -12,8 +12,6 @@ Jitter only ever lengthens a wait (as Airflow's hash jitter does), so a harness 
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
 if TYPE_CHECKING:
     import random
@@ -60,11 +58,10 @@ def delay_schedule(retry: Mapping[str, Any]) -> list[float]:
 
 
 def _resolve(path: str) -> type | None:
-    module, _, qual = path.partition(":")
+    from unipipe.runtime.loading import import_object
+
     try:
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
+        obj = import_object(path)
     except (ImportError, AttributeError):
         return None
     return obj if isinstance(obj, type) else None

@@ -141,3 +141,33 @@ def test_a_module_imported_in_execution_mode_still_traces_to_the_same_ir(tmp_pat
     assert out["ir"]["schedule"]["cron"] == "*/5 * * * *"
     # the deferred check names the decorator's file, line and field, as the eager one does
     assert "lazy_tasks.py:15: [retries]" in out["error"]
+
+
+def test_threads_importing_one_task_module_all_get_the_finished_module(tmp_path, monkeypatch):
+    """Prefect runs map elements in threads: each resolves the task while another may be halfway
+    through importing its module; all must wait for the import and get the function."""
+    import threading
+
+    from unipipe.runtime.loading import import_object
+
+    (tmp_path / "slow_tasks.py").write_text(
+        "import time\nimport unipipe as up\ntime.sleep(0.3)\n\n\n"
+        "@up.task\ndef late(x: int) -> int:\n    return x * 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results: list[object] = []
+
+    def resolve() -> None:
+        try:
+            results.append(import_object("slow_tasks:late").fn(2))
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            results.append(exc)
+
+    threads = [threading.Thread(target=resolve) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.modules.pop("slow_tasks", None)
+    assert results == [6, 6, 6, 6]

@@ -31,8 +31,11 @@ def import_object(path: str) -> Any:
     """The object at ``module:qualname``."""
     global _executing
     module_name, _, qual = path.partition(":")
-    obj: Any = sys.modules.get(module_name)
-    if obj is None:
+    if module_name in sys.modules:
+        # through the import system, not sys.modules: another thread may be importing it right
+        # now (Prefect runs map elements in threads), and import_module waits for it to finish
+        obj: Any = importlib.import_module(module_name)
+    else:
         _executing += 1
         try:
             obj = importlib.import_module(module_name)

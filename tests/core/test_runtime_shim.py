@@ -171,3 +171,26 @@ def test_threads_importing_one_task_module_all_get_the_finished_module(tmp_path,
     finally:
         sys.modules.pop("slow_tasks", None)
     assert results == [6, 6, 6, 6]
+
+
+def test_a_forked_attempt_does_not_walk_the_parents_objects():
+    """forking.fork freezes the parent's objects: a collection in the child sees only its own,
+    and the parent's collector is back to normal after the fork."""
+    import gc
+    import os
+
+    from unipipe.runtime import forking
+
+    ballast = [[i] for i in range(50_000)]  # tracked objects the child must not walk
+    read, write = os.pipe()
+    pid = forking.fork()
+    if pid == 0:
+        os.close(read)
+        os.write(write, str(len(gc.get_objects())).encode())
+        os._exit(0)
+    os.close(write)
+    child_tracked = int(os.read(read, 64))
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert gc.get_freeze_count() == 0
+    assert len(gc.get_objects()) > len(ballast) > child_tracked

@@ -46,6 +46,7 @@ from unipipe.runtime import alerts as alert_delivery
 from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
 from unipipe.runtime.context import TaskContext
+from unipipe.runtime.forking import frozen
 from unipipe.runtime.invoke import TaskTimeout, max_attempts, payload, run_attempt
 
 
@@ -117,7 +118,8 @@ class LocalRunner:
         proc = ctx.Process(target=_child, args=(send, spec, inputs, run_id, attempt, map_index),
                            daemon=True)
         start = time.time()
-        proc.start()
+        with frozen():  # the child must not copy this process's heap (unipipe.runtime.forking)
+            proc.start()
         send.close()
         timeout = spec.get("timeout")
         message = None

@@ -99,8 +99,10 @@ def _in_child(call: Any) -> Any:
     import os
     import pickle
 
+    from unipipe.runtime.forking import fork
+
     read, write = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the child: run, report, leave without touching the parent's resources
         os.close(read)
         try:
@@ -132,6 +134,17 @@ def _in_child(call: Any) -> Any:
     if kind == "err":
         raise value
     return value
+
+
+def _import_early(path: str) -> None:
+    """Import the task's module in this process, so each try's child inherits it instead of
+    importing it again; an import error is left for the child to raise as the try's error."""
+    from unipipe.runtime.invoke import resolve_callable
+
+    try:
+        resolve_callable(path)
+    except Exception:  # noqa: BLE001 - raised again, as the try's error, in the child
+        pass
 
 
 def _trace_lost_try(spec: Mapping[str, Any], now: _Try, start: float, exc: BaseException) -> None:
@@ -196,6 +209,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
             out = attempt()
         else:
             try:
+                _import_early(spec["fn"])
                 out = _in_child(attempt)
             except ProcessKilled as exc:
                 _trace_lost_try(spec, now, start, exc)

@@ -159,9 +159,11 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
         resolve_callable(spec["fn"])
     except Exception:  # noqa: BLE001 - the child raises it again as the attempt's error
         pass
+    from unipipe.runtime.forking import fork
+
     read_fd, write_fd = os.pipe()
     start = time.time()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the attempt's own process: never returns into Prefect's machinery
         os.close(read_fd)
         try:

@@ -90,7 +90,7 @@ def airflow2_python(cache: str | Path) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([uv, "venv", "--quiet", "--python", "3.11", str(venv)], check=True,
                        timeout=600, stdin=subprocess.DEVNULL)
-        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(python),
+        subprocess.run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python),
                         *AIRFLOW2_PACKAGES], check=True, timeout=1800, stdin=subprocess.DEVNULL)
         ready.write_text(AIRFLOW2_VERSION + "\n")
     return python

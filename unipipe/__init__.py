@@ -6,11 +6,6 @@ pays for pydantic or libcst.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
-if TYPE_CHECKING:
-    from typing import Any
-
-
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -37,17 +32,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
+from unipipe._lazy import lazy_exports  # noqa: E402 - after the table it serves
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'unipipe' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("unipipe", _EXPORTS, globals(), ("__version__",))

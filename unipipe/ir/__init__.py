@@ -7,10 +7,6 @@ module (and through its decorators, those two) without needing the models.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 _MODELS = ("SCHEMA_VERSION", "Alert", "Cache", "Condition", "DictValue", "ListValue",
            "LiteralInput", "OutputInput", "Param", "ParamInput", "Pipeline", "Policies",
            "Resources", "Retry", "Schedule", "SourceLocation", "Task")
@@ -32,17 +28,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+from unipipe._lazy import lazy_exports  # noqa: E402 - after the table it serves
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'unipipe.ir' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("unipipe.ir", _EXPORTS, globals())

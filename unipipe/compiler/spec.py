@@ -25,7 +25,9 @@ def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
     if task.map_over:
         spec["map_over"] = task.map_over
     if pol.retry is not None and pol.retry.max_retries > 0:
-        spec["retry"] = pol.retry.model_dump(mode="json")
+        # default values are left out (the runtime reads every key with the IR's default), so
+        # the spec copied into each generated task stays short: a KFP executor carries it whole
+        spec["retry"] = pol.retry.model_dump(mode="json", exclude_defaults=True)
     if pol.cache is not None:
         spec["cache"] = pol.cache.model_dump(mode="json")
     if pol.timeout is not None:

@@ -16,15 +16,7 @@ SPECS = {
         "id": "always_fails",
         "fn": "pipelines.features:always_fails",
         "source_hash": "80dd2f53c1c7f62ed491d915e021b5db81b8f8f606c57550215052eddbc07885",
-        "retry": {
-            "max_retries": 2,
-            "delay": 0.0,
-            "backoff": 1.0,
-            "max_delay": None,
-            "jitter": 0.0,
-            "retry_on": [],
-            "fail_on": [],
-        },
+        "retry": {"max_retries": 2},
         "alerts": [
             {"on": ["retry", "failure"], "webhook": "env:UNIPIPE_TEST_WEBHOOK", "email": []}
         ],
@@ -34,30 +26,14 @@ SPECS = {
         "id": "never_runs",
         "fn": "pipelines.features:never_runs",
         "source_hash": "0ce3cf26b12849222721a68648ecf0f5eea13efe383bf9d1859c90e820245387",
-        "retry": {
-            "max_retries": 2,
-            "delay": 0.2,
-            "backoff": 1.0,
-            "max_delay": None,
-            "jitter": 0.0,
-            "retry_on": [],
-            "fail_on": [],
-        },
+        "retry": {"max_retries": 2, "delay": 0.2},
     },
     "independent": {
         "pipeline": "retries-exhausted",
         "id": "independent",
         "fn": "pipelines.features:independent",
         "source_hash": "3ce09a9aa00e736dad7b76694f370f36e293c68e0df70954b40514dcd6483d0d",
-        "retry": {
-            "max_retries": 2,
-            "delay": 0.2,
-            "backoff": 1.0,
-            "max_delay": None,
-            "jitter": 0.0,
-            "retry_on": [],
-            "fail_on": [],
-        },
+        "retry": {"max_retries": 2, "delay": 0.2},
     },
 }
 PIPELINE_ALERTS = [{"on": ["failure"], "email": ["oncall@example.com"]}]

@@ -16,9 +16,8 @@ import textwrap
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from unipipe.authoring import policies as _policies
 from unipipe.authoring.policies import (
     Alert,
     Cache,
@@ -31,24 +30,11 @@ from unipipe.authoring.policies import (
     duration,
     fail,
     import_path,
+    m,
     policies_ir,
 )
 from unipipe.ir.errors import PipelineError
 from unipipe.runtime.loading import executing
-
-if TYPE_CHECKING:
-    from unipipe.ir import models as m
-
-
-class _Models:
-    """``m.X`` reads unipipe.ir.models.X, importing the models (pydantic) on first use only."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_policies._models(), name)
-
-
-if not TYPE_CHECKING:
-    m = _Models()
 
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict", list: "list"}
 

@@ -19,18 +19,16 @@ from unipipe.runtime.loading import executing
 if TYPE_CHECKING:
     from unipipe.ir import models as m
 else:
-    m = None  # unipipe.ir.models (pydantic), imported on first use: see _models()
+    class _LazyModels:
+        """``m.X`` is ``unipipe.ir.models.X``, imported (with pydantic) on first use: a task
+        process imports the user's module in execution mode and never builds IR."""
 
+        def __getattr__(self, name: str) -> Any:
+            from unipipe.ir import models
 
-def _models() -> Any:
-    """The IR models, imported when first needed: a task process imports the user's module in
-    execution mode and never builds IR, so it never pays for pydantic."""
-    global m
-    if m is None:
-        from unipipe.ir import models
+            return getattr(models, name)
 
-        m = models
-    return m
+    m = _LazyModels()
 
 
 class Loc:
@@ -46,7 +44,7 @@ class Loc:
         return f"{self.file}:{self.line}"
 
     def to_ir(self) -> m.SourceLocation:
-        return _models().SourceLocation(file=self.file, line=self.line)
+        return m.SourceLocation(file=self.file, line=self.line)
 
 Duration = str | float | int | timedelta
 
@@ -102,11 +100,11 @@ def main_module_name() -> str | None:
     return module_name_for_file(path)[0]
 
 
-def _ir(model: str, loc: Loc | None, field_name: str, **kw: Any) -> Any:
+def _ir(model: type, loc: Loc | None, field_name: str, **kw: Any) -> Any:
     from pydantic import ValidationError
 
     try:
-        return getattr(_models(), model)(**kw)
+        return model(**kw)
     except ValidationError as exc:
         first = exc.errors()[0]
         sub = ".".join(str(p) for p in first.get("loc", ()))
@@ -137,7 +135,7 @@ class Retry:
         if self.max_retries < 0:
             raise fail(loc, "retry.max_retries", f"max_retries must be >= 0, got {self.max_retries}")
         return _ir(
-            "Retry", loc, "retry",
+            m.Retry, loc, "retry",
             max_retries=self.max_retries,
             delay=duration(self.delay, loc, "retry.delay"),
             backoff=self.backoff,
@@ -163,7 +161,7 @@ class Cache:
     def to_ir(self) -> m.Cache:
         loc = self._loc
         return _ir(
-            "Cache", loc, "cache",
+            m.Cache, loc, "cache",
             version=str(self.version),
             expire=duration(self.expire, loc, "cache.expire"),
             key_fn=import_path(self.key_fn, loc, "cache.key_fn") if self.key_fn else None,
@@ -185,7 +183,7 @@ class Resources:
 
     def to_ir(self) -> m.Resources:
         cpu = None if self.cpu is None else str(self.cpu)
-        return _ir("Resources", self._loc, "resources", cpu=cpu, memory=self.memory,
+        return _ir(m.Resources, self._loc, "resources", cpu=cpu, memory=self.memory,
                    gpu=self.gpu, gpu_type=self.gpu_type)
 
 
@@ -213,7 +211,7 @@ class Alert:
                        "webhook must be a secret reference such as 'env:ALERT_WEBHOOK_URL' "
                        "(a URL written in code would be copied into every generated file)")
         cb = import_path(self.callback, loc, "alert.callback") if self.callback else None
-        return _ir("Alert", loc, "alert", on=on, webhook=self.webhook, email=email, callback=cb)
+        return _ir(m.Alert, loc, "alert", on=on, webhook=self.webhook, email=email, callback=cb)
 
 
 @dataclass
@@ -248,14 +246,14 @@ def policies_ir(loc: Loc | None, *, retry: Retry | None, retries: int | None,
     if retries is not None:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise fail(loc, "retries", f"retries must be a whole number >= 0, got {retries!r}")
-        retry_ir = _models().Retry(max_retries=retries)
+        retry_ir = m.Retry(max_retries=retries)
     elif retry is not None:
         if not isinstance(retry, Retry):
             raise fail(loc, "retry", "retry= takes up.Retry(...)")
         retry_ir = retry.to_ir()
     cache_ir = None
     if cache is True:
-        cache_ir = _models().Cache()
+        cache_ir = m.Cache()
     elif isinstance(cache, Cache):
         cache_ir = cache.to_ir()
     elif cache not in (None, False):
@@ -268,7 +266,7 @@ def policies_ir(loc: Loc | None, *, retry: Retry | None, retries: int | None,
     if resources is not None and not isinstance(resources, Resources):
         raise fail(loc, "resources", "resources= takes up.Resources(...)")
     return _ir(
-        "Policies", loc, "policies",
+        m.Policies, loc, "policies",
         retry=retry_ir,
         cache=cache_ir,
         timeout=duration(timeout, loc, "timeout"),

@@ -25,24 +25,19 @@ _lock = threading.Lock()  # two threads forking at once must not unfreeze under 
 @contextlib.contextmanager
 def frozen() -> Iterator[None]:
     """Around a fork (``os.fork`` or a fork-context ``Process.start``): the parent's objects are
-    frozen while the child is made, and unfrozen in the parent after."""
+    frozen while the child is made, and unfrozen in the parent after; the child keeps them
+    frozen."""
+    parent = os.getpid()
     with _lock:
         gc.freeze()
         try:
             yield
         finally:
-            gc.unfreeze()  # the parent only: a forked child leaves through os._exit
+            if os.getpid() == parent:
+                gc.unfreeze()
 
 
 def fork() -> int:
     """``os.fork()`` with the parent's objects frozen for the child; returns the pid (0 in it)."""
-    with _lock:
-        gc.freeze()
-        try:
-            pid = os.fork()
-        except BaseException:
-            gc.unfreeze()
-            raise
-        if pid != 0:
-            gc.unfreeze()
-    return pid
+    with frozen():
+        return os.fork()

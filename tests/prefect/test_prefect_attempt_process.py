@@ -16,6 +16,10 @@ import time
 import pytest
 from unipipe_prefect import runtime
 
+# the user function is stubbed below; "fn" names a real one because the waiting side imports
+# it before forking, as it does for a real task
+SPEC = {"id": "t", "pipeline": "p", "fn": "json:dumps"}
+
 
 @pytest.fixture
 def sibling_holds_pipes(monkeypatch):
@@ -44,7 +48,7 @@ def test_result_arrives_while_a_sibling_holds_the_pipe(monkeypatch, sibling_hold
 
     monkeypatch.setattr(shim, "invoke", lambda spec, inputs, **kw: inputs["x"] * 2)
     start = time.monotonic()
-    value = runtime._invoke_in_child({"id": "t", "pipeline": "p"}, {"x": 21},
+    value = runtime._invoke_in_child(SPEC, {"x": 21},
                                      {"run_id": "r", "attempt": 1, "map_index": 0})
     assert value == 42
     assert len(sibling_holds_pipes) == 1
@@ -60,7 +64,7 @@ def test_error_arrives_while_a_sibling_holds_the_pipe(monkeypatch, sibling_holds
     monkeypatch.setattr(shim, "invoke", fail)
     start = time.monotonic()
     with pytest.raises(KeyError, match="missing-column"):
-        runtime._invoke_in_child({"id": "t", "pipeline": "p"}, {},
+        runtime._invoke_in_child(SPEC, {},
                                  {"run_id": "r", "attempt": 1, "map_index": 0})
     assert time.monotonic() - start < 10
 
@@ -75,6 +79,6 @@ def test_killed_child_is_seen_while_a_sibling_holds_the_pipe(monkeypatch, siblin
                                                                              signal.SIGKILL))
     start = time.monotonic()
     with pytest.raises(ProcessKilled, match="exit code -9"):
-        runtime._invoke_in_child({"id": "t", "pipeline": "p"}, {},
+        runtime._invoke_in_child(SPEC, {},
                                  {"run_id": "r", "attempt": 1, "map_index": 0})
     assert time.monotonic() - start < 10

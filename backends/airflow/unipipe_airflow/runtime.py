@@ -136,17 +136,6 @@ def _in_child(call: Any) -> Any:
     return value
 
 
-def _import_early(path: str) -> None:
-    """Import the task's module in this process, so each try's child inherits it instead of
-    importing it again; an import error is left for the child to raise as the try's error."""
-    from unipipe.runtime.invoke import resolve_callable
-
-    try:
-        resolve_callable(path)
-    except Exception:  # noqa: BLE001 - raised again, as the try's error, in the child
-        pass
-
-
 def _trace_lost_try(spec: Mapping[str, Any], now: _Try, start: float, exc: BaseException) -> None:
     """The child could not write its own trace event (killed, or stopped by the timeout)."""
     import time
@@ -209,7 +198,9 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
             out = attempt()
         else:
             try:
-                _import_early(spec["fn"])
+                from unipipe.runtime.invoke import preload_callable
+
+                preload_callable(spec["fn"])
                 out = _in_child(attempt)
             except ProcessKilled as exc:
                 _trace_lost_try(spec, now, start, exc)

@@ -150,16 +150,10 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
 
     from unipipe.runtime import retry as retry_rules
     from unipipe.runtime import trace
-
-    # import the user's module here, once per flow run, so every attempt's process inherits it
-    # instead of importing it again (a failure to import is the attempt's, reported by the child)
-    from unipipe.runtime.invoke import resolve_callable
-
-    try:
-        resolve_callable(spec["fn"])
-    except Exception:  # noqa: BLE001 - the child raises it again as the attempt's error
-        pass
     from unipipe.runtime.forking import fork
+    from unipipe.runtime.invoke import preload_callable
+
+    preload_callable(spec["fn"])  # once per flow run: every attempt's process inherits it
 
     read_fd, write_fd = os.pipe()
     start = time.time()

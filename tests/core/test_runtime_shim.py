@@ -21,13 +21,24 @@ def test_importing_the_runtime_pulls_in_nothing_heavy():
 
 
 def test_small_values_pass_inline_and_large_ones_through_the_artifact_store():
-    assert store.to_transport({"a": 1}, run_id="r", task_id="t") == {"a": 1}
+    assert store.to_transport({"a": 1}) == {"a": 1}
     big = list(range(50_000))
-    pointer = store.to_transport(big, run_id="r", task_id="t")
+    pointer = store.to_transport(big)
     assert set(pointer) == {store.ARTIFACT_KEY, "format"} and pointer["format"] == "json"
     assert store.from_transport(pointer) == big
-    obj = pointer_obj = store.to_transport({1, 2, 3}, run_id="r", task_id="t")
+    obj = pointer_obj = store.to_transport({1, 2, 3})
     assert pointer_obj["format"] == "pickle" and store.from_transport(obj) == {1, 2, 3}
+
+
+def test_artifacts_are_content_addressed_so_equal_values_share_one_pointer():
+    big = {"rows": list(range(30_000))}
+    first, again = store.to_transport(big), store.to_transport(dict(big))
+    assert first == again  # same value, same pointer: engines' input-hash caches hit across runs
+    other = store.to_transport({"rows": list(range(30_001))})
+    assert other[store.ARTIFACT_KEY] != first[store.ARTIFACT_KEY]
+    url = first[store.ARTIFACT_KEY]
+    assert "/sha256/" in url and url.endswith(".json")
+    assert store.from_transport(first) == big
 
 
 def test_key_paths_select_and_explain_failures():

@@ -187,7 +187,7 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
                 except (AttributeError, TypeError):
                     pass
             raise
-        out = store.to_transport(value, run_id=run_id, task_id=spec["id"])
+        out = store.to_transport(value)
         if key is not None:
             from unipipe.runtime import cache
 

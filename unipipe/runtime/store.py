@@ -62,8 +62,14 @@ def read_bytes(url: str) -> bytes | None:
         return None
 
 
-def to_transport(value: Any, *, run_id: str, task_id: str) -> Any:
-    """A value every engine can carry: small JSON as is, anything else as an artifact pointer."""
+def to_transport(value: Any) -> Any:
+    """A value every engine can carry: small JSON as is, anything else as an artifact pointer.
+
+    Artifacts are content-addressed (``sha256/<digest>.<format>``): the same value gives the same
+    pointer in every run, so an engine whose cache hashes a task's inputs (Prefect's INPUTS, KFP's
+    fingerprint) hits its cache across runs for large values as it does for small ones, and a
+    value written twice is stored once.
+    """
     try:
         text = json.dumps(value, allow_nan=False)
         if len(text) <= INLINE_LIMIT:
@@ -73,10 +79,13 @@ def to_transport(value: Any, *, run_id: str, task_id: str) -> Any:
         import pickle
 
         data, kind = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), "pickle"
-    import uuid
+    import hashlib
 
-    url = f"{artifact_root()}/runs/{run_id}/{task_id}-{uuid.uuid4().hex[:12]}.{kind}"
-    write_bytes(url, data)
+    digest = hashlib.sha256(data).hexdigest()
+    url = f"{artifact_root()}/sha256/{digest[:2]}/{digest}.{kind}"
+    fs, path = _fs(url)
+    if not fs.exists(path):  # written atomically, so an existing file is complete
+        write_bytes(url, data)
     return {ARTIFACT_KEY: url, "format": kind}
 
 

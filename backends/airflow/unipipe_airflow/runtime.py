@@ -237,7 +237,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
             raise TypeError(f"a task maps over the output of {spec['id']!r}, which returned "
                             f"{type(items).__name__}, not a list")
         if out is not items:
-            out = [store.to_transport(v, run_id=now.run_id, task_id=spec["id"]) for v in items]
+            out = [store.to_transport(v) for v in items]
     return out
 
 
@@ -257,7 +257,7 @@ def map_items(how: Mapping[str, Any], value: Any = None) -> list[Any]:
         items = store.select(store.from_transport(_plain(value)), how.get("path"))
     if not isinstance(items, list):
         raise TypeError(f"map() needs a list, got {type(items).__name__}")
-    return [store.to_transport(v, run_id=now.run_id, task_id=now.task_id) for v in items]
+    return [store.to_transport(v) for v in items]
 
 
 def condition(value: Any, path: Sequence[str | int] = (), expect: bool = True) -> bool:

@@ -74,6 +74,14 @@ def vertex(monkeypatch, tmp_path):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(cred))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    # google-auth looks up a service account's allowed locations at iamcredentials.googleapis.com
+    # in a background thread, a URL with no override; it is no part of the deploy's requests and
+    # would only reach for the internet (and log its failure). Turn that lookup off here.
+    from google.oauth2 import service_account
+
+    monkeypatch.setattr(service_account.Credentials,
+                        "_is_regional_access_boundary_lookup_required", lambda self: False,
+                        raising=False)
     yield server
     server.close()
 

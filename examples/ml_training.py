@@ -87,6 +87,19 @@ def score_shard(shard: list, model: dict, features: dict) -> float:
     return round(sum(errs) / len(errs), 6)
 
 
+def train_and_score(n_rows, seed, learning_rate, threshold, *, train=train_model):
+    """The pipeline's steps, a plain function: the conformance cases reuse them (with a flaky
+    ``train`` in one), and a pipeline body may call helpers like this one."""
+    data = validate_data(n_rows, seed)
+    feats = compute_features(data)
+    model = train(feats, learning_rate)
+    metrics = evaluate_model(model, feats)
+    with up.when(quality_gate(metrics, threshold)):
+        registered = register_model(model, metrics)
+    scores = score_shard.map(shard=shard_ids(feats), model=model, features=feats)
+    return {"metrics": metrics, "model": model, "registered": registered, "scores": scores}
+
+
 @up.pipeline(
     name="ml-training",
     schedule="0 2 * * *",
@@ -97,11 +110,4 @@ def score_shard(shard: list, model: dict, features: dict) -> float:
 def training(n_rows: int = 200, seed: int = 7, learning_rate: float = 0.1,
              threshold: float = 0.85):
     """Train, evaluate and (if good enough) register a model; score every shard."""
-    data = validate_data(n_rows, seed)
-    feats = compute_features(data)
-    model = train_model(feats, learning_rate)
-    metrics = evaluate_model(model, feats)
-    with up.when(quality_gate(metrics, threshold)):
-        registered = register_model(model, metrics)
-    scores = score_shard.map(shard=shard_ids(feats), model=model, features=feats)
-    return {"metrics": metrics, "model": model, "registered": registered, "scores": scores}
+    return train_and_score(n_rows, seed, learning_rate, threshold)

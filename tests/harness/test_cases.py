@@ -96,3 +96,13 @@ def test_expected_alerts_default_to_none_delivered(tmp_path):
     case = load_case(_write_case(tmp_path / "c5", ""))
     assert case.expect.alerts == []
     assert case.pipeline == f"{tmp_path / 'c5' / 'p.py'}:pipe"
+
+
+def test_paths_add_import_folders_relative_to_the_case(tmp_path):
+    (tmp_path / "lib").mkdir()
+    case = load_case(_write_case(tmp_path / "c6", "paths: [../lib]\n"))
+    assert case.search_path() == [str(tmp_path / "c6"), str(tmp_path / "lib")]
+    with pytest.raises(CaseError, match=r"c7/case.yaml: paths: 'nowhere' is not a folder"):
+        load_case(_write_case(tmp_path / "c7", "paths: [nowhere]\n"))
+    with pytest.raises(CaseError, match="paths is a list of folders"):
+        load_case(_write_case(tmp_path / "c8", "paths: ../lib\n"))

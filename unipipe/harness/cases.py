@@ -5,6 +5,7 @@ A case is a folder ``<id>/`` holding a pipeline file and a ``case.yaml``::
     id: retry_fail_twice                 # equals the folder name
     doc: A task fails twice with ConnectionError, then succeeds.
     pipeline: case_retry_fail_twice.py:pipe   # relative to the folder (or module:name)
+    paths: [../../../examples]           # optional: more import folders, relative to the folder
     required: true                       # the required tier: no backend may skip it
     params: {fail_times: 2}
     tags: [params, retry, retry.delay]   # must equal features_used() of the pipeline
@@ -136,7 +137,7 @@ def load_case(path: str | Path) -> Case:
     if not isinstance(data, dict):
         raise CaseError(f"{where}: a case is a mapping")
     known = {"id", "doc", "pipeline", "required", "params", "tags", "expect", "second_run",
-             "delay_tolerance", "backends", "timeout"}
+             "delay_tolerance", "backends", "timeout", "paths"}
     unknown = set(data) - known
     if unknown:
         raise CaseError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -170,6 +171,15 @@ def load_case(path: str | Path) -> Case:
                            Expectation.parse(sr.get("expect"), f"{where}: second_run"))
     tolerance = dict(DEFAULT_TOLERANCE)
     tolerance.update({k: float(v) for k, v in (data.get("delay_tolerance") or {}).items()})
+    paths = data.get("paths") or []
+    if not isinstance(paths, list) or not all(isinstance(x, str) and x for x in paths):
+        raise CaseError(f"{where}: paths is a list of folders, relative to the case's folder")
+    extra = []
+    for x in paths:
+        path = (folder / x).resolve()
+        if not path.is_dir():
+            raise CaseError(f"{where}: paths: {x!r} is not a folder ({path})")
+        extra.append(str(path))
     tags = data.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise CaseError(f"{where}: tags is a list of feature names")
@@ -178,6 +188,7 @@ def load_case(path: str | Path) -> Case:
         params=dict(data.get("params") or {}), tags=tuple(tags), required=required,
         expect=Expectation.parse(data.get("expect"), where), second_run=second,
         tolerance=tolerance, backends=backends, timeout=float(data.get("timeout", 300.0)),
+        paths=tuple(extra),
     )
 
 
@@ -253,9 +264,17 @@ def _is_case_file(p: Path) -> bool:
 
 
 def case_ir(case: Case) -> Any:
-    """The case's pipeline IR (imports the pipeline module in this process)."""
+    """The case's pipeline IR (imports the pipeline module in this process).
+
+    The case's extra import folders (``paths``) go on ``sys.path`` first, as in its worker.
+    """
+    import sys
+
     from unipipe.authoring.loader import load_ir
 
+    for folder in case.paths:
+        if folder not in sys.path:
+            sys.path.append(folder)
     return load_ir(case.pipeline)
 
 

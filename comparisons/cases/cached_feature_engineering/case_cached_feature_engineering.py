@@ -1,89 +1,14 @@
 """Seed scenario: the ML training pipeline re-run: cached feature engineering is reused.
 
-validate -> features (cached) -> train (retries, timeout, resources) -> evaluate -> quality
-gate -> register, plus per-shard scoring fanned out over the feature shards.
+The steps are the example's (examples/ml_training.py, on the path through case.yaml).
 """
 
-import math
-import random
-
 import unipipe as up
-
-
-@up.task
-def validate_data(n_rows: int, seed: int) -> dict:
-    if n_rows < 10:
-        raise ValueError(f"need at least 10 rows, got {n_rows}")
-    rng = random.Random(seed)
-    xs = [i / n_rows for i in range(n_rows)]
-    ys = [3.0 * x + 0.5 + rng.gauss(0, 0.05) for x in xs]
-    return {"x": xs, "y": ys, "rows": n_rows}
-
-
-@up.task(cache=up.Cache(expire="12h", version="cached-feature-engineering"))
-def compute_features(data: dict) -> dict:
-    xs = data["x"]
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs)) or 1.0
-    zs = [(x - mean) / std for x in xs]
-    return {"z": zs, "y": data["y"], "shards": [list(range(i, len(zs), 4)) for i in range(4)]}
-
-
-@up.task(retry=up.Retry(max_retries=2, delay="0.5s", backoff=2.0, max_delay="5s",
-                        retry_on=(ConnectionError, TimeoutError)),
-         timeout="2m", resources=up.Resources(cpu="1", memory="1Gi"))
-def train_model(features: dict, learning_rate: float) -> dict:
-    a = b = 0.0
-    zs, ys = features["z"], features["y"]
-    n = len(zs)
-    for _ in range(300):
-        err = [a * z + b - y for z, y in zip(zs, ys)]
-        a -= learning_rate * 2 * sum(e * z for e, z in zip(err, zs)) / n
-        b -= learning_rate * 2 * sum(err) / n
-    return {"a": round(a, 6), "b": round(b, 6)}
-
-
-@up.task
-def evaluate_model(model: dict, features: dict) -> dict:
-    zs, ys = features["z"], features["y"]
-    pred = [model["a"] * z + model["b"] for z in zs]
-    mean_y = sum(ys) / len(ys)
-    ss_res = sum((y - p) ** 2 for y, p in zip(ys, pred))
-    ss_tot = sum((y - mean_y) ** 2 for y in ys)
-    return {"r2": round(1 - ss_res / ss_tot, 4), "rows": len(ys)}
-
-
-@up.task
-def quality_gate(metrics: dict, threshold: float) -> bool:
-    return metrics["r2"] >= threshold
-
-
-@up.task
-def register_model(model: dict, metrics: dict) -> str:
-    return f"model-a{model['a']:.2f}-b{model['b']:.2f}-r2{metrics['r2']:.2f}"
-
-
-@up.task
-def shard_ids(features: dict) -> list:
-    return features["shards"]
-
-
-@up.task(retries=1)
-def score_shard(shard: list, model: dict, features: dict) -> float:
-    zs, ys = features["z"], features["y"]
-    errs = [abs(model["a"] * zs[i] + model["b"] - ys[i]) for i in shard]
-    return round(sum(errs) / len(errs), 3)
+from ml_training import train_and_score
 
 
 @up.pipeline(name="case-cached-feature-engineering",
              alerts=[up.Alert(on=("failure",), webhook="env:UNIPIPE_HARNESS_WEBHOOK")],
              defaults=up.Defaults(retry=up.Retry(max_retries=1, delay="0.2s")))
 def pipe(n_rows: int = 60, seed: int = 7, learning_rate: float = 0.1, threshold: float = 0.85):
-    data = validate_data(n_rows, seed)
-    feats = compute_features(data)
-    model = train_model(feats, learning_rate)
-    metrics = evaluate_model(model, feats)
-    with up.when(quality_gate(metrics, threshold)):
-        registered = register_model(model, metrics)
-    scores = score_shard.map(shard=shard_ids(feats), model=model, features=feats)
-    return {"r2": metrics["r2"], "registered": registered, "scores": scores}
+    return train_and_score(n_rows, seed, learning_rate, threshold)

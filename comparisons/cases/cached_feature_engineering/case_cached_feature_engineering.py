@@ -3,8 +3,9 @@
 The steps are the example's (examples/ml_training.py, on the path through case.yaml).
 """
 
-import unipipe as up
 from ml_training import train_and_score
+
+import unipipe as up
 
 
 @up.pipeline(name="case-cached-feature-engineering",

@@ -4,8 +4,9 @@ The steps are the example's (examples/ml_training.py, on the path through case.y
 training step that cannot reach its parameter server on the first two attempts.
 """
 
-import unipipe as up
 from ml_training import train_and_score, train_model
+
+import unipipe as up
 
 
 @up.task(id="train_model",

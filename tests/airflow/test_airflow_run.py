@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import ml_training
@@ -282,10 +283,13 @@ def test_mapping_over_an_empty_list_skips_on_airflow_but_not_in_the_reference(ba
 # ---------------------------------------------------------------- up.run: the CLI, a scheduler
 
 
-def test_up_run_goes_through_airflow_dags_test():
+def test_up_run_goes_through_airflow_dags_test(tmp_path, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the run makes its home
     airflow = up.run(features.quality_gate, backend="airflow", params={"value": 0.5})
     assert_same(airflow, local(features.quality_gate, {"value": 0.5}))
     assert airflow.run_id.startswith("manual__")
+    assert list((tmp_path / "tmp").iterdir()) == []  # its own AIRFLOW_HOME is gone after the run
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import ml_training
@@ -94,6 +95,8 @@ def test_timeout_is_enforced_and_retried(prefect_env):
 
 def test_cache_hits_on_second_run_like_the_reference(prefect_env, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     first = up.run(features.cached, backend="prefect")
     second = up.run(features.cached, backend="prefect")
     assert (first.tasks["expensive"].cache_hit, second.tasks["expensive"].cache_hit) == (False, True)
@@ -107,6 +110,10 @@ def test_cache_hits_on_second_run_like_the_reference(prefect_env, tmp_path, monk
     results = Path(os.environ["UNIPIPE_CACHE_URL"]) / "prefect-results"
     assert any(results.iterdir())
     assert not (tmp_path / "home" / ".prefect").exists()
+    # each run's own folder is removed after it; at most one fork server home, made only to
+    # start the server (it is reused by later runs)
+    left = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "tmp").iterdir())
+    assert left in ([], ["unipipe-prefect-forkserver"])
 
 
 def test_cache_key_changes_with_cache_version_and_task_source(prefect_env):

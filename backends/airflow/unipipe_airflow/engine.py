@@ -162,13 +162,21 @@ def log_tail(home: Home, name: str = "dags_test.log", chars: int = 4000) -> str:
 
 
 def run_pipeline(backend: Any, ir: Pipeline, options: RunOptions) -> RunResult:
-    from unipipe_airflow.results import build_result, read_records
-
     mode = options.extra.get("mode", "dags-test")
     if mode not in MODES:
         raise ValueError(f"airflow run mode is one of {MODES}, not {mode!r}")
     values = resolve_params(ir, options.params)
     home = prepare(ir, options)
+    result = _run_prepared(ir, home, values, mode, options)
+    if not options.workdir:  # a folder of our own: gone after a run, kept (for its logs) on error
+        shutil.rmtree(home.root.parent, ignore_errors=True)
+    return result
+
+
+def _run_prepared(ir: Pipeline, home: Home, values: dict[str, Any], mode: str,
+                  options: RunOptions) -> RunResult:
+    from unipipe_airflow.results import build_result, read_records
+
     timeout = float(options.extra.get("timeout", 1800))
     started = time.time()
     if mode == "dags-test":
@@ -180,7 +188,7 @@ def run_pipeline(backend: Any, ir: Pipeline, options: RunOptions) -> RunResult:
     records = read_records(home.db, home.dag_id)
     if records.run_id is None:
         raise AirflowRunError(f"Airflow made no run of {home.dag_id} ({mode}, "
-                              f"{time.time() - started:.0f}s); log tail:\n"
+                              f"{time.time() - started:.0f}s); logs in {home.root}, tail:\n"
                               + log_tail(home, "dags_test.log" if mode == "dags-test"
                                          else "standalone.log"))
     return build_result(ir, records, home.trace_dir, values)

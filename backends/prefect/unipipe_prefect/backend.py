@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from unipipe.compiler import codegen
 from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
@@ -120,11 +121,18 @@ class Backend:
     # ------------------------------------------------------------ run
 
     def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
+        params = resolve_params(ir, options.params)
+        if options.workdir:
+            return self._run_in(Path(options.workdir), ir, options, params)
+        workdir = Path(tempfile.mkdtemp(prefix=f"unipipe-prefect-{flowgen.python_name(ir.name)}-"))
+        result = self._run_in(workdir, ir, options, params)  # on an error the folder stays
+        shutil.rmtree(workdir, ignore_errors=True)  # for its log; after a run it is not needed
+        return result
+
+    def _run_in(self, workdir: Path, ir: Pipeline, options: RunOptions,
+                params: dict[str, Any]) -> RunResult:
         from unipipe_prefect.results import build_result
 
-        params = resolve_params(ir, options.params)
-        workdir = Path(options.workdir) if options.workdir else Path(
-            tempfile.mkdtemp(prefix=f"unipipe-prefect-{flowgen.python_name(ir.name)}-"))
         flows = workdir / "flows"
         self.compile(ir, flows, CompileOptions(error_level=ErrorLevel.WARN))
         run_id = options.run_id or f"prefect-{uuid.uuid4().hex[:12]}"
@@ -138,7 +146,7 @@ class Backend:
         if os.environ.get("UNIPIPE_PREFECT_FORKSERVER", "1") != "0":
             from unipipe_prefect import forkserver
 
-            rc = forkserver.get(self.forkserver_env()).run(cmd[3:], env, workdir, log)
+            rc = forkserver.get(self.forkserver_env).run(cmd[3:], env, workdir, log)
         else:
             with open(log, "w") as out:
                 rc = subprocess.run(cmd, env=env, cwd=str(workdir), stdout=out,
@@ -146,12 +154,12 @@ class Backend:
                                     timeout=options.extra.get("timeout", 1800)).returncode
         tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
         if not report_path.exists():
-            raise RuntimeError(f"the Prefect flow process failed (exit {rc}):\n{tail}")
+            raise RuntimeError(f"the Prefect flow process failed (exit {rc}); log {log}:\n{tail}")
         with open(report_path, "rb") as fh:
             report = pickle.load(fh)
         if not report.get("ok"):
-            raise RuntimeError(f"the Prefect flow run did not finish:\n{report.get('error')}\n"
-                               f"{tail}")
+            raise RuntimeError(f"the Prefect flow run did not finish (log {log}):\n"
+                               f"{report.get('error')}\n{tail}")
         return build_result(ir, report, run_id=run_id, params=params,
                             trace_dir=env["UNIPIPE_TRACE_DIR"])
 

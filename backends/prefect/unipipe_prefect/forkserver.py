@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,14 +126,15 @@ _SERVER: ForkServer | None = None
 _LOCK = threading.Lock()
 
 
-def get(env: dict[str, str]) -> ForkServer:
-    """The process's fork server (started with ``env`` on first use, restarted if it died)."""
+def get(make_env: Callable[[], dict[str, str]]) -> ForkServer:
+    """The process's fork server (started on first use, restarted if it died); ``make_env`` is
+    called only to start one, so a throwaway home it makes is made once per server."""
     global _SERVER
     with _LOCK:
         if _SERVER is None or not _SERVER.alive():
             import atexit
 
-            _SERVER = ForkServer(env)
+            _SERVER = ForkServer(make_env())
             atexit.register(_SERVER.close)
         return _SERVER
 

@@ -133,8 +133,10 @@ def test_compile_killed_midway_leaves_only_whole_files(target, tmp_path):
         "compile_ir(synthetic.pipeline(1500), %r, %r)\n"
     ) % (str(ROOT / "comparisons" / "perf"), target, str(tmp_path / "out"))
     for delay in (0.5, 1.5, 3.0):
+        scratch = tmp_path / f"tmp-{delay}"  # a killed compile cannot clean its staging folder
+        scratch.mkdir()
         proc = subprocess.Popen([sys.executable, "-c", script], env=dict(
-            os.environ, PYTHONPATH=str(ROOT / "comparisons" / "perf")))
+            os.environ, PYTHONPATH=str(ROOT / "comparisons" / "perf"), TMPDIR=str(scratch)))
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

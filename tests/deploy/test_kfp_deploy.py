@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 import unipipe as up
 from deploy.helpers import deploy
@@ -41,6 +42,8 @@ class FakeKfp:
         self.versions: dict[str, list[dict]] = {}
         self.experiments: dict[str, dict] = {}
         self.recurring: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}
+        self.run_state = "SUCCEEDED"  # what every run ends in
         self.made = 0
 
     def __call__(self, r: Recorded):
@@ -68,6 +71,14 @@ class FakeKfp:
         if r.method == "DELETE" and r.path.startswith("/apis/v2beta1/recurringruns/"):
             self.recurring.pop(r.path.rsplit("/", 1)[1])
             return 200, {}
+        if r.method == "POST" and r.path == "/apis/v2beta1/runs":
+            rid = f"run-{len(self.runs) + 1}"
+            self.runs[rid] = {"run_id": rid, "state": "PENDING", **r.json()}
+            return 200, self.runs[rid]
+        if r.method == "GET" and r.path.startswith("/apis/v2beta1/runs/"):
+            run = self.runs[r.path.rsplit("/", 1)[1]]
+            run["state"] = "RUNNING" if run["state"] == "PENDING" else self.run_state
+            return 200, run
         if r.method == "GET" and r.path == "/apis/v2beta1/pipelines":
             want = json.loads(r.q("filter"))["predicates"][0]["stringValue"]
             found = [p for p in self.pipelines.values() if p["display_name"] == want]
@@ -192,3 +203,33 @@ def test_kfp_recorded_requests_schedule_false_uploads_without_a_recurring_run(ir
     out = deploy(ir, "kubeflow", [f"host={kfp_api.url}", "schedule=false"])
     assert out.code == 0, out.text
     assert not any("recurringruns" in path or "experiments" in path for _, path in kfp_api.calls())
+
+
+# ---------------------------------------------------------------- unipipe run --backend kubeflow --host
+
+
+@pytest.mark.parametrize("engine_state, state", [("SUCCEEDED", "success"), ("FAILED", "failed")])
+def test_kfp_recorded_requests_run_with_host_submits_the_compiled_spec_and_waits(
+        ir, package, kfp_api, home, monkeypatch, tmp_path, engine_state, state):
+    import kfp.client.client as kfp_client
+
+    real_sleep = kfp_client.time.sleep
+    monkeypatch.setattr(kfp_client.time, "sleep", lambda s: real_sleep(min(s, 0.05)))  # 5 s polls
+    kfp_api.fake.run_state = engine_state
+    result = up.run(ir, backend="kubeflow", params={"n": 4}, run_id="nightly-1",
+                    host=kfp_api.url, pipeline_root=str(tmp_path / "root"))
+    assert kfp_api.calls() == [
+        ("GET", "/apis/v2beta1/healthz"),
+        ("GET", "/apis/v2beta1/experiments"),
+        ("POST", "/apis/v2beta1/experiments"),
+        ("POST", "/apis/v2beta1/runs"),
+        ("GET", "/apis/v2beta1/runs/run-1"),  # RUNNING
+        ("GET", "/apis/v2beta1/runs/run-1"),  # final
+    ]
+    assert kfp_api.requests[2].json()["display_name"] == "nightly-report"  # the experiment
+    submitted = kfp_api.requests[3].json()
+    assert submitted["display_name"] == "nightly-1" and submitted["experiment_id"] == "e-1"
+    assert submitted["pipeline_spec"] == yaml.safe_load(package)  # the compiled YAML as is
+    assert submitted["runtime_config"]["parameters"] == {"n": 4, "label": "squares"}
+    assert (result.backend, result.run_id, result.state) == ("kubeflow", "run-1", state)
+    assert result.params == {"n": 4, "label": "squares"}

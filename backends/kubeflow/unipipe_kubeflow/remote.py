@@ -1,6 +1,7 @@
 """Submit the compiled PipelineSpec to a real KFP API (``unipipe run --backend kubeflow --host URL``).
 
-Kept thin on purpose: it is not testable here (no cluster). Authentication is kfp.Client's own
+Kept thin on purpose: there is no cluster here, so it is not exercised against a live KFP API;
+``tests/deploy/test_kfp_deploy.py`` checks the exact requests it sends to a recording server. Authentication is kfp.Client's own
 (``KF_PIPELINES_*`` environment, ``existing_token``, kube config). Per-task results are not read
 back: the RunResult carries the run's final state and the KFP run id in ``run_id``.
 """

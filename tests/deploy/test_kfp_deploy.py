@@ -210,7 +210,7 @@ def test_kfp_recorded_requests_schedule_false_uploads_without_a_recurring_run(ir
 
 @pytest.mark.parametrize("engine_state, state", [("SUCCEEDED", "success"), ("FAILED", "failed")])
 def test_kfp_recorded_requests_run_with_host_submits_the_compiled_spec_and_waits(
-        ir, package, kfp_api, home, monkeypatch, tmp_path, engine_state, state):
+        ir, package, kfp_api, home, monkeypatch, tmp_path, capsys, engine_state, state):
     import kfp.client.client as kfp_client
 
     real_sleep = kfp_client.time.sleep
@@ -233,3 +233,6 @@ def test_kfp_recorded_requests_run_with_host_submits_the_compiled_spec_and_waits
     assert submitted["runtime_config"]["parameters"] == {"n": 4, "label": "squares"}
     assert (result.backend, result.run_id, result.state) == ("kubeflow", "run-1", state)
     assert result.params == {"n": 4, "label": "squares"}
+    out, err = capsys.readouterr()
+    assert out == ""  # kfp.Client's links go to stderr: stdout is the RunResult's (--json)
+    assert f"Run details: {kfp_api.url}/#/runs/details/run-1" in err

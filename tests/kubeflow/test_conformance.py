@@ -233,13 +233,6 @@ def test_cache_expiry_is_honoured_although_kfp_caches_never_expire():
     assert not third.tasks["fresh"].cache_hit and third.output["at"] > first.output["at"]
 
 
-def test_kfp_cron_is_six_fields():
-    from unipipe_kubeflow.remote import kfp_cron
-
-    assert kfp_cron("0 2 * * *") == "0 0 2 * * *"
-    assert kfp_cron("30 0 2 * * *") == "30 0 2 * * *"
-
-
 def test_resources_and_images_do_not_change_the_local_result():
     ref, kfp, _, _ = both(kfp_cases.placement, params={"x": 7})
     assert view(kfp) == view(ref)

@@ -5,8 +5,11 @@ Exit codes: 0 success, 1 a run that failed, 2 invalid input (nothing written).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -144,7 +147,8 @@ def run(
     try:
         params = parse_cli_params(param)
         extra = {"host": host} if host else {}
-        with err.status(f"running {ir.name} on {backend}"):
+        with err.status(f"running {ir.name} on {backend}"), \
+                (_stdout_to_stderr() if as_json else contextlib.nullcontext()):
             result = run_pipeline(ir, backend=backend, params=params, **extra)
     except (PipelineError, UnsupportedFeature, UnknownBackend) as exc:
         _invalid(str(exc))
@@ -153,6 +157,28 @@ def run(
     else:
         _print_result(result)
     raise typer.Exit(0 if result.state == "success" else 1)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While a run prints its RunResult as JSON, whatever else would reach stdout (a task's
+    print, an engine's chatter, in this process, a forked attempt or a subprocess) goes to
+    stderr, so stdout parses."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1: nothing below us can write to it either
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _print_result(result: Any) -> None:

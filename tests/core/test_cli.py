@@ -26,6 +26,19 @@ def test_run_json_success_exit_0():
     assert set(data["tasks"]["make_numbers"]) >= {"state", "attempts", "cache_hit", "output", "error"}
 
 
+def test_run_json_keeps_stdout_for_the_result_when_tasks_print(tmp_path):
+    (tmp_path / "chatty.py").write_text(
+        "import unipipe as up\n\n\n@up.task\ndef hello(n: int) -> int:\n"
+        "    print('hello from the task')\n    return n + 1\n\n\n"
+        "@up.pipeline(name='chatty')\ndef pipe(n: int = 1):\n    return hello(n)\n")
+    p = cli("run", "chatty.py:pipe", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["output"] == 2  # the task's print went to stderr
+    assert "hello from the task" in p.stderr
+    table = cli("run", "chatty.py:pipe", cwd=tmp_path)  # without --json prints stay where they are
+    assert "hello from the task" in table.stdout
+
+
 def test_run_failed_exit_1():
     p = cli("run", f"{FEATURES}:non_retryable", "--json")
     assert p.returncode == 1

@@ -39,6 +39,21 @@ def test_run_json_keeps_stdout_for_the_result_when_tasks_print(tmp_path):
     assert "hello from the task" in table.stdout
 
 
+def test_the_installed_command_runs_an_ir_document_beside_its_task_module(tmp_path):
+    """The console script (unlike ``python -m``) has no cwd on sys.path: the task module of an
+    IR document is still found where the user runs it, as on the other backends."""
+    (tmp_path / "tasks_here.py").write_text(
+        "import unipipe as up\n\n\n@up.task\ndef inc(n: int) -> int:\n    return n + 1\n\n\n"
+        "@up.pipeline(name='beside')\ndef pipe(n: int = 1):\n    return inc(n)\n")
+    command = str(Path(sys.executable).parent / "unipipe")
+    run = lambda *a: subprocess.run([command, *a], capture_output=True, text=True,  # noqa: E731
+                                    cwd=tmp_path, timeout=300)
+    assert run("export", "tasks_here.py:pipe", "-o", "beside.yaml").returncode == 0
+    p = run("run", "beside.yaml", "--param", "n=41", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout)["output"] == 42
+
+
 def test_run_failed_exit_1():
     p = cli("run", f"{FEATURES}:non_retryable", "--json")
     assert p.returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,4 +31,13 @@ class LocalBackend:
     def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
         isolation = options.extra.get("isolation", "process")
         runner = LocalRunner(isolation=isolation, seed=options.extra.get("seed"))
-        return runner.run(ir, options.params, run_id=options.run_id)
+        # The task modules import from where the other backends' processes would import them
+        # (an IR document names modules without files: the folder the user runs us from).
+        added = [p for p in dict.fromkeys(options.search_path) if p and p not in sys.path]
+        sys.path.extend(added)
+        try:
+            return runner.run(ir, options.params, run_id=options.run_id)
+        finally:
+            for p in added:
+                if p in sys.path:
+                    sys.path.remove(p)

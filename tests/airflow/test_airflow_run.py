@@ -11,10 +11,8 @@ through ``up.run`` (the ``airflow dags test`` command) and one through a real sc
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
-from pathlib import Path
 
 import ml_training
 import pipelines_airflow as pa
@@ -24,6 +22,7 @@ from unipipe_airflow.engine import Planned, run_batch
 
 import unipipe as up
 from unipipe.api import search_path
+from unipipe.harness.receivers import SmtpReceiver, WebhookReceiver
 from unipipe.runtime.retry import base_delay
 
 POLL = 2.5  # seconds of slack: `dags test` looks for runnable tries once a second
@@ -61,11 +60,7 @@ def gaps(result, task: str) -> list[float]:
 
 
 def _receivers():
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("unipipe_shared_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.WebhookReceiver(), module.SmtpReceiver()
+    return WebhookReceiver(), SmtpReceiver()
 
 
 PLAN = {
@@ -131,7 +126,7 @@ def delivered(batch, run_id: str) -> list[tuple]:
 
 
 def mailed(batch, run_id: str) -> list[str]:
-    return [m["data"] for m in batch["smtp"] if run_id in m["data"]]
+    return [m["text"] for m in batch["smtp"] if run_id in m["text"]]
 
 
 # ---------------------------------------------------------------- data flow, templating

@@ -21,8 +21,8 @@ def test_retry_and_final_failure_alerts_to_webhook_and_email(webhook, smtp):
     assert "always fails" in webhook.received[-1]["text"]
     assert len(smtp.messages) == 1
     assert smtp.messages[0]["to"] == ["oncall@example.com"]
-    assert "failure" in smtp.messages[0]["data"]
-    body = json.loads(email.message_from_string(smtp.messages[0]["data"]).get_payload())
+    assert "failure" in smtp.messages[0]["text"]
+    body = json.loads(email.message_from_string(smtp.messages[0]["text"]).get_payload())
     assert body["failed_tasks"] == ["always_fails", "never_runs"]
     assert (body["event"], body["task"], body["pipeline"]) == ("failure", None, "retries-exhausted")
     assert [(a["event"], a["channel"], a["ok"]) for a in result.alerts] == [

@@ -56,7 +56,7 @@ def both(pipeline, params=None, receivers=()):
 def _received(receiver):
     if hasattr(receiver, "events"):
         return receiver.events()
-    return [(m["to"], m["data"].split("\n", 1)[0][:0]) for m in receiver.messages]
+    return [(m["to"], m["text"].split("\n", 1)[0][:0]) for m in receiver.messages]
 
 
 def _clear(receiver):
@@ -95,7 +95,7 @@ def test_retries_exhausted_alerts_reach_webhook_and_smtp(webhook, smtp):
                                         ("always_fails", "failure")]
     # the pipeline failure alert went through the ExitHandler to the real SMTP server
     assert len(got_kfp[1]) == len(got_ref[1]) == 1
-    assert "failure" in smtp.messages[0]["data"] and smtp.messages[0]["to"] == ["oncall@example.com"]
+    assert "failure" in smtp.messages[0]["text"] and smtp.messages[0]["to"] == ["oncall@example.com"]
 
 
 def test_non_retryable_error_fails_after_one_attempt():

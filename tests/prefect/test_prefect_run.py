@@ -72,7 +72,7 @@ def test_retries_exhausted_alerts_reach_webhook_and_smtp(prefect_env, webhook, s
     assert prefect_hooks == webhook.events() == [("always_fails", "retry")] * 2 + [
         ("always_fails", "failure")]
     assert prefect_mail == len(smtp.messages) == 1
-    assert "retries-exhausted" in smtp.messages[0]["data"]
+    assert "retries-exhausted" in smtp.messages[0]["text"]
 
 
 def test_success_alerts_task_and_pipeline(prefect_env, webhook):
@@ -152,7 +152,7 @@ def test_jitter_is_emulated_within_the_ir_bounds(prefect_env):
 
 def test_literal_map_negated_gate_and_email_alerts(prefect_env, smtp):
     prefect = up.run(pp.literal_map, backend="prefect")
-    mails = [m["data"] for m in smtp.messages]
+    mails = [m["text"] for m in smtp.messages]
     smtp.messages.clear()
     local = up.run(pp.literal_map, backend="local")
     assert summary(prefect) == summary(local)

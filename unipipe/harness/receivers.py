@@ -66,13 +66,20 @@ class WebhookReceiver:
                                        name="unipipe-webhook")
         self.thread.start()
 
+    def events(self) -> list[tuple[str | None, str]]:
+        """``(task, event)`` of each unipipe alert received, in arrival order (task None: the
+        pipeline's own alert)."""
+        return [(r["unipipe"].get("task"), r["unipipe"]["event"]) for r in self.received
+                if isinstance(r, dict) and "unipipe" in r]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
 
 class SmtpReceiver:
-    """A real SMTP server (aiosmtpd) keeping every message it accepts."""
+    """A real SMTP server (aiosmtpd) keeping every message it accepts: ``from``, ``to``, the raw
+    ``data`` (bytes) and the same as ``text``."""
 
     def __init__(self) -> None:
         try:
@@ -86,8 +93,9 @@ class SmtpReceiver:
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                data = bytes(envelope.original_content or envelope.content)
                 messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                                 "data": bytes(envelope.original_content or envelope.content)})
+                                 "data": data, "text": data.decode("utf-8", "replace")})
                 return "250 OK"
 
         # aiosmtpd's start-up probe connects to the configured port, so port 0 cannot be used:

@@ -98,6 +98,11 @@ class SmtpReceiver:
                                  "data": data, "text": data.decode("utf-8", "replace")})
                 return "250 OK"
 
+        import logging
+
+        # aiosmtpd logs every connection at INFO ("mail.log"); where a host process routes the
+        # standard logging to its console (Airflow's structlog set-up does) that is noise
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         # aiosmtpd's start-up probe connects to the configured port, so port 0 cannot be used:
         # take a free port from the kernel, and try again if another process grabbed it first.
         last: Exception | None = None

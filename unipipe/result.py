@@ -20,6 +20,19 @@ class TaskResult:
     attempt_times: list[tuple[float, float]] = field(default_factory=list)
 
 
+def aggregate_map(parts: list[TaskResult]) -> TaskResult:
+    """A mapped task as one result, from its elements' (the reference rule every backend
+    follows): attempts summed, failed if any element failed (with the first failure's error),
+    a cache hit only if every element hit, the outputs in element order."""
+    attempts = sum(p.attempts for p in parts)
+    times = [t for p in parts for t in p.attempt_times]
+    failed = next((p for p in parts if p.state != "success"), None)
+    if failed is not None:
+        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
+    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
+                      [p.output for p in parts], attempt_times=times)
+
+
 @dataclass
 class RunResult:
     pipeline: str

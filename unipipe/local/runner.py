@@ -3,7 +3,9 @@
 Rules (each is implemented, and commented, where it happens below):
 
 1. Order. Tasks run one at a time in ``Pipeline.topo_order()`` (authoring order among ready
-   tasks). Mapped elements run in list order. Results are therefore deterministic.
+   tasks). Mapped elements run in list order. Results are therefore deterministic. A mapped
+   task is reported per element (``task[i]``) and as one result
+   (:func:`unipipe.result.aggregate_map`, which every backend uses too).
 2. Attempts. A task has ``max_retries + 1`` attempts. Every attempt runs in a forked child process
    (``isolation="process"``), so a timeout really stops a hanging task (the child is killed) and a
    task that kills its own process fails only that attempt.
@@ -41,7 +43,7 @@ from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
 from unipipe.ir.models import OutputInput, ParamInput, Pipeline, Task
 from unipipe.outputs import evaluate
 from unipipe.params import resolve_params
-from unipipe.result import RunResult, TaskResult
+from unipipe.result import RunResult, TaskResult, aggregate_map
 from unipipe.runtime import alerts as alert_delivery
 from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
@@ -264,7 +266,7 @@ class LocalRunner:
                                delivered)
             parts.append(r)
             elements[f"{task.id}[{i}]"] = r
-        return _aggregate(parts)
+        return aggregate_map(parts)
 
 
 class _Err(Exception):
@@ -273,17 +275,6 @@ class _Err(Exception):
     def __init__(self, type_name: str, message: str):
         super().__init__(message)
         self.type_name = type_name
-
-
-def _aggregate(parts: list[TaskResult]) -> TaskResult:
-    """A mapped task as one result: attempts summed, cache hit if every element hit."""
-    attempts = sum(p.attempts for p in parts)
-    times = [t for p in parts for t in p.attempt_times]
-    failed = next((p for p in parts if p.state != "success"), None)
-    if failed is not None:
-        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
-    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
-                      [p.output for p in parts], attempt_times=times)
 
 
 __all__ = ["LocalRunner", "ProcessKilled"]

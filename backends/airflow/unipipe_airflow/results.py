@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from unipipe.ir.models import Pipeline
-from unipipe.local.runner import _aggregate  # a mapped task as one result, as the reference
 from unipipe.outputs import evaluate
-from unipipe.result import RunResult, TaskResult
+from unipipe.result import RunResult, TaskResult, aggregate_map
 from unipipe.runtime import store, trace
 
 _STATES = {"success": "success", "failed": "failed", "upstream_failed": "upstream_failed",
@@ -150,7 +149,7 @@ def build_result(ir: Pipeline, records: Records, trace_dir: Path,
                                         by.get((tid, i), []))
                     parts.append(part)
                     elements[f"{tid}[{i}]"] = part
-                r = _aggregate(parts)
+                r = aggregate_map(parts)
         results[tid] = r
         if r.state == "success":
             outputs[tid] = r.output

@@ -16,7 +16,7 @@ from typing import Any
 
 from unipipe.ir.models import Pipeline
 from unipipe.outputs import evaluate
-from unipipe.result import RunResult, TaskResult
+from unipipe.result import RunResult, TaskResult, aggregate_map
 from unipipe.runtime import store, trace
 from unipipe_kubeflow import mapping
 from unipipe_kubeflow.executor import Execution, PipelineRunRecord
@@ -104,17 +104,6 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
                       error_type=etype, attempt_times=times)
 
 
-def _aggregate(parts: list[TaskResult]) -> TaskResult:
-    """A mapped task as one result, exactly as the reference runner aggregates it."""
-    attempts = sum(p.attempts for p in parts)
-    times = [t for p in parts for t in p.attempt_times]
-    failed = next((p for p in parts if p.state != "success"), None)
-    if failed is not None:
-        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
-    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
-                      [p.output for p in parts], attempt_times=times)
-
-
 def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any], *,
                  trace_dir: str) -> RunResult:
     events = trace.read(trace_dir, record.run_id)
@@ -142,7 +131,7 @@ def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any]
                 part = _element(ir, exe, events, kind, i, record.run_id, timeout)
                 elements[f"{tid}[{i}]"] = part
                 parts.append(part)
-            r = _aggregate(parts)
+            r = aggregate_map(parts)
         results[tid] = r
         if r.state == "success":
             outputs[tid] = r.output

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from unipipe.ir.models import Pipeline
-from unipipe.result import RunResult, TaskResult
+from unipipe.result import RunResult, TaskResult, aggregate_map
 from unipipe.runtime import store, trace
 
 
@@ -87,7 +87,7 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
                 part = _element(mine[idx], attempts[(tid, idx)], timeout)
                 elements[f"{tid}[{idx}]"] = part
                 parts.append(part)
-            res = _aggregate(parts)
+            res = aggregate_map(parts)
         else:
             res = _not_run(ir, tid, results, outputs)
         results[tid] = res
@@ -104,17 +104,6 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
                      state="success" if flow_ok else "failed",
                      output=report.get("output") if flow_ok else None, tasks=results,
                      alerts=alerts, params=params, error=first_error)
-
-
-def _aggregate(parts: list[TaskResult]) -> TaskResult:
-    """As the reference runner: attempts summed, a cache hit only if every element hit."""
-    attempts = sum(p.attempts for p in parts)
-    times = [t for p in parts for t in p.attempt_times]
-    bad = next((p for p in parts if p.state != "success"), None)
-    if bad is not None:
-        return TaskResult("failed", attempts, False, None, bad.error, bad.error_type, times)
-    return TaskResult("success", attempts, bool(parts) and all(p.cache_hit for p in parts),
-                      [p.output for p in parts], attempt_times=times)
 
 
 def _not_run(ir: Pipeline, tid: str, results: dict[str, TaskResult],

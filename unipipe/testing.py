@@ -115,7 +115,12 @@ class CaseFile(pytest.File):
 
             case = load_case(self.path)
             base = self.config.getoption("--unipipe-out")
-            root = Path(base) if base else Path(tempfile.mkdtemp(prefix="unipipe-case-"))
+            if base:
+                root = Path(base)
+            else:  # pytest's own temp folder (it keeps the last few sessions), as tmp_path does
+                factory = getattr(self.config, "_tmp_path_factory", None)
+                root = (factory.mktemp("unipipe-case") if factory is not None
+                        else Path(tempfile.mkdtemp(prefix="unipipe-case-")))
             self.suite = run_suite([case], _backends(self.config), root / case.id)
         return self.suite
 

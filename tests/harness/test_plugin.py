@@ -65,7 +65,11 @@ def test_case_files_are_collected_one_item_per_backend(tmp_path):
     text = (broken / "case.yaml").read_text()
     (broken / "case.yaml").write_text(text.replace("output: [30, 10, 20]\n  tasks",
                                                    "output: [10, 20, 30]\n  tasks"))
-    proc = _pytest(tmp_path, "cases", "--unipipe-backends", "local", "-rf")
+    proc = _pytest(tmp_path, "cases", "--unipipe-backends", "local", "-rf",
+                   f"--basetemp={tmp_path / 'basetemp'}")
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
+    # each case's runs and reports live in pytest's own temp folder, which pytest prunes
+    runs = sorted(p.parent.name for p in (tmp_path / "basetemp").glob("unipipe-case[0-9]*/*/"))
+    assert runs == ["unipipe-case0", "unipipe-case1"]
     assert "map_literal on local: fail: run 1: output is [30, 10, 20], expected [10, 20, 30]" \
         in proc.stdout

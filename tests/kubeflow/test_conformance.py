@@ -244,3 +244,13 @@ def test_shared_component_runs_each_task_under_its_own_id():
     assert view(kfp) == view(ref)
     assert kfp.output == 3
     assert [kfp.tasks[t].attempts for t in ("bump", "bump_2", "bump_3")] == [2, 2, 2]
+
+
+def test_component_launches_leave_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    """KFP's component command writes its source to `mktemp -d`, a folder per launch that only a
+    container throws away: each launch gets its own temp folder, removed when it ends."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    result = up.run(F.fanout, backend="kubeflow", pipeline_root=str(tmp_path / "root"))
+    assert result.state == "success" and result.tasks["square"].attempts == 4  # n = 4
+    assert list((tmp_path / "tmp").iterdir()) == []

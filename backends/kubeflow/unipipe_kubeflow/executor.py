@@ -54,6 +54,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -458,8 +459,13 @@ class SpecExecutor:
             task_resource_name=task_resource, pipeline_root=str(self.pipeline_root),
             unique_pipeline_id=self.run_id)
         command = replace_python_executable(command, sys.executable)
+        # The component's /tmp, as a container has its own: KFP's command writes the component
+        # source to `mktemp -d` (a folder per launch that nothing removes outside a container).
+        scratch = Path(task_root) / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
         env = dict(self.env, UNIPIPE_RUN_ID=self.run_id, UNIPIPE_KFP_ATTEMPT=str(attempt),
-                   UNIPIPE_KFP_ITERATION=str(iterations[-1]) if iterations else "")
+                   UNIPIPE_KFP_ITERATION=str(iterations[-1]) if iterations else "",
+                   TMPDIR=str(scratch))
         log_path = self.run_dir / "logs" / f"{task_resource}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         deadline = self.deadlines.get(label)
@@ -477,6 +483,7 @@ class SpecExecutor:
                 except ProcessLookupError:
                     pass
                 code = proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
         launch = Launch(attempt, start, time.time(), code, timed_out, str(log_path))
         outputs: dict[str, Any] = {}
         if code == 0 and not timed_out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ def search_path(ir: Pipeline) -> list[str]:
     if cwd not in roots:
         roots.append(cwd)
     return roots
+
+
+def add_to_sys_path(folders: Iterable[str]) -> list[str]:
+    """Append the folders not yet on ``sys.path`` (in order, each once); returns those added."""
+    added = [f for f in dict.fromkeys(folders) if f and f not in sys.path]
+    sys.path.extend(added)
+    return added
 
 
 def run(pipeline: Any, backend: str = "local", params: dict[str, Any] | None = None, *,

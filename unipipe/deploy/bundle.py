@@ -52,11 +52,9 @@ def module_files(ir: Pipeline) -> list[LocalFile]:
     A module is imported (when the IR came from a JSON file) to find its file; modules that live
     in an installed library are the environment's business (a requirement), not files to upload.
     """
-    from unipipe.api import search_path
+    from unipipe.api import add_to_sys_path, search_path
 
-    for folder in search_path(ir):
-        if folder not in sys.path:
-            sys.path.append(folder)
+    add_to_sys_path(search_path(ir))
     out: dict[str, LocalFile] = {}
     for name in task_modules(ir):
         if name == "__main__":

@@ -268,13 +268,10 @@ def case_ir(case: Case) -> Any:
 
     The case's extra import folders (``paths``) go on ``sys.path`` first, as in its worker.
     """
-    import sys
-
+    from unipipe.api import add_to_sys_path
     from unipipe.authoring.loader import load_ir
 
-    for folder in case.paths:
-        if folder not in sys.path:
-            sys.path.append(folder)
+    add_to_sys_path(case.paths)
     return load_ir(case.pipeline)
 
 

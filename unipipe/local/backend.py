@@ -33,8 +33,9 @@ class LocalBackend:
         runner = LocalRunner(isolation=isolation, seed=options.extra.get("seed"))
         # The task modules import from where the other backends' processes would import them
         # (an IR document names modules without files: the folder the user runs us from).
-        added = [p for p in dict.fromkeys(options.search_path) if p and p not in sys.path]
-        sys.path.extend(added)
+        from unipipe.api import add_to_sys_path
+
+        added = add_to_sys_path(options.search_path)
         try:
             return runner.run(ir, options.params, run_id=options.run_id)
         finally:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from unipipe.compiler.backend import RunOptions
-from unipipe.compiler.registry import get_backend
 from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
 
@@ -51,9 +50,15 @@ def add_to_sys_path(folders: Iterable[str]) -> list[str]:
 
 def run(pipeline: Any, backend: str = "local", params: dict[str, Any] | None = None, *,
         run_id: str | None = None, workdir: str | Path | None = None, **extra: Any) -> RunResult:
-    """Run ``pipeline`` on ``backend`` and return what happened, task by task."""
+    """Run ``pipeline`` on ``backend`` and return what happened, task by task.
+
+    ``backend`` may carry a version or a mode (``"airflow@2.11"``, ``"airflow@scheduler"``).
+    """
+    from unipipe.compiler.registry import get_backend_for
+
+    engine, selected = get_backend_for(backend)
     ir = load(pipeline)
     options = RunOptions(params=dict(params or {}), run_id=run_id,
                          workdir=Path(workdir) if workdir else None,
-                         search_path=search_path(ir), extra=extra)
-    return get_backend(backend).run(ir, options)
+                         search_path=search_path(ir), extra={**selected, **extra})
+    return engine.run(ir, options)

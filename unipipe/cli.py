@@ -131,7 +131,7 @@ def validate(pipeline: str = typer.Argument(..., help=PIPELINE_HELP)) -> None:
 @app.command()
 def run(
     pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
-    backend: str = typer.Option("local", "--backend", "-b", help="local, airflow, prefect, kubeflow"),
+    backend: str = typer.Option("local", "--backend", "-b", help="local, airflow[@2.11|@scheduler], prefect, kubeflow"),
     param: list[str] = typer.Option([], "--param", "-p", help="name=value (value read as JSON when it parses)"),
     as_json: bool = typer.Option(False, "--json", help="print the RunResult as JSON on stdout"),
     host: str | None = typer.Option(None, "--host", help="a remote engine API (backends that support it)"),

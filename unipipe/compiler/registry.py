@@ -35,3 +35,35 @@ def get_backend(name: str) -> Any:
 def compile_targets() -> list[str]:
     """Installed backends that compile to an engine (everything except the reference runner)."""
     return [n for n in available() if n != "local"]
+
+
+def split_label(label: str) -> tuple[str, dict[str, Any]]:
+    """A backend label: a name with optional ``@`` suffixes, each a version or a mode.
+
+    ``airflow@2.11`` -> ("airflow", {"version": "2.11"}): the engine version to run on (and the
+    dialect to compile for); ``airflow@scheduler`` -> ("airflow", {"mode": "scheduler"}): another
+    way of running the same engine. A suffix of digits and dots is a version.
+    """
+    name, *suffixes = label.split("@")
+    extra: dict[str, Any] = {}
+    for suffix in suffixes:
+        key = "version" if suffix.replace(".", "").isdigit() else "mode"
+        extra[key] = suffix
+    return name, extra
+
+
+def run_versions(backend: Any) -> tuple[str, ...]:
+    """Engine versions ``backend`` can run on (``run_versions`` if it says, else its dialects)."""
+    return tuple(getattr(backend, "run_versions", None) or backend.versions)
+
+
+def get_backend_for(label: str) -> tuple[Any, dict[str, Any]]:
+    """The backend a label names and the run options its suffixes select; an unknown version
+    raises :class:`UnknownBackend` listing the versions the backend runs."""
+    name, extra = split_label(label)
+    backend = get_backend(name)
+    version = extra.get("version")
+    if version is not None and version not in (known := run_versions(backend)):
+        raise UnknownBackend(f"backend {name!r} cannot run version {version!r} "
+                             f"(label {label!r}); it runs {', '.join(known)}")
+    return backend, extra

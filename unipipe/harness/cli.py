@@ -31,6 +31,15 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         console.print(f"[bold red]error:[/] unknown backend(s) {', '.join(unknown)} "
                       f"(installed: {', '.join(known) or 'none'})")
         return 2
+    from unipipe.compiler.registry import UnknownBackend, get_backend_for, split_label
+
+    for label in backends:
+        if split_label(label)[1].get("version") and label.partition("@")[0] in known:
+            try:
+                get_backend_for(label)
+            except UnknownBackend as exc:
+                console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+                return 2
     try:
         cases = discover(pipelines)
         problems = [p for c in cases if not c.adhoc for p in check_tags(c)]

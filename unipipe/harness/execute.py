@@ -99,16 +99,18 @@ class _Availability:
 
 def split_label(label: str) -> tuple[str, dict[str, Any]]:
     """``airflow@scheduler`` -> ("airflow", {"mode": "scheduler"}): a backend run in another of
-    its modes (Airflow's real scheduler instead of ``dags test``), reported as its own column."""
-    name, _, mode = label.partition("@")
-    return name, ({"mode": mode} if mode else {})
+    its modes (Airflow's real scheduler instead of ``dags test``); ``airflow@2.11`` -> ("airflow",
+    {"version": "2.11"}): another engine version. Either is reported as its own column."""
+    from unipipe.compiler.registry import split_label as split
+
+    return split(label)
 
 
 def backend_availability(label: str) -> _Availability:
     """Can ``label`` run at all here? Missing packages or a missing ``run`` read as notimpl."""
     from unipipe.compiler.registry import available, get_backend
 
-    name, _ = split_label(label)
+    name, extra = split_label(label)
     if name not in available():
         return _Availability(False, f"backend {name!r} is not installed")
     try:
@@ -118,8 +120,9 @@ def backend_availability(label: str) -> _Availability:
                                     f"{type(exc).__name__}: {exc}")
     if not callable(getattr(backend, "run", None)):
         return _Availability(False, f"backend {name!r} has no run() yet")
+    version = extra.get("version")
     try:
-        table = backend.support()
+        table = backend.support(version if version in backend.versions else None)
     except Exception as exc:  # noqa: BLE001
         return _Availability(False, f"backend {name!r} declares no support table yet: {exc}")
     support = {f.value: (s.status.value, s.note) for f, s in table.items()}
@@ -155,10 +158,18 @@ class LaneService:
         self.env: dict[str, str] = {}
         self._stop: Callable[[], None] | None = None
 
-    def start(self, backend: str, lane: Path) -> LaneService:
+    def start(self, backend: str, lane: Path, extra: dict[str, Any] | None = None) -> LaneService:
         if backend == "airflow":
             # the migrated metadata DB template the Airflow backend copies for each run
             self.env["UNIPIPE_AIRFLOW_CACHE"] = str(lane / "airflow-cache")
+        if extra and extra.get("version"):
+            # An engine version of its own (Airflow 2.11's virtual environment) is made here,
+            # with the user's HOME and package cache, not by a case's worker against its limit.
+            from unipipe.compiler.registry import get_backend
+
+            prepare = getattr(get_backend(backend), "prepare_engine", None)
+            if prepare is not None:
+                self.env.update(prepare(extra["version"]))
         if backend == "prefect" and not os.environ.get("PREFECT_API_URL"):
             try:
                 from unipipe_prefect.server import LocalPrefectServer  # type: ignore[import-not-found]
@@ -247,7 +258,7 @@ class _Runner:
     def cli_run(self, n: int, params: dict[str, Any], receivers: Receivers) -> dict[str, Any]:
         """The user's path: ``unipipe run PIPELINE --backend B --param k=v``; exit 2 = refused."""
         argv = [sys.executable, "-m", "unipipe.cli", "run", self.case.pipeline,
-                "--backend", split_label(self.backend)[0], "--json"]
+                "--backend", self.backend, "--json"]
         for k, v in params.items():
             argv += ["--param", f"{k}={json.dumps(v)}"]
         code, seconds = self._spawn(argv, self._env(receivers, self.dir / f"trace-{n}"),
@@ -411,7 +422,8 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
         lane_start = time.time()
         try:
             if avail[backend].ok:
-                service.start(split_label(backend)[0], home)
+                name, extra = split_label(backend)
+                service.start(name, home, extra)
             run_lane(backend, home, todo, service)
         finally:
             service.stop()

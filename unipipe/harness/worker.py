@@ -39,7 +39,9 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         if job["mode"] == "compile":
             from unipipe.compiler.driver import compile_ir
 
-            res = compile_ir(ir, job["backend"], Path(job["workdir"]) / "compiled")
+            version = (job.get("extra") or {}).get("version")
+            res = compile_ir(ir, job["backend"], Path(job["workdir"]) / "compiled",
+                             target_version=version if version in backend.versions else None)
             return {"status": "compiled", "paths": [str(p) for p in res.paths],
                     "diagnostics": [str(d) for d in res.diagnostics]}
         if not callable(getattr(backend, "run", None)):

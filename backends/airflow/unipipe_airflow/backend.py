@@ -49,9 +49,26 @@ class Backend:
         return CompileResult(paths, diags)
 
     def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
+        """``options.extra``: ``version`` (``"2.11"``: Airflow 2.11 in its own environment),
+        ``mode`` (``"scheduler"``), ``dialect``, ``backoff``, ``timeout``."""
         from unipipe_airflow.engine import run_pipeline
 
         return run_pipeline(self, ir, options)
+
+    @property
+    def run_versions(self) -> tuple[str, ...]:
+        """Engine versions ``airflow@VERSION`` runs on: the installed Airflow's, then 2.11."""
+        from unipipe_airflow.engine import run_versions
+
+        return run_versions()
+
+    def prepare_engine(self, version: str) -> dict[str, str]:
+        """Build (once) the engine for ``version`` in this process; the environment variables
+        that point later runs, in other processes and homes, at it."""
+        from unipipe_airflow.engine import airflow2_venv, engine_for
+
+        engine = engine_for(version)
+        return {"UNIPIPE_AIRFLOW2_VENV": str(airflow2_venv())} if engine.own_env else {}
 
 
 def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dict[Feature, Support]:

@@ -19,8 +19,10 @@ from typing import Any
 
 #: The Airflow 2 line the test suite checks generated DAGs against.
 AIRFLOW2_VERSION = "2.11.0"
+#: pinned so that every clone builds the same environment (the marker file records them:
+#: a changed pin rebuilds it)
 AIRFLOW2_PACKAGES = (f"apache-airflow=={AIRFLOW2_VERSION}",
-                     "apache-airflow-providers-cncf-kubernetes")
+                     "apache-airflow-providers-cncf-kubernetes==10.25.0")
 
 _SCRIPT = r"""
 import json, sys, time
@@ -77,14 +79,21 @@ def airflow2_python(cache: str | Path) -> Path:
     venv = Path(cache)
     python = venv / "bin" / "python"
     ready = venv / ".unipipe-ready"
-    if ready.exists() and python.exists():
+    wanted = "\n".join(AIRFLOW2_PACKAGES) + "\n"
+
+    def complete() -> bool:
+        return python.exists() and ready.exists() and ready.read_text() == wanted
+
+    if complete():
         return python
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f".{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists() and python.exists():
+        if complete():
             return python
-        uv = shutil.which("uv")
+        # ``uv run`` names itself in $UV; else uv on PATH or where its installer puts it
+        uv = os.environ.get("UV") or shutil.which("uv") or shutil.which(
+            "uv", path=str(Path.home() / ".local" / "bin"))
         if uv is None:
             raise RuntimeError("uv is needed to create the Airflow 2 environment")
         shutil.rmtree(venv, ignore_errors=True)
@@ -92,5 +101,5 @@ def airflow2_python(cache: str | Path) -> Path:
                        timeout=600, stdin=subprocess.DEVNULL)
         subprocess.run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python),
                         *AIRFLOW2_PACKAGES], check=True, timeout=1800, stdin=subprocess.DEVNULL)
-        ready.write_text(AIRFLOW2_VERSION + "\n")
+        ready.write_text(wanted)
     return python

@@ -7,6 +7,12 @@ Two modes (``up.run(p, backend="airflow", mode=...)``):
 - ``"scheduler"``: ``airflow standalone`` (scheduler + dag-processor + api-server + triggerer,
   LocalExecutor), the run triggered through Airflow's REST API (:mod:`unipipe_airflow.server`).
 
+Two engines (``up.run(p, backend="airflow@2.11")``, ``options.extra["version"]``): the Airflow
+installed next to unipipe (3.3), or Airflow 2.11 in a virtual environment of its own that
+:func:`unipipe_airflow.dagbag.airflow2_python` builds with uv on first use (:class:`Engine`). The
+2.11 engine runs the 2.11 dialect through its own ``airflow dags test``; the unipipe sources reach
+it through PYTHONPATH (:func:`source_path`).
+
 Either way the home (``AIRFLOW_HOME``, dags folder, SQLite DB, logs) is a fresh folder, the DB a
 copy of one migrated once per Airflow version (``airflow db migrate`` is slow) and cached under
 ``$UNIPIPE_AIRFLOW_CACHE`` (default: the user's cache dir), and the RunResult is built from
@@ -55,6 +61,108 @@ def engine_dialect(version: str | None = None) -> str:
     return "2.11" if minor >= 11 else "2.10"
 
 
+#: The engine versions besides the installed Airflow: version -> the dialect it runs
+OWN_ENGINES = ("2.11",)
+
+
+def run_versions() -> tuple[str, ...]:
+    """What ``airflow@VERSION`` accepts: the installed Airflow's dialect, then 2.11."""
+    return tuple(dict.fromkeys([engine_dialect(), *OWN_ENGINES]))
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One Airflow installation that runs DAGs."""
+
+    #: the apache-airflow version (the migrated DB template is cached per version)
+    version: str
+    #: its interpreter: ``python -m airflow ...``
+    python: str
+    #: a virtual environment of its own: unipipe reaches it through PYTHONPATH
+    own_env: bool = False
+
+    @property
+    def dialect(self) -> str:
+        return engine_dialect(self.version)
+
+
+def airflow2_venv() -> Path:
+    """Where the Airflow 2.11 environment lives: ``$UNIPIPE_AIRFLOW2_VENV``; in a checkout of
+    unipipe its git-ignored ``.cache/airflow-2.11`` (shared by the tests and the CLI); else the
+    user's cache folder."""
+    if os.environ.get("UNIPIPE_AIRFLOW2_VENV"):
+        return Path(os.environ["UNIPIPE_AIRFLOW2_VENV"])
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").exists() and (checkout / "backends" / "airflow").is_dir():
+        return checkout / ".cache" / "airflow-2.11"
+    return Path(user_cache_dir()) / "airflow-2.11"
+
+
+def engine_for(version: str | None = None) -> Engine:
+    """The engine ``airflow@version`` runs on (None: the installed Airflow); 2.11's virtual
+    environment is built on first use (a few minutes with uv downloading, seconds from its cache)."""
+    if version is None or version == engine_dialect():
+        return Engine(airflow_version(), sys.executable)
+    if version == "2.11":
+        from unipipe_airflow.dagbag import AIRFLOW2_VERSION, airflow2_python
+
+        return Engine(AIRFLOW2_VERSION, str(airflow2_python(airflow2_venv())), own_env=True)
+    raise ValueError(f"airflow cannot run version {version!r}; it runs {', '.join(run_versions())}")
+
+
+def source_path(folder: Path) -> Path:
+    """A folder that holds only ``unipipe`` and ``unipipe_airflow`` (symlinks to the packages
+    this process imports), for the PYTHONPATH of an engine in its own environment.
+
+    Why PYTHONPATH rather than installing them into the 2.11 environment (``--no-deps``): the
+    tasks then run exactly the sources this run compiled with (no stale copy after an edit, no
+    reinstall, one shared environment for every checkout and worktree), and the environment
+    stays a plain Airflow 2.11 whose dependencies nothing of ours changes. The shim needs only
+    the standard library and fsspec (which Airflow 2.11 depends on). Symlinks, not the packages'
+    parent folders: those are the checkout root or the workspace's site-packages, which would put
+    everything else there -- Airflow 3 included -- ahead of the 2.11 installation.
+    """
+    import unipipe
+    import unipipe_airflow
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for module in (unipipe, unipipe_airflow):
+        link = folder / module.__name__
+        target = Path(module.__file__).resolve().parent  # type: ignore[arg-type]
+        if not link.is_symlink() or link.resolve() != target:
+            tmp = folder / f".{module.__name__}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target, target_is_directory=True)
+            os.replace(tmp, link)
+    return folder
+
+
+def _site_folders() -> set[str]:
+    """This interpreter's site-packages: never on the PYTHONPATH of another Airflow."""
+    import site
+    import sysconfig
+
+    folders = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    folders.update(site.getsitepackages())
+    folders.add(site.getusersitepackages())
+    return {str(Path(f).resolve()) for f in folders}
+
+
+def engine_pythonpath(engine: Engine, root: Path, search_path: list[str],
+                      inherited: str | None) -> str:
+    """The engine's PYTHONPATH: the user's module folders (and, for an engine of its own, the
+    unipipe sources first; folders of this interpreter's site-packages are left out, a module
+    installed only there cannot be imported by that engine)."""
+    path = [p for p in search_path if p]
+    if inherited:
+        path.append(inherited)
+    if engine.own_env:
+        site_folders = _site_folders()
+        path = [str(source_path(root / "pythonpath"))] + [
+            p for p in path if str(Path(p).resolve()) not in site_folders]
+    return os.pathsep.join(dict.fromkeys(path))
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("UNIPIPE_AIRFLOW_CACHE") or Path(user_cache_dir()) / "airflow")
 
@@ -84,9 +192,17 @@ def base_env(home: Path, dags: Path) -> dict[str, str]:
     return env
 
 
-def template_db() -> Path:
-    """A migrated SQLite metadata DB for the installed Airflow, made once and reused."""
-    root = cache_root() / airflow_version()
+def template_db(engine: Engine | None = None) -> Path:
+    """A migrated SQLite metadata DB for an Airflow version, made once and reused.
+
+    On 2.11 ``airflow db migrate`` on an empty DB creates the tables from the ORM models and
+    stamps the head revision, without running migrations (``airflow/utils/db.py`` ``upgradedb``
+    ~1664 -> ``initdb`` -> ``_create_db_from_orm`` ~800): a few seconds. It also writes a default
+    ``airflow.cfg`` into AIRFLOW_HOME (``configuration.py``
+    ``write_default_airflow_configuration_if_needed``), which stays in the throwaway home.
+    """
+    engine = engine or engine_for()
+    root = cache_root() / engine.version
     db = root / "airflow.db"
     if db.exists():
         return db
@@ -96,7 +212,7 @@ def template_db() -> Path:
         home = Path(tempfile.mkdtemp(prefix="migrate-", dir=root))
         try:
             (home / "dags").mkdir()
-            proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
+            proc = subprocess.run([engine.python, "-m", "airflow", "db", "migrate"],
                                   env=base_env(home, home / "dags"), capture_output=True,
                                   text=True, timeout=600, stdin=subprocess.DEVNULL)
             if proc.returncode != 0 or not (home / "airflow.db").exists():
@@ -117,6 +233,7 @@ class Home:
     env: dict[str, str]
     dag_id: str
     trace_dir: Path
+    engine: Engine = field(default_factory=lambda: engine_for())
 
     @property
     def db(self) -> Path:
@@ -126,31 +243,30 @@ class Home:
 def prepare(ir: Pipeline, options: RunOptions) -> Home:
     from unipipe.compiler.driver import compile_ir
 
+    engine = engine_for(options.extra.get("version"))
     work = Path(options.workdir) if options.workdir else Path(tempfile.mkdtemp(prefix="unipipe-airflow-"))
     root = work / "airflow"
     dags = root / "dags"
     dags.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template_db(), root / "airflow.db")
-    compile_ir(ir, "airflow", dags, target_version=options.extra.get("dialect") or engine_dialect(),
+    shutil.copyfile(template_db(engine), root / "airflow.db")
+    compile_ir(ir, "airflow", dags, target_version=options.extra.get("dialect") or engine.dialect,
                error_level=options.extra.get("error_level", "raise"),
                backoff=options.extra.get("backoff", "exact"), kubernetes=False)
     env = base_env(root, dags)
     trace_dir = Path(env.get("UNIPIPE_TRACE_DIR") or work / "trace")
     env["UNIPIPE_TRACE_DIR"] = str(trace_dir)
-    path = [p for p in options.search_path if p]
-    if env.get("PYTHONPATH"):
-        path.append(env["PYTHONPATH"])
+    path = engine_pythonpath(engine, root, options.search_path, env.get("PYTHONPATH"))
     if path:
-        env["PYTHONPATH"] = os.pathsep.join(path)
+        env["PYTHONPATH"] = path
     env.update(options.env)
-    return Home(root, dags, env, ir.name, trace_dir)
+    return Home(root, dags, env, ir.name, trace_dir, engine)
 
 
 def dags_test(home: Home, conf: dict[str, Any], timeout: float) -> subprocess.CompletedProcess[str]:
     log = home.root / "dags_test.log"
     with open(log, "w") as fh:
         proc = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", home.dag_id, "-c", json.dumps(conf)],
+            [home.engine.python, "-m", "airflow", "dags", "test", home.dag_id, "-c", json.dumps(conf)],
             env=home.env, stdout=fh, stderr=subprocess.STDOUT, text=True, timeout=timeout,
             stdin=subprocess.DEVNULL, cwd=home.root)
     return proc
@@ -165,6 +281,9 @@ def run_pipeline(backend: Any, ir: Pipeline, options: RunOptions) -> RunResult:
     mode = options.extra.get("mode", "dags-test")
     if mode not in MODES:
         raise ValueError(f"airflow run mode is one of {MODES}, not {mode!r}")
+    if mode == "scheduler" and options.extra.get("version") not in (None, engine_dialect()):
+        raise NotImplementedError(f"the scheduler mode runs on the installed Airflow "
+                                  f"{airflow_version()} only, not airflow@{options.extra['version']}")
     values = resolve_params(ir, options.params)
     home = prepare(ir, options)
     result = _run_prepared(ir, home, values, mode, options)
@@ -191,7 +310,10 @@ def _run_prepared(ir: Pipeline, home: Home, values: dict[str, Any], mode: str,
                               f"{time.time() - started:.0f}s); logs in {home.root}, tail:\n"
                               + log_tail(home, "dags_test.log" if mode == "dags-test"
                                          else "standalone.log"))
-    return build_result(ir, records, home.trace_dir, values)
+    result = build_result(ir, records, home.trace_dir, values)
+    if home.engine.own_env:
+        result.backend = f"airflow@{home.engine.dialect}"
+    return result
 
 
 # ---------------------------------------------------------------- many runs, one Airflow process

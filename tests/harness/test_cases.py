@@ -106,3 +106,12 @@ def test_paths_add_import_folders_relative_to_the_case(tmp_path):
         load_case(_write_case(tmp_path / "c7", "paths: [nowhere]\n"))
     with pytest.raises(CaseError, match="paths is a list of folders"):
         load_case(_write_case(tmp_path / "c8", "paths: ../lib\n"))
+
+
+def test_a_backend_label_suffix_is_a_version_when_it_is_numeric():
+    from unipipe.compiler.registry import split_label
+
+    assert split_label("airflow") == ("airflow", {})
+    assert split_label("airflow@2.11") == ("airflow", {"version": "2.11"})
+    assert split_label("airflow@3.3") == ("airflow", {"version": "3.3"})
+    assert split_label("airflow@scheduler") == ("airflow", {"mode": "scheduler"})

@@ -95,3 +95,14 @@ def test_invalid_input_exits_2(tmp_path):
     (bad / "case.yaml").write_text("id: bad\ndoc: d\npipeline: x.py:p\nexpect: {}\n")
     proc = _conform(str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "expect.state is required" in proc.stderr
+
+
+@pytest.mark.airflow
+def test_an_engine_version_the_backend_does_not_run_exits_2(tmp_path):
+    pytest.importorskip("unipipe_airflow")
+    proc = _conform(str(CASES / "retry_jitter"), "--backends", "airflow@2.9",
+                    "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "cannot run version '2.9'" in proc.stdout + proc.stderr
+    assert "3.3, 2.11" in proc.stdout + proc.stderr
+    assert not (tmp_path / "summary.json").exists()

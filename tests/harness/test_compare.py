@@ -159,3 +159,24 @@ def test_a_backend_without_run_is_notimpl_never_pass():
     outcome = judge(RETRY, "x", raw, _raw_pass(), ir, _avail())
     assert (outcome.status, outcome.ok, outcome.reason) == (
         "notimpl", False, "backend 'x' has no run()")
+
+
+def test_a_declaration_keyed_by_an_engine_version_holds_for_that_version_only(tmp_path):
+    """``backends: {airflow@2.11: ...}`` in a case.yaml: the 2.11 column carries its own
+    difference (strict), the plain ``airflow`` column (3.3) none."""
+    folder = tmp_path / "retry_fail_twice"
+    folder.mkdir()
+    (folder / "case_retry_fail_twice.py").write_text(
+        (CASES / "retry_fail_twice" / "case_retry_fail_twice.py").read_text())
+    text = (CASES / "retry_fail_twice" / "case.yaml").read_text().replace(
+        "required: true\n", "")
+    (folder / "case.yaml").write_text(
+        text + "backends:\n  airflow@2.11: {status: notyet, reason: 2.x has no retry_policy}\n")
+    case = load_case(folder)
+    assert case.declared("airflow@2.11") == Declared("notyet", "2.x has no retry_policy")
+    assert case.declared("airflow") is None
+    ir = case_ir(case)
+    broken = {"compile": None, "runs": [_run([(0, 0.1), (0.6, 0.7)], output="ok after 2")]}
+    assert judge(case, "airflow@2.11", broken, _raw_pass(), ir, _avail()).status == "xfail"
+    assert judge(case, "airflow@2.11", _raw_pass(), _raw_pass(), ir, _avail()).status == "xpass"
+    assert judge(case, "airflow", broken, _raw_pass(), ir, _avail()).status == "fail"

@@ -70,3 +70,31 @@ def test_airflow_real_scheduler_smoke_set(tmp_path):
     assert retry["tasks"]["flaky"]["attempts"] == 3
     cached = suite.outcome("cache_second_run", "airflow@scheduler").runs[1]
     assert cached["tasks"]["costly_sum"]["cache_hit"] is True
+
+
+@pytest.mark.airflow
+@pytest.mark.timeout(1800)
+def test_airflow_2_11_conforms_on_the_required_cases(tmp_path):
+    """``unipipe conform --backends airflow@2.11`` on the required tier: a real Airflow 2.11 in
+    its own environment (built on first use under the checkout's .cache/ by the lane itself)
+    running the 2.11 dialect. All 37 cases pass there too (``unipipe conform comparisons/cases
+    --backends airflow@2.11``, about 2 minutes); the required tier runs in CI (about 1 minute)."""
+    pytest.importorskip("unipipe_airflow")
+    from unipipe.harness.cases import discover
+    from unipipe.harness.execute import run_suite
+
+    from .conftest import CASES
+
+    required = [c for c in discover([CASES]) if c.required]
+    suite = run_suite(required, ["airflow@2.11"], tmp_path, jobs=4, shards=2)
+    assert suite.backends == ["local", "airflow@2.11"]
+    assert [(o.case, o.status) for o in suite.failures()] == [], _explain(suite, "airflow@2.11")
+    outcomes = [suite.outcome(c.id, "airflow@2.11") for c in required]
+    assert len(outcomes) >= 15 and {o.status for o in outcomes} == {"pass"}
+    # it ran on 2.11: each run's DAG was written for the 2.11 dialect
+    dags = list((tmp_path / "homes").glob("airflow@2.11-*/workdir/airflow/dags/*_dag.py"))
+    assert dags and all("for airflow 2.11." in d.read_text().splitlines()[0] for d in dags)
+    retry = suite.outcome("retry_fail_twice", "airflow@2.11").runs[0]
+    assert retry["tasks"]["flaky"]["attempts"] == 3
+    cached = suite.outcome("cache_second_run", "airflow@2.11").runs[1]
+    assert cached["tasks"]["costly_sum"]["cache_hit"] is True

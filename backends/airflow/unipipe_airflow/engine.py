@@ -263,6 +263,16 @@ def prepare(ir: Pipeline, options: RunOptions) -> Home:
 
 
 def dags_test(home: Home, conf: dict[str, Any], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test DAG -c CONF`` with the home's engine; the exit code is not the
+    verdict (a failed run exits 1), the DB records are.
+
+    On 2.11 (``airflow/cli/commands/dag_command.py`` ``dag_test`` ~604-649 -> ``DAG.test`` in
+    ``airflow/models/dag.py`` ~2961-3095): one loop in this process that asks the run for
+    schedulable task instances, adds 1 to each one's ``try_number`` and runs it in-process with
+    ``_run_task`` -> ``ti._run_raw_task`` (callbacks, ``execution_timeout`` by SIGALRM, XCom); when
+    nothing is runnable (a retry waiting for its ``retry_delay``) it sleeps 1 s and looks again.
+    The run ends with ``SystemExit("DagRun failed")`` when it failed.
+    """
     log = home.root / "dags_test.log"
     with open(log, "w") as fh:
         proc = subprocess.run(

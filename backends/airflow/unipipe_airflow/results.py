@@ -54,10 +54,17 @@ def read_records(db: Path, dag_id: str, run_id: str | None = None) -> Records:
         if row is None:
             return rec
         rec.run_id, rec.run_state = row
+        # try_number counts the tries on 3.3 and 2.11 alike. On 2.11 ``DAG.test`` adds 1 each
+        # time it schedules a try (``airflow/models/dag.py`` ~3050-3053) and keeps no
+        # task_instance_history under ``dags test``: ``_run_raw_task`` leaves the state
+        # SCHEDULED, and ``handle_failure`` records history only for a RUNNING instance
+        # (``airflow/models/taskinstance.py`` ~3395-3400). Same table and columns on both.
         for task_id, index, state, tries in con.execute(
                 "SELECT task_id, map_index, state, try_number FROM task_instance "
                 "WHERE dag_id = ? AND run_id = ?", (dag_id, rec.run_id)):
             rec.tis[(task_id, index)] = {"state": state, "try_number": tries or 0}
+        # XCom values are JSON on both lines (2.11: ``BaseXCom.serialize_value``,
+        # ``airflow/models/xcom.py`` ~689, ``json.dumps(value, cls=XComEncoder)``).
         for task_id, index, value in con.execute(
                 "SELECT task_id, map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? "
                 "AND key = 'return_value'", (dag_id, rec.run_id)):

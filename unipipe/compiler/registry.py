@@ -54,7 +54,7 @@ def split_label(label: str) -> tuple[str, dict[str, Any]]:
 
 def run_versions(backend: Any) -> tuple[str, ...]:
     """Engine versions ``backend`` can run on (``run_versions`` if it says, else its dialects)."""
-    return tuple(getattr(backend, "run_versions", None) or backend.versions)
+    return tuple(getattr(backend, "run_versions", None) or getattr(backend, "versions", ()))
 
 
 def get_backend_for(label: str) -> tuple[Any, dict[str, Any]]:

@@ -122,7 +122,7 @@ def backend_availability(label: str) -> _Availability:
         return _Availability(False, f"backend {name!r} has no run() yet")
     version = extra.get("version")
     try:
-        table = backend.support(version if version in backend.versions else None)
+        table = backend.support(version if version in getattr(backend, "versions", ()) else None)
     except Exception as exc:  # noqa: BLE001
         return _Availability(False, f"backend {name!r} declares no support table yet: {exc}")
     support = {f.value: (s.status.value, s.note) for f, s in table.items()}

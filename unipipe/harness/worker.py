@@ -39,9 +39,11 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         if job["mode"] == "compile":
             from unipipe.compiler.driver import compile_ir
 
-            version = (job.get("extra") or {}).get("version")
+            version = (job.get("extra") or {}).get("version")  # airflow@2.11: its dialect
+            if version not in getattr(backend, "versions", ()):
+                version = None
             res = compile_ir(ir, job["backend"], Path(job["workdir"]) / "compiled",
-                             target_version=version if version in backend.versions else None)
+                             target_version=version)
             return {"status": "compiled", "paths": [str(p) for p in res.paths],
                     "diagnostics": [str(d) for d in res.diagnostics]}
         if not callable(getattr(backend, "run", None)):

@@ -139,3 +139,22 @@ def test_an_unknown_airflow_version_is_exit_2_naming_the_versions():
                           cwd=str(Path(features.__file__).parents[1]))
     assert proc.returncode == 2
     assert "cannot run version '2.9'" in proc.stderr and "3.3, 2.11" in proc.stderr
+
+
+def test_the_2_11_pythonpath_holds_the_unipipe_sources_and_never_this_site_packages(tmp_path):
+    import sysconfig
+
+    import unipipe_airflow
+    from unipipe_airflow.engine import Engine, engine_pythonpath
+
+    site = sysconfig.get_paths()["purelib"]  # holds Airflow 3: must not shadow 2.11
+    own = Engine("2.11.0", "/nowhere/python", own_env=True)
+    path = engine_pythonpath(own, tmp_path, ["/user/modules", site], "/inherited").split(":")
+    assert path == [str(tmp_path / "pythonpath"), "/user/modules", "/inherited"]
+    links = sorted(p.name for p in (tmp_path / "pythonpath").iterdir())
+    assert links == ["unipipe", "unipipe_airflow"]
+    assert (tmp_path / "pythonpath" / "unipipe_airflow").resolve() == \
+        Path(unipipe_airflow.__file__).resolve().parent
+    installed = Engine("3.3.2", sys.executable)
+    assert engine_pythonpath(installed, tmp_path, ["/user/modules", site], None).split(":") == [
+        "/user/modules", site]

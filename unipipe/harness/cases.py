@@ -21,6 +21,7 @@ A case is a folder ``<id>/`` holding a pipeline file and a ``case.yaml``::
     delay_tolerance: {early: 0.1, late: 10.0, late_ratio: 1.0}   # the defaults
     backends:                            # expected differences, strict
       kubeflow: {status: notyet, reason: "..."}
+      airflow@2.11: {status: notyet, reason: "..."}   # keyed by the column's label, exactly
 
 Statuses of an expected difference (ibis' markers, all strict: a case that passes anyway fails the
 run): ``unsupported`` (compile must refuse), ``notimpl`` (we have not built it), ``notyet`` (the

@@ -22,7 +22,7 @@ def load(pipeline: Any) -> Pipeline:
 
 def search_path(ir: Pipeline) -> list[str]:
     """Folders another process needs on sys.path to import the pipeline's task modules."""
-    from unipipe.authoring.loader import module_name_for_file
+    from unipipe.authoring.modules import module_name_for_file
 
     roots: list[str] = []
     modules = {ir.module} | {t.fn.partition(":")[0] for t in ir.tasks}

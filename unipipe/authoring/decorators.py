@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from unipipe.authoring.modules import main_module_name
 from unipipe.authoring.policies import (
     Alert,
     Cache,
@@ -412,8 +413,6 @@ class PipelineDef:
             ))
         module = self.fn.__module__
         if module == "__main__":
-            from unipipe.authoring.policies import main_module_name
-
             module = main_module_name() or module
         try:
             ir = m.Pipeline(

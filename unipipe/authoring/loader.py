@@ -8,23 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unipipe.authoring.modules import module_name_for_file
 from unipipe.ir.errors import PipelineError, Problem
 from unipipe.ir.models import Pipeline
-
-
-def module_name_for_file(path: str | Path) -> tuple[str, Path]:
-    """Dotted module name of a file and the folder to put on sys.path to import it that way.
-
-    Walks up through folders that hold an ``__init__.py`` so a file inside a package keeps its
-    package-qualified name (other processes can then import it the same way).
-    """
-    p = Path(path).resolve()
-    parts = [p.stem]
-    root = p.parent
-    while (root / "__init__.py").exists():
-        parts.insert(0, root.name)
-        root = root.parent
-    return ".".join(parts), root
 
 
 def import_file(path: str | Path) -> Any:

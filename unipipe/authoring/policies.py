@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from unipipe.authoring.modules import main_module_name
 from unipipe.ir.durations import DurationError, parse_duration
 from unipipe.ir.errors import PipelineError, Problem
 from unipipe.runtime.loading import executing
@@ -87,17 +88,6 @@ def import_path(obj: Any, loc: Loc | None, field_name: str) -> str:
     if module == "__main__":
         module = main_module_name() or module
     return f"{module}:{qualname}"
-
-
-def main_module_name() -> str | None:
-    """The importable name of a script run as __main__, so other processes can import it."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if not path:
-        return None
-    from unipipe.authoring.loader import module_name_for_file
-
-    return module_name_for_file(path)[0]
 
 
 def _ir(model: type, loc: Loc | None, field_name: str, **kw: Any) -> Any:

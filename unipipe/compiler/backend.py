@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -37,6 +38,9 @@ class RunOptions:
 
 @runtime_checkable
 class Backend(Protocol):
+    """What every target implements. Optional hooks (a backend defines them only if it needs
+    them): ``lane_service`` (see :class:`LaneServices`)."""
+
     name: ClassVar[str]
     #: dialects this backend can write, newest first; the first is the default
     versions: ClassVar[tuple[str, ...]]
@@ -52,3 +56,25 @@ class Backend(Protocol):
     def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
         """Compile, run on the real engine, and build the RunResult from the engine's records."""
         ...
+
+
+@runtime_checkable
+class LaneServices(Protocol):
+    """Optional hook: an engine service that runs of one backend share.
+
+    The conformance harness runs a backend's cases one after the other in a *lane* (a folder
+    holding the engine homes its workers share) and enters ``lane_service(lane)`` once around
+    them: the backend starts what is costly to start per run (a ``prefect server``) or names
+    what its runs may reuse (Airflow's migrated metadata DB), and yields the environment
+    variables every worker of the lane gets. Leaving the context stops what it started.
+    """
+
+    def lane_service(self, lane: Path) -> AbstractContextManager[dict[str, str]]: ...
+
+
+def lane_service(backend: object | None, lane: Path) -> AbstractContextManager[dict[str, str]]:
+    """``backend.lane_service(lane)``, or no service (an empty environment) if it has none
+    (or ``backend`` is None: the lane's backend could not be loaded)."""
+    if isinstance(backend, LaneServices):
+        return backend.lane_service(lane)
+    return nullcontext({})

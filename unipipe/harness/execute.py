@@ -145,47 +145,6 @@ def _engine_env(lane: Path, job: Path) -> dict[str, str]:
     }
 
 
-class LaneService:
-    """An engine server a backend's lane shares across its cases (started once per suite).
-
-    The Prefect backend starts a local ``prefect server`` in every process that has no
-    PREFECT_API_URL (about 13 s each); a lane starts one and hands its URL to every worker, as a
-    user pointing ``unipipe run`` at their own server would. The Airflow backend keeps a migrated
-    metadata DB template; a lane keeps one for all its cases.
-    """
-
-    def __init__(self) -> None:
-        self.env: dict[str, str] = {}
-        self._stop: Callable[[], None] | None = None
-
-    def start(self, backend: str, lane: Path, extra: dict[str, Any] | None = None) -> LaneService:
-        if backend == "airflow":
-            # the migrated metadata DB template the Airflow backend copies for each run
-            self.env["UNIPIPE_AIRFLOW_CACHE"] = str(lane / "airflow-cache")
-        if extra and extra.get("version"):
-            # An engine version of its own (Airflow 2.11's virtual environment) is made here,
-            # with the user's HOME and package cache, not by a case's worker against its limit.
-            from unipipe.compiler.registry import get_backend
-
-            prepare = getattr(get_backend(backend), "prepare_engine", None)
-            if prepare is not None:
-                self.env.update(prepare(extra["version"]))
-        if backend == "prefect" and not os.environ.get("PREFECT_API_URL"):
-            try:
-                from unipipe_prefect.server import LocalPrefectServer  # type: ignore[import-not-found]
-            except ImportError:
-                return self
-            server = LocalPrefectServer(home=lane / "prefect-server").start()
-            self.env["PREFECT_API_URL"] = server.api_url
-            self._stop = server.stop
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._stop()
-            self._stop = None
-
-
 class _Runner:
     """Runs one case on one backend (a handful of worker subprocesses) and records everything."""
 
@@ -417,20 +376,28 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     lane_seconds: dict[str, float] = {}
 
     def lane(spec: tuple[str, Path, list[Case]]) -> None:
+        from unipipe.compiler.backend import lane_service
+        from unipipe.compiler.registry import get_backend
+
         backend, home, todo = spec
-        service = LaneService()
         lane_start = time.time()
         try:
-            if avail[backend].ok:
-                name, extra = split_label(backend)
-                service.start(name, home, extra)
-            run_lane(backend, home, todo, service)
+            # an engine service the lane's cases share: the backend's optional hook; an engine
+            # version of its own (Airflow 2.11's virtual environment) is made here, with the
+            # user's HOME and package cache, not by a case's worker against its time limit
+            name, extra = split_label(backend)
+            engine = get_backend(name) if avail[backend].ok else None
+            prepared: dict[str, str] = {}
+            prepare = getattr(engine, "prepare_engine", None)
+            if prepare is not None and extra.get("version"):
+                prepared = prepare(extra["version"])
+            with lane_service(engine, home) as service_env:
+                run_lane(backend, home, todo, {**service_env, **prepared})
         finally:
-            service.stop()
             with lock:
                 lane_seconds[home.name] = round(time.time() - lane_start, 1)
 
-    def run_lane(backend: str, home: Path, todo: list[Case], service: LaneService) -> None:
+    def run_lane(backend: str, home: Path, todo: list[Case], service_env: dict[str, str]) -> None:
         for case in todo:
             if backend == REFERENCE and reference and case.id in reference:
                 with lock:
@@ -449,7 +416,7 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
                 refusal = (decl is not None and decl.status == "unsupported") or \
                     bool(_unsupported_tags(case, a))
                 runner = _Runner(case, backend, home, out / "runs" / case.id / backend,
-                                 service.env)
+                                 service_env)
                 raw = runner.run(refusal)
             with lock:
                 raws[(case.id, backend)] = raw

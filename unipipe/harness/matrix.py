@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unipipe.harness.report import SYMBOL
-
 RESULTS = Path("comparisons/results/summary.json")
 CASES = Path("comparisons/cases")
+#: a verdict's symbol, in the matrix and in the reports
+SYMBOL = {"pass": "✅", "fail": "❌", "xfail": "⚠️", "xpass": "❗", "unsupported": "🚫",
+          "notimpl": "🚧", "error": "💥"}
 STATUS_SYMBOL = {"native": "🟢", "emulated": "🟡", "unsupported": "🚫"}
 
 

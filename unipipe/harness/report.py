@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from unipipe.harness.execute import Suite
+from unipipe.harness.matrix import SYMBOL, feature_rows
 
-SYMBOL = {"pass": "✅", "fail": "❌", "xfail": "⚠️", "xpass": "❗", "unsupported": "🚫",
-          "notimpl": "🚧", "error": "💥"}
 COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "xfail": "#ef6c00", "xpass": "#ad1457",
           "unsupported": "#616161", "notimpl": "#8d6e63", "error": "#6a1b9a"}
 FEATURE_COLOUR = {"native": "#e8f5e9", "emulated": "#fff8e1", "unsupported": "#eeeeee",
@@ -230,7 +229,6 @@ def html(suite: Suite, matrix_rows: list[tuple[str, list[str]]] | None = None) -
 def write_reports(suite: Suite, out_dir: str | Path) -> dict[str, Path]:
     """Write every report into ``out_dir``; return their paths by kind."""
     from unipipe.compiler.codegen import write_atomic
-    from unipipe.harness.matrix import feature_rows
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,23 +8,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from unipipe.ir.errors import PipelineError, Problem
+from unipipe.ir.errors import PipelineError, Problem, line_of
 from unipipe.ir.models import Pipeline
 from unipipe.ir.validate import validate
-
-
-def _line_of(text: str, loc: tuple[Any, ...]) -> int:
-    """Best-effort line of a pydantic error location in a JSON/YAML text: find each key in turn."""
-    pos = 0
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        for needle in (f'"{part}"', f"{part}:"):
-            found = text.find(needle, pos)
-            if found >= 0:
-                pos = found
-                break
-    return text.count("\n", 0, pos) + 1 if pos else 0
 
 
 def problems_from_validation_error(exc: ValidationError, file: str, text: str = "") -> list[Problem]:
@@ -32,7 +18,7 @@ def problems_from_validation_error(exc: ValidationError, file: str, text: str = 
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         field = ".".join(str(p) for p in loc)
-        problems.append(Problem(err.get("msg", "invalid"), file, _line_of(text, loc) if text else 0, field))
+        problems.append(Problem(err.get("msg", "invalid"), file, line_of(text, loc) if text else 0, field))
     return problems
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 
-from unipipe.ir.errors import PipelineError, Problem
+from unipipe.ir.errors import PipelineError, Problem, line_of
 from unipipe.ir.models import (
     DictValue,
     ListValue,
@@ -69,10 +69,8 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
         if task is not None and task.location is not None:
             problems.append(Problem(message, task.location.file, task.location.line, field))
         elif text:
-            from unipipe.ir.io import _line_of
-
             parts = tuple(p.split("[")[0] for p in field.split("."))
-            problems.append(Problem(message, pfile, _line_of(text, parts), field))
+            problems.append(Problem(message, pfile, line_of(text, parts), field))
         else:
             problems.append(Problem(message, pfile, pline, field))
 

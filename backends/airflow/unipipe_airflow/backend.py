@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -69,6 +71,12 @@ class Backend:
 
         engine = engine_for(version)
         return {"UNIPIPE_AIRFLOW2_VENV": str(airflow2_venv())} if engine.own_env else {}
+
+    @contextmanager
+    def lane_service(self, lane: Path) -> Iterator[dict[str, str]]:
+        """Runs of one harness lane share one migrated metadata DB template (``engine.cache_root``,
+        copied for each run) instead of migrating a fresh one per run; no process to start."""
+        yield {"UNIPIPE_AIRFLOW_CACHE": str(lane / "airflow-cache")}
 
 
 def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dict[Feature, Support]:

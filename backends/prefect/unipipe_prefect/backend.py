@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -162,6 +164,23 @@ class Backend:
                                f"{report.get('error')}\n{tail}")
         return build_result(ir, report, run_id=run_id, params=params,
                             trace_dir=env["UNIPIPE_TRACE_DIR"])
+
+    @contextmanager
+    def lane_service(self, lane: Path) -> Iterator[dict[str, str]]:
+        """One ``prefect server`` for all runs of a harness lane: without PREFECT_API_URL each run's
+        process would start its own (about 13 s each); the lane hands the URL to its workers, as
+        a user pointing ``unipipe run`` at their own server would. With PREFECT_API_URL set in
+        this process, nothing is started."""
+        if os.environ.get("PREFECT_API_URL"):
+            yield {}
+            return
+        from unipipe_prefect.server import LocalPrefectServer
+
+        server = LocalPrefectServer(home=lane / "prefect-server").start()
+        try:
+            yield {"PREFECT_API_URL": server.api_url}
+        finally:
+            server.stop()
 
     def forkserver_env(self) -> dict[str, str]:
         """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""

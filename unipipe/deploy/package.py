@@ -196,6 +196,7 @@ def write_wheel(folder: Path, name: str, version: str, files: dict[str, bytes], 
         sorted({p.split("/")[0].removesuffix(".py") + "\n" for p in files})).encode()
     record = "".join(f"{p},{_record_hash(d)},{len(d)}\n" for p, d in entries.items())
     entries[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    # files in name order, then the dist-info (RECORD last), as wheel builders write them
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in entries.items():
@@ -356,3 +357,35 @@ def build_code_package(ir: Pipeline, search_path: Sequence[str | Path], out_dir:
         total.update(w.name.encode() + b"\0" + hashlib.sha256(w.read_bytes()).digest())
     return CodePackage(digest=total.hexdigest(), folder=out_dir, wheels=tuple(wheels),
                        requirements=reqs)
+
+
+# ------------------------------------------------------------------ reading wheels back
+
+
+def wheel_files(wheel: Path) -> dict[str, bytes]:
+    """relpath -> bytes of what a wheel installs into site-packages (its .dist-info left out)."""
+    with zipfile.ZipFile(wheel) as zf:
+        return {n: zf.read(n) for n in sorted(zf.namelist())
+                if not n.endswith("/") and ".dist-info/" not in n}
+
+
+def wheel_requires(wheel: Path) -> list[str]:
+    """The wheel's unconditional ``Requires-Dist`` lines (extras and markers left out)."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        text = zf.read(meta).decode()
+    return [line.split(":", 1)[1].strip() for line in text.splitlines()
+            if line.startswith("Requires-Dist:") and ";" not in line]
+
+
+def deterministic_zip(entries: dict[str, bytes]) -> bytes:
+    """A zip of ``entries`` in name order with fixed timestamps and permissions."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(entries):
+            zi = zipfile.ZipInfo(path, date_time=_ZIP_TIME)
+            zi.external_attr = 0o100644 << 16
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zi.create_system = 3
+            zf.writestr(zi, entries[path], compresslevel=9)
+    return buf.getvalue()

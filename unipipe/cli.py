@@ -73,6 +73,8 @@ def compile(
     airflow_executor: str | None = typer.Option(None, "--airflow-executor",
                                                 help="kubernetes (default: resources/image become pods), "
                                                      "celery or local (they are reported as not honoured)"),
+    dockerfile: bool = typer.Option(False, "--dockerfile",
+                                    help="also write each target's code package (package/) and a Dockerfile"),
 ) -> None:
     """Compile a pipeline for one or more targets."""
     from rich.progress import Progress
@@ -119,6 +121,15 @@ def compile(
             for d in result.diagnostics:
                 err.print(f"{d.level}: {d}", markup=False, highlight=False)
             written += result.paths
+            if dockerfile:
+                from unipipe.api import search_path
+                from unipipe.deploy.image import write_image_context
+                from unipipe.deploy.package import PackageError
+
+                try:
+                    written += write_image_context(ir, n, out_dir / n, search_path(ir), version=versions[n])
+                except PackageError as exc:
+                    _invalid(str(exc))
             progress.advance(job)
     for p in written:
         out.print(str(p), highlight=False)

@@ -15,6 +15,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def wheel_cache(tmp_path_factory):
+    """unipipe's own wheels (for code packages) built once per session, outside the user's home."""
+    old = os.environ.get("UNIPIPE_WHEEL_CACHE")
+    os.environ["UNIPIPE_WHEEL_CACHE"] = str(tmp_path_factory.mktemp("wheels"))
+    yield os.environ["UNIPIPE_WHEEL_CACHE"]
+    if old is None:
+        os.environ.pop("UNIPIPE_WHEEL_CACHE", None)
+    else:
+        os.environ["UNIPIPE_WHEEL_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def isolated_stores(tmp_path, monkeypatch):
     """Cache, artifacts and traces in the test's temp dir: tests never touch the user's home."""

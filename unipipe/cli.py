@@ -70,6 +70,11 @@ def compile(
     allow_unsupported: bool = typer.Option(False, "--allow-unsupported",
                                            help="warn instead of failing on features a target cannot honour"),
     airflow_version: str | None = typer.Option(None, "--airflow-version", help="Airflow dialect, e.g. 3.3 or 2.11"),
+    airflow_executor: str | None = typer.Option(None, "--airflow-executor",
+                                                help="kubernetes (default: resources/image become pods), "
+                                                     "celery or local (they are reported as not honoured)"),
+    dockerfile: bool = typer.Option(False, "--dockerfile",
+                                    help="also write each target's code package (package/) and a Dockerfile"),
 ) -> None:
     """Compile a pipeline for one or more targets."""
     from rich.progress import Progress
@@ -83,6 +88,8 @@ def compile(
     names = _targets(target)
     level = ErrorLevel.WARN if allow_unsupported else ErrorLevel.RAISE
     versions = {n: (airflow_version if n == "airflow" else None) for n in names}
+    if airflow_executor not in (None, "kubernetes", "celery", "local"):
+        _invalid(f"--airflow-executor {airflow_executor!r}: choose kubernetes, celery or local")
     # Check every target before writing anything: a refused feature leaves no files behind.
     from unipipe.compiler.registry import UnknownBackend
 
@@ -106,12 +113,23 @@ def compile(
             progress.update(job, description=f"compiling for {n}")
             try:
                 result = compile_ir(ir, n, out_dir / n, error_level=level,
-                                    target_version=versions[n])
+                                    target_version=versions[n],
+                                    **({"airflow_executor": airflow_executor}
+                                       if n == "airflow" and airflow_executor else {}))
             except UnsupportedFeature as exc:  # a backend may refuse a combination of features
                 _invalid(str(exc))
             for d in result.diagnostics:
                 err.print(f"{d.level}: {d}", markup=False, highlight=False)
             written += result.paths
+            if dockerfile:
+                from unipipe.api import search_path
+                from unipipe.deploy.image import write_image_context
+                from unipipe.deploy.package import PackageError
+
+                try:
+                    written += write_image_context(ir, n, out_dir / n, search_path(ir), version=versions[n])
+                except PackageError as exc:
+                    _invalid(str(exc))
             progress.advance(job)
     for p in written:
         out.print(str(p), highlight=False)
@@ -281,11 +299,15 @@ def deploy(
     to: str = typer.Option(..., "--to", help="mwaa, composer, prefect, kubeflow or vertex"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan, change nothing"),
     option: list[str] = typer.Option([], "--set", help="target option name=value (bucket, environment, ...)"),
+    airflow_executor: str | None = typer.Option(None, "--airflow-executor",
+                                                help="mwaa/composer: celery (default), local or kubernetes"),
 ) -> None:
     """Deploy a compiled pipeline to a managed service or server."""
     from unipipe.deploy import deploy_main
 
     ir = _load(pipeline)
+    if airflow_executor is not None:  # the same as --set airflow_executor=... (mwaa, composer)
+        option = [*option, f"airflow_executor={airflow_executor}"]
     raise typer.Exit(deploy_main(ir, to, dry_run=dry_run, options=option, console=out))
 
 

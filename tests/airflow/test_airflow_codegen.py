@@ -25,6 +25,9 @@ CASES = {
     "retries-exhausted-2.11": (features.retries_exhausted, "2.11"),
     "quality-gate": (features.quality_gate, "3.3"),
     "map-sources": (pa.map_sources, "3.3"),
+    # the celery executor profile (MWAA, Composer): tasks with resources/image are plain @task
+    "ml-training-celery": (ml_training.training, "3.3", {"airflow_executor": "celery"}),
+    "pod-tasks-celery": (pa.pod_tasks, "3.3", {"airflow_executor": "celery"}),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -41,8 +44,8 @@ def _dag(pipeline, out: Path, version: str = "3.3", **extra) -> str:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_generated_dag_matches_golden(name, tmp_path):
-    pipeline, version = CASES[name]
-    text = _dag(pipeline, tmp_path, version)
+    pipeline, version, *extra = CASES[name]
+    text = _dag(pipeline, tmp_path, version, **(extra[0] if extra else {}))
     golden = GOLDEN / f"{name}.py"
     if os.environ.get("UNIPIPE_UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +195,50 @@ def test_resources_run_in_a_pod_and_need_the_provider(tmp_path):
     assert "schedule=timedelta(hours=1)" in text
     local = _dag(pa.pod_tasks, tmp_path / "local", kubernetes=False)
     assert "task.kubernetes" not in local
+
+
+@pytest.mark.parametrize("executor", ["celery", "local"])
+def test_celery_and_local_profiles_never_make_a_pod_and_say_what_is_not_honoured(executor, tmp_path):
+    from unipipe.compiler.driver import compile_ir
+
+    result = compile_ir(up.load(pa.pod_tasks), "airflow", tmp_path, target_version="3.3",
+                        airflow_executor=executor)
+    text = next(p for p in result.paths if p.suffix == ".py").read_text()
+    reqs = next(p for p in result.paths if p.name.endswith("requirements.txt")).read_text().split()
+    assert "task.kubernetes" not in text and "kubernetes" not in text
+    assert reqs == ["unipipe", "unipipe-airflow"]  # no cncf.kubernetes provider
+    notes = {(d.level, d.feature.value, d.message.split(":")[0]) for d in result.diagnostics}
+    assert notes >= {("warning", "resources", "task 'in_a_pod' asks for cpu=500m, memory=256Mi"),
+                     ("warning", "resources.gpu", "task 'in_a_pod' asks for 1 GPU"),
+                     ("warning", "image", "task 'in_a_pod' asks for image 'python"),
+                     ("warning", "image", "task 'image_only' asks for image 'ghcr.io/example/worker")}
+    assert all("NOT honoured" in d.message for d in result.diagnostics if d.feature.value != "retry.backoff")
+
+
+def test_the_kubernetes_profile_is_the_default_and_unknown_profiles_are_refused(tmp_path):
+    from unipipe.compiler.driver import compile_ir
+
+    default = _dag(pa.pod_tasks, tmp_path / "a")
+    assert default == _dag(pa.pod_tasks, tmp_path / "b", airflow_executor="kubernetes")
+    with pytest.raises(ValueError, match="not one of kubernetes, celery, local"):
+        compile_ir(up.load(pa.pod_tasks), "airflow", tmp_path / "c", airflow_executor="swarm")
+
+
+def test_cli_compile_prints_the_not_honoured_diagnostic(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "unipipe.cli", "compile", "examples/ml_training.py:training",
+                           "-t", "airflow", "-o", str(tmp_path), "--airflow-executor", "celery"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: airflow: resources: task 'train_model' asks for cpu=1, memory=1Gi: NOT honoured" in proc.stderr
+    assert "task.kubernetes" not in (tmp_path / "airflow" / "ml_training_dag.py").read_text()
+    bad = subprocess.run([sys.executable, "-m", "unipipe.cli", "compile", "examples/ml_training.py:training",
+                          "-t", "airflow", "-o", str(tmp_path / "x"), "--airflow-executor", "swarm"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert bad.returncode == 2 and not (tmp_path / "x").exists()
 
 
 def test_scheduled_dag_with_required_params_is_refused(tmp_path):

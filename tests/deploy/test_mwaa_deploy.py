@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,7 @@ def test_mwaa_dry_run_prints_every_object_and_uploads_nothing(ir, s3_bucket):
     out = deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=2.10.3"], dry_run=True)
     assert out.code == 0, out.text
     targets = [line.split("  [")[0] for line in out.lines("+")]
-    assert targets == [f"+ upload s3://{s3_bucket}/dags/deploy/__init__.py",
-                       f"+ upload s3://{s3_bucket}/dags/deploy/shipped.py",
+    assert targets == [f"+ upload s3://{s3_bucket}/plugins.zip",
                        f"+ upload s3://{s3_bucket}/requirements.txt",
                        f"+ upload s3://{s3_bucket}/dags/nightly_report_dag.py"]
     assert "Airflow 2.10.3, dialect 2.10" in out.text
@@ -61,22 +62,37 @@ def test_mwaa_dry_run_prints_every_object_and_uploads_nothing(ir, s3_bucket):
     assert _s3().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
 
 
-def test_mwaa_deploy_uploads_modules_then_requirements_then_the_dag_last(ir, s3_bucket, aws_env, tmp_path):
+def _zip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def test_mwaa_deploy_uploads_plugins_then_requirements_then_the_dag_last(ir, s3_bucket, aws_env, tmp_path):
     out = deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=2.10.3", "requirements=scikit-learn==1.5.2"])
     assert out.code == 0, out.text
-    assert _puts(aws_env, s3_bucket) == ["dags/deploy/__init__.py", "dags/deploy/shipped.py", "requirements.txt",
-                                         "dags/nightly_report_dag.py"]
+    assert _puts(aws_env, s3_bucket) == ["plugins.zip", "requirements.txt", "dags/nightly_report_dag.py"]
 
-    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.10").paths
+    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.10", airflow_executor="celery").paths
     dag = next(p for p in expected if p.name == "nightly_report_dag.py")
     assert _get(s3_bucket, "dags/nightly_report_dag.py") == dag.read_bytes()
-    assert _get(s3_bucket, "dags/deploy/shipped.py") == (HERE / "shipped.py").read_bytes()
-    assert _get(s3_bucket, "dags/deploy/__init__.py") == (HERE / "__init__.py").read_bytes()
+    # plugins.zip holds the code package's wheels at its top level (MWAA: /usr/local/airflow/plugins)
+    plugins = _zip(_get(s3_bucket, "plugins.zip"))
+    names = sorted(plugins)
+    assert names[:2] == ["unipipe-0.1.0-py3-none-any.whl", "unipipe_airflow-0.1.0-py3-none-any.whl"]
+    assert len(names) == 3 and re.fullmatch(r"unipipe_code_nightly_report-0\+[0-9a-f]{12}-py3-none-any\.whl", names[2])
+    code = _zip(plugins[names[2]])
+    assert code["deploy/shipped.py"] == (HERE / "shipped.py").read_bytes()
+    assert code["deploy/__init__.py"] == (HERE / "__init__.py").read_bytes()
+    assert "unipipe/runtime/__init__.py" in _zip(plugins[names[0]])
     requirements = _get(s3_bucket, "requirements.txt").decode().splitlines()
-    assert requirements[0] == ('--constraint "https://raw.githubusercontent.com/apache/airflow/'
-                               'constraints-2.10.3/constraints-3.11.txt"')
-    assert "unipipe==0.1.0" in requirements and "unipipe-airflow==0.1.0" in requirements
-    assert "scikit-learn==1.5.2" in requirements
+    code_version = names[2].split("-")[1]
+    assert requirements == [
+        '--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-2.10.3/constraints-3.11.txt"',
+        "--find-links /usr/local/airflow/plugins",
+        "unipipe==0.1.0", "unipipe-airflow==0.1.0", f"unipipe-code-nightly-report=={code_version}",
+        "scikit-learn==1.5.2"]
+    plugin_version = _versions(s3_bucket)["plugins.zip"]
+    assert len(plugin_version) == 1 and f"PluginsS3ObjectVersion: {plugin_version[0]}" in out.text
     version = _versions(s3_bucket)["requirements.txt"]
     assert len(version) == 1
     assert f"RequirementsS3ObjectVersion: {version[0]}" in out.text
@@ -91,12 +107,12 @@ def test_mwaa_redeploy_unchanged_changes_nothing(ir, s3_bucket):
     assert again.code == 0, again.text
     assert "nothing changed" in again.text
     assert again.lines("+") == [] and again.lines("~") == []
-    assert len(again.lines("=")) == 4
+    assert len(again.lines("=")) == 3
     assert _versions(s3_bucket) == before  # no new object version anywhere
     assert f"RequirementsS3ObjectVersion: {before['requirements.txt'][0]}" in again.text
 
 
-def test_mwaa_changed_task_module_updates_module_and_dag_but_not_requirements(s3_bucket, tmp_path, monkeypatch):
+def test_mwaa_changed_task_module_updates_the_code_wheel_its_pin_and_the_dag(s3_bucket, tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     (src / "mypkg").mkdir()
@@ -121,8 +137,8 @@ def test_mwaa_changed_task_module_updates_module_and_dag_but_not_requirements(s3
     first = deploy(ir1, "mwaa", opts)
     assert first.code == 0, first.text
     v1 = _versions(s3_bucket)
-    assert sorted(v1) == ["airflow/dags/doubler_dag.py", "airflow/dags/mypkg/__init__.py",
-                          "airflow/dags/mypkg/steps.py", "requirements.txt"]
+    assert sorted(v1) == ["airflow/dags/doubler_dag.py", "plugins.zip", "requirements.txt"]
+    z1 = _zip(_get(s3_bucket, "plugins.zip"))
 
     module.write_text(body.format(factor=3))
     for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
@@ -131,18 +147,56 @@ def test_mwaa_changed_task_module_updates_module_and_dag_but_not_requirements(s3
     second = deploy(ir2, "mwaa", opts)
     assert second.code == 0, second.text
     assert [line.split("  [")[0] for line in second.lines("~")] == [
-        f"~ upload s3://{s3_bucket}/airflow/dags/mypkg/steps.py",
+        f"~ upload s3://{s3_bucket}/plugins.zip",
+        f"~ upload s3://{s3_bucket}/requirements.txt",  # the code wheel's version is its digest
         f"~ upload s3://{s3_bucket}/airflow/dags/doubler_dag.py"]
     v2 = _versions(s3_bucket)
-    assert len(v2["airflow/dags/mypkg/steps.py"]) == 2 and len(v2["airflow/dags/doubler_dag.py"]) == 2
-    assert v2["requirements.txt"] == v1["requirements.txt"]
-    assert b"x * 3" in _get(s3_bucket, "airflow/dags/mypkg/steps.py")
+    assert all(len(v2[k]) == 2 for k in v1)
+    z2 = _zip(_get(s3_bucket, "plugins.zip"))
+    assert z2["unipipe-0.1.0-py3-none-any.whl"] == z1["unipipe-0.1.0-py3-none-any.whl"]
+    (old,) = [n for n in z1 if n.startswith("unipipe_code_doubler-")]
+    (new,) = [n for n in z2 if n.startswith("unipipe_code_doubler-")]
+    assert old != new and old not in z2  # the older code wheel is replaced, not kept
+    assert b"x * 3" in _zip(z2[new])["mypkg/steps.py"]
+    assert f"unipipe-code-doubler=={new.split('-')[1]}" in _get(s3_bucket, "requirements.txt").decode().split()
+
+
+def test_mwaa_keeps_the_entries_of_an_existing_plugins_zip_that_are_not_ours(ir, s3_bucket):
+    from unipipe.deploy.package import deterministic_zip
+
+    theirs = deterministic_zip({"my_plugin.py": b"# theirs\n", "unipipe-0.0.9-py3-none-any.whl": b"old",
+                                "unipipe_code_other-0+aaaaaaaaaaaa-py3-none-any.whl": b"other pipeline"})
+    _s3().put_object(Bucket=s3_bucket, Key="plugins.zip", Body=theirs)
+    _s3().put_object(Bucket=s3_bucket, Key="requirements.txt",
+                     Body=b"--find-links /usr/local/airflow/plugins\nunipipe-code-other==0+aaaaaaaaaaaa\n")
+    out = deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=2.10.3"])
+    assert out.code == 0, out.text
+    assert [line.split("  [")[0] for line in out.lines("~")][:2] == [
+        f"~ upload s3://{s3_bucket}/plugins.zip", f"~ upload s3://{s3_bucket}/requirements.txt"]
+    plugins = _zip(_get(s3_bucket, "plugins.zip"))
+    assert plugins["my_plugin.py"] == b"# theirs\n"
+    assert plugins["unipipe_code_other-0+aaaaaaaaaaaa-py3-none-any.whl"] == b"other pipeline"
+    assert "unipipe-0.0.9-py3-none-any.whl" not in plugins and "unipipe-0.1.0-py3-none-any.whl" in plugins
+    assert "unipipe-code-other==0+aaaaaaaaaaaa" in _get(s3_bucket, "requirements.txt").decode().splitlines()
+    again = deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=2.10.3"])
+    assert again.code == 0 and "nothing changed" in again.text, again.text
 
 
 def test_mwaa_uploaded_dags_folder_imports_and_defines_the_dag(ir, s3_bucket, tmp_path):
-    """What the scheduler would load: the bucket's dags/ copied to a folder, imported by Airflow's
-    Python (Airflow 3.3 here, so the 3.0 dialect that MWAA 3.0.6 runs)."""
+    """What the scheduler would load: plugins.zip unpacked as MWAA does, the requirements' unipipe
+    lines installed from it with --find-links into an empty folder, the bucket's dags/ copied to a
+    folder, imported by Airflow's Python (Airflow 3.3 here, so the 3.0 dialect MWAA 3.0.6 runs)."""
     assert deploy(ir, "mwaa", [f"bucket={s3_bucket}", "airflow_version=3.0.6"]).code == 0
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(io.BytesIO(_get(s3_bucket, "plugins.zip"))) as zf:
+        zf.extractall(plugins)
+    ours = [line for line in _get(s3_bucket, "requirements.txt").decode().splitlines() if line.startswith("unipipe")]
+    assert len(ours) == 3
+    site = tmp_path / "site"
+    # --no-deps: their PyPI dependencies are the checkout's environment's already (no network here)
+    inst = subprocess.run(["uv", "pip", "install", "--python", sys.executable, "--target", str(site), "--no-deps",
+                           "--no-index", "--find-links", str(plugins), *ours], capture_output=True, text=True)
+    assert inst.returncode == 0, inst.stderr
     dags = tmp_path / "dags"
     for obj in _s3().list_objects_v2(Bucket=s3_bucket, Prefix="dags/")["Contents"]:
         target = dags / obj["Key"][len("dags/"):]
@@ -153,12 +207,13 @@ def test_mwaa_uploaded_dags_folder_imports_and_defines_the_dag(ir, s3_bucket, tm
             "print('DAGS', sorted(bag.dag_ids), 'ERRORS', dict(bag.import_errors)); "
             "import deploy.shipped as m; print('MODULE', m.__file__)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(tmp_path / "airflow-home"), PYTHONPATH=str(dags))
+    env.update(AIRFLOW_HOME=str(tmp_path / "airflow-home"), PYTHONPATH=str(site))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("DAGS ", "MODULE "))]
-    assert lines == ["DAGS ['nightly-report'] ERRORS {}", f"MODULE {dags / 'deploy' / 'shipped.py'}"]
+    assert lines == ["DAGS ['nightly-report'] ERRORS {}", f"MODULE {site / 'deploy' / 'shipped.py'}"]
+    assert sorted(p.name for p in dags.iterdir()) == ["nightly_report_dag.py"]  # no module in dags/
 
 
 def test_mwaa_bucket_without_versioning_is_refused(ir, aws_env):
@@ -215,9 +270,12 @@ def test_mwaa_recorded_requests_environment_gives_version_and_bucket_and_gets_th
     assert "Airflow 2.11.0, dialect 2.11" in out.text
     assert mwaa_api.calls() == [("GET", "/environments/prod"), ("PATCH", "/environments/prod")]
     version = _versions(s3_bucket)["requirements.txt"]
+    plugins = _versions(s3_bucket)["plugins.zip"]
     assert mwaa_api.requests[1].json() == {"RequirementsS3Path": "requirements.txt",
-                                           "RequirementsS3ObjectVersion": version[0]}
-    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.11").paths
+                                           "RequirementsS3ObjectVersion": version[0],
+                                           "PluginsS3Path": "plugins.zip",
+                                           "PluginsS3ObjectVersion": plugins[0]}
+    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.11", airflow_executor="celery").paths
     dag = next(p for p in expected if p.name == "nightly_report_dag.py")
     assert _get(s3_bucket, "dags/nightly_report_dag.py") == dag.read_bytes()
 

@@ -30,6 +30,8 @@ class RemoteObject:
 
 
 def content_type(path: str) -> str:
+    if path.endswith(".zip"):
+        return "application/zip"
     return "text/x-python" if path.endswith(".py") else "text/plain"
 
 
@@ -63,6 +65,9 @@ class S3Store:
         return RemoteObject(sha256=(head.get("Metadata") or {}).get(META_KEY),
                             md5=etag if "-" not in etag else None,
                             version=head.get("VersionId"))
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def put(self, key: str, data: bytes) -> str | None:
         resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=data,

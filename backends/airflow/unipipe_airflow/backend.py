@@ -15,6 +15,7 @@ from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
 from unipipe_airflow.codegen import Options, dag_filename, generate
 from unipipe_airflow.dialects import VERSIONS, dialect
+from unipipe_airflow.support import executor_notes
 from unipipe_airflow.support import support as support_table
 
 #: What a deployment needs besides Airflow itself, by what the DAG uses.
@@ -46,6 +47,8 @@ class Backend:
         req_path = dag_path.with_suffix(".requirements.txt")
         diags = refusal_diags + [Diagnostic("warning", Feature.RETRY_BACKOFF, self.name, note)
                                  for note in writer.notes]
+        diags += [Diagnostic("warning", feature, self.name, note)
+                  for feature, note in executor_notes(ir, gen_options.executor)]
         # The DAG file comes last: a dags folder never sees a DAG whose requirements are unwritten.
         paths = write_all({req_path: "\n".join(reqs) + "\n", dag_path: text})
         return CompileResult(paths, diags)
@@ -88,7 +91,7 @@ def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dic
             f"a scheduled DAG needs a default for every parameter (Airflow refuses to load a "
             f"schedule with required params): give {', '.join(required)} a default, or drop "
             f"the schedule")
-    if options.kubernetes and not dialect(options_version).retry_policy:
+    if options.kubernetes and options.executor == "kubernetes" and not dialect(options_version).retry_policy:
         in_pods = [t.id for t in ir.tasks
                    if (pol := ir.effective(t)).retry is not None
                    and (pol.retry.retry_on or pol.retry.fail_on)

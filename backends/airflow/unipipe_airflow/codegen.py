@@ -97,6 +97,10 @@ class UnipipeRetry(RetryPolicy):
 '''
 
 
+#: executor profiles ``--airflow-executor`` accepts
+EXECUTORS = ("kubernetes", "celery", "local")
+
+
 @dataclass
 class Options:
     """Code generation choices beyond the dialect (``CompileOptions.extra``)."""
@@ -105,10 +109,19 @@ class Options:
     kubernetes: bool = True  # False for local runs: no pod even if the task asks for resources
     start_date: tuple[int, int, int] = (2024, 1, 1)
     default_image: str = DEFAULT_POD_IMAGE
+    #: the deployment's executor profile (``--airflow-executor``): only ``kubernetes`` runs a task
+    #: with resources/image in a pod; on ``celery``/``local`` the task is an ordinary @task and the
+    #: backend reports its resources/image as not honoured (unipipe_airflow.support.executor_notes)
+    executor: str = "kubernetes"
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> Options:
         opts = cls()
+        if extra.get("airflow_executor") is not None:
+            opts.executor = str(extra["airflow_executor"])
+            if opts.executor not in EXECUTORS:
+                raise ValueError(f"airflow executor {opts.executor!r} is not one of "
+                                 f"{', '.join(EXECUTORS)}")
         if "backoff" in extra:
             opts.backoff = str(extra["backoff"])
         if "kubernetes" in extra:
@@ -263,7 +276,8 @@ class DagWriter:
     def in_pod(self, task: Task) -> bool:
         """The task runs in a Kubernetes pod (@task.kubernetes)."""
         pol = self.ir.effective(task)
-        return self.options.kubernetes and (pol.resources is not None or pol.image is not None)
+        return (self.options.kubernetes and self.options.executor == "kubernetes"
+                and (pol.resources is not None or pol.image is not None))
 
     # ------------------------------------------------------------ ids for helper tasks
 

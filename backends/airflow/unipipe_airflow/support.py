@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from unipipe.compiler.diagnostics import Support
 from unipipe.ir.features import Feature as F
+from unipipe.ir.models import Pipeline
 from unipipe_airflow.dialects import Dialect
 
 N, E, U = Support.native, Support.emulated, Support.unsupported
@@ -71,3 +72,41 @@ def support(d: Dialect) -> dict[F, Support]:
     if missing:  # pragma: no cover - a new feature must be declared here
         raise AssertionError(f"undeclared features: {sorted(f.value for f in missing)}")
     return {f: table[f] for f in F}
+
+
+#: Why a Celery (or local) executor cannot honour a task's resources or image. The rule: such a
+#: task compiles to an ordinary @task (never @task.kubernetes, which needs a cluster MWAA and
+#: Composer's Celery workers do not have), with no queue= or pool=: MWAA's and Composer's workers
+#: all consume the one default Celery queue (a queue no worker serves leaves the task queued
+#: forever), and a pool caps how many tasks run at once, not how big a worker is. Worker size
+#: is the environment's (MWAA environment class, Composer workloads config), so every task with
+#: resources/image gets a warning diagnostic naming what is not honoured; compile prints it and
+#: the deploy plan lists it before any upload.
+EXECUTOR_REASON = {
+    "celery": "the Celery executor runs it on the environment's shared workers (no pod; worker "
+              "size is the environment's: MWAA environment class, Composer workloads config)",
+    "local": "the local executor runs it in the scheduler's machine (no pod)",
+}
+
+
+def executor_notes(ir: Pipeline, executor: str) -> list[tuple[F, str]]:
+    """(feature, message) for each task whose resources/image the executor does not honour."""
+    if executor == "kubernetes":
+        return []
+    out: list[tuple[F, str]] = []
+    for t in ir.tasks:
+        pol = ir.effective(t)
+        res = pol.resources
+        if res is not None and (res.cpu or res.memory):
+            asked = ", ".join(f"{k}={v}" for k, v in (("cpu", res.cpu), ("memory", res.memory)) if v)
+            out.append((F.RESOURCES, f"task {t.id!r} asks for {asked}: NOT honoured, "
+                                     f"{EXECUTOR_REASON[executor]}"))
+        if res is not None and res.gpu:
+            out.append((F.RESOURCES_GPU, f"task {t.id!r} asks for {res.gpu} GPU"
+                                         f"{' (' + res.gpu_type + ')' if res.gpu_type else ''}: NOT "
+                                         f"honoured, {EXECUTOR_REASON[executor]}"))
+        if pol.image is not None:
+            out.append((F.IMAGE, f"task {t.id!r} asks for image {pol.image!r}: NOT honoured, "
+                                 f"{EXECUTOR_REASON[executor]}; it runs in the workers' own "
+                                 "environment"))
+    return out

@@ -49,15 +49,18 @@ def add_to_sys_path(folders: Iterable[str]) -> list[str]:
 
 
 def run(pipeline: Any, backend: str = "local", params: dict[str, Any] | None = None, *,
-        run_id: str | None = None, workdir: str | Path | None = None, **extra: Any) -> RunResult:
+        run_id: str | None = None, workdir: str | Path | None = None, store: str | None = None,
+        **extra: Any) -> RunResult:
     """Run ``pipeline`` on ``backend`` and return what happened, task by task.
 
     ``backend`` may carry a version or a mode (``"airflow@2.11"``, ``"airflow@scheduler"``).
+    ``store`` (an fsspec URL) is compiled into what runs: every task reads and writes there.
     """
     from unipipe.compiler.registry import get_backend_for
+    from unipipe.store import with_store
 
     engine, selected = get_backend_for(backend)
-    ir = load(pipeline)
+    ir = with_store(load(pipeline), store)
     options = RunOptions(params=dict(params or {}), run_id=run_id,
                          workdir=Path(workdir) if workdir else None,
                          search_path=search_path(ir), extra={**selected, **extra})

@@ -46,6 +46,25 @@ def _load(spec: str) -> Any:
         _invalid(f"invalid pipeline {spec}:\n{exc}")
 
 
+STORE_HELP = ("shared store for artifacts, cache, attempt markers (fsspec URL: s3://bucket/prefix, "
+              "gs://..., file:///path), or 'local' for each machine's own folder; default "
+              "$UNIPIPE_STORE_URL")
+
+
+def _store_option() -> Any:
+    return typer.Option(None, "--store", envvar="UNIPIPE_STORE_URL", help=STORE_HELP)
+
+
+def _with_store(ir: Any, store: str | None) -> Any:
+    """``ir`` compiled for ``--store`` (exit 2 on a URL that cannot be a shared store)."""
+    from unipipe.store import StoreError, with_store
+
+    try:
+        return with_store(ir, store)
+    except StoreError as exc:
+        _invalid(f"--store: {exc}")
+
+
 def _targets(value: str) -> list[str]:
     from unipipe.compiler.registry import available, compile_targets
 
@@ -75,6 +94,7 @@ def compile(
                                                      "celery or local (they are reported as not honoured)"),
     dockerfile: bool = typer.Option(False, "--dockerfile",
                                     help="also write each target's code package (package/) and a Dockerfile"),
+    store: str | None = _store_option(),
 ) -> None:
     """Compile a pipeline for one or more targets."""
     from rich.progress import Progress
@@ -84,7 +104,7 @@ def compile(
     from unipipe.compiler.registry import get_backend
     from unipipe.ir.features import features_used
 
-    ir = _load(pipeline)
+    ir = _with_store(_load(pipeline), store)
     names = _targets(target)
     level = ErrorLevel.WARN if allow_unsupported else ErrorLevel.RAISE
     versions = {n: (airflow_version if n == "airflow" else None) for n in names}
@@ -153,6 +173,7 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help="name=value (value read as JSON when it parses)"),
     as_json: bool = typer.Option(False, "--json", help="print the RunResult as JSON on stdout"),
     host: str | None = typer.Option(None, "--host", help="a remote engine API (backends that support it)"),
+    store: str | None = _store_option(),
 ) -> None:
     """Run a pipeline on a backend and report what happened, task by task."""
     from unipipe.api import run as run_pipeline
@@ -161,7 +182,7 @@ def run(
     from unipipe.ir.errors import PipelineError
     from unipipe.params import parse_cli_params
 
-    ir = _load(pipeline)
+    ir = _with_store(_load(pipeline), store)
     try:
         params = parse_cli_params(param)
         extra = {"host": host} if host else {}
@@ -285,12 +306,24 @@ def conform(
     pipelines: list[str] = typer.Argument(..., help="pipelines or case folders / case.yaml files"),
     backends: str = typer.Option("local,airflow,prefect,kubeflow", "--backends", help="comma-separated"),
     out_dir: Path = typer.Option(Path("conformance-out"), "--out", "-o", help="results and reports"),
+    store: str | None = typer.Option(None, "--store", help="run every case with its own prefix of "
+                                     "this shared store (fsspec URL), compiled into what runs"),
+    isolated: bool = typer.Option(False, "--isolated", help="every task attempt in its own sandbox "
+                                  "(HOME, TMPDIR, working folder; code from the code package only); "
+                                  "needs --store"),
 ) -> None:
     """Run conformance cases on several backends and compare them with the reference runner."""
     from unipipe.harness.cli import conform_main
+    from unipipe.store import StoreError, normalise
 
+    try:
+        shared = normalise(store)
+    except StoreError as exc:
+        _invalid(f"--store: {exc}")
+    if isolated and shared is None:
+        _invalid("--isolated needs --store URL: in a sandbox the store is the only shared medium")
     raise typer.Exit(conform_main(pipelines, [b.strip() for b in backends.split(",") if b.strip()],
-                                  out_dir, console=err))
+                                  out_dir, console=err, store=shared, isolated=isolated))
 
 
 @app.command()
@@ -301,14 +334,17 @@ def deploy(
     option: list[str] = typer.Option([], "--set", help="target option name=value (bucket, environment, ...)"),
     airflow_executor: str | None = typer.Option(None, "--airflow-executor",
                                                 help="mwaa/composer: celery (default), local or kubernetes"),
+    store: str | None = _store_option(),
 ) -> None:
     """Deploy a compiled pipeline to a managed service or server."""
     from unipipe.deploy import deploy_main
+    from unipipe.store import LOCAL
 
-    ir = _load(pipeline)
+    ir = _with_store(_load(pipeline), store)
     if airflow_executor is not None:  # the same as --set airflow_executor=... (mwaa, composer)
         option = [*option, f"airflow_executor={airflow_executor}"]
-    raise typer.Exit(deploy_main(ir, to, dry_run=dry_run, options=option, console=out))
+    raise typer.Exit(deploy_main(ir, to, dry_run=dry_run, options=option, console=out,
+                                 store_local=(store or "").strip() == LOCAL))
 
 
 def main() -> None:

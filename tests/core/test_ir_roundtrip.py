@@ -40,7 +40,7 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
                   else m.Schedule(cron="0 2 * * *", timezone="Europe/Paris")),
         defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
         alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
-        tags=("ml", "x"),
+        tags=("ml", "x"), store="s3://bucket/unipipe",
     )
 
 

@@ -19,8 +19,19 @@ class Outcome:
         return [line for line in self.text.splitlines() if line.startswith(mark + " ")]
 
 
-def deploy(ir, to: str, options: list[str], *, dry_run: bool = False) -> Outcome:
+#: the shared store each multi-machine target is deployed with unless a test says otherwise
+#: (compiled into the output; planning and uploading never touch it)
+SHARED_STORES = {"mwaa": "s3://unipipe-shared-store/runs", "kubeflow": "s3://unipipe-shared-store/runs",
+                 "composer": "gs://unipipe-shared-store/runs", "vertex": "gs://unipipe-shared-store/runs"}
+
+
+def deploy(ir, to: str, options: list[str], *, dry_run: bool = False,
+           store: str | None = "default", store_local: bool = False) -> Outcome:
+    from unipipe.store import with_store
+
     buf = io.StringIO()
     console = Console(file=buf, width=400, color_system=None, force_terminal=False)
-    code = deploy_main(ir, to, dry_run=dry_run, options=options, console=console)
+    ir = with_store(ir, SHARED_STORES.get(to) if store == "default" else store)
+    code = deploy_main(ir, to, dry_run=dry_run, options=options, console=console,
+                       store_local=store_local)
     return Outcome(code, buf.getvalue())

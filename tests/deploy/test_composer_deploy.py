@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import unipipe as up
-from deploy.helpers import deploy
+from deploy.helpers import SHARED_STORES, deploy
 from unipipe.compiler.driver import compile_ir
+from unipipe.store import with_store
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -48,7 +49,7 @@ def test_composer_deploy_uploads_module_then_dag_and_is_idempotent(ir, gcs_bucke
     opts = [f"bucket={gcs_bucket}", "airflow_version=2.10.5"]
     first = deploy(ir, "composer", opts)
     assert first.code == 0, first.text
-    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.10").paths
+    expected = compile_ir(with_store(ir, SHARED_STORES["composer"]), "airflow", tmp_path / "c", target_version="2.10").paths
     dag = next(p for p in expected if p.name == "nightly_report_dag.py")
     blobs = _blobs(gcs_bucket)
     assert blobs["dags/nightly_report_dag.py"][1] == dag.read_bytes()

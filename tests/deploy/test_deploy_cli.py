@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 from unipipe.cli import app
 
 SPEC = f"{Path(__file__).resolve().parent / 'shipped.py'}:nightly_report"
+STORE = "s3://unipipe-shared-store/runs"  # compiled into the DAG; planning never touches it
 
 pytestmark = pytest.mark.airflow
 
 
 def test_cli_deploy_dry_run_prints_the_plan_and_exits_0(s3_bucket):
-    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--dry-run",
+    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--store", STORE, "--dry-run",
                                       "--set", f"bucket={s3_bucket}", "--set", "airflow_version=2.10.3"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("+ ")]
@@ -36,7 +37,7 @@ def test_cli_deploy_unknown_target_or_bad_option_exits_2():
 def test_cli_deploy_unreachable_service_exits_1(aws_env, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--set", "bucket=some-bucket",
+    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--store", STORE, "--set", "bucket=some-bucket",
                                       "--set", "airflow_version=2.10.3"])
     assert result.exit_code == 1, result.output
     assert "deploy failed" in result.output
@@ -45,7 +46,7 @@ def test_cli_deploy_unreachable_service_exits_1(aws_env, monkeypatch):
 def test_cli_dry_run_without_the_service_still_prints_every_object(aws_env, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--dry-run", "--set",
+    result = CliRunner().invoke(app, ["deploy", SPEC, "--to", "mwaa", "--store", STORE, "--dry-run", "--set",
                                       "bucket=some-bucket", "--set", "airflow_version=2.10.3"])
     assert result.exit_code == 0, result.output
     assert "note: remote state not read (EndpointConnectionError" in result.output
@@ -59,7 +60,7 @@ def test_cli_deploy_airflow_executor_notes_come_before_the_plan_and_kubernetes_i
     import ml_training  # examples/: its training task asks for cpu and memory
 
     spec = f"{ml_training.__file__}:training"
-    base = ["deploy", spec, "--to", "mwaa", "--dry-run", "--set", f"bucket={s3_bucket}",
+    base = ["deploy", spec, "--to", "mwaa", "--store", STORE, "--dry-run", "--set", f"bucket={s3_bucket}",
             "--set", "airflow_version=3.0.6"]
     celery = CliRunner().invoke(app, base)  # the default profile for mwaa/composer
     assert celery.exit_code == 0, celery.output

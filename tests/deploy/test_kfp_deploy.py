@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 import unipipe as up
-from deploy.helpers import deploy
+from deploy.helpers import SHARED_STORES, deploy
 from deploy.recording import Recorded, RecordingServer
 from unipipe.compiler.driver import compile_ir
 from unipipe.deploy.bundle import sha256
+from unipipe.store import with_store
 
 pytestmark = pytest.mark.kubeflow
 
@@ -24,7 +25,7 @@ def ir():
 
 @pytest.fixture
 def package(ir, tmp_path) -> bytes:
-    paths = compile_ir(ir, "kubeflow", tmp_path / "kfp").paths
+    paths = compile_ir(with_store(ir, SHARED_STORES["kubeflow"]), "kubeflow", tmp_path / "kfp").paths
     return next(p for p in paths if p.suffix == ".yaml").read_bytes()
 
 
@@ -216,7 +217,7 @@ def test_kfp_recorded_requests_run_with_host_submits_the_compiled_spec_and_waits
     real_sleep = kfp_client.time.sleep
     monkeypatch.setattr(kfp_client.time, "sleep", lambda s: real_sleep(min(s, 0.05)))  # 5 s polls
     kfp_api.fake.run_state = engine_state
-    result = up.run(ir, backend="kubeflow", params={"n": 4}, run_id="nightly-1",
+    result = up.run(ir, backend="kubeflow", params={"n": 4}, run_id="nightly-1", store=SHARED_STORES["kubeflow"],
                     host=kfp_api.url, pipeline_root=str(tmp_path / "root"))
     assert kfp_api.calls() == [
         ("GET", "/apis/v2beta1/healthz"),

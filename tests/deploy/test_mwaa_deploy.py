@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import unipipe as up
-from deploy.helpers import deploy
+from deploy.helpers import SHARED_STORES, deploy
 from unipipe.compiler.driver import compile_ir
+from unipipe.store import with_store
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,7 +73,7 @@ def test_mwaa_deploy_uploads_plugins_then_requirements_then_the_dag_last(ir, s3_
     assert out.code == 0, out.text
     assert _puts(aws_env, s3_bucket) == ["plugins.zip", "requirements.txt", "dags/nightly_report_dag.py"]
 
-    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.10", airflow_executor="celery").paths
+    expected = compile_ir(with_store(ir, SHARED_STORES["mwaa"]), "airflow", tmp_path / "c", target_version="2.10", airflow_executor="celery").paths
     dag = next(p for p in expected if p.name == "nightly_report_dag.py")
     assert _get(s3_bucket, "dags/nightly_report_dag.py") == dag.read_bytes()
     # plugins.zip holds the code package's wheels at its top level (MWAA: /usr/local/airflow/plugins)
@@ -275,7 +276,7 @@ def test_mwaa_recorded_requests_environment_gives_version_and_bucket_and_gets_th
                                            "RequirementsS3ObjectVersion": version[0],
                                            "PluginsS3Path": "plugins.zip",
                                            "PluginsS3ObjectVersion": plugins[0]}
-    expected = compile_ir(ir, "airflow", tmp_path / "c", target_version="2.11", airflow_executor="celery").paths
+    expected = compile_ir(with_store(ir, SHARED_STORES["mwaa"]), "airflow", tmp_path / "c", target_version="2.11", airflow_executor="celery").paths
     dag = next(p for p in expected if p.name == "nightly_report_dag.py")
     assert _get(s3_bucket, "dags/nightly_report_dag.py") == dag.read_bytes()
 

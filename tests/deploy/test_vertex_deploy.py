@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 import unipipe as up
-from deploy.helpers import deploy
+from deploy.helpers import SHARED_STORES, deploy
 from deploy.recording import Recorded, RecordingServer, service_account_file
 from unipipe.compiler.driver import compile_ir
 from unipipe.deploy.bundle import sha256
+from unipipe.store import with_store
 
 pytestmark = pytest.mark.kubeflow
 
@@ -92,7 +93,7 @@ def ir():
 
 
 def _spec(ir, tmp_path) -> tuple[dict, str]:
-    paths = compile_ir(ir, "kubeflow", tmp_path / "kfp").paths
+    paths = compile_ir(with_store(ir, SHARED_STORES["vertex"]), "kubeflow", tmp_path / "kfp").paths
     data = next(p for p in paths if p.suffix == ".yaml").read_bytes()
     return yaml.safe_load(data), sha256(data)[:32]
 

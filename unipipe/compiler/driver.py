@@ -28,8 +28,19 @@ def compile_ir(ir: Pipeline, target: str, out_dir: str | Path, *,
     result = backend.compile(ir, out, CompileOptions(error_level=level, target_version=version,
                                                      extra=extra))
     result.diagnostics[:0] = diags
+    _report_one_machine(ir, target, result)
     _report_secrets(target, result)
     return result
+
+
+def _report_one_machine(ir: Pipeline, target: str, result: CompileResult) -> None:
+    from unipipe.compiler.diagnostics import Diagnostic
+    from unipipe.ir.features import Feature
+    from unipipe.store import one_machine_note
+
+    note = one_machine_note(ir)
+    if note is not None and target != "local":
+        result.diagnostics.append(Diagnostic("info", Feature.SHARED_STORE, target, note))
 
 
 def _report_secrets(target: str, result: CompileResult) -> None:

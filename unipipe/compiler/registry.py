@@ -18,6 +18,13 @@ class UnknownBackend(LookupError):
     pass
 
 
+def own_top_level() -> frozenset[str]:
+    """Top-level import names of unipipe's own code: the core and each installed backend's
+    package (read from its entry point, ``unipipe_airflow.backend:Backend`` -> unipipe_airflow)."""
+    return frozenset({"unipipe"} | {ep.value.split(":")[0].split(".")[0]
+                                    for ep in available().values()})
+
+
 def get_backend(name: str) -> Any:
     if name not in _INSTANCES:
         eps = available()

@@ -34,6 +34,8 @@ def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
         spec["timeout"] = pol.timeout
     if pol.alerts:
         spec["alerts"] = [a.model_dump(mode="json", exclude_none=True) for a in pol.alerts]
+    if ir.store is not None:  # compiled in, so a worker needs no configuration to find it
+        spec["store"] = ir.store
     return spec
 
 

@@ -50,20 +50,45 @@ def _targets() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[...
 TARGETS = ("mwaa", "composer", "prefect", "kubeflow", "vertex")
 
 
-def plan(ir: Pipeline, to: str, options: list[str] | dict[str, Any], *, inspect: bool = True) -> Plan:
-    """The plan for deploying ``ir`` to ``to``; ``inspect=False`` plans without reading remote state."""
+def plan(ir: Pipeline, to: str, options: list[str] | dict[str, Any], *, inspect: bool = True,
+         store_local: bool = False) -> Plan:
+    """The plan for deploying ``ir`` to ``to``; ``inspect=False`` plans without reading remote state.
+
+    A target whose tasks land on many machines needs ``ir.store`` (a shared store), unless the
+    user asked for each machine's own folder (``store_local``, the CLI's ``--store local``).
+    """
     if to not in TARGETS:
         raise InvalidDeploy(f"unknown deploy target {to!r} (choose one of {', '.join(TARGETS)})")
     known, prefixes, planner = _targets()[to]
     pairs = [f"{k}={v}" for k, v in options.items()] if isinstance(options, dict) else list(options)
     opts = Options.parse(pairs, target=to, known=(*known, "allow_unsupported"), prefixes=prefixes)
-    return planner(ir, opts, inspect=inspect)
+    _require_store(ir, to, opts, store_local)
+    p = planner(ir, opts, inspect=inspect)
+    p.facts["store"] = ir.store or "none: each machine's own ~/.cache/unipipe (--store local)"
+    return p
+
+
+def _require_store(ir: Pipeline, to: str, opts: Options, store_local: bool) -> None:
+    from unipipe.store import MULTI_MACHINE_TARGETS, StoreError, require_shared
+
+    pool_type = opts.values.get("work_pool_type") or "process"
+    if to in MULTI_MACHINE_TARGETS:
+        why = {"mwaa": "Celery workers", "composer": "Celery workers", "kubeflow": "one pod per task",
+               "vertex": "one container per task"}[to]
+    elif to == "prefect" and pool_type != "process":
+        why = f"work pool type {pool_type!r}: one container or job per flow run"
+    else:
+        return
+    try:
+        require_shared(ir, to, explicit_local=store_local, why=why)
+    except StoreError as exc:
+        raise InvalidDeploy(str(exc)) from None
 
 
 def deploy(ir: Pipeline, to: str, options: list[str] | dict[str, Any] | None = None, *,
-           dry_run: bool = False) -> Plan:
+           dry_run: bool = False, store_local: bool = False) -> Plan:
     """Plan, and unless ``dry_run``, apply. Returns the plan with each applied step's result."""
-    p = plan(ir, to, options or [], inspect=True)
+    p = plan(ir, to, options or [], inspect=True, store_local=store_local)
     if not dry_run:
         try:
             p.apply()
@@ -74,7 +99,8 @@ def deploy(ir: Pipeline, to: str, options: list[str] | dict[str, Any] | None = N
     return p
 
 
-def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], console: Any) -> int:
+def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], console: Any,
+                store_local: bool = False) -> int:
     """The CLI command: 0 deployed (or already up to date), 2 invalid input, 1 deploy failed."""
     from unipipe.compiler.diagnostics import UnsupportedFeature
     from unipipe.compiler.registry import UnknownBackend
@@ -86,14 +112,14 @@ def deploy_main(ir: Pipeline, to: str, *, dry_run: bool, options: list[str], con
 
     try:
         try:
-            p = plan(ir, to, options, inspect=True)
+            p = plan(ir, to, options, inspect=True, store_local=store_local)
         except (InvalidDeploy, PipelineError, UnsupportedFeature, UnknownBackend):
             raise
         except Exception as exc:
             if not dry_run:
                 raise
             # a dry run still shows what would be sent when the service cannot be read
-            p = plan(ir, to, options, inspect=False)
+            p = plan(ir, to, options, inspect=False, store_local=store_local)
             p.notes.insert(0, f"remote state not read ({type(exc).__name__}: {exc})")
         say(f"{'plan' if dry_run else 'deploy'}: pipeline {p.pipeline!r} to {p.target}: {p.destination}",
             "bold")

@@ -35,13 +35,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from unipipe.compiler.registry import own_top_level
 from unipipe.ir.models import Alert, Pipeline, Policies
 
 #: backend name (as in ``--target``) -> the distribution that holds it
 BACKEND_DISTRIBUTIONS = {"airflow": "unipipe-airflow", "prefect": "unipipe-prefect",
                          "kubeflow": "unipipe-kubeflow"}
-#: top-level import names that come from unipipe's own wheels, never from the user's code wheel
-OWN_TOP_LEVEL = frozenset({"unipipe", "unipipe_airflow", "unipipe_prefect", "unipipe_kubeflow"})
 
 #: 1980-01-01 00:00:00, the earliest time a zip entry can hold (what reproducible wheels use)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -136,7 +135,7 @@ def user_sources(ir: Pipeline, search_path: Sequence[str | Path]) -> dict[str, b
     tops = sorted({m.split(".")[0] for m in referenced_modules(ir)})
     task_tops = {t.fn.split(":")[0].split(".")[0] for t in ir.tasks}
     for top in tops:
-        if top in OWN_TOP_LEVEL:
+        if top in own_top_level():  # unipipe's own wheels, never the user's code wheel
             continue
         where = _locate(top, folders)
         if where is None or _is_installed(where.resolve()):

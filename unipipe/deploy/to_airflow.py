@@ -42,6 +42,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from unipipe.compiler.registry import own_top_level
 from unipipe.deploy.bundle import LocalFile, _req_name, provider_requirements, requirements
 from unipipe.deploy.common import compile_files, dialect, join_key, upload_step
 from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
@@ -346,7 +347,7 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
                       "folder as local Python libraries")
     for rel, data in sources.items():
         upload_step(plan, store, join_key(prefix, rel), data, inspect=inspect,
-                    detail="task module" if rel.split("/")[0] not in _OWN_TOP else "unipipe library")
+                    detail="task module" if rel.split("/")[0] not in own_top_level() else "unipipe library")
     if update_env and found is not None:
         base, name, _ = found
         wanted, unexpressible = _pypi_packages(pkgs)
@@ -374,9 +375,6 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
                       "gcloud composer environments update ENV --location REGION "
                       "--update-pypi-packages-from-file requirements.txt): " + ", ".join(pkgs))
     return plan
-
-
-_OWN_TOP = frozenset({"unipipe", "unipipe_airflow"})
 
 
 def composer_sources(pkg: Any, dialect_version: str) -> tuple[dict[str, bytes], list[str]]:

@@ -185,6 +185,8 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         return f"id {dep_id}"
 
     plan.add(Step("create", f"work pool {pool!r}", pool_change, f"type {pool_type}", create_pool))
+    if ir.store is not None:
+        _store_block_step(plan, ir.store, inspect)
     sched_text = ", ".join(_schedule_key(s.schedule, s.active) for s in schedules) or "no schedule"
     detail = (f"flow {flow_name!r}, entrypoint {desired['entrypoint']}, {sched_text}, "
               f"parameters {json.dumps(raw, sort_keys=True)}, tags {desired['tags']}")
@@ -194,6 +196,27 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
                   f"deployment {flow_name}/{dep_name}", dep_change, detail, upsert))
     plan.facts["run it"] = f"prefect deployment run '{flow_name}/{dep_name}'; prefect worker start --pool {pool}"
     return plan
+
+
+def _store_block_step(plan: Plan, store: str, inspect: bool) -> None:
+    """The result-storage block the compiled flow names (the Prefect backend's store_block), before the
+    deployment: a flow run whose block is missing fails when it persists its first result."""
+    from unipipe.compiler.registry import get_backend
+
+    backend = get_backend("prefect")  # the backend names the block; the core imports no backend
+    slug, basepath = backend.store_block(store)
+    change = "unknown"
+    if inspect:
+        from prefect.blocks.core import Block
+
+        try:
+            current = Block.load(slug, _sync=True)
+            change = "unchanged" if getattr(current, "basepath", None) == basepath else "update"
+        except ValueError:  # Block.load: "Unable to find block document named ..."
+            change = "create"
+    plan.add(Step("create" if change == "create" else "update",
+                  f"result storage block {slug!r}", change, f"remote-file-system at {basepath}",
+                  lambda: backend.save_store_block(store)))
 
 
 def _flow_name(files: list[LocalFile], rel_flow: str, fn: str, ir: Pipeline) -> str:

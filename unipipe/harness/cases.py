@@ -6,6 +6,8 @@ A case is a folder ``<id>/`` holding a pipeline file and a ``case.yaml``::
     doc: A task fails twice with ConnectionError, then succeeds.
     pipeline: case_retry_fail_twice.py:pipe   # relative to the folder (or module:name)
     paths: [../../../examples]           # optional: more import folders, relative to the folder
+    store: shared                        # optional: run with a shared store (a folder of the
+                                         # run's own, or a prefix of `conform --store URL`)
     required: true                       # the required tier: no backend may skip it
     params: {fail_times: 2}
     tags: [params, retry, retry.delay]   # must equal features_used() of the pipeline
@@ -118,6 +120,7 @@ class Case:
     timeout: float = 300.0  # wall-clock limit of one backend's worker for this case
     adhoc: bool = False  # made from a bare pipeline: compared with the reference only
     paths: tuple[str, ...] = ()  # more folders the worker needs on sys.path
+    shared_store: bool = False  # ``store: shared``: always runs with a shared store
 
     def declared(self, backend: str) -> Declared | None:
         return self.backends.get(backend)
@@ -138,7 +141,7 @@ def load_case(path: str | Path) -> Case:
     if not isinstance(data, dict):
         raise CaseError(f"{where}: a case is a mapping")
     known = {"id", "doc", "pipeline", "required", "params", "tags", "expect", "second_run",
-             "delay_tolerance", "backends", "timeout", "paths"}
+             "delay_tolerance", "backends", "timeout", "paths", "store"}
     unknown = set(data) - known
     if unknown:
         raise CaseError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -181,6 +184,9 @@ def load_case(path: str | Path) -> Case:
         if not path.is_dir():
             raise CaseError(f"{where}: paths: {x!r} is not a folder ({path})")
         extra.append(str(path))
+    if data.get("store") not in (None, "shared"):
+        raise CaseError(f"{where}: store: {data['store']!r}: the only value is `shared` (the "
+                        f"harness picks the URL: a folder of the run's own, or conform --store)")
     tags = data.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise CaseError(f"{where}: tags is a list of feature names")
@@ -189,7 +195,7 @@ def load_case(path: str | Path) -> Case:
         params=dict(data.get("params") or {}), tags=tuple(tags), required=required,
         expect=Expectation.parse(data.get("expect"), where), second_run=second,
         tolerance=tolerance, backends=backends, timeout=float(data.get("timeout", 300.0)),
-        paths=tuple(extra),
+        paths=tuple(extra), shared_store=data.get("store") == "shared",
     )
 
 
@@ -273,7 +279,16 @@ def case_ir(case: Case) -> Any:
     from unipipe.authoring.loader import load_ir
 
     add_to_sys_path(case.paths)
-    return load_ir(case.pipeline)
+    ir = load_ir(case.pipeline)
+    if case.shared_store:  # the harness picks the URL per run; any shared one has its features
+        from unipipe.store import with_store
+
+        ir = with_store(ir, CASE_STORE_PLACEHOLDER)
+    return ir
+
+
+#: the store a ``store: shared`` case's IR is checked with (its runs get a URL of their own)
+CASE_STORE_PLACEHOLDER = "file:///unipipe-case-store"
 
 
 def check_tags(case: Case) -> list[str]:

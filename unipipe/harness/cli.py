@@ -14,13 +14,14 @@ JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
 SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine (default 2)
 
 
-def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, console: Any) -> int:
+def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, console: Any, *,
+                 store: str | None = None, isolated: bool = False) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from unipipe.compiler.registry import available
     from unipipe.harness.cases import CaseError, check_tags, discover
-    from unipipe.harness.execute import REFERENCE, run_suite
+    from unipipe.harness.execute import REFERENCE, Placement, run_suite
     from unipipe.harness.report import SYMBOL, write_reports
     from unipipe.ir.errors import PipelineError
 
@@ -72,7 +73,7 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
                     console.print(f"{backend:>9} {case}", highlight=False)
 
         suite = run_suite(cases, names, out_dir / "work", jobs=jobs, shards=shards,
-                          on_event=on_event)
+                          on_event=on_event, placement=Placement(store, isolated))
         for b in names:
             progress.update(bars[b], description="done")
     suite.out_dir = out_dir

@@ -129,6 +129,32 @@ def backend_availability(label: str) -> _Availability:
     return _Availability(True, "", support)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a suite's runs keep their data and how they run (``conform --store/--isolated``).
+
+    ``store``: each (case, backend) gets its own prefix of this shared store, compiled into what
+    runs (as ``--store`` does for a user), instead of folders of the harness's machine.
+    ``isolated``: every task attempt runs in its own sandbox (see unipipe.harness.sandbox).
+    """
+
+    store: str | None = None
+    isolated: bool = False
+    suite_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+
+    def job_store(self, case: Case, backend: str, job_dir: Path) -> str | None:
+        """The case's store on ``backend``: a prefix of ``store``; for a ``store: shared`` case
+        without one, a folder of the job's own (shared by the processes of this machine)."""
+        if self.store is not None:
+            return f"{self.store}/{self.suite_id}/{case.id}/{backend.replace('@', '-')}"
+        if case.shared_store:
+            return f"file://{job_dir / 'store'}"
+        return None
+
+
+STORE_ENV = ("UNIPIPE_CACHE_URL", "UNIPIPE_ARTIFACT_URL", "UNIPIPE_STORE_URL")
+
+
 def _engine_env(lane: Path, job: Path) -> dict[str, str]:
     """Isolated homes: nothing a worker or its engine writes lands in the user's home."""
     return {
@@ -149,9 +175,11 @@ class _Runner:
     """Runs one case on one backend (a handful of worker subprocesses) and records everything."""
 
     def __init__(self, case: Case, backend: str, lane: Path, job_dir: Path,
-                 service_env: dict[str, str] | None = None):
+                 service_env: dict[str, str] | None = None, placement: Placement | None = None):
         self.case, self.backend, self.lane, self.dir = case, backend, lane, job_dir
         self.service_env = dict(service_env or {})
+        self.placement = placement or Placement()
+        self.store = self.placement.job_store(case, backend, job_dir)
 
     def _spawn(self, argv: list[str], env: dict[str, str], name: str,
                timeout: float) -> tuple[int | None, float]:
@@ -176,6 +204,9 @@ class _Runner:
         for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "AIRFLOW_CONFIG"):
             env.pop(key, None)
         env.update(_engine_env(self.lane, self.dir))
+        if self.store is not None:  # the compiled store is the only one: nothing overrides it
+            for key in STORE_ENV:
+                env.pop(key, None)
         env.update(self.service_env)
         env.update(receivers.env())
         env["UNIPIPE_TRACE_DIR"] = str(trace_dir)
@@ -196,7 +227,7 @@ class _Runner:
         job = {"mode": mode, "pipeline": self.case.pipeline, "backend": base, "extra": extra,
                "params": params, "run_id": f"{self.case.id}-{n}-{uuid.uuid4().hex[:8]}",
                "workdir": str(self.lane / "workdir"), "search_path": self.case.search_path(),
-               "out": str(self.dir / f"{name}.json")}
+               "out": str(self.dir / f"{name}.json"), "store": self.store}
         job_file = self.dir / f"{name}.job.json"
         job_file.write_text(json.dumps(job, indent=2))
         code, seconds = self._spawn([sys.executable, "-m", "unipipe.harness.worker",
@@ -220,6 +251,8 @@ class _Runner:
                 "--backend", self.backend, "--json"]
         for k, v in params.items():
             argv += ["--param", f"{k}={json.dumps(v)}"]
+        if self.store is not None:
+            argv += ["--store", self.store]
         code, seconds = self._spawn(argv, self._env(receivers, self.dir / f"trace-{n}"),
                                     f"cli-{n}", self.case.timeout)
         stderr = (self.dir / f"cli-{n}.stderr").read_text(errors="replace").strip()
@@ -351,7 +384,8 @@ ProgressFn = Callable[[str, str, str], None]  # (event "start"|"done", case id, 
 
 def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jobs: int = 2,
               shards: int = 1, on_event: ProgressFn | None = None,
-              reference: dict[str, dict[str, Any]] | None = None) -> Suite:
+              reference: dict[str, dict[str, Any]] | None = None,
+              placement: Placement | None = None) -> Suite:
     """Run ``cases`` on the reference runner and ``backends``; judge every pair.
 
     Each backend's cases run one after the other in a lane (``shards`` lanes per engine, each
@@ -416,7 +450,7 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
                 refusal = (decl is not None and decl.status == "unsupported") or \
                     bool(_unsupported_tags(case, a))
                 runner = _Runner(case, backend, home, out / "runs" / case.id / backend,
-                                 service_env)
+                                 service_env, placement)
                 raw = runner.run(refusal)
             with lock:
                 raws[(case.id, backend)] = raw

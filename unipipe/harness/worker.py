@@ -34,7 +34,9 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
             sys.path.insert(0, folder)
     start = time.time()
     try:
-        ir = load_ir(job["pipeline"])
+        from unipipe.store import with_store
+
+        ir = with_store(load_ir(job["pipeline"]), job.get("store"))
         backend = get_backend(job["backend"])
         if job["mode"] == "compile":
             from unipipe.compiler.driver import compile_ir

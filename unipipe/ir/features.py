@@ -36,6 +36,7 @@ class Feature(str, Enum):
     PIPELINE_ALERT = "pipeline_alert"
     SCHEDULE_CRON = "schedule.cron"
     SCHEDULE_INTERVAL = "schedule.interval"
+    SHARED_STORE = "store"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -119,4 +120,6 @@ def features_used(ir: Pipeline) -> list[Feature]:
             _alert_features(alert, out)
     if ir.schedule is not None:
         out.add(Feature.SCHEDULE_CRON if ir.schedule.cron else Feature.SCHEDULE_INTERVAL)
+    if ir.store is not None:
+        out.add(Feature.SHARED_STORE)
     return [f for f in Feature if f in out]

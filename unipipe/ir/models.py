@@ -243,6 +243,19 @@ class Pipeline(_Model):
     tags: tuple[str, ...] = ()
     module: str | None = None
     location: SourceLocation | None = None
+    #: the shared store (fsspec URL) every worker uses for artifacts, cache entries, attempt
+    #: markers and checkpoints; None = each machine's own local folder (one machine only).
+    #: Set by ``--store`` at compile/run/deploy time (unipipe.store.with_store), never a credential.
+    store: str | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from unipipe.store import check_store_url
+
+        return check_store_url(value)
 
     # ------------------------------------------------------------ helpers used by everyone
 
@@ -317,6 +330,8 @@ class Pipeline(_Model):
     def ir_hash(self) -> str:
         """sha256 of the canonical JSON (locations excluded: moving code does not change it)."""
         data = self.model_dump(mode="json")
+        if data.get("store") is None:  # pipelines without a store hash as they did before it
+            data.pop("store", None)
         _strip_locations(data)
         canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canon.encode()).hexdigest()

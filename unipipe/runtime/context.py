@@ -27,10 +27,10 @@ class TaskContext:
 
     def scratch_url(self) -> str:
         """A folder URL stable across the attempts of this task in this run (for checkpoints)."""
-        from unipipe.runtime.store import artifact_root
+        from unipipe.runtime.store import scratch_root
 
         suffix = f"-{self.map_index}" if self.map_index is not None else ""
-        return f"{artifact_root()}/scratch/{self.run_id}/{self.task_id}{suffix}"
+        return f"{scratch_root()}/{self.run_id}/{self.task_id}{suffix}"
 
 
 _CURRENT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

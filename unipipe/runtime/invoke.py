@@ -139,6 +139,7 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
                 emulate: Iterable[str] = (), fn: Callable[..., Any] | None = None) -> tuple[Any, bool]:
     """As :func:`invoke`, and also say whether the attempt was a cache hit."""
     emulate = set(emulate)
+    store.use(spec.get("store"))
     ctx = TaskContext(run_id=run_id, pipeline=spec["pipeline"], task_id=spec["id"],
                       attempt=attempt, max_attempts=max_attempts(spec), map_index=map_index,
                       backend=backend)

@@ -1,4 +1,5 @@
-"""Artifact and cache stores: fsspec URLs, a folder under the user's cache dir by default.
+"""Artifact and cache stores: fsspec URLs under one shared store prefix when the pipeline was
+compiled with ``--store`` (see :mod:`unipipe.store`), a folder under the user's cache dir otherwise.
 
 fsspec is imported only when a store is actually touched, so the shim stays cheap to import.
 """
@@ -21,12 +22,46 @@ def user_cache_dir() -> str:
     return os.path.join(base, "unipipe")
 
 
+# The shared store compiled into the running task's spec (``spec["store"]``), set by
+# :func:`use` at the start of each attempt; ``UNIPIPE_STORE_URL`` overrides it per worker.
+_COMPILED: str | None = None
+
+
+def use(url: str | None) -> None:
+    """Make ``url`` (the spec's compiled store, or None) the store of this process's attempts."""
+    global _COMPILED
+    _COMPILED = url or None
+
+
+def store_url() -> str | None:
+    """The shared store prefix in force: ``UNIPIPE_STORE_URL``, else the compiled one."""
+    return os.environ.get("UNIPIPE_STORE_URL") or _COMPILED
+
+
+def _root(env: str, sub: str) -> str:
+    """A specific override (``UNIPIPE_ARTIFACT_URL``/``UNIPIPE_CACHE_URL``), else the shared
+    store's sub-folder, else the folder under this machine's user cache dir."""
+    explicit = os.environ.get(env)
+    if explicit:
+        return explicit
+    shared = store_url()
+    return f"{shared.rstrip('/')}/{sub}" if shared else os.path.join(user_cache_dir(), sub)
+
+
 def artifact_root() -> str:
-    return os.environ.get("UNIPIPE_ARTIFACT_URL") or os.path.join(user_cache_dir(), "artifacts")
+    return _root("UNIPIPE_ARTIFACT_URL", "artifacts")
 
 
 def cache_root() -> str:
-    return os.environ.get("UNIPIPE_CACHE_URL") or os.path.join(user_cache_dir(), "cache")
+    return _root("UNIPIPE_CACHE_URL", "cache")
+
+
+def scratch_root() -> str:
+    """Attempt markers and checkpoints: ``<store>/scratch``, else next to the artifacts."""
+    shared = store_url()
+    if shared and not os.environ.get("UNIPIPE_ARTIFACT_URL"):
+        return f"{shared.rstrip('/')}/scratch"
+    return f"{artifact_root()}/scratch"
 
 
 def _fs(url: str) -> tuple[Any, str]:

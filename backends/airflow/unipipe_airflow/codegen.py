@@ -458,6 +458,8 @@ class DagWriter:
         else:
             takes_value = True
             how["path"] = list(source.path)
+        if self.ir.store is not None:  # large items are written to the shared store
+            how["store"] = self.ir.store
         doc = f"The list {task.id} fans out over, one item per mapped task instance."
         args = [cst.Arg(literal(how))]
         if takes_value:

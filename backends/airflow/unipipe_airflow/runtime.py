@@ -177,6 +177,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
     from unipipe.runtime import store
     from unipipe.runtime.invoke import invoke
 
+    store.use(spec.get("store"))  # a fan-out's items below are written to the same store
     now = _Try(context)
     # the generated spec leaves out what the context says: the pipeline (DAG id) and task id
     spec = {"pipeline": now.dag_id, "id": now.task_id, **spec}
@@ -248,6 +249,7 @@ def map_items(how: Mapping[str, Any], value: Any = None) -> list[Any]:
     """
     from unipipe.runtime import store
 
+    store.use(how.get("store"))
     now = _Try()
     if "literal" in how:
         items = how["literal"]

@@ -67,6 +67,8 @@ def support(d: Dialect) -> dict[F, Support]:
         F.PIPELINE_ALERT: N("DAG-level on_failure_callback / on_success_callback"),
         F.SCHEDULE_CRON: N("schedule='<cron>' with the schedule's timezone on start_date"),
         F.SCHEDULE_INTERVAL: N("schedule=timedelta(...)"),
+        F.SHARED_STORE: E("the store URL is compiled into each task spec; the shim keeps values "
+                          "over 64 KiB (XCom holds a pointer), cache entries and markers there"),
     }
     missing = set(F) - set(table)
     if missing:  # pragma: no cover - a new feature must be declared here

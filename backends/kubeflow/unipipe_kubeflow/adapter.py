@@ -32,10 +32,10 @@ def run_id() -> str:
 
 
 def _scratch(rid: str, task_id: str, map_index: int | None) -> str:
-    from unipipe.runtime.store import artifact_root
+    from unipipe.runtime.store import scratch_root
 
     suffix = f"-{map_index}" if map_index is not None else ""
-    return f"{artifact_root()}/scratch/{rid}/{task_id}{suffix}"
+    return f"{scratch_root()}/{rid}/{task_id}{suffix}"
 
 
 def _attempt(rid: str, task_id: str, map_index: int | None) -> int:
@@ -81,6 +81,7 @@ def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Ma
 
     if task_id is not None:
         spec = {**spec, "id": task_id}
+    store.use(spec.get("store"))  # the attempt counter and marker live in the shared store
 
     rid = run_id()
     iteration = os.environ.get("UNIPIPE_KFP_ITERATION")

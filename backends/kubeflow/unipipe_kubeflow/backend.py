@@ -67,6 +67,8 @@ SUPPORT: dict[Feature, Support] = {
     Feature.PIPELINE_ALERT: N("dsl.ExitHandler with a PipelineTaskFinalStatus exit task"),
     Feature.SCHEDULE_CRON: N("a recurring run (Client.create_recurring_run, 6-field cron) at deploy"),
     Feature.SCHEDULE_INTERVAL: N("a recurring run with interval_second at deploy"),
+    Feature.SHARED_STORE: E("compiled into each component's spec: values over 64 KiB, cache "
+                            "entries, the attempt counter and the non-retryable marker live there"),
 }
 
 

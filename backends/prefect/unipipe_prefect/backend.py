@@ -66,6 +66,9 @@ def _support() -> dict[Feature, Support]:
         Feature.PIPELINE_ALERT: N("flow on_failure / on_completion hooks"),
         Feature.SCHEDULE_CRON: N("deployment schedules: cron"),
         Feature.SCHEDULE_INTERVAL: N("deployment schedules: interval"),
+        Feature.SHARED_STORE: N("the flow's result_storage is a remote-file-system block on the "
+                                "store (Prefect's cache hits across containers); the shim keeps "
+                                "large values there too"),
     }
 
 
@@ -143,7 +146,7 @@ class Backend:
         names = flowgen.Names(ir)
         cmd = [sys.executable, "-m", "unipipe_prefect.driver",
                str(flows / flowgen.module_filename(ir)), names.flow_fn,
-               json.dumps(params), str(report_path)]
+               json.dumps(params), str(report_path), *([ir.store] if ir.store else [])]
         log = workdir / f"{run_id}.log"
         if os.environ.get("UNIPIPE_PREFECT_FORKSERVER", "1") != "0":
             from unipipe_prefect import forkserver
@@ -181,6 +184,19 @@ class Backend:
             yield {"PREFECT_API_URL": server.api_url}
         finally:
             server.stop()
+
+    # ------------------------------------------------------------ shared store (deploy)
+
+    def store_block(self, store: str) -> tuple[str, str]:
+        """(slug, basepath) of the result-storage block a flow compiled for ``store`` names."""
+        from unipipe_prefect.storage import block_slug, results_url
+
+        return block_slug(store), results_url(store)
+
+    def save_store_block(self, store: str) -> str:
+        from unipipe_prefect.storage import save_block
+
+        return save_block(store)
 
     def forkserver_env(self) -> dict[str, str]:
         """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""

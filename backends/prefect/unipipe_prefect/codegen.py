@@ -371,6 +371,10 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
     stmts.append(cst.SimpleStatementLine([cst.Return(ret)]))
 
     kwargs: list[tuple[str, cst.BaseExpression]] = [("name", codegen.literal(ir.name))]
+    if ir.store is not None:  # results (and Prefect's cache) on the shared store: storage.py
+        from unipipe_prefect.storage import block_slug
+
+        kwargs.append(("result_storage", codegen.literal(block_slug(ir.store))))
     if "failure" in events:
         kwargs.append(("on_failure", cst.List([cst.Element(cst.Name("pipeline_alerts"))])))
     if "success" in events:

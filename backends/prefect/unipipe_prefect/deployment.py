@@ -69,7 +69,9 @@ def schedules(ir: Pipeline) -> list[dict[str, Any]]:
 def deployment_config(ir: Pipeline, *, entrypoint: str, work_pool: str = DEFAULT_WORK_POOL,
                       work_pool_type: str = "process",
                       results_path: str = DEFAULT_RESULTS_PATH) -> dict[str, Any]:
-    job_variables: dict[str, Any] = {"env": {
+    # with a shared store the flow names its result storage block (storage.py); without one,
+    # results go to a folder of the worker's machine
+    job_variables: dict[str, Any] = {} if ir.store else {"env": {
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": results_path,
     }}
     imgs = sorted(images(ir))

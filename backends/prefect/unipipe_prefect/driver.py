@@ -1,6 +1,6 @@
 """Run a generated flow in this process and report what Prefect recorded (used by ``Backend.run``).
 
-``python -m unipipe_prefect.driver FLOW_FILE FLOW_FUNCTION PARAMS_JSON REPORT_PICKLE``
+``python -m unipipe_prefect.driver FLOW_FILE FLOW_FUNCTION PARAMS_JSON REPORT_PICKLE [STORE]``
 
 The flow runs against ``PREFECT_API_URL``; afterwards its task runs are read back through the
 Prefect client (``read_task_runs`` filtered on the flow run) with their states, run counts and
@@ -68,9 +68,13 @@ def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str,
 
 
 def main(argv: list[str]) -> int:
-    flow_file, function, params_json, report_path = argv
+    flow_file, function, params_json, report_path, *store = argv
     report: dict[str, Any] = {"ok": False}
     try:
+        if store:  # the flow's result storage names this block: it must exist on the server
+            from unipipe_prefect.storage import save_block
+
+            save_block(store[0])
         flow_fn = _load_flow(flow_file, function)
         params = json.loads(params_json)
         state = flow_fn(**params, return_state=True)

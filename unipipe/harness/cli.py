@@ -25,6 +25,16 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
     from unipipe.harness.report import SYMBOL, write_reports
     from unipipe.ir.errors import PipelineError
 
+    from unipipe.harness.execute import ISOLATED_BACKENDS
+
+    if isolated:
+        lacking = [b for b in backends if b != REFERENCE and b not in ISOLATED_BACKENDS]
+        if lacking:
+            console.print(f"[bold red]error:[/] --isolated runs on {', '.join(ISOLATED_BACKENDS)} "
+                          f"only so far: {', '.join(lacking)} cannot put each attempt in a sandbox "
+                          f"yet (their isolated lanes, Celery workers and Prefect workers in "
+                          f"sandboxes, are not built)")
+            return 2
     known = available()
     unknown = [b for b in backends if b.partition("@")[0] not in known
                and b.partition("@")[0] not in ("airflow", "prefect", "kubeflow")]

@@ -154,6 +154,9 @@ class Placement:
 
 STORE_ENV = ("UNIPIPE_CACHE_URL", "UNIPIPE_ARTIFACT_URL", "UNIPIPE_STORE_URL")
 
+#: backends whose runs can put every attempt in a sandbox (``conform --isolated``)
+ISOLATED_BACKENDS = ("kubeflow",)
+
 
 def _engine_env(lane: Path, job: Path) -> dict[str, str]:
     """Isolated homes: nothing a worker or its engine writes lands in the user's home."""
@@ -224,6 +227,8 @@ class _Runner:
         trace_dir = self.dir / f"trace-{n}"
         name = f"{mode}-{n}"
         base, extra = split_label(self.backend)
+        if self.placement.isolated and self.backend != REFERENCE:
+            extra = {**extra, "isolated": True}  # every attempt in a sandbox of its own
         job = {"mode": mode, "pipeline": self.case.pipeline, "backend": base, "extra": extra,
                "params": params, "run_id": f"{self.case.id}-{n}-{uuid.uuid4().hex[:8]}",
                "workdir": str(self.lane / "workdir"), "search_path": self.case.search_path(),

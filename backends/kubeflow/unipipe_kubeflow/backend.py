@@ -187,11 +187,29 @@ class Backend:
             [*options.search_path, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
         env.setdefault("UNIPIPE_TRACE_DIR", str(pipeline_root / run_id / "trace"))
         env.pop("UNIPIPE_KFP_ATTEMPT", None)
-        executor = SpecExecutor(yaml_path, pipeline_root=pipeline_root, run_id=run_id, env=env)
+        code = None
+        if options.extra.get("isolated"):
+            code = self._publish_code(ir, options, pipeline_root / run_id / "code")
+            # a pod has none of this machine's folders: not the checkout, not the compile output
+            env.pop("PYTHONPATH", None)
+        executor = SpecExecutor(yaml_path, pipeline_root=pipeline_root, run_id=run_id, env=env,
+                                code_url=code)
         record = executor.run(kfp_arguments(ir, values))
         from unipipe_kubeflow.results import build_result
 
         return build_result(ir, record, values, trace_dir=env["UNIPIPE_TRACE_DIR"])
+
+    def _publish_code(self, ir: Pipeline, options: RunOptions, folder: Path) -> str:
+        """Build the pipeline's code package and publish it to the shared store (isolated runs:
+        each component then gets the code from there only)."""
+        from unipipe import sandbox
+        from unipipe.deploy.package import build_code_package
+
+        if ir.store is None:
+            raise ValueError("an isolated run needs a shared store (--store): in a sandbox the "
+                             "store is the only medium a task shares with another")
+        package = build_code_package(ir, options.search_path, folder, backends=[self.name])
+        return sandbox.publish_code(package, ir.store)
 
 
 __all__ = ["Backend", "SUPPORT"]

@@ -238,7 +238,9 @@ class CacheDB:
 class SpecExecutor:
     def __init__(self, spec_path: str | Path, *, pipeline_root: str | Path, run_id: str | None = None,
                  env: dict[str, str] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, code_url: str | None = None):
+        """``code_url``: launch every component in its own sandbox (:mod:`unipipe.sandbox`), as a
+        pod of its own, with the pipeline's code only from the code package published there."""
         import yaml
 
         docs = [d for d in yaml.safe_load_all(Path(spec_path).read_text()) if d]
@@ -259,6 +261,8 @@ class SpecExecutor:
         self.cache = CacheDB(self.pipeline_root / "kfp-cache.sqlite3")
         self.executions: list[Execution] = []
         self.run_dir = self.pipeline_root / self.run_id
+        self.code_url = code_url
+        self._wheels: dict[str, bytes] | None = None  # fetched from the store once per run
 
     # ------------------------------------------------------------ entry
 
@@ -458,14 +462,28 @@ class SpecExecutor:
             pipeline_resource_name=f"{self.pipeline}-{self.run_id}",
             task_resource_name=task_resource, pipeline_root=str(self.pipeline_root),
             unique_pipeline_id=self.run_id)
-        command = replace_python_executable(command, sys.executable)
-        # The component's /tmp, as a container has its own: KFP's command writes the component
-        # source to `mktemp -d` (a folder per launch that nothing removes outside a container).
-        scratch = Path(task_root) / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
         env = dict(self.env, UNIPIPE_RUN_ID=self.run_id, UNIPIPE_KFP_ATTEMPT=str(attempt),
-                   UNIPIPE_KFP_ITERATION=str(iterations[-1]) if iterations else "",
-                   TMPDIR=str(scratch))
+                   UNIPIPE_KFP_ITERATION=str(iterations[-1]) if iterations else "")
+        box = None
+        if self.code_url is not None:
+            # A pod of its own: the launcher stages the code package into the sandbox (as an
+            # init container would); HOME, TMPDIR and the working folder are the sandbox's.
+            from unipipe import sandbox
+
+            if self._wheels is None:
+                self._wheels = sandbox.fetch_code(self.code_url)
+            box = sandbox.make(self.run_dir / "sandboxes" / task_resource, self._wheels)
+            command = replace_python_executable(command, str(box.python))
+            env = box.env(env)
+            scratch, cwd = box.tmp, str(box.work)
+        else:
+            command = replace_python_executable(command, sys.executable)
+            # The component's /tmp, as a container has its own: KFP's command writes the
+            # component source to `mktemp -d` (a folder per launch that nothing removes
+            # outside a container).
+            scratch, cwd = Path(task_root) / "tmp", None
+            scratch.mkdir(parents=True, exist_ok=True)
+            env["TMPDIR"] = str(scratch)
         log_path = self.run_dir / "logs" / f"{task_resource}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         deadline = self.deadlines.get(label)
@@ -473,7 +491,7 @@ class SpecExecutor:
         timed_out = False
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
             try:
                 code: int | None = proc.wait(timeout=deadline)
             except subprocess.TimeoutExpired:
@@ -483,7 +501,7 @@ class SpecExecutor:
                 except ProcessLookupError:
                     pass
                 code = proc.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(box.root if box is not None else scratch, ignore_errors=True)
         launch = Launch(attempt, start, time.time(), code, timed_out, str(log_path))
         outputs: dict[str, Any] = {}
         if code == 0 and not timed_out:

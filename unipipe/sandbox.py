@@ -1,0 +1,129 @@
+"""Many machines on one: a sandbox per task attempt (``unipipe conform --isolated``).
+
+A sandbox is what a fresh pod or a worker on another machine gives a task: its own HOME,
+TMPDIR, XDG folders and working folder, an interpreter that has the engine's third-party
+packages (the "image") but neither unipipe nor the user's modules from this checkout, and the
+pipeline's code only from its code package (:mod:`unipipe.deploy.package`), fetched from the
+shared store. The store is the only medium the attempt shares with any other.
+
+How the interpreter is cut off from the checkout: the workspace installs unipipe and its
+backends editable, through ``.pth`` files in site-packages. The sandbox's ``python3`` runs the
+same interpreter with ``-S`` (no ``site``: no ``.pth`` file is processed, no user site) and
+``PYTHONPATH`` = the unpacked code package, then the interpreter's site-packages folders. So
+``import unipipe`` finds the package's copy or nothing.
+
+What a sandbox cannot do here: deny reads by absolute path (no container, no mount namespace).
+A task that opens a file of the compiling machine by an absolute path would still find it; a
+task that reads a file next to its module, in its working folder, or under HOME does not.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import shutil
+import sys
+import sysconfig
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: variables a sandbox never inherits: they would point it at the harness's machine
+_DROP = ("UNIPIPE_CACHE_URL", "UNIPIPE_ARTIFACT_URL", "UNIPIPE_STORE_URL", "PYTHONHOME",
+         "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV", "OLDPWD")
+
+
+def code_url(store: str, digest: str) -> str:
+    return f"{store.rstrip('/')}/code/{digest}"
+
+
+def publish_code(package: object, store: str) -> str:
+    """Upload the code package's wheels to ``<store>/code/<digest>/`` (once: content-addressed)
+    and return that folder's URL."""
+    import fsspec
+
+    url = code_url(store, package.digest)  # type: ignore[attr-defined]
+    fs, root = fsspec.core.url_to_fs(url)
+    for wheel in package.wheels:  # type: ignore[attr-defined]
+        path = f"{root}/{wheel.name}"
+        if not fs.exists(path):
+            fs.pipe_file(path, wheel.read_bytes())
+    return url
+
+
+def fetch_code(url: str) -> dict[str, bytes]:
+    """The wheels under a published code package URL: name -> bytes."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    names = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".whl"))
+    if not names:
+        raise FileNotFoundError(f"no code package at {url}")
+    return {p.rsplit("/", 1)[-1]: fs.cat_file(p) for p in names}
+
+
+def engine_site_packages() -> list[str]:
+    """The interpreter's own site-packages folders (the engine's packages, as in an image)."""
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys(paths[k] for k in ("purelib", "platlib")))
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    root: Path
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def site(self) -> Path:
+        return self.root / "site"
+
+    @property
+    def python(self) -> Path:
+        """``python3`` of the sandbox: this interpreter without ``site`` (see the module doc)."""
+        return self.root / "bin" / "python3"
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in base.items() if k not in _DROP}
+        env.update({
+            "HOME": str(self.home), "TMPDIR": str(self.tmp), "TMP": str(self.tmp),
+            "TEMP": str(self.tmp), "XDG_CACHE_HOME": str(self.home / ".cache"),
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local" / "share"), "PWD": str(self.work),
+            "PYTHONPATH": os.pathsep.join([str(self.site), *engine_site_packages()]),
+            "PYTHONNOUSERSITE": "1", "UNIPIPE_SANDBOX": str(self.root),
+        })
+        env["PATH"] = os.pathsep.join([str(self.python.parent), base.get("PATH", os.defpath)])
+        return env
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make(root: Path, wheels: Mapping[str, bytes]) -> Sandbox:
+    """A fresh sandbox at ``root`` with the code package's wheels unpacked into its site folder
+    (pure-Python wheels: unpacking is installing, as ``pip install --target`` would)."""
+    box = Sandbox(Path(root))
+    if box.root.exists():
+        shutil.rmtree(box.root)
+    for d in (box.home, box.tmp, box.work, box.site, box.python.parent):
+        d.mkdir(parents=True)
+    for data in wheels.values():
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            zf.extractall(box.site)
+    box.python.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -S \"$@\"\n")
+    box.python.chmod(0o755)
+    (box.python.parent / "python").symlink_to("python3")
+    return box

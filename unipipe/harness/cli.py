@@ -21,11 +21,9 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
 
     from unipipe.compiler.registry import available
     from unipipe.harness.cases import CaseError, check_tags, discover
-    from unipipe.harness.execute import REFERENCE, Placement, run_suite
+    from unipipe.harness.execute import ISOLATED_BACKENDS, REFERENCE, Placement, run_suite
     from unipipe.harness.report import SYMBOL, write_reports
     from unipipe.ir.errors import PipelineError
-
-    from unipipe.harness.execute import ISOLATED_BACKENDS
 
     if isolated:
         lacking = [b for b in backends if b != REFERENCE and b not in ISOLATED_BACKENDS]

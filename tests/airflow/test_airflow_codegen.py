@@ -16,6 +16,7 @@ from unipipe_airflow.dagbag import load
 import unipipe as up
 from unipipe.compiler.diagnostics import Status, UnsupportedFeature
 from unipipe.ir.features import Feature
+from unipipe.store import with_store
 
 GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "airflow"
 CASES = {
@@ -28,6 +29,8 @@ CASES = {
     # the celery executor profile (MWAA, Composer): tasks with resources/image are plain @task
     "ml-training-celery": (ml_training.training, "3.3", {"airflow_executor": "celery"}),
     "pod-tasks-celery": (pa.pod_tasks, "3.3", {"airflow_executor": "celery"}),
+    # a shared store: in every task spec and in the fan-out's items function
+    "fanout-store": (with_store(up.load(features.fanout), "s3://unipipe-store/runs"), "3.3"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,

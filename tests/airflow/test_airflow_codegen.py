@@ -215,7 +215,7 @@ def test_celery_and_local_profiles_never_make_a_pod_and_say_what_is_not_honoured
                      ("warning", "resources.gpu", "task 'in_a_pod' asks for 1 GPU"),
                      ("warning", "image", "task 'in_a_pod' asks for image 'python"),
                      ("warning", "image", "task 'image_only' asks for image 'ghcr.io/example/worker")}
-    assert all("NOT honoured" in d.message for d in result.diagnostics if d.feature.value != "retry.backoff")
+    assert all("NOT honoured" in d.message for d in result.diagnostics if d.feature.value not in ("retry.backoff", "store"))
 
 
 def test_the_kubernetes_profile_is_the_default_and_unknown_profiles_are_refused(tmp_path):

@@ -144,6 +144,11 @@ class Backend:
         env = self.run_env(workdir, options, run_id)
         report_path = workdir / f"{run_id}.report.pickle"
         names = flowgen.Names(ir)
+        if options.extra.get("isolated"):  # workers in sandboxes run a deployment: isolated.py
+            from unipipe_prefect import isolated
+
+            return isolated.run(self, ir, options, params, workdir,
+                                flows / flowgen.module_filename(ir), names.flow_fn, run_id, env)
         cmd = [sys.executable, "-m", "unipipe_prefect.driver",
                str(flows / flowgen.module_filename(ir)), names.flow_fn,
                json.dumps(params), str(report_path), *([ir.store] if ir.store else [])]

@@ -49,7 +49,7 @@ def _wait_flow_run(client: Any, flow_run_id: Any, timeout: float) -> Any:
         if time.monotonic() > deadline:
             raise TimeoutError(f"flow run {flow_run_id} not final after {timeout:g}s "
                                f"(state {fr.state.name if fr.state else None}); no worker ran it?")
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def _settled_task_runs(client: Any, flow_run_id: Any, timeout: float = 60.0) -> list[Any]:
@@ -69,7 +69,7 @@ def _settled_task_runs(client: Any, flow_run_id: Any, timeout: float = 60.0) -> 
         if (final and seen == last) or time.monotonic() > deadline:
             return runs
         last = seen if final else None
-        time.sleep(0.3)
+        time.sleep(0.2)
 
 
 def _values(url: str, flow_run_id: Any) -> dict[str, Any]:

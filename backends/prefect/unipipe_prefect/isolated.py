@@ -113,12 +113,6 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
     if ir.store is None:
         raise ValueError("an isolated run needs a shared store (--store): in a sandbox the "
                          "store is the only medium a task shares with another")
-    package = build_code_package(ir, options.search_path, workdir / "code",
-                                 backends=[backend.name])
-    wheels = {w.name: w.read_bytes() for w in package.wheels}
-    sandbox.publish_code(package, ir.store)
-    code_url = publish_tree(ir.store, package.digest, code_tree(wheels, flow_file))
-
     pool = f"unipipe-{run_id}"
     values_url = f"{ir.store.rstrip('/')}/prefect-values/{run_id}"
     # the flow run inherits the worker's environment (prefect/workers/process.py
@@ -127,6 +121,17 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
             if k not in ("PYTHONPATH", "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_HOME")}
     wenv.update({"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
                  "PREFECT_LOGGING_LEVEL": "INFO", VALUES_URL_ENV: values_url})
+    # the workers start (about 4 s to import Prefect's CLI) while the code is packaged
+    workers = start_workers(workdir, pool, wenv)
+    try:
+        package = build_code_package(ir, options.search_path, workdir / "code",
+                                     backends=[backend.name])
+        wheels = {w.name: w.read_bytes() for w in package.wheels}
+        sandbox.publish_code(package, ir.store)
+        code_url = publish_tree(ir.store, package.digest, code_tree(wheels, flow_file))
+    except BaseException:
+        stop_workers(workers)
+        raise
     spec = {"store": ir.store, "pool": pool, "flow_name": ir.name, "deployment": run_id,
             "entrypoint": f"{flow_file.name}:{flow_fn}", "code_url": code_url,
             "params": params, "values_url": values_url, "timeout": options.extra.get("timeout", 1800)}
@@ -138,7 +143,6 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
     denv["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]),
          *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
-    workers = start_workers(workdir, pool, wenv)
     try:
         with open(log, "wb") as out:
             rc = subprocess.run([sys.executable, "-m", "unipipe_prefect.deployed",

@@ -203,6 +203,26 @@ class Backend:
 
         return save_block(store)
 
+    def code_tree(self, ir: Pipeline, search_path: Any, folder: Path,
+                  compiled: dict[str, bytes]) -> tuple[str, dict[str, bytes]]:
+        """(URL, files) of the pipeline's code tree on ``ir.store``: the code package's wheels
+        unpacked, ``compiled`` (relative path -> bytes) at the root (``isolated.package_tree``)."""
+        from unipipe_prefect.isolated import package_tree
+
+        url, files, _ = package_tree(ir, search_path, folder, compiled)
+        return url, files
+
+    def upload_code_tree(self, url: str, files: dict[str, bytes]) -> str:
+        from unipipe_prefect.isolated import upload_tree
+
+        return "uploaded" if upload_tree(url, files) else "already there"
+
+    def pull_steps(self, code_url: str) -> list[dict[str, Any]]:
+        """The deployment pull step that copies the code tree into the flow run's folder."""
+        from unipipe_prefect.deployed import pull_steps
+
+        return pull_steps(code_url)
+
     def forkserver_env(self) -> dict[str, str]:
         """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

@@ -39,36 +39,54 @@ from unipipe.result import RunResult
 WORKERS = 2
 
 
-def code_tree(wheels: dict[str, bytes], flow_file: Path) -> dict[str, bytes]:
+def code_tree(wheels: dict[str, bytes], compiled: dict[str, bytes]) -> dict[str, bytes]:
     """The files of the code tree: the wheels unpacked (installing a pure-Python wheel is
-    unpacking it) and the flow file at the root."""
+    unpacking it) and the compiled files (the flow) at the root."""
     files: dict[str, bytes] = {}
     for data in wheels.values():
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             for info in zf.infolist():
                 if not info.is_dir():
                     files[info.filename] = zf.read(info)
-    files[flow_file.name] = flow_file.read_bytes()
+    files.update(compiled)
     return files
 
 
-def publish_tree(store: str, digest: str, files: dict[str, bytes]) -> str:
-    """Upload the tree to ``<store>/code/<digest>/prefect-<hash>`` once; its URL."""
-    import fsspec
-
+def tree_url(store: str, digest: str, files: dict[str, bytes]) -> str:
+    """``<store>/code/<digest>/prefect-<hash of the files>``: content-addressed."""
     from unipipe import sandbox
 
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    url = f"{sandbox.code_url(store, digest)}/prefect-{h.hexdigest()[:12]}"
+    return f"{sandbox.code_url(store, digest)}/prefect-{h.hexdigest()[:12]}"
+
+
+def upload_tree(url: str, files: dict[str, bytes]) -> bool:
+    """Upload the tree to ``url`` unless it is complete there already; whether it uploaded."""
+    import fsspec
+
     fs, root = fsspec.core.url_to_fs(url)
     marker = f"{root}.complete"  # written last: a tree without it is (re)uploaded
-    if not fs.exists(marker):
-        for name, data in files.items():
-            fs.pipe_file(f"{root}/{name}", data)
-        fs.pipe_file(marker, b"")
-    return url
+    if fs.exists(marker):
+        return False
+    for name, data in files.items():
+        fs.pipe_file(f"{root}/{name}", data)
+    fs.pipe_file(marker, b"")
+    return True
+
+
+def package_tree(ir: Pipeline, search_path: Any, folder: Path,
+                 compiled: dict[str, bytes]) -> tuple[str, dict[str, bytes], Any]:
+    """Build the code package (wheels of unipipe, this backend and the user's modules) and the
+    code tree with ``compiled`` at its root: (the tree's URL on ``ir.store``, its files, the
+    package)."""
+    from unipipe.deploy.package import build_code_package
+
+    assert ir.store is not None
+    package = build_code_package(ir, search_path, folder, backends=["prefect"])
+    files = code_tree({w.name: w.read_bytes() for w in package.wheels}, compiled)
+    return tree_url(ir.store, package.digest, files), files, package
 
 
 def start_workers(workdir: Path, pool: str, env: dict[str, str]) -> list[tuple[Any, Any, Path]]:
@@ -106,7 +124,6 @@ def stop_workers(started: list[tuple[Any, Any, Path]]) -> None:
 def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdir: Path,
         flow_file: Path, flow_fn: str, run_id: str, env: dict[str, str]) -> RunResult:
     from unipipe import sandbox
-    from unipipe.deploy.package import build_code_package
     from unipipe_prefect.results import build_result
     from unipipe_prefect.runtime import VALUES_URL_ENV
 
@@ -124,11 +141,10 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
     # the workers start (about 4 s to import Prefect's CLI) while the code is packaged
     workers = start_workers(workdir, pool, wenv)
     try:
-        package = build_code_package(ir, options.search_path, workdir / "code",
-                                     backends=[backend.name])
-        wheels = {w.name: w.read_bytes() for w in package.wheels}
+        code_url, files, package = package_tree(ir, options.search_path, workdir / "code",
+                                                {flow_file.name: flow_file.read_bytes()})
         sandbox.publish_code(package, ir.store)
-        code_url = publish_tree(ir.store, package.digest, code_tree(wheels, flow_file))
+        upload_tree(code_url, files)
     except BaseException:
         stop_workers(workers)
         raise

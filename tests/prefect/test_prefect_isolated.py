@@ -51,8 +51,9 @@ def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3
     assert result.state == "success", result.tasks
     seen = result.output
     sandbox = Path(seen["sandbox"])
-    assert sandbox.parent == tmp_path / "sandboxes"
+    assert sandbox.parent == tmp_path / "sandboxes" / result.run_id
     assert sandbox.name in ("worker-1", "worker-2")
+    assert not sandbox.exists()  # gone with the "machine"
     # the flow run's working folder: a temporary folder of the worker's sandbox, into which the
     # pull step copied the code tree (<bucket>/store/code/<digest>/prefect-<hash>)
     cwd = Path(seen["cwd"])

@@ -14,8 +14,8 @@ on one, as a Prefect work pool of process workers on other machines would run a 
   measurement channel, as on the Kubeflow lane).
 - The RunResult comes from Prefect's records (``deployed`` + ``results.build_result``).
 
-The workers are started per run (about 4-6 s of the run's wall time, in parallel with the
-deployment's creation) and stopped after it: every run, the second of a cached case included,
+The workers are started per run (about 4 s to import Prefect's CLI, while the code is packaged
+and published; 1 s to stop them) and stopped after it: every run, the second of a cached case included,
 meets workers that have never seen the pipeline, so a cache hit is always served across sandboxes.
 """
 
@@ -26,6 +26,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,15 +90,17 @@ def package_tree(ir: Pipeline, search_path: Any, folder: Path,
     return tree_url(ir.store, package.digest, files), files, package
 
 
-def start_workers(workdir: Path, pool: str, env: dict[str, str]) -> list[tuple[Any, Any, Path]]:
+def start_workers(boxes: Path, pool: str, env: dict[str, str]) -> list[tuple[Any, Any, Path]]:
+    """``WORKERS`` process workers on ``pool``, each in a fresh sandbox under ``boxes``; their logs
+    next to ``boxes``."""
     from unipipe import sandbox
 
     started = []
     for i in range(1, WORKERS + 1):
-        box = sandbox.make(workdir / "sandboxes" / f"worker-{i}", {})
+        box = sandbox.make(boxes / f"worker-{i}", {})
         wenv = box.env(env)
         wenv["PREFECT_HOME"] = str(box.home / ".prefect")
-        log = workdir / f"worker-{i}.log"
+        log = boxes.parent / f"{boxes.name}.worker-{i}.log"
         out = open(log, "wb")
         proc = subprocess.Popen(
             [str(box.python), "-m", "prefect", "worker", "start", "--pool", pool, "--type",
@@ -139,7 +142,8 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
     wenv.update({"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
                  "PREFECT_LOGGING_LEVEL": "INFO", VALUES_URL_ENV: values_url})
     # the workers start (about 4 s to import Prefect's CLI) while the code is packaged
-    workers = start_workers(workdir, pool, wenv)
+    boxes = workdir / "sandboxes" / run_id  # a run's own: the lane's runs share its workdir
+    workers = start_workers(boxes, pool, wenv)
     try:
         code_url, files, package = package_tree(ir, options.search_path, workdir / "code",
                                                 {flow_file.name: flow_file.read_bytes()})
@@ -175,6 +179,6 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
     if not report.get("ok"):
         raise RuntimeError(f"the isolated Prefect flow run did not finish:\n"
                            f"{report.get('error')}\n{tails}")
-    report["workers"] = [w[2].name for w in workers]
+    shutil.rmtree(boxes, ignore_errors=True)  # gone with the "machines" (kept on an error)
     return build_result(ir, report, run_id=run_id, params=params,
                         trace_dir=env["UNIPIPE_TRACE_DIR"])

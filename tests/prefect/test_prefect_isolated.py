@@ -22,9 +22,15 @@ def moto(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "tests"))
     from deploy.standins import moto_s3
 
+    import s3fs
+
+    # fsspec keeps one S3FileSystem per argument set, bound to the endpoint of its time: a moto
+    # server of another test module would be asked (and one of ours after it stops)
+    s3fs.S3FileSystem.clear_instance_cache()
     server = moto_s3(tmp_path_factory.mktemp("moto"))
     yield server
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture

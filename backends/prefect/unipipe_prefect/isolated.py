@@ -106,7 +106,9 @@ def start_workers(boxes: Path, pool: str, env: dict[str, str]) -> list[tuple[Any
             [str(box.python), "-m", "prefect", "worker", "start", "--pool", pool, "--type",
              "process", "--name", f"{pool}-worker-{i}"],
             env=wenv, cwd=str(box.work), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            # in the caller's process group: the harness kills a case past its time limit by
+            # its group, and the workers with it
+            stdin=subprocess.DEVNULL)
         started.append((proc, out, log))
     return started
 
@@ -114,12 +116,12 @@ def start_workers(boxes: Path, pool: str, env: dict[str, str]) -> list[tuple[Any
 def stop_workers(started: list[tuple[Any, Any, Path]]) -> None:
     for proc, _out, _log in started:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
     for proc, out, _log in started:
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
         out.close()
 
@@ -165,15 +167,25 @@ def run(backend: Any, ir: Pipeline, options: Any, params: dict[str, Any], workdi
          *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     try:
         with open(log, "wb") as out:
-            rc = subprocess.run([sys.executable, "-m", "unipipe_prefect.deployed",
-                                 str(spec_path), str(report_path)], env=denv, cwd=str(workdir),
-                                stdout=out, stderr=subprocess.STDOUT).returncode
+            proc = subprocess.Popen([sys.executable, "-m", "unipipe_prefect.deployed",
+                                     str(spec_path), str(report_path)], env=denv,
+                                    cwd=str(workdir), stdout=out, stderr=subprocess.STDOUT)
+            while True:
+                try:
+                    rc = proc.wait(timeout=1)
+                    break
+                except subprocess.TimeoutExpired:
+                    if all(w[0].poll() is not None for w in workers):  # nobody can run it
+                        proc.kill()
+                        rc = proc.wait()
+                        break
     finally:
         stop_workers(workers)
     tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                       for p in [log, *[w[2] for w in workers]] if p.exists())
     if not report_path.exists():
-        raise RuntimeError(f"the Prefect deployment process failed (exit {rc}):\n{tails}")
+        raise RuntimeError(f"the Prefect deployment process failed (exit {rc}; workers' exits "
+                           f"{[w[0].returncode for w in workers]}):\n{tails}")
     with open(report_path, "rb") as fh:
         report = pickle.load(fh)
     if not report.get("ok"):

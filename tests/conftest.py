@@ -59,3 +59,13 @@ def clean_env():
     """Environment for engine subprocesses: ours, minus anything pointing at the user's home."""
     env = dict(os.environ)
     return env
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A real moto S3 server on 127.0.0.1 for the session (deploys, shared stores)."""
+    from deploy.standins import moto_s3
+
+    server = moto_s3(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()

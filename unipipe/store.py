@@ -63,8 +63,10 @@ def check_store_url(url: str) -> str:
                          f"s3, gs, gcs, file, abfs, ...)")
     if protocol in _NOT_SHARED:
         raise StoreError(f"store {url!r}: {_NOT_SHARED[protocol]}")
-    if protocol == "file" and not parts.path.startswith("/"):
-        raise StoreError(f"store {url!r}: a file:// store needs an absolute path")
+    if protocol == "file" and (parts.netloc not in ("", "localhost")
+                               or not parts.path.startswith("/")):
+        raise StoreError(f"store {url!r}: a file:// store needs an absolute path "
+                         f"(file:///shared/folder)")
     if protocol != "file" and not parts.netloc:
         raise StoreError(f"store {url!r} names no bucket or container")
     return url.rstrip("/")

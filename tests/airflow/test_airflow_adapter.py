@@ -56,6 +56,36 @@ def test_a_pod_tasks_verdict_reaches_the_workers_retry_policy(isolated_stores):
                           context=worker).action.value == "retry"
 
 
+def test_with_a_shared_store_the_pod_verdict_is_read_from_the_store(isolated_stores, tmp_path,
+                                                                   monkeypatch):
+    """The pod writes its verdict under <store>/scratch; the worker's policy (another process,
+    outside any task body) finds it there because the compiled policy names the store."""
+    from unipipe.runtime import store
+
+    for name in ("UNIPIPE_CACHE_URL", "UNIPIPE_ARTIFACT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    shared = (tmp_path / "shared").as_uri()
+    retry = {"max_retries": 3, "fail_on": ["builtins:ValueError"]}
+    spec = {"fn": "pipelines.features:bad_value", "retry": retry, "retry_policy": True,
+            "store": shared}
+    context = json.dumps({"run_id": "r2", "dag_id": "pods", "task_id": "bad_value",
+                          "try_number": 1, "map_index": -1, "params": {}})
+    try:
+        with pytest.raises(ValueError):
+            run_task(spec, context=context)
+        assert list((tmp_path / "shared" / "scratch").rglob("unipipe-not-retried-1.json"))
+        store.use(None)  # the worker's process: nothing ran a task body there
+        worker = {"ti": _TI(), "run_id": "r2"}
+        pod_failed = RuntimeError("Pod bad-value-x returned a failure")
+        assert retry_decision({**retry, "store": shared}, pod_failed, 1, pod=True,
+                              context=worker).action.value == "fail"
+        store.use(None)
+        assert retry_decision(retry, pod_failed, 1, pod=True,  # another store: no verdict
+                              context=worker).action.value == "retry"
+    finally:
+        store.use(None)
+
+
 def test_gate_compares_a_bool_and_refuses_anything_else():
     assert condition(True) is True
     assert condition({"ok": False}, path=["ok"], expect=False) is True

@@ -16,6 +16,7 @@ from unipipe_airflow.dagbag import load
 import unipipe as up
 from unipipe.compiler.diagnostics import Status, UnsupportedFeature
 from unipipe.ir.features import Feature
+from unipipe.store import with_store
 
 GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "airflow"
 CASES = {
@@ -28,6 +29,8 @@ CASES = {
     # the celery executor profile (MWAA, Composer): tasks with resources/image are plain @task
     "ml-training-celery": (ml_training.training, "3.3", {"airflow_executor": "celery"}),
     "pod-tasks-celery": (pa.pod_tasks, "3.3", {"airflow_executor": "celery"}),
+    # a shared store: in every task spec and in the fan-out's items function
+    "fanout-store": (with_store(up.load(features.fanout), "s3://unipipe-store/runs"), "3.3"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -212,7 +215,7 @@ def test_celery_and_local_profiles_never_make_a_pod_and_say_what_is_not_honoured
                      ("warning", "resources.gpu", "task 'in_a_pod' asks for 1 GPU"),
                      ("warning", "image", "task 'in_a_pod' asks for image 'python"),
                      ("warning", "image", "task 'image_only' asks for image 'ghcr.io/example/worker")}
-    assert all("NOT honoured" in d.message for d in result.diagnostics if d.feature.value != "retry.backoff")
+    assert all("NOT honoured" in d.message for d in result.diagnostics if d.feature.value not in ("retry.backoff", "store"))
 
 
 def test_the_kubernetes_profile_is_the_default_and_unknown_profiles_are_refused(tmp_path):

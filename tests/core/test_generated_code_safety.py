@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from pipelines.hostile import INJECTIONS, MARKER
+
 from unipipe.compiler.registry import compile_targets
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,16 +6,9 @@ import itertools
 
 import pytest
 
-from deploy.standins import gcs_emulator, moto_s3
+from deploy.standins import gcs_emulator
 
 _names = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory):
-    server = moto_s3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

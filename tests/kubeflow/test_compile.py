@@ -16,6 +16,7 @@ from pipelines import features as F
 import unipipe as up
 from unipipe.compiler.diagnostics import UnsupportedFeature
 from unipipe.ir.models import Pipeline
+from unipipe.store import with_store
 
 GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "kubeflow"
 ALL = [F.fanout, F.retry_then_succeed, F.retries_exhausted, F.non_retryable, F.jitter, F.cached,
@@ -128,7 +129,9 @@ def test_map_over_a_parameter_is_refused_before_writing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-GOLDEN_CASES = [ml_training.training, F.fanout, F.quality_gate, F.retries_exhausted]
+GOLDEN_CASES = [ml_training.training, F.fanout, F.quality_gate, F.retries_exhausted,
+                # a shared store, in every component's spec
+                with_store(up.load(F.cached), "s3://unipipe-store/runs")]
 
 
 @pytest.mark.parametrize("pipeline", GOLDEN_CASES, ids=lambda p: p.name)

@@ -9,7 +9,6 @@ import time
 
 import unipipe as up
 
-
 # ---------------------------------------------------------------- data flow
 
 

@@ -17,6 +17,7 @@ from unipipe_prefect.backend import Backend
 import unipipe as up
 from unipipe.compiler.diagnostics import Status, UnsupportedFeature
 from unipipe.ir.features import Feature
+from unipipe.store import with_store
 
 GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "prefect"
 CASES = {
@@ -25,6 +26,8 @@ CASES = {
     "retries-exhausted": features.retries_exhausted,
     "cached": features.cached,
     "literal-map-negated-gate": pp.literal_map,
+    # a shared store: the flow's result storage block and every task spec
+    "cached-store": with_store(up.load(features.cached), "s3://unipipe-store/runs"),
 }
 
 

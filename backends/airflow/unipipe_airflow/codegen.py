@@ -305,7 +305,10 @@ class DagWriter:
         plan = plan_retry(retry, self.dialect, self.options.backoff)
         if pod and "retry_policy" in plan.kwargs:
             policy = plan.kwargs["retry_policy"]
-            plan.kwargs["retry_policy"] = Policy(policy.retry, policy.delays, pod=True)
+            # the pod's verdict is in the shared store's scratch folder: the policy, run by the
+            # worker outside any task body, must look in the same store
+            shared = {"store": self.ir.store} if self.ir.store else {}
+            plan.kwargs["retry_policy"] = Policy({**policy.retry, **shared}, policy.delays, pod=True)
         self.notes.extend(f"{task.id}: {n}" for n in plan.notes)
         emulate = set(plan.emulate)
         args: list[cst.Arg] = []

@@ -324,6 +324,9 @@ def retry_decision(retry: Mapping[str, Any], exception: BaseException, try_numbe
 
     exc = TaskTimeout(str(exception)) if _is_airflow_timeout(exception) else exception
     if pod:
+        from unipipe.runtime import store
+
+        store.use(retry.get("store"))  # where the pod's shim wrote its verdict
         verdict = _pod_verdict(context, try_number)
         if verdict is not None:
             return RetryDecision.fail(reason=f"unipipe: {verdict['error_type']} is not retried")

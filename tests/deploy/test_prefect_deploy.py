@@ -124,12 +124,9 @@ def test_a_container_pool_with_a_store_gets_its_code_from_the_store_by_the_pull_
     import asyncio
 
     import fsspec
-    import s3fs
     from prefect.deployments.steps.core import run_steps
 
     from unipipe import sandbox
-
-    s3fs.S3FileSystem.clear_instance_cache()  # one bound to another test's endpoint is stale
 
     store = f"s3://{s3_bucket}/runs"
     pool = f"pool-{uuid.uuid4().hex[:8]}"

@@ -4,8 +4,8 @@ moto S3 server is the only shared medium."""
 
 from __future__ import annotations
 
-import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,33 +17,18 @@ HERE = Path(__file__).resolve().parent / "isolation"
 sys.path.insert(0, str(HERE))
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from deploy.standins import moto_s3
-
-    import s3fs
-
-    # fsspec keeps one S3FileSystem per argument set, bound to the endpoint of its time: a moto
-    # server of another test module would be asked (and one of ours after it stops)
-    s3fs.S3FileSystem.clear_instance_cache()
-    server = moto_s3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
 @pytest.fixture
-def s3_store(moto, monkeypatch, prefect_env):
+def s3_store(moto_server, monkeypatch, prefect_env):
+    """A fresh bucket on the session's moto server, reached the way s3fs reads it on a worker."""
     import boto3
 
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"iso-{os.getpid()}-{abs(hash(str(monkeypatch))) % 10**6}"
+    bucket = f"iso-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return bucket
 

@@ -115,3 +115,55 @@ def test_prefect_deployed_flow_runs_on_a_real_worker(ir, prefect_api, tmp_path):
               (Path(os.environ["UNIPIPE_TRACE_DIR"]) / f"{run.id}.jsonl").read_text().splitlines()]
     done = {(e["task"], e.get("map_index")) for e in events if e.get("kind") == "attempt" and e["outcome"] == "success"}
     assert done == {("extract", None), ("summarise", None), ("publish", None)}
+
+
+def test_a_container_pool_with_a_store_gets_its_code_from_the_store_by_the_pull_step(
+        ir, prefect_api, aws_env, s3_bucket, tmp_path):
+    """No code_dir: the code tree (code package unpacked, the compiled flow at its root) goes to
+    the store and the deployment's pull step copies it into the flow run's folder."""
+    import asyncio
+
+    import fsspec
+    from prefect.deployments.steps.core import run_steps
+
+    from unipipe import sandbox
+
+    store = f"s3://{s3_bucket}/runs"
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"containers-{uuid.uuid4().hex[:6]}"
+    out = deploy(ir, "prefect", [f"work_pool={pool}", "work_pool_type=kubernetes", f"name={name}"],
+                 store=store)
+    assert out.code == 0, out.text
+    dep = _read(f"nightly-report/{name}")
+    assert dep.path is None and "PYTHONPATH" not in (dep.job_variables.get("env") or {})
+    [step] = dep.pull_steps
+    url = step["prefect.deployments.steps.pull_from_remote_storage"]["url"]
+    assert url.startswith(f"{store}/code/") and url.rsplit("/", 1)[-1].startswith("prefect-")
+    assert any(line.startswith("+ upload code tree " + url) for line in out.text.splitlines()), out.text
+    fs, root = fsspec.core.url_to_fs(url)
+    assert fs.exists(f"{root}.complete")
+    again = deploy(ir, "prefect", [f"work_pool={pool}", "work_pool_type=kubernetes", f"name={name}"],
+                   store=store)
+    assert f"= code tree {url} (unchanged)" in again.text, again.text
+
+    # the pull step, as a worker's flow run executes it, in a folder of a fresh sandbox
+    box = sandbox.make(tmp_path / "box", {})
+    os.chdir(box.work)
+    try:
+        output = asyncio.run(run_steps(dep.pull_steps))
+    finally:
+        os.chdir(tmp_path)
+    pulled = box.work / output["directory"]
+    flow_file, _, fn = dep.entrypoint.rpartition(":")
+    assert (pulled / flow_file).is_file() and (pulled / "unipipe" / "__init__.py").is_file()
+    # the sandbox's interpreter (no checkout on its path) loads the flow from the pulled tree
+    probe = ("import sys; from prefect.flows import load_flow_from_entrypoint as load; "
+             f"f = load({dep.entrypoint!r}); import unipipe, deploy.shipped as m; "
+             "print(f.name, unipipe.__file__, m.__file__)")
+    done = subprocess.run([str(box.python), "-c", probe], cwd=pulled, env=box.env(os.environ),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    flow, core, module = done.stdout.split()
+    assert flow == FLOW
+    assert Path(core) == pulled / "unipipe" / "__init__.py"
+    assert Path(module) == pulled / "deploy" / "shipped.py"

@@ -4,7 +4,10 @@ The API is the one at ``PREFECT_API_URL`` (Prefect Cloud differs only by that UR
 ``PREFECT_API_KEY``, both read by Prefect's client from its standard settings). The flow code
 (the compiled flow and the user's task modules) is published into ``code_dir``, a folder the
 workers read: the deployment's pull step sets the working directory there and the process job
-puts it on ``PYTHONPATH``.
+puts it on ``PYTHONPATH``. With a shared store and a pool that is not ``process`` (a container
+or a job per flow run) and no ``code_dir``, the code travels through the store instead: a code
+tree (the code package unpacked, the compiled flow at its root) that the deployment's pull step
+copies into the flow run's folder, as isolated runs do.
 """
 
 from __future__ import annotations
@@ -97,9 +100,13 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
 
     from unipipe.params import resolve_params
 
-    code_dir = Path(opts.require("code_dir", "the folder your workers load the flow code from")).resolve()
     pool = opts.get("work_pool", "unipipe")
     pool_type = opts.get("work_pool_type", "process")
+    # a container or job per flow run (any pool but "process") with a shared store: the code
+    # travels through the store (a code tree the pull step copies), not through a shared folder
+    from_store = ir.store is not None and pool_type != "process" and not opts.get("code_dir")
+    code_dir = None if from_store else Path(
+        opts.require("code_dir", "the folder your workers load the flow code from")).resolve()
     queue = opts.get("work_queue")
     paused = opts.flag("paused")
     raw = {}
@@ -120,22 +127,37 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     rel_flow, fn = _flow_entry(files)
     generated = _generated_deployment(files)
     modules = module_files(ir)
-    plan = Plan("prefect", ir.name, f"{api} (work pool {pool!r}, code in {code_dir})")
+    if code_dir is None:
+        code_url, code_step = _code_tree_step(ir, files, inspect)
+    plan = Plan("prefect", ir.name, f"{api} (work pool {pool!r}, code in "
+                f"{code_dir if code_dir is not None else code_url})")
     plan.notes += diagnostics
-    for f in modules:
-        _write_step(plan, code_dir, f, "task module")
-    for f in files:
-        _write_step(plan, code_dir, f, "compiled flow" if f.relpath == rel_flow else "compiled")
+    if code_dir is None:
+        plan.add(code_step)
+    else:
+        for f in modules:
+            _write_step(plan, code_dir, f, "task module")
+        for f in files:
+            _write_step(plan, code_dir, f, "compiled flow" if f.relpath == rel_flow else "compiled")
 
     flow_name = _flow_name(files, rel_flow, fn, ir)
     dep_name = opts.get("name", ir.name)
     job_variables = dict((generated.get("work_pool") or {}).get("job_variables") or {})
-    env = {**(job_variables.get("env") or {}), "PYTHONPATH": str(code_dir), **opts.items_with_prefix("env.")}
+    env = {**(job_variables.get("env") or {}),
+           **({"PYTHONPATH": str(code_dir)} if code_dir is not None else {}),
+           **opts.items_with_prefix("env.")}
     job_variables["env"] = env
+    if code_dir is None:
+        from unipipe.compiler.registry import get_backend
+
+        where: dict[str, Any] = {"path": None,
+                                 "pull_steps": get_backend("prefect").pull_steps(code_url)}
+    else:
+        where = {"path": str(code_dir), "pull_steps": [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}}]}
     desired: dict[str, Any] = {
         "entrypoint": f"{rel_flow}:{fn}",
-        "path": str(code_dir),
-        "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}}],
+        **where,
         "work_pool_name": pool,
         "job_variables": job_variables,
         "parameters": raw,
@@ -196,6 +218,34 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
                   f"deployment {flow_name}/{dep_name}", dep_change, detail, upsert))
     plan.facts["run it"] = f"prefect deployment run '{flow_name}/{dep_name}'; prefect worker start --pool {pool}"
     return plan
+
+
+def _code_tree_step(ir: Pipeline, files: list[LocalFile], inspect: bool) -> tuple[str, Step]:
+    """The code tree on the store (the code package's wheels unpacked, the compiled files at its
+    root; content-addressed) and the step that uploads it: the deployment's pull step copies it
+    into each flow run's folder (``unipipe_prefect.deployed.pull_steps``)."""
+    import tempfile
+
+    from unipipe.api import search_path
+    from unipipe.compiler.registry import get_backend
+    from unipipe.deploy.package import PackageError
+
+    backend = get_backend("prefect")
+    try:
+        with tempfile.TemporaryDirectory(prefix="unipipe-prefect-code-") as tmp:
+            url, tree = backend.code_tree(ir, search_path(ir), Path(tmp),
+                                          {f.relpath: f.data for f in files})
+    except PackageError as exc:
+        raise InvalidDeploy(str(exc)) from None
+    change = "unknown"
+    if inspect:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(url)
+        change = "unchanged" if fs.exists(f"{root}.complete") else "create"
+    return url, Step("upload", f"code tree {url}", change,
+                     f"{len(tree)} files: unipipe, unipipe-prefect, the pipeline's modules and "
+                     "the compiled flow", lambda: backend.upload_code_tree(url, tree))
 
 
 def _store_block_step(plan: Plan, store: str, inspect: bool) -> None:

@@ -30,8 +30,7 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         if lacking:
             console.print(f"[bold red]error:[/] --isolated runs on {', '.join(ISOLATED_BACKENDS)} "
                           f"only so far: {', '.join(lacking)} cannot put each attempt in a sandbox "
-                          f"yet (their isolated lanes, Celery workers and Prefect workers in "
-                          f"sandboxes, are not built)")
+                          f"yet (their isolated lanes are not built)")
             return 2
     known = available()
     unknown = [b for b in backends if b.partition("@")[0] not in known

@@ -144,6 +144,11 @@ class Backend:
         env = self.run_env(workdir, options, run_id)
         report_path = workdir / f"{run_id}.report.pickle"
         names = flowgen.Names(ir)
+        if options.extra.get("isolated"):  # workers in sandboxes run a deployment: isolated.py
+            from unipipe_prefect import isolated
+
+            return isolated.run(self, ir, options, params, workdir,
+                                flows / flowgen.module_filename(ir), names.flow_fn, run_id, env)
         cmd = [sys.executable, "-m", "unipipe_prefect.driver",
                str(flows / flowgen.module_filename(ir)), names.flow_fn,
                json.dumps(params), str(report_path), *([ir.store] if ir.store else [])]
@@ -197,6 +202,26 @@ class Backend:
         from unipipe_prefect.storage import save_block
 
         return save_block(store)
+
+    def code_tree(self, ir: Pipeline, search_path: Any, folder: Path,
+                  compiled: dict[str, bytes]) -> tuple[str, dict[str, bytes]]:
+        """(URL, files) of the pipeline's code tree on ``ir.store``: the code package's wheels
+        unpacked, ``compiled`` (relative path -> bytes) at the root (``isolated.package_tree``)."""
+        from unipipe_prefect.isolated import package_tree
+
+        url, files, _ = package_tree(ir, search_path, folder, compiled)
+        return url, files
+
+    def upload_code_tree(self, url: str, files: dict[str, bytes]) -> str:
+        from unipipe_prefect.isolated import upload_tree
+
+        return "uploaded" if upload_tree(url, files) else "already there"
+
+    def pull_steps(self, code_url: str) -> list[dict[str, Any]]:
+        """The deployment pull step that copies the code tree into the flow run's folder."""
+        from unipipe_prefect.deployed import pull_steps
+
+        return pull_steps(code_url)
 
     def forkserver_env(self) -> dict[str, str]:
         """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""

@@ -50,21 +50,28 @@ def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str,
                 break
             time.sleep(0.2)
         for tr in runs:
-            state = tr.state
-            record: dict[str, Any] = {
-                "id": str(tr.id), "name": tr.name, "task_key": tr.task_key,
-                "run_count": tr.run_count, "state_type": state.type.value if state else None,
-                "state_name": state.name if state else None,
-                "message": state.message if state else None, "has_result": False,
-            }
+            # the value from the flow process's own final state (results of uncached tasks
+            # are not persisted, so the API's copy of the state cannot give them)
             final = FINAL_STATES.get(str(tr.id))
-            if final is not None and final.is_completed():
-                # the value from the flow process's own final state (results of uncached tasks
-                # are not persisted, so the API's copy of the state cannot give them)
-                record["result"] = final.result()
-                record["has_result"] = True
-            out.append(record)
+            done = final is not None and final.is_completed()
+            out.append(task_record(tr, (final.result(),) if done else ()))
     return out
+
+
+def task_record(tr: Any, value: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """What results.build_result reads of one task run (``tr`` as the API holds it); its value,
+    ``(value,)``, when the flow process saw it complete."""
+    state = tr.state
+    record: dict[str, Any] = {
+        "id": str(tr.id), "name": tr.name, "task_key": tr.task_key,
+        "run_count": tr.run_count, "state_type": state.type.value if state else None,
+        "state_name": state.name if state else None,
+        "message": state.message if state else None, "has_result": False,
+    }
+    if value:
+        record["result"] = value[0]
+        record["has_result"] = True
+    return record
 
 
 def main(argv: list[str]) -> int:

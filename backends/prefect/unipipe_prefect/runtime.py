@@ -394,6 +394,29 @@ def _record(states: Mapping[str, Any]) -> None:
         for s in _states(st):
             if s is not None and s.state_details.task_run_id is not None:
                 FINAL_STATES[str(s.state_details.task_run_id)] = s
+    if os.environ.get(VALUES_URL_ENV):
+        _publish_values()
+
+
+#: set for a deployment's flow run on a worker (isolated runs): where the flow process leaves
+#: the values of its completed task runs, which Prefect persists only for cached tasks
+VALUES_URL_ENV = "UNIPIPE_PREFECT_VALUES_URL"
+
+
+def _publish_values() -> None:
+    import pickle
+
+    import fsspec
+
+    values = {tid: s.result() for tid, s in FINAL_STATES.items() if s.is_completed()}
+    flow_run_id = next((str(s.state_details.flow_run_id) for s in FINAL_STATES.values()), None)
+    if flow_run_id is None:
+        from prefect.runtime import flow_run
+
+        flow_run_id = str(flow_run.id)
+    url = f"{os.environ[VALUES_URL_ENV].rstrip('/')}/{flow_run_id}.pickle"
+    with fsspec.open(url, "wb") as fh:
+        pickle.dump(values, fh)
 
 
 def raise_for_failures(states: Mapping[str, Any],

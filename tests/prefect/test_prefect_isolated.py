@@ -1,0 +1,105 @@
+"""Isolated Prefect runs (``conform --isolated``): a deployment whose pull step copies the code
+tree from the store, run by one of two process workers, each in a sandbox of its own; a real
+moto S3 server is the only shared medium."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import unipipe as up
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent / "isolation"
+sys.path.insert(0, str(HERE))
+
+
+@pytest.fixture
+def s3_store(moto_server, monkeypatch, prefect_env):
+    """A fresh bucket on the session's moto server, reached the way s3fs reads it on a worker."""
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"iso-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return bucket
+
+
+def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3_store, tmp_path):
+    import boto3
+    import isolation_pipes_prefect as pipes
+
+    result = up.run(pipes.where_tasks_run, backend="prefect", isolated=True,
+                    store=f"s3://{s3_store}/store", workdir=tmp_path)
+    assert result.state == "success", result.tasks
+    seen = result.output
+    sandbox = Path(seen["sandbox"])
+    assert sandbox.parent == tmp_path / "sandboxes" / result.run_id
+    assert sandbox.name in ("worker-1", "worker-2")
+    assert not sandbox.exists()  # gone with the "machine"
+    # the flow run's working folder: a temporary folder of the worker's sandbox, into which the
+    # pull step copied the code tree (<bucket>/store/code/<digest>/prefect-<hash>)
+    cwd = Path(seen["cwd"])
+    assert cwd.is_relative_to(sandbox / "tmp"), cwd
+    assert cwd.name.startswith("prefect-") and cwd.parent.parent.name == "code"
+    # unipipe and the task module come from the pulled tree, not from the checkout (which the
+    # workspace installs editable) or the test's folder
+    assert Path(seen["unipipe"]) == cwd / "unipipe" / "__init__.py"
+    assert Path(seen["module"]) == cwd / "isolation_pipes_prefect.py"
+    assert (seen["home"], seen["tmp"]) == (str(sandbox / "home"), str(sandbox / "tmp"))
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_store)["Contents"]]
+    wheels = sorted(k.rsplit("/", 1)[-1].split("-")[0] for k in keys if k.endswith(".whl"))
+    assert wheels == ["unipipe", "unipipe_code_where_tasks_run", "unipipe_prefect"]
+    # the interpreter ran without `site`: the workspace's editable .pth installs were not read
+    assert seen["no_site"] == 1
+    # the code tree on the store: the wheels unpacked and the compiled flow at its root
+    from unipipe_prefect.codegen import module_filename
+
+    tree = cwd.relative_to(cwd.parents[4]).as_posix()  # <bucket>/store/code/<digest>/<tree>
+    assert tree.startswith(f"{s3_store}/store/code/")
+    tree_keys = {k.removeprefix(tree.split("/", 1)[1] + "/") for k in keys
+                 if k.startswith(tree.split("/", 1)[1] + "/")}
+    ir = up.load(pipes.where_tasks_run)
+    assert {module_filename(ir), "unipipe/__init__.py", "unipipe_prefect/runtime.py",
+            "isolation_pipes_prefect.py"} <= tree_keys
+
+
+def test_a_file_only_the_compiling_machine_has_is_missing_on_the_worker(s3_store, tmp_path):
+    import isolation_pipes_prefect as pipes
+
+    store = f"s3://{s3_store}/store"
+    here = up.run(pipes.reads_a_local_file, backend="prefect", store=store)
+    assert here.state == "success" and here.output == "present only where the pipeline was compiled"
+    there = up.run(pipes.reads_a_local_file, backend="prefect", store=store, isolated=True)
+    assert there.state == "failed"
+    task = there.tasks["read_neighbour"]
+    assert task.error_type == "FileNotFoundError", task
+    assert "only_on_the_compiling_machine.txt" in task.error
+
+
+def test_an_isolated_prefect_run_needs_a_store(prefect_env):
+    import isolation_pipes_prefect as pipes
+
+    with pytest.raises(ValueError, match="an isolated run needs a shared store"):
+        up.run(pipes.where_tasks_run, backend="prefect", isolated=True)
+
+
+def test_the_required_cases_pass_isolated_on_prefect_with_the_s3_store(s3_store, tmp_path):
+    """The isolated lane of ``conform --isolated --store s3://...`` on the required cases."""
+    from unipipe.harness.cases import discover
+    from unipipe.harness.execute import Placement, run_suite
+
+    required = [c for c in discover([ROOT / "comparisons" / "cases"]) if c.required]
+    assert "store_large_value" in {c.id for c in required}
+    suite = run_suite(required, ["prefect"], tmp_path, jobs=2,
+                      placement=Placement(store=f"s3://{s3_store}/conform", isolated=True))
+    failures = {o.case: (o.status, o.reason, o.diffs) for o in suite.failures()}
+    assert failures == {}

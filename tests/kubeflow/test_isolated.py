@@ -4,7 +4,6 @@ the code only from the code package in the store, a real moto S3 server the only
 from __future__ import annotations
 
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,6 @@ pytest.importorskip("kfp")
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent / "isolation"
 sys.path.insert(0, str(HERE))
-
-
-@pytest.fixture
-def s3_store(moto_server, monkeypatch):
-    """A fresh bucket on the session's moto server, reached the way s3fs reads it on a worker."""
-    import boto3
-
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"iso-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    return bucket
 
 
 def test_an_isolated_task_runs_in_its_sandbox_with_code_from_the_package(s3_store, tmp_path):

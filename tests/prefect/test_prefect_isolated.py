@@ -5,7 +5,6 @@ moto S3 server is the only shared medium."""
 from __future__ import annotations
 
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,9 @@ sys.path.insert(0, str(HERE))
 
 
 @pytest.fixture
-def s3_store(moto_server, monkeypatch, prefect_env):
-    """A fresh bucket on the session's moto server, reached the way s3fs reads it on a worker."""
-    import boto3
-
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    bucket = f"iso-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    return bucket
+def s3_store(prefect_env, s3_store):
+    """The shared store bucket (tests/conftest.py), with this module's Prefect environment."""
+    return s3_store
 
 
 def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3_store, tmp_path):

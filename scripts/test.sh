@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine with only python3 and pip.
 # Installs uv if missing, syncs the locked workspace (orchestrators included), installs the
-# system packages the browser test needs when it can (root + apt), then runs pytest.
+# system packages the tests need when it can (root + apt: chromium, redis-server), then runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --root-user-action=ignore uv
@@ -11,7 +11,7 @@ export PATH="$HOME/.local/bin:$PATH"
 # (6.4 s -> 2.8 s to import Airflow, Prefect and kfp here, where PYTHONDONTWRITEBYTECODE is set)
 uv sync --frozen --compile-bytecode --quiet
 uv run --frozen python -m compileall -q unipipe backends/*/unipipe_* >/dev/null  # ours too
-if [ -x .ci/install-chromium.sh ] || [ -f .ci/install-chromium.sh ]; then
-  bash .ci/install-chromium.sh || echo "warning: chromium could not be installed" >&2
+if [ -f .ci/install-system-packages.sh ]; then
+  bash .ci/install-system-packages.sh || echo "warning: chromium or redis-server could not be installed" >&2
 fi
 exec uv run --frozen pytest "$@"

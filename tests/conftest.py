@@ -12,6 +12,10 @@ from unipipe.harness.receivers import SmtpReceiver, WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+# gcsfs (gcsfs/__init__.py) swaps in its ExtendedGcsFileSystem unless this is false; that one asks
+# the Storage Control gRPC API for each bucket's layout, which gcp-storage-emulator does not
+# serve: every gs:// call would wait 60 s for that lookup to time out. Read at import: set first.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, str(ROOT / "examples"))
 
 
@@ -72,19 +76,29 @@ def moto_server(tmp_path_factory):
 
 
 @pytest.fixture
-def s3_store(moto_server, monkeypatch):
-    """A fresh bucket on the session's moto server, reached the way s3fs reads it on a worker
-    (the standard AWS variables, fake credentials for the test only)."""
+def aws_env(moto_server, monkeypatch, tmp_path):
+    """The standard AWS environment pointed at moto: fake credentials, for the test only."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.url)
+    return moto_server
+
+
+@pytest.fixture
+def s3_store(aws_env, monkeypatch):
+    """A fresh bucket on the session's moto server, reached the way s3fs reads it on a worker:
+    the environment of ``aws_env`` plus the endpoint for every AWS service (AWS_ENDPOINT_URL),
+    which a sandboxed task's s3fs inherits."""
     import uuid
 
     import boto3
 
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env.url)
     bucket = f"iso-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return bucket

@@ -39,17 +39,43 @@ def code_url(store: str, digest: str) -> str:
     return f"{store.rstrip('/')}/code/{digest}"
 
 
-def publish_code(package: object, store: str) -> str:
+def code_pointer(store: str, ir_hash: str) -> str:
+    """Where the URL of a pipeline's published code package is kept:
+    ``<store>/code/pipelines/<first 16 hex of its IR hash>``. A KFP component compiled with a
+    store reads it at start (``unipipe_kubeflow.codegen``): the package's own digest is not known
+    when the pipeline is compiled, and must not be, or every change to unipipe would change every
+    compiled file. The latest publication of the same IR wins, as an image tag does."""
+    return f"{store.rstrip('/')}/code/pipelines/{ir_hash.split(':')[-1][:16]}"
+
+
+def put(fs: object, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` on ``fs``, making its folder first (a local store has folders;
+    an object store's makedirs does nothing)."""
+    fs.makedirs(fs._parent(path), exist_ok=True)  # type: ignore[attr-defined]
+    fs.pipe_file(path, data)  # type: ignore[attr-defined]
+
+
+def publish_code(package: object, store: str, ir_hash: str | None = None) -> str:
     """Upload the code package's wheels to ``<store>/code/<digest>/`` (once: content-addressed)
-    and return that folder's URL."""
+    and return that folder's URL; with ``ir_hash``, point :func:`code_pointer` at it."""
+    wheels = {w.name: w.read_bytes() for w in package.wheels}  # type: ignore[attr-defined]
+    return publish_wheels(wheels, package.digest, store, ir_hash)  # type: ignore[attr-defined]
+
+
+def publish_wheels(wheels: dict[str, bytes], digest: str, store: str,
+                   ir_hash: str | None = None) -> str:
+    """:func:`publish_code` of wheels already read (name -> bytes)."""
     import fsspec
 
-    url = code_url(store, package.digest)  # type: ignore[attr-defined]
+    url = code_url(store, digest)
     fs, root = fsspec.core.url_to_fs(url)
-    for wheel in package.wheels:  # type: ignore[attr-defined]
-        path = f"{root}/{wheel.name}"
+    for name, data in wheels.items():
+        path = f"{root}/{name}"
         if not fs.exists(path):
-            fs.pipe_file(path, wheel.read_bytes())
+            put(fs, path, data)
+    if ir_hash is not None:
+        pfs, pointer = fsspec.core.url_to_fs(code_pointer(store, ir_hash))
+        put(pfs, pointer, url.encode())
     return url
 
 

@@ -37,6 +37,19 @@ class StoreError(ValueError):
     """A store URL that cannot be used: exit 2, nothing written."""
 
 
+#: the fsspec implementation a worker needs to reach a store, by protocol (fsspec's registry,
+#: ``fsspec/registry.py`` ``known_implementations``); ``file`` needs fsspec alone
+_FS_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs",
+                "az": "adlfs", "abfss": "adlfs"}
+
+
+def worker_packages(url: str) -> list[str]:
+    """The pip requirements a bare worker (``python:3.11``) installs to read and write ``url``."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    extra = _FS_PACKAGES.get(protocol)
+    return ["fsspec"] + ([extra] if extra else [])
+
+
 def check_store_url(url: str) -> str:
     """The URL, checked: a known fsspec protocol, an absolute location, no credentials."""
     if not isinstance(url, str) or not url.strip():
@@ -111,12 +124,14 @@ def one_machine_note(ir: Pipeline) -> str | None:
             "KFP or containers pass --store s3://... or gs://...")
 
 
-def require_shared(ir: Pipeline, target: str, *, explicit_local: bool, why: str = "") -> None:
-    """Refuse a deploy to a multi-machine target without a shared store (unless asked for)."""
+def require_shared(ir: Pipeline, target: str, *, explicit_local: bool, why: str = "",
+                   flag: str = "--to") -> None:
+    """Refuse a deploy (or a run, ``flag``) on a multi-machine target without a shared store
+    (unless asked for)."""
     if ir.store is not None or explicit_local:
         return
     raise StoreError(
-        f"--to {target} runs tasks on many machines{' (' + why + ')' if why else ''}: a value "
+        f"{flag} {target} runs tasks on many machines{' (' + why + ')' if why else ''}: a value "
         f"over 64 KiB, a cache entry or an attempt marker written by one worker would be "
         f"invisible to the next. Pass --store s3://bucket/prefix (or gs://...), or "
         f"--store local to deploy for one machine anyway")

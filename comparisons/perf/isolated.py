@@ -3,8 +3,8 @@
     uv run python comparisons/perf/isolated.py [--required] [--backends kubeflow,prefect]
 
 Starts a real moto S3 server on 127.0.0.1 (the only medium the sandboxes share), runs the cases
-on each isolated backend against the reference runner, and writes ``isolated.json`` and
-``isolated.md`` next to this file.
+on each isolated backend against the reference runner, and writes ``isolated-<backends>.json``
+and ``isolated-<backends>.md`` next to this file (``isolated-airflow.md`` for ``--backends airflow``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def markdown(data: dict) -> str:
              f"{' (required only)' if data['required_only'] else ''}, every task attempt in a "
              f"sandbox of its own, a moto S3 server the only shared medium. Recorded "
              f"{data['recorded']} (load average {data['load_average']} at the start) with "
-             f"`uv run python comparisons/perf/isolated.py`.", "",
+             f"`uv run python comparisons/perf/isolated.py --backends {','.join(data['lanes'])}`.", "",
              f"Whole suite, lanes side by side (2 at a time): {data['wall_seconds']} s; the "
              f"reference runner's lane {data['reference_seconds']} s.", "",
              "| backend | lane seconds | pass | ok (pass, xfail, unsupported) | cases |",
@@ -86,8 +86,9 @@ def main() -> int:
 
     backends = args.backends.split(",") if args.backends else list(ISOLATED_BACKENDS)
     data = run(backends, args.required)
-    (HERE / "isolated.json").write_text(json.dumps(data, indent=2) + "\n")
-    (HERE / "isolated.md").write_text(markdown(data))
+    stem = "isolated-" + "-".join(backends)
+    (HERE / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (HERE / f"{stem}.md").write_text(markdown(data))
     print(markdown(data))
     return 0 if all(not r["problems"] for r in data["lanes"].values()) else 1
 

@@ -103,8 +103,8 @@ def test_cli_refuses_a_bad_store_on_run_and_conform_with_exit_2(tmp_path):
     iso = CliRunner().invoke(app, ["conform", f"{FEATURES}:cached", "--backends", "kubeflow",
                                    "--isolated", "--out", str(tmp_path / "o")])
     assert iso.exit_code == 2 and "--isolated needs --store URL" in iso.output
-    lacking = CliRunner().invoke(app, ["conform", f"{FEATURES}:cached", "--backends", "airflow",
+    lacking = CliRunner().invoke(app, ["conform", f"{FEATURES}:cached", "--backends", "airflow@2.11",
                                        "--isolated", "--store", "s3://b/p", "--out",
                                        str(tmp_path / "o")])
-    assert lacking.exit_code == 2 and "airflow cannot put each attempt in a sandbox" in \
+    assert lacking.exit_code == 2 and "airflow@2.11 cannot put each attempt in a sandbox" in \
         " ".join(lacking.output.split())

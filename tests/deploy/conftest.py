@@ -19,20 +19,6 @@ def gcs_server(tmp_path_factory):
 
 
 @pytest.fixture
-def aws_env(moto_server, monkeypatch, tmp_path):
-    """The standard AWS environment pointed at moto: fake credentials, for the test only."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.url)
-    return moto_server
-
-
-@pytest.fixture
 def s3_bucket(aws_env):
     """A fresh versioned bucket on the moto server."""
     import boto3
@@ -46,7 +32,12 @@ def s3_bucket(aws_env):
 
 @pytest.fixture
 def gcs_env(gcs_server, monkeypatch, tmp_path):
+    import fsspec.config
+
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
+    # gcsfs (a gs:// store) reaches the emulator through STORAGE_EMULATOR_HOST; without a token
+    # of "anon" it would look for Google credentials (fsspec's config for the gcs protocol)
+    monkeypatch.setitem(fsspec.config.conf, "gcs", {"token": "anon"})
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
     return gcs_server
@@ -59,6 +50,30 @@ def gcs_bucket(gcs_env):
     name = f"composer-{next(_names)}-bucket"
     storage.Client().create_bucket(name)
     return name
+
+
+@pytest.fixture
+def shared_store_buckets(aws_env, gcs_env):
+    """The buckets of ``helpers.SHARED_STORES`` on moto and the GCS emulator: a KFP or Vertex
+    deploy publishes the code package there (``unipipe.deploy.to_kfp._code_step``)."""
+    import boto3
+    from google.api_core.exceptions import Conflict
+    from google.cloud import storage
+
+    from deploy.helpers import SHARED_STORES
+
+    for url in sorted(set(SHARED_STORES.values())):
+        scheme, bucket = url.split("://", 1)[0], url.split("/")[2]
+        if scheme == "s3":
+            s3 = boto3.client("s3")
+            if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+                s3.create_bucket(Bucket=bucket)
+        else:
+            try:
+                storage.Client().create_bucket(bucket)
+            except Conflict:
+                pass
+    return SHARED_STORES
 
 
 @pytest.fixture(scope="session")

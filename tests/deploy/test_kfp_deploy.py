@@ -30,7 +30,7 @@ def package(ir, tmp_path) -> bytes:
 
 
 @pytest.fixture
-def home(monkeypatch, tmp_path):
+def home(monkeypatch, tmp_path, shared_store_buckets):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # kfp reads ~/.config/kfp/context.json
     monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
 
@@ -151,6 +151,14 @@ def test_kfp_recorded_requests_first_deploy_creates_pipeline_then_uploads_versio
     assert schedule["mode"] == "ENABLE" and schedule["max_concurrency"] == 1
 
 
+def test_kfp_max_active_runs_is_the_recurring_runs_max_concurrency(ir, kfp_api, home):
+    """``@up.pipeline(max_active_runs=3)``: KFP starts at most 3 runs of the schedule at once."""
+    out = deploy(ir.model_copy(update={"max_active_runs": 3}), "kubeflow", [f"host={kfp_api.url}"])
+    assert out.code == 0, out.text
+    schedule = next(r for r in kfp_api.requests if r.path == "/apis/v2beta1/recurringruns")
+    assert int(schedule.json()["max_concurrency"]) == 3
+
+
 def test_kfp_recorded_requests_unchanged_redeploy_uploads_nothing(ir, package, kfp_api, home):
     assert deploy(ir, "kubeflow", [f"host={kfp_api.url}"]).code == 0
     first = len(kfp_api.requests)
@@ -217,6 +225,15 @@ def test_kfp_recorded_requests_run_with_host_submits_the_compiled_spec_and_waits
     real_sleep = kfp_client.time.sleep
     monkeypatch.setattr(kfp_client.time, "sleep", lambda s: real_sleep(min(s, 0.05)))  # 5 s polls
     kfp_api.fake.run_state = engine_state
+    import fsspec
+
+    from unipipe import sandbox
+
+    pointer = sandbox.code_pointer(SHARED_STORES["kubeflow"],
+                                   with_store(ir, SHARED_STORES["kubeflow"]).ir_hash())
+    fs, path = fsspec.core.url_to_fs(pointer)
+    if fs.exists(path):  # an earlier deploy in this session published it
+        fs.rm(path)
     result = up.run(ir, backend="kubeflow", params={"n": 4}, run_id="nightly-1", store=SHARED_STORES["kubeflow"],
                     host=kfp_api.url, pipeline_root=str(tmp_path / "root"))
     assert kfp_api.calls() == [
@@ -237,3 +254,56 @@ def test_kfp_recorded_requests_run_with_host_submits_the_compiled_spec_and_waits
     out, err = capsys.readouterr()
     assert out == ""  # kfp.Client's links go to stderr: stdout is the RunResult's (--json)
     assert f"Run details: {kfp_api.url}/#/runs/details/run-1" in err
+    # the code the submitted components fetch at start is on the store
+    fs.invalidate_cache()
+    assert fs.cat_file(path).decode().startswith(f"{SHARED_STORES['kubeflow']}/code/")
+
+
+def test_kfp_run_with_host_and_no_store_is_refused_before_any_request(kfp_api, home):
+    """A remote KFP runs each component in a pod of its own: without a shared store a value
+    over 64 KiB or a cache entry would stay in the pod that wrote it (exit 2, nothing sent)."""
+    from typer.testing import CliRunner
+
+    from unipipe.cli import app
+
+    refused = CliRunner().invoke(app, ["run", "deploy.shipped:nightly_report", "--backend",
+                                       "kubeflow", "--host", kfp_api.url])
+    assert refused.exit_code == 2, refused.output
+    text = " ".join(refused.output.split())
+    assert "--backend kubeflow --host" in text and "--store s3://" in text
+    assert kfp_api.calls() == []
+
+
+def test_kfp_deploy_publishes_the_code_package_its_components_fetch(ir, kfp_api, home):
+    """The compiled components read <store>/code/pipelines/<IR hash> at start and install the
+    wheels it names (unipipe_kubeflow.codegen.unipipe_code): the deploy publishes both to the
+    store first, and a redeploy of the same pipeline and code changes nothing there."""
+    import boto3
+
+    from unipipe import sandbox
+
+    store = SHARED_STORES["kubeflow"]
+    pointer = sandbox.code_pointer(store, with_store(ir, store).ir_hash())
+    bucket, prefix = pointer.split("/")[2], pointer.split("/", 3)[3]
+    s3 = boto3.client("s3")
+    # the shared bucket lives as long as the session's moto server: start without a package
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix="runs/code/").get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=o["Key"])
+    out = deploy(ir, "kubeflow", [f"host={kfp_api.url}"])
+    assert out.code == 0, out.text
+    url = s3.get_object(Bucket=bucket, Key=prefix)["Body"].read().decode()
+    assert url.startswith(f"{store}/code/") and f"+ upload code package {url}" in out.text
+    folder = url.split("/", 3)[3]
+    wheels = sorted(o["Key"].rsplit("/", 1)[1].split("-")[0]
+                    for o in s3.list_objects_v2(Bucket=bucket, Prefix=folder + "/")["Contents"])
+    assert wheels == ["unipipe", "unipipe_code_nightly_report", "unipipe_kubeflow"]
+    # the uploaded pipeline's components name that pointer
+    import yaml
+
+    upload = next(r for r in kfp_api.requests if r.path.endswith("/upload_version"))
+    part = upload.body.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+    executors = yaml.safe_load(part)["deploymentSpec"]["executors"]
+    sources = [" ".join(e["container"]["command"]) for e in executors.values()]
+    assert sources and all(f'unipipe_code("{pointer}")' in src for src in sources)
+    again = deploy(ir, "kubeflow", [f"host={kfp_api.url}"])
+    assert again.code == 0 and f"= code package {url} (unchanged)" in again.text, again.text

@@ -66,7 +66,7 @@ class FakeVertex:
 
 
 @pytest.fixture
-def vertex(monkeypatch, tmp_path):
+def vertex(monkeypatch, tmp_path, shared_store_buckets):
     fake = FakeVertex()
     server = RecordingServer(fake)
     server.fake = fake

@@ -12,7 +12,7 @@ import pytest
 import unipipe as up
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent / "isolation"
+HERE = Path(__file__).resolve().parents[1] / "isolation"
 sys.path.insert(0, str(HERE))
 
 
@@ -24,7 +24,7 @@ def s3_store(prefect_env, s3_store):
 
 def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3_store, tmp_path):
     import boto3
-    import isolation_pipes_prefect as pipes
+    import isolation_pipes as pipes
 
     result = up.run(pipes.where_tasks_run, backend="prefect", isolated=True,
                     store=f"s3://{s3_store}/store", workdir=tmp_path)
@@ -42,7 +42,7 @@ def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3
     # unipipe and the task module come from the pulled tree, not from the checkout (which the
     # workspace installs editable) or the test's folder
     assert Path(seen["unipipe"]) == cwd / "unipipe" / "__init__.py"
-    assert Path(seen["module"]) == cwd / "isolation_pipes_prefect.py"
+    assert Path(seen["module"]) == cwd / "isolation_pipes.py"
     assert (seen["home"], seen["tmp"]) == (str(sandbox / "home"), str(sandbox / "tmp"))
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_store)["Contents"]]
     wheels = sorted(k.rsplit("/", 1)[-1].split("-")[0] for k in keys if k.endswith(".whl"))
@@ -58,11 +58,11 @@ def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3
                  if k.startswith(tree.split("/", 1)[1] + "/")}
     ir = up.load(pipes.where_tasks_run)
     assert {module_filename(ir), "unipipe/__init__.py", "unipipe_prefect/runtime.py",
-            "isolation_pipes_prefect.py"} <= tree_keys
+            "isolation_pipes.py"} <= tree_keys
 
 
 def test_a_file_only_the_compiling_machine_has_is_missing_on_the_worker(s3_store, tmp_path):
-    import isolation_pipes_prefect as pipes
+    import isolation_pipes as pipes
 
     store = f"s3://{s3_store}/store"
     here = up.run(pipes.reads_a_local_file, backend="prefect", store=store)
@@ -75,20 +75,15 @@ def test_a_file_only_the_compiling_machine_has_is_missing_on_the_worker(s3_store
 
 
 def test_an_isolated_prefect_run_needs_a_store(prefect_env):
-    import isolation_pipes_prefect as pipes
+    import isolation_pipes as pipes
 
     with pytest.raises(ValueError, match="an isolated run needs a shared store"):
         up.run(pipes.where_tasks_run, backend="prefect", isolated=True)
 
 
+@pytest.mark.timeout(2400)  # about 19 cases of real runs; the default is 900 s
 def test_the_required_cases_pass_isolated_on_prefect_with_the_s3_store(s3_store, tmp_path):
     """The isolated lane of ``conform --isolated --store s3://...`` on the required cases."""
-    from unipipe.harness.cases import discover
-    from unipipe.harness.execute import Placement, run_suite
+    from lanes import required_case_failures
 
-    required = [c for c in discover([ROOT / "comparisons" / "cases"]) if c.required]
-    assert "store_large_value" in {c.id for c in required}
-    suite = run_suite(required, ["prefect"], tmp_path, jobs=2,
-                      placement=Placement(store=f"s3://{s3_store}/conform", isolated=True))
-    failures = {o.case: (o.status, o.reason, o.diffs) for o in suite.failures()}
-    assert failures == {}
+    assert required_case_failures("prefect", s3_store, tmp_path) == {}

@@ -40,7 +40,8 @@ def _is_installed_library(file: Path) -> bool:
 
 def task_modules(ir: Pipeline) -> list[str]:
     """Dotted names of the modules that hold the pipeline and its task callables."""
-    names = {t.fn.partition(":")[0] for t in ir.tasks}
+    # a command task's callable is unipipe's own runner, shipped as unipipe, never as user code
+    names = {t.fn.partition(":")[0] for t in ir.tasks if t.command is None}
     if ir.module:
         names.add(ir.module)
     return sorted(names)

@@ -36,6 +36,40 @@ def _package(ir: Pipeline, opts: Options) -> tuple[LocalFile, list[str]]:
     return yamls[-1], diagnostics
 
 
+def _code_step(plan: Plan, ir: Pipeline, inspect: bool) -> None:
+    """With a shared store: the code package (unipipe, unipipe-kubeflow, the pipeline's modules)
+    published to ``<store>/code/<digest>/``, and the pointer the compiled components read at
+    start (``unipipe.sandbox.code_pointer``), before the pipeline that needs them. Without one
+    (``--store local``) the components' image must hold them."""
+    if ir.store is None:
+        return
+    import tempfile
+
+    from unipipe import sandbox
+    from unipipe.api import search_path
+    from unipipe.deploy.package import PackageError, build_code_package
+
+    # the wheels are read now: the plan may apply later, and no build folder is left behind
+    with tempfile.TemporaryDirectory(prefix="unipipe-kfp-code-") as tmp:
+        try:
+            package = build_code_package(ir, search_path(ir), Path(tmp), ["kubeflow"])
+        except PackageError as exc:
+            raise InvalidDeploy(str(exc)) from None
+        wheels = {w.name: w.read_bytes() for w in package.wheels}
+    url = sandbox.code_url(ir.store, package.digest)
+    pointer = sandbox.code_pointer(ir.store, ir.ir_hash())
+    change = "unknown"
+    if inspect:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(pointer)
+        change = ("unchanged" if fs.exists(path) and fs.cat_file(path).decode() == url
+                  else "create")
+    plan.add(Step("upload", f"code package {url}", change,
+                  f"{len(wheels)} wheels ({', '.join(wheels)}), pointed at by {pointer}",
+                  lambda: sandbox.publish_wheels(wheels, package.digest, ir.store, ir.ir_hash())))
+
+
 def _quiet() -> Any:
     """kfp.Client prints links and warnings on stdout; the deploy report says what happened."""
     import contextlib
@@ -120,6 +154,7 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         state["version_id"] = made.pipeline_version_id
         return f"id {made.pipeline_version_id}"
 
+    _code_step(plan, ir, inspect)
     plan.add(Step("create", f"KFP pipeline {name!r}", pipeline_change,
                   "POST /apis/v2beta1/pipelines", create_pipeline))
     plan.add(Step("upload", f"KFP pipeline version {version_name!r}", version_change,
@@ -171,7 +206,8 @@ def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, st
             same = (version_change == "unchanged" and ref is not None
                     and ref.pipeline_version_id == state.get("version_id")
                     and cron == trigger.get("cron_expression")
-                    and (interval is None or int(interval) == trigger.get("interval_second")))
+                    and (interval is None or int(interval) == trigger.get("interval_second"))
+                    and int(run.max_concurrency or 1) == (ir.max_active_runs or 1))
             if same and change == "create":
                 change = "unchanged"
             else:
@@ -191,7 +227,8 @@ def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, st
                 state["experiment_id"] = c.create_experiment(experiment).experiment_id
             made = c.create_recurring_run(experiment_id=state["experiment_id"], job_name=job,
                                           pipeline_id=state["pipeline_id"], version_id=state["version_id"],
-                                          max_concurrency=1, enabled=True, **trigger)
+                                          max_concurrency=ir.max_active_runs or 1, enabled=True,
+                                          **trigger)
         plan.facts["recurring_run_id"] = made.recurring_run_id
         return f"id {made.recurring_run_id}"
 
@@ -262,6 +299,7 @@ def plan_vertex(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
                                       parameter_values=params or None, labels={LABEL: label},
                                       enable_caching=caching, project=project, location=region)
 
+    _code_step(plan, ir, inspect)
     if cron is None:
         change = "unknown"
         if inspect:

@@ -178,18 +178,27 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def base_env(home: Path, dags: Path) -> dict[str, str]:
-    """Environment that points Airflow at ``home`` and nothing of the user's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-    env.update({
+def home_env(home: Path, dags: Path, db: Path | None = None) -> dict[str, str]:
+    """The settings that place one Airflow installation: its home, dags folder, DB and logs."""
+    return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db or home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    }
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any of the user's Airflow settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
+    env.update({"AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONUNBUFFERED": "1"})
     return env
+
+
+def base_env(home: Path, dags: Path) -> dict[str, str]:
+    """Environment that points Airflow at ``home`` and nothing of the user's."""
+    return {**clean_env(), **home_env(home, dags)}
 
 
 def template_db(engine: Engine | None = None) -> Path:
@@ -295,6 +304,10 @@ def run_pipeline(backend: Any, ir: Pipeline, options: RunOptions) -> RunResult:
         raise NotImplementedError(f"the scheduler mode runs on the installed Airflow "
                                   f"{airflow_version()} only, not airflow@{options.extra['version']}")
     values = resolve_params(ir, options.params)
+    if options.extra.get("isolated"):  # many machines on one: Celery workers in sandboxes
+        from unipipe_airflow import isolated
+
+        return isolated.run(ir, options, values)
     home = prepare(ir, options)
     result = _run_prepared(ir, home, values, mode, options)
     if not options.workdir:  # a folder of our own: gone after a run, kept (for its logs) on error

@@ -42,11 +42,13 @@ class Api:
         return json.loads(text) if text else None
 
 
-def start(home: Home, port: int) -> subprocess.Popen[bytes]:
-    env = dict(home.env)
+def start(home: Home, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``airflow standalone`` for ``home`` with its API on ``port``; ``env`` overrides the
+    settings below (the isolated lane's CeleryExecutor, :mod:`unipipe_airflow.isolated`)."""
+    run_env = dict(home.env)
     # standalone starts its components as `airflow ...`: this interpreter's scripts come first
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.update({
+    run_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), run_env.get("PATH", "")])
+    run_env.update({
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -58,8 +60,9 @@ def start(home: Home, port: int) -> subprocess.Popen[bytes]:
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
     })
+    run_env.update(env or {})
     log = open(home.root / "standalone.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=run_env,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             cwd=home.root, start_new_session=True)
 
@@ -79,6 +82,62 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
+def wait_ready(proc: subprocess.Popen[bytes], api: Api, deadline: float) -> None:
+    """Until the API answers its health check (or the process ended, or the deadline passed)."""
+    while True:
+        if proc.poll() is not None:
+            raise AirflowRunError("airflow standalone exited before its API answered")
+        try:
+            api.call("GET", "/monitor/health", timeout=5)
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise AirflowRunError(f"the API did not answer in time ({exc})") from exc
+            time.sleep(1)
+
+
+def dag_path(dag_id: str) -> str:
+    return f"/dags/{urllib.request.quote(dag_id, safe='')}"
+
+
+def wait_for_dag(api: Api, dag_id: str, deadline: float, fileloc: str | None = None,
+                 alive: Any = None) -> None:
+    """Until the dag-processor has parsed ``dag_id`` (from ``fileloc``, when given: a file that
+    replaced an earlier one of the same DAG id)."""
+    while True:
+        try:
+            details = api.call("GET", dag_path(dag_id) + "/details")
+            if fileloc is None or details.get("fileloc") == fileloc:
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise AirflowRunError(f"DAG {dag_id}: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise AirflowRunError(f"DAG {dag_id} never appeared" +
+                                  (f" from {fileloc}" if fileloc else ""))
+        if alive is not None and not alive():
+            raise AirflowRunError("airflow exited while waiting for the DAG to be parsed")
+        time.sleep(0.5)
+
+
+def trigger_and_wait(api: Api, dag_id: str, conf: dict[str, Any], deadline: float,
+                     alive: Any = None) -> str:
+    """Unpause ``dag_id``, start one run with ``conf``, poll until it finished; its run id."""
+    path = dag_path(dag_id)
+    api.call("PATCH", path, {"is_paused": False})
+    run = api.call("POST", f"{path}/dagRuns", {"logical_date": None, "conf": conf})
+    run_id = run["dag_run_id"]
+    run_path = f"{path}/dagRuns/{urllib.request.quote(run_id, safe='')}"
+    while run.get("state") not in FINISHED:
+        if time.monotonic() > deadline:
+            raise AirflowRunError(f"run {run_id} did not finish in time")
+        if alive is not None and not alive():
+            raise AirflowRunError("airflow exited during the run")
+        time.sleep(0.5)
+        run = api.call("GET", run_path)
+    return str(run_id)
+
+
 def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float) -> str:
     """Trigger one run through the REST API and wait for it to finish; return its run id."""
     port = free_port()
@@ -86,36 +145,9 @@ def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float) -> str:
     api = Api(f"http://127.0.0.1:{port}/api/v2")
     deadline = time.monotonic() + timeout
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AirflowRunError("airflow standalone exited before its API answered")
-            try:
-                api.call("GET", "/monitor/health", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise AirflowRunError(f"the API did not answer in time ({exc})") from exc
-                time.sleep(1)
-        dag_path = f"/dags/{urllib.request.quote(home.dag_id, safe='')}"
-        while True:  # the dag-processor has to parse the file first
-            try:
-                api.call("GET", dag_path)
-                break
-            except urllib.error.HTTPError as exc:
-                if exc.code != 404 or time.monotonic() > deadline:
-                    raise AirflowRunError(f"DAG {home.dag_id} never appeared: {exc}") from exc
-                time.sleep(1)
-        api.call("PATCH", dag_path, {"is_paused": False})
-        run = api.call("POST", f"{dag_path}/dagRuns", {"logical_date": None, "conf": conf})
-        run_id = run["dag_run_id"]
-        run_path = f"{dag_path}/dagRuns/{urllib.request.quote(run_id, safe='')}"
-        while run.get("state") not in FINISHED:
-            if time.monotonic() > deadline:
-                raise AirflowRunError(f"run {run_id} did not finish in {timeout:.0f}s")
-            if proc.poll() is not None:
-                raise AirflowRunError("airflow standalone exited during the run")
-            time.sleep(1)
-            run = api.call("GET", run_path)
-        return str(run_id)
+        wait_ready(proc, api, deadline)
+        wait_for_dag(api, home.dag_id, deadline, alive=lambda: proc.poll() is None)
+        return trigger_and_wait(api, home.dag_id, conf, deadline,
+                                alive=lambda: proc.poll() is None)
     finally:
         stop(proc)

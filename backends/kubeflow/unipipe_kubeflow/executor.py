@@ -7,9 +7,13 @@ module reads the YAML a user would upload and plays the roles of the KFP driver 
 Scheduling (KFP driver + Argo DAG)
     Tasks of a DAG run in dependency order (``dependentTasks``), one at a time. A task whose
     ``triggerPolicy.strategy`` is the default ``ALL_UPSTREAM_TASKS_SUCCEEDED`` runs only if every
-    upstream task succeeded (or was a cache hit); otherwise it is not triggered. An exit task
-    (``ALL_UPSTREAM_TASKS_COMPLETED``) always runs and receives the group's
+    upstream task succeeded (or was a cache hit); otherwise it is not triggered. A task with
+    ``ALL_UPSTREAM_TASKS_COMPLETED`` ("all upstream tasks in any final state", KFP's
+    pipeline_spec.proto; an ExitHandler's exit task, or ``.ignore_upstream_failure()``) runs
+    once its upstream tasks have ended, whatever their state; an exit task receives the group's
     ``PipelineTaskFinalStatus`` (``taskFinalStatus`` input: state SUCCEEDED/FAILED, error).
+    A DAG has failed if any of its tasks failed, even when a task after it then succeeded (this
+    project's reading of Argo's DAG phase; not checked on a cluster).
     Independent branches keep running after a failure. Argo's DAG ``failFast`` (default on)
     would stop scheduling *new* tasks once one fails on a cluster; which tasks had already
     started there depends on pod timing, which cannot be known without a cluster.
@@ -464,15 +468,25 @@ class SpecExecutor:
             unique_pipeline_id=self.run_id)
         env = dict(self.env, UNIPIPE_RUN_ID=self.run_id, UNIPIPE_KFP_ATTEMPT=str(attempt),
                    UNIPIPE_KFP_ITERATION=str(iterations[-1]) if iterations else "")
+        # KFP's pip prelude (a component with packages_to_install) finds what it installs in
+        # the interpreter's environment, the "image"; it never downloads (PIP_NO_INDEX): what
+        # is missing fails the launch rather than changing the environment.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+        env["PIP_NO_INDEX"] = "1"
         box = None
         if self.code_url is not None:
-            # A pod of its own: the launcher stages the code package into the sandbox (as an
-            # init container would); HOME, TMPDIR and the working folder are the sandbox's.
+            # A pod of its own; HOME, TMPDIR and the working folder are the sandbox's. A
+            # component compiled with the store fetches the code package itself (codegen's
+            # unipipe_code); for one that expects its image to have it (a task with an image of
+            # its own) the launcher stages the package, as that image would hold it.
             from unipipe import sandbox
+            from unipipe_kubeflow.codegen import CODE_FUNCTION
 
-            if self._wheels is None:
+            fetches = any(f"{CODE_FUNCTION}(" in part for part in command)
+            if self._wheels is None and not fetches:
                 self._wheels = sandbox.fetch_code(self.code_url)
-            box = sandbox.make(self.run_dir / "sandboxes" / task_resource, self._wheels)
+            box = sandbox.make(self.run_dir / "sandboxes" / task_resource,
+                               {} if fetches else self._wheels or {})
             command = replace_python_executable(command, str(box.python))
             env = box.env(env)
             scratch, cwd = box.tmp, str(box.work)

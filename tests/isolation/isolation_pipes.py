@@ -1,4 +1,6 @@
-"""Pipelines that look at where their tasks run (tests/prefect/test_prefect_isolated.py).
+"""Pipelines that look at where their tasks run: the isolated lanes' tests of every backend
+(tests/kubeflow/test_isolated.py, tests/prefect/test_prefect_isolated.py,
+tests/airflow/test_airflow_isolated.py).
 
 This folder is on the test's search path; ``only_on_the_compiling_machine.txt`` lies next to this
 module in the checkout and is not part of the pipeline's code package.
@@ -19,7 +21,8 @@ def where() -> dict:
 
     return {"unipipe": unipipe.__file__, "module": __file__, "home": os.environ["HOME"],
             "tmp": os.environ["TMPDIR"], "cwd": os.getcwd(),
-            "sandbox": os.environ.get("UNIPIPE_SANDBOX"), "no_site": sys.flags.no_site}
+            "sandbox": os.environ.get("UNIPIPE_SANDBOX"), "no_site": sys.flags.no_site,
+            "attempt_folder": os.environ.get("UNIPIPE_ATTEMPT_FOLDER")}
 
 
 @up.task

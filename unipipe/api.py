@@ -25,7 +25,7 @@ def search_path(ir: Pipeline) -> list[str]:
     from unipipe.authoring.modules import module_name_for_file
 
     roots: list[str] = []
-    modules = {ir.module} | {t.fn.partition(":")[0] for t in ir.tasks}
+    modules = {ir.module} | {t.fn.partition(":")[0] for t in ir.tasks if t.command is None}
     for name in sorted(m for m in modules if m):
         mod = sys.modules.get(name)
         file = getattr(mod, "__file__", None)

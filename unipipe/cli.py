@@ -183,6 +183,14 @@ def run(
     from unipipe.params import parse_cli_params
 
     ir = _with_store(_load(pipeline), store)
+    if host:  # a remote engine: its tasks run on its machines (KFP: a pod each)
+        from unipipe.store import StoreError, require_shared
+
+        try:
+            require_shared(ir, f"{backend} --host {host}", explicit_local=store == "local",
+                           why="each task on a machine of the remote engine", flag="--backend")
+        except StoreError as exc:
+            _invalid(str(exc))
     try:
         params = parse_cli_params(param)
         extra = {"host": host} if host else {}

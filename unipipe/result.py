@@ -33,6 +33,36 @@ def aggregate_map(parts: list[TaskResult]) -> TaskResult:
                       [p.output for p in parts], attempt_times=times)
 
 
+#: the values of ``@up.task(run_if=...)`` (the IR's ``RunIf``), here so authoring checks them
+#: without loading pydantic (a task process imports the user's module)
+RUN_IF_VALUES: tuple[str, ...] = ("all_success", "all_done", "one_failed")
+
+
+def upstream_verdict(run_if: str, upstream: list[TaskResult]) -> TaskState | None:
+    """What a task's upstream tasks' final states decide for it, before its conditions are
+    looked at: ``None`` (it may run), ``"skipped"`` or ``"upstream_failed"``. The reference
+    rule (unipipe.local.runner, rule 6); every backend that replays a task it did not run uses
+    it too.
+
+    - ``all_success``: a failed or upstream_failed upstream makes it upstream_failed, else a
+      skipped upstream makes it skipped.
+    - ``all_done``: it runs once every upstream has finished, whatever the state (the runner
+      reaches a task only after all its upstream tasks, so: always).
+    - ``one_failed``: it runs if at least one upstream failed or was upstream_failed, else it
+      is skipped.
+    """
+    bad = any(r.state in ("failed", "upstream_failed") for r in upstream)
+    if run_if == "all_done":
+        return None
+    if run_if == "one_failed":
+        return None if bad else "skipped"
+    if bad:
+        return "upstream_failed"
+    if any(r.state == "skipped" for r in upstream):
+        return "skipped"
+    return None
+
+
 @dataclass
 class RunResult:
     pipeline: str

@@ -25,19 +25,31 @@ CASES = {
     "retries-exhausted": (features.retries_exhausted, "3.3"),
     "retries-exhausted-2.11": (features.retries_exhausted, "2.11"),
     "quality-gate": (features.quality_gate, "3.3"),
+    # up.otherwise() (a negated short-circuit), run_if as trigger rules, the watcher
+    "cleanup-else": (features.cleanup_else, "3.3"),
+    "failure-path": (features.failure_path, "3.3"),
+    "failure-path-2.11": (features.failure_path, "2.11"),
     "map-sources": (pa.map_sources, "3.3"),
     # the celery executor profile (MWAA, Composer): tasks with resources/image are plain @task
     "ml-training-celery": (ml_training.training, "3.3", {"airflow_executor": "celery"}),
     "pod-tasks-celery": (pa.pod_tasks, "3.3", {"airflow_executor": "celery"}),
     # a shared store: in every task spec and in the fan-out's items function
     "fanout-store": (with_store(up.load(features.fanout), "s3://unipipe-store/runs"), "3.3"),
+    # command tasks: a plain @task calling the shim's argv runner; with an image on the
+    # kubernetes executor, @task.kubernetes (never @task.bash or KubernetesPodOperator)
+    "command-tasks": (features.command_tasks, "3.3"),
+    "command-tasks-2.11": (features.command_tasks, "2.11", {"airflow_executor": "celery"}),
+    # max_parallel -> max_active_tis_per_dagrun, max_active_runs on the DAG
+    "limits": (features.limits, "3.3"),
+    "limits-2.11": (features.limits, "2.11"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        features.non_retryable, features.jitter, features.cached, features.timeout,
-       features.quality_gate, features.success_alert, ml_training.training, pa.hostile,
+       features.quality_gate, features.cleanup_else, features.failure_path,
+       features.success_alert, ml_training.training, pa.hostile,
        pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
-       pa.killed_once]
+       pa.killed_once, features.command_tasks, features.limits]
 
 
 def _dag(pipeline, out: Path, version: str = "3.3", **extra) -> str:

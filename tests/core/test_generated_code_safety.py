@@ -126,12 +126,13 @@ def test_compile_killed_midway_leaves_only_whole_files(target, tmp_path):
     import signal
     import time
 
+    perf, out_dir = str(ROOT / "comparisons" / "perf"), str(tmp_path / "out")
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {perf!r})\n"
         "import synthetic\n"
         "from unipipe.compiler.driver import compile_ir\n"
-        "compile_ir(synthetic.pipeline(1500), %r, %r)\n"
-    ) % (str(ROOT / "comparisons" / "perf"), target, str(tmp_path / "out"))
+        f"compile_ir(synthetic.pipeline(1500), {target!r}, {out_dir!r})\n"
+    )
     for delay in (0.5, 1.5, 3.0):
         scratch = tmp_path / f"tmp-{delay}"  # a killed compile cannot clean its staging folder
         scratch.mkdir()

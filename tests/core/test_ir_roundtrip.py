@@ -22,25 +22,27 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
                      timeout=600.0, resources=m.Resources(cpu="2", memory="4Gi", gpu=1, gpu_type="nvidia-tesla-t4"),
                      image="python:3.11-slim", alerts=(alert,))
     loc = m.SourceLocation(file="/src/p.py", line=12)
-    t1 = m.Task(id="a", fn="mod:a", source_hash=H, inputs={
+    t1 = m.Task(id="a", fn=m.COMMAND_FN, source_hash=H, inputs={
         "x": m.LiteralInput(value={"k": [1, 2.5, None, True, "s"]}),
         "p": m.ParamInput(name="n", path=("inner", 0)),
-    }, returns="dict", policies=pol, doc="first", location=loc)
+    }, returns="dict", policies=pol, doc="first", location=loc,
+        command=("python3", "-c", "print({x})", "--p={p}"), env={"MODE": "fast"})
     t2 = m.Task(id="b", fn="mod:b", source_hash=H, inputs={"v": m.OutputInput(task="a", path=("k", 1))},
-                after=("a",), when=(m.Condition(task="a", path=("ok",), expect=False),),
-                map_over="v", returns="list")
+                after=("a",), when=(m.Condition(task="a", path=("ok",), expect=False, otherwise=True),),
+                map_over="v", returns="list", max_parallel=3)
+    t3 = m.Task(id="c", fn="mod:c", source_hash=H, after=("a", "b"), run_if="all_done")
     return m.Pipeline(
         name="every-field", description="desc", module="mod", location=loc,
         params=(m.Param(name="n", type="dict", default={"inner": [1]}, required=False, description="d"),
                 m.Param(name="r", type="int", required=True)),
-        tasks=(t1, t2),
+        tasks=(t1, t2, t3),
         output=m.DictValue(items={"a": m.OutputInput(task="a"), "l": m.ListValue(items=(
             m.LiteralInput(value=1), m.ParamInput(name="r")))}),
         schedule=(m.Schedule(interval=900.0, timezone="UTC") if interval
                   else m.Schedule(cron="0 2 * * *", timezone="Europe/Paris")),
         defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
         alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
-        tags=("ml", "x"), store="s3://bucket/unipipe",
+        tags=("ml", "x"), store="s3://bucket/unipipe", max_active_runs=2,
     )
 
 
@@ -141,3 +143,12 @@ def test_task_lookup_follows_model_copy():
     with pytest.raises(KeyError, match="'a'"):
         q.task("a")
     assert p.model_dump() == m.Pipeline.model_validate_json(p.model_dump_json()).model_dump()
+
+
+def test_run_if_values_match_the_ir_literal():
+    """Authoring checks run_if against a tuple that loads no pydantic; it must list the IR's."""
+    import typing
+
+    from unipipe.result import RUN_IF_VALUES
+
+    assert typing.get_args(m.RunIf) == RUN_IF_VALUES

@@ -167,3 +167,21 @@ def test_a_container_pool_with_a_store_gets_its_code_from_the_store_by_the_pull_
     assert flow == FLOW
     assert Path(core) == pulled / "unipipe" / "__init__.py"
     assert Path(module) == pulled / "deploy" / "shipped.py"
+
+
+def test_max_active_runs_is_the_deployments_concurrency_limit_and_a_redeploy_sees_it(ir, prefect_api,
+                                                                                     tmp_path):
+    """``@up.pipeline(max_active_runs=N)``: the server holds the deployment's limit (read back as
+    its global concurrency limit); the same limit again is no change, another is an update."""
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"lim-{uuid.uuid4().hex[:6]}"
+    opts = _options(tmp_path, pool, f"name={name}")
+    one = ir.model_copy(update={"max_active_runs": 1})
+    assert deploy(one, "prefect", opts).code == 0
+    dep = _read(f"nightly-report/{name}")
+    assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
+    again = deploy(one, "prefect", opts)
+    assert again.code == 0 and again.lines("~") == [], again.text
+    two = deploy(ir.model_copy(update={"max_active_runs": 2}), "prefect", opts)
+    assert two.code == 0 and "changed: version, concurrency_limit]" in two.text, two.text
+    assert _read(f"nightly-report/{name}").global_concurrency_limit.limit == 2

@@ -49,7 +49,7 @@ def test_recorded_results_match_this_run(conformance_suite):
                         "comparisons/results` and `unipipe matrix`:\n" + "\n".join(stale)
 
 
-SMOKE = ("retry_fail_twice", "alerts_retry_success", "cache_second_run")
+SMOKE = ("retry_fail_twice", "alerts_retry_success", "cache_second_run", "map_max_parallel")
 
 
 @pytest.mark.slow
@@ -70,6 +70,11 @@ def test_airflow_real_scheduler_smoke_set(tmp_path):
     assert retry["tasks"]["flaky"]["attempts"] == 3
     cached = suite.outcome("cache_second_run", "airflow@scheduler").runs[1]
     assert cached["tasks"]["costly_sum"]["cache_hit"] is True
+    # the real scheduler runs mapped instances side by side: max_active_tis_per_dagrun=2 binds
+    from unipipe.harness.compare import peak_concurrency
+
+    limited = suite.outcome("map_max_parallel", "airflow@scheduler").runs[0]
+    assert peak_concurrency(limited, "load") == 2
 
 
 @pytest.mark.airflow

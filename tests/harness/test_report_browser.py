@@ -1,6 +1,6 @@
 """The HTML report, opened in a real headless Chromium: the DOM and the pixels say what happened.
 
-Chromium comes from the system packages (.ci/install-chromium.sh); this test is never skipped.
+Chromium comes from the system packages (.ci/install-system-packages.sh); this test is never skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("no Chromium: run .ci/install-chromium.sh (apt-get install chromium)")
+    pytest.fail("no Chromium: run .ci/install-system-packages.sh (apt-get install chromium)")
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:

@@ -130,6 +130,9 @@ def test_map_over_a_parameter_is_refused_before_writing(tmp_path):
 
 
 GOLDEN_CASES = [ml_training.training, F.fanout, F.quality_gate, F.retries_exhausted,
+                F.cleanup_else,  # dsl.Else, ignore_upstream_failure()
+                F.command_tasks,
+                F.limits,  # ParallelFor(parallelism=N)
                 # a shared store, in every component's spec
                 with_store(up.load(F.cached), "s3://unipipe-store/runs")]
 
@@ -222,3 +225,40 @@ def test_condition_on_a_key_path_is_refused_before_writing(tmp_path):
     with pytest.raises(UnsupportedFeature, match="key path"):
         up.compile(gate_on_key, target="kubeflow", out_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_run_if_one_failed_and_cleanup_after_a_guarded_task_are_refused(tmp_path):
+    with pytest.raises(UnsupportedFeature, match="run_if.one_failed"):
+        up.compile(F.failure_path, target="kubeflow", out_dir=tmp_path)
+
+    @up.pipeline(name="cleanup-after-guarded")
+    def guarded(value: float = 0.9, threshold: float = 0.8, where: str = "w"):
+        metrics = F.score(value)
+        with up.when(F.passes(metrics, threshold)):
+            big = F.train_big(metrics)
+        F.clean_scratch(where).after(big)
+
+    with pytest.raises(UnsupportedFeature, match="clean_scratch: run_if after a task inside"):
+        up.compile(guarded, target="kubeflow", out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_else_branch_is_dsl_else_and_a_task_after_both_branches_is_left_out(tmp_path):
+    @up.pipeline(name="join-after-else")
+    def joined(value: float = 0.9, threshold: float = 0.8):
+        metrics = F.score(value)
+        gate = F.passes(metrics, threshold)
+        with up.when(gate):
+            big = F.train_big(metrics)
+        with up.otherwise():
+            small = F.train_small(metrics)
+        return F.after_register(big).after(small)
+
+    paths = up.compile(joined, target="kubeflow", out_dir=tmp_path)
+    text = next(p for p in paths if p.suffix == ".py").read_text()
+    assert "with dsl.Else():" in text and "after_register" not in text.split("@dsl.pipeline")[1]
+    spec = yaml.safe_load(next(p for p in paths if p.suffix == ".yaml").read_text())
+    conditions = [t["triggerPolicy"]["condition"]
+                  for c in spec["components"].values() if "dag" in c
+                  for t in c["dag"]["tasks"].values() if "condition" in t.get("triggerPolicy", {})]
+    assert len(conditions) == 2 and conditions[1] == f"!({conditions[0]})"

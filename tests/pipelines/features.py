@@ -169,6 +169,51 @@ def quality_gate(value: float = 0.9, threshold: float = 0.8):
     return {"metrics": metrics, "registered": name, "shout": shout}
 
 
+# ---------------------------------------------------------------- if/else and cleanup
+
+
+@up.task
+def train_big(metrics: dict) -> str:
+    return f"big model at {metrics['value']}"
+
+
+@up.task
+def train_small(metrics: dict) -> str:
+    return f"small model at {metrics['value']}"
+
+
+@up.task(run_if="all_done")
+def clean_scratch(where: str) -> str:
+    return f"cleaned {where}"
+
+
+@up.task(run_if="one_failed")
+def page_oncall(where: str) -> str:
+    return f"paged about {where}"
+
+
+@up.pipeline(name="cleanup-else")
+def cleanup_else(value: float = 0.9, threshold: float = 0.8, where: str = "scratch/"):
+    """An if/else on a gate, then a cleanup that runs whatever the branches ended as."""
+    metrics = score(value)
+    gate = passes(metrics, threshold)
+    with up.when(gate):
+        big = train_big(metrics)
+    with up.otherwise():
+        small = train_small(metrics)
+    clean_scratch(where).after(metrics, gate)
+    return {"big": big, "small": small}
+
+
+@up.pipeline(name="failure-path")
+def failure_path(value: float = 0.9, where: str = "scratch/"):
+    """A cleanup (all_done) and a failure path (one_failed) after the same task."""
+    metrics = score(value)
+    clean_scratch(where).after(metrics)
+    page_oncall(where).after(metrics)
+    return metrics
+
+
 # ---------------------------------------------------------------- alerts on success
 
 
@@ -181,3 +226,42 @@ def announce(text: str) -> str:
              alerts=[up.Alert(on=("success",), webhook="env:UNIPIPE_TEST_WEBHOOK")])
 def success_alert(text: str = "hello"):
     return announce(text)
+
+
+# ---------------------------------------------------------------- command tasks
+
+
+count_words = up.command(
+    "count_words",
+    command=["python3", "-c", "import json, sys; print(json.dumps(len(sys.argv[1].split())))",
+             "{text}"],
+    env={"LC_ALL": "C.UTF-8"}, retries=2, timeout="30s")
+tag_image = up.command("tag_image", command=["python3", "-c", "import sys; print(sys.argv[1])",
+                                             "--words={words}"],
+                       image="python:3.12-slim")
+
+
+@up.task
+def report(words: int, tagged: str) -> str:
+    return f"{words} words, {tagged}"
+
+
+@up.pipeline(name="command-tasks")
+def command_tasks(text: str = "one two three"):
+    words = count_words(text=text)
+    tagged = tag_image(words=words)
+    return report(words, tagged)
+
+
+@up.task
+def shift(x: int, by: int) -> int:
+    return x + by
+
+
+@up.pipeline(name="limits", max_active_runs=1)
+def limits(n: int = 4, offset: int = 1):
+    """At most two squares at once, and one run of the pipeline at a time."""
+    numbers = make_numbers(n)
+    squares = square.map(x=numbers, max_parallel=2)
+    shifted = shift.map(x=numbers, by=offset, max_parallel=3)
+    return [total(squares), total(shifted)]

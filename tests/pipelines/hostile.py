@@ -28,6 +28,19 @@ def echo(text: str, extra: list, table: dict) -> dict:
     return {"text": text, "extra": extra, "table": table}
 
 
+def _brace(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+#: a command whose every argument tries to be code, shell or template (braces doubled: literal)
+shell = up.command(
+    "shell",
+    command=["python3", "-c", "import sys; print(len(sys.argv))",
+             *[_brace(i) for i in INJECTIONS if "\x00" not in i], "--text={text}"],
+    env={"HOSTILE": INJECTIONS[6]},
+)
+
+
 @up.pipeline(
     name="hostile.strings-1",
     description=INJECTIONS[0] + "\n" + INJECTIONS[2],
@@ -36,4 +49,5 @@ def echo(text: str, extra: list, table: dict) -> dict:
 )
 def hostile(text: str = INJECTIONS[1], other: str = INJECTIONS[3]):
     first = echo(text, INJECTIONS, {k: v for k, v in zip(["a", "b\"c", "{{ ds }}"], INJECTIONS)})
-    return {"first": first, "literal": echo(other, [INJECTIONS[5]], {"k": INJECTIONS[6]})}
+    return {"first": first, "literal": echo(other, [INJECTIONS[5]], {"k": INJECTIONS[6]}),
+            "shell": shell(text=text)}

@@ -25,7 +25,11 @@ CASES = {
     "ml-training": ml_training.training,
     "retries-exhausted": features.retries_exhausted,
     "cached": features.cached,
+    "cleanup-else": features.cleanup_else,
+    "failure-path": features.failure_path,
     "literal-map-negated-gate": pp.literal_map,
+    "command-tasks": features.command_tasks,
+    "limits": features.limits,  # runtime.map_limited; the deployment's concurrency_limit
     # a shared store: the flow's result storage block and every task spec
     "cached-store": with_store(up.load(features.cached), "s3://unipipe-store/runs"),
 }

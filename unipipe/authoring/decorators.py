@@ -35,6 +35,7 @@ from unipipe.authoring.policies import (
     policies_ir,
 )
 from unipipe.ir.errors import PipelineError
+from unipipe.result import RUN_IF_VALUES
 from unipipe.runtime.loading import executing
 
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict", list: "list"}
@@ -129,6 +130,9 @@ class _Builder:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     conditions: list[m.Condition] = field(default_factory=list)
+    #: nesting depth -> the condition of the up.when() block that closed last at that depth,
+    #: which an up.otherwise() block right after it negates
+    closed: dict[int, m.Condition] = field(default_factory=dict)
 
     def new_id(self, base: str) -> str:
         n = self.counts.get(base, 0) + 1
@@ -195,11 +199,42 @@ def when(condition: Ref, *, expect: bool = True) -> Iterator[None]:
         raise fail(loc, "when", "up.when() is used inside a @up.pipeline function")
     if not isinstance(condition, TaskRef):
         raise fail(loc, "when", "up.when() takes the output of a task that returns a bool")
-    builder.conditions.append(m.Condition(task=condition.task, path=condition.path, expect=expect))
+    cond = m.Condition(task=condition.task, path=condition.path, expect=expect)
+    with _block(builder, cond):
+        yield
+
+
+@contextlib.contextmanager
+def otherwise() -> Iterator[None]:
+    """The else branch of the ``with up.when(...)`` block just before it, at the same level:
+    tasks created in it run only if that condition does not hold (KFP ``dsl.Else``)."""
+    builder = _active()
+    loc = caller_location(3)
+    if builder is None:
+        raise fail(loc, "otherwise", "up.otherwise() is used inside a @up.pipeline function")
+    prev = builder.closed.pop(len(builder.conditions), None)
+    if prev is None:
+        raise fail(loc, "otherwise", "up.otherwise() has no `with up.when(...)` block right "
+                   "before it at the same level")
+    cond = m.Condition(task=prev.task, path=prev.path, expect=not prev.expect, otherwise=True)
+    with _block(builder, cond):
+        yield
+    builder.closed.pop(len(builder.conditions), None)  # one else per when
+
+
+@contextlib.contextmanager
+def _block(builder: _Builder, cond: m.Condition) -> Iterator[None]:
+    depth = len(builder.conditions)
+    builder.closed.pop(depth, None)
+    builder.conditions.append(cond)
     try:
         yield
     finally:
         builder.conditions.pop()
+        for d in [d for d in builder.closed if d > depth]:  # inner blocks are closed for good
+            del builder.closed[d]
+        if not cond.otherwise:
+            builder.closed[depth] = cond
 
 
 # ---------------------------------------------------------------- tasks
@@ -209,9 +244,10 @@ class TaskDef:
     """A function decorated with ``@up.task``."""
 
     def __init__(self, fn: Callable[..., Any], *, id: str | None,
-                 policies: m.Policies | dict[str, Any], loc: Loc):
+                 policies: m.Policies | dict[str, Any], loc: Loc, run_if: str = "all_success"):
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self.run_if = run_if
         self.id = id or fn.__name__
         # the IR policies, or (imported in execution mode) the decorator's arguments, turned
         # into IR the first time a pipeline is traced
@@ -244,8 +280,10 @@ class TaskDef:
             return self.fn(*args, **kwargs)
         return self._record(builder, args, kwargs, map_over=None, loc=caller_location(2))
 
-    def map(self, *args: Any, over: str | None = None, **kwargs: Any) -> TaskRef:
-        """Fan out over one argument: the first keyword argument, or the one named by ``over``."""
+    def map(self, *args: Any, over: str | None = None, max_parallel: int | None = None,
+            **kwargs: Any) -> TaskRef:
+        """Fan out over one argument: the first keyword argument, or the one named by ``over``;
+        with ``max_parallel=N`` at most N elements run at once."""
         loc = caller_location(2)
         builder = _active()
         if builder is None:
@@ -262,7 +300,13 @@ class TaskDef:
             raise fail(loc, f"map.{target}", "map() fans out over a list or a task output")
         if isinstance(value, tuple):
             kwargs[target] = list(value)
-        return self._record(builder, (), kwargs, map_over=target, loc=loc)
+        if max_parallel is not None and (isinstance(max_parallel, bool)
+                                         or not isinstance(max_parallel, int) or max_parallel < 1):
+            raise fail(loc, "map.max_parallel",
+                       f"max_parallel takes a whole number of elements >= 1, not {max_parallel!r}")
+        ref = self._record(builder, (), kwargs, map_over=target, loc=loc)
+        builder.nodes[ref.task]["max_parallel"] = max_parallel
+        return ref
 
     def _record(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                 map_over: str | None, loc: Loc) -> TaskRef:
@@ -276,6 +320,12 @@ class TaskDef:
             if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 raise fail(loc, self.id, "tasks with *args/**kwargs cannot be traced; name the arguments")
             inputs[name] = _to_input(value, loc, f"{self.id}.{name}")
+        return self._add_node(builder, inputs, map_over=map_over, loc=loc,
+                              doc=inspect.cleandoc(self.fn.__doc__ or ""))
+
+    def _add_node(self, builder: _Builder, inputs: dict[str, Any], *, map_over: str | None,
+                  loc: Loc, doc: str, **extra: Any) -> TaskRef:
+        """Record one call of this task in the pipeline being traced (``extra``: more IR fields)."""
         task_id = builder.new_id(self.id)
         builder.nodes[task_id] = {
             "id": task_id,
@@ -287,8 +337,10 @@ class TaskDef:
             "map_over": map_over,
             "returns": "list" if map_over else self.returns,
             "policies": self.policies,
-            "doc": inspect.cleandoc(self.fn.__doc__ or ""),
+            "run_if": self.run_if,
+            "doc": doc,
             "location": loc,
+            **extra,
         }
         return TaskRef(builder, task_id)
 
@@ -300,9 +352,17 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
          retry: Retry | None = None, retries: int | None = None,
          cache: Cache | bool | None = None, timeout: Duration | None = None,
          resources: Resources | None = None, image: str | None = None,
-         alerts: list[Alert] | None = None) -> Any:
-    """Declare a task. ``@up.task`` or ``@up.task(retries=2, cache=True, timeout="5m", ...)``."""
+         alerts: list[Alert] | None = None, run_if: str = "all_success") -> Any:
+    """Declare a task. ``@up.task`` or ``@up.task(retries=2, cache=True, timeout="5m", ...)``.
+
+    ``run_if`` says what its upstream tasks' states must be for it to run: ``"all_success"``
+    (the default), ``"all_done"`` (a cleanup: after its upstream tasks whatever they ended as)
+    or ``"one_failed"`` (a failure path: only if one of them failed).
+    """
     loc = caller_location(2)
+    if run_if not in RUN_IF_VALUES:
+        raise fail(loc, "run_if", f"run_if={run_if!r} is not one of "
+                   + ", ".join(repr(v) for v in RUN_IF_VALUES))
 
     def wrap(f: Callable[..., Any]) -> TaskDef:
         if inspect.iscoroutinefunction(f):
@@ -311,7 +371,7 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
                 "resources": resources, "image": image, "alerts": alerts}
         # authoring: check now, at the decorator's line; in a task process: when traced, if ever
         pol = args if executing() else policies_ir(loc, **args)
-        return TaskDef(f, id=id, policies=pol, loc=loc)
+        return TaskDef(f, id=id, policies=pol, loc=loc, run_if=run_if)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -324,7 +384,8 @@ class PipelineDef:
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None, description: str | None,
                  schedule: str | Duration | None, defaults: Defaults | None,
-                 alerts: list[Alert] | None, tags: list[str] | None, loc: Loc):
+                 alerts: list[Alert] | None, tags: list[str] | None, loc: Loc,
+                 max_active_runs: int | None = None):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__.replace("_", "-")
@@ -334,6 +395,7 @@ class PipelineDef:
         self._defaults = defaults
         self._alerts = alerts or []
         self._tags = tags or []
+        self._max_active_runs = max_active_runs
         self._ir: m.Pipeline | None = None
         if not executing():  # in a task process: checked when traced, if ever
             self._check_decoration()
@@ -345,6 +407,10 @@ class PipelineDef:
         for a in self._alerts:
             if not isinstance(a, Alert):
                 raise fail(loc, "alerts", "alerts= takes a list of up.Alert(...)")
+        n = self._max_active_runs
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise fail(loc, "max_active_runs",
+                       f"max_active_runs takes a whole number of runs >= 1, not {n!r}")
         self._schedule_ir()
 
     def _schedule_ir(self) -> m.Schedule | None:
@@ -409,7 +475,9 @@ class PipelineDef:
                 id=node["id"], fn=node["fn"], source_hash=node["source_hash"],
                 inputs=node["inputs"], after=tuple(node["after"]), when=tuple(node["when"]),
                 map_over=node["map_over"], returns=node["returns"], policies=node["policies"],
-                doc=node["doc"], location=node["location"].to_ir(),
+                run_if=node.get("run_if", "all_success"), doc=node["doc"], location=node["location"].to_ir(),
+                command=node.get("command"), env=node.get("env") or {},
+                max_parallel=node.get("max_parallel"),
             ))
         module = self.fn.__module__
         if module == "__main__":
@@ -423,6 +491,7 @@ class PipelineDef:
                 defaults=self._defaults.to_ir() if self._defaults else m.Policies(),
                 alerts=tuple(a.to_ir() for a in self._alerts),
                 tags=tuple(self._tags), module=module, location=self.loc.to_ir(),
+                max_active_runs=self._max_active_runs,
             )
         except Exception as exc:
             from pydantic import ValidationError
@@ -449,12 +518,14 @@ class PipelineDef:
 def pipeline(fn: Callable[..., Any] | None = None, *, name: str | None = None,
              description: str | None = None, schedule: str | Duration | None = None,
              defaults: Defaults | None = None, alerts: list[Alert] | None = None,
-             tags: list[str] | None = None) -> Any:
-    """Declare a pipeline. The function body wires tasks; it runs once, when traced."""
+             tags: list[str] | None = None, max_active_runs: int | None = None) -> Any:
+    """Declare a pipeline. The function body wires tasks; it runs once, when traced.
+    ``max_active_runs=N``: at most N runs of it at once (a scheduled or triggered run waits)."""
     loc = caller_location(2)
 
     def wrap(f: Callable[..., Any]) -> PipelineDef:
         return PipelineDef(f, name=name, description=description, schedule=schedule,
-                           defaults=defaults, alerts=alerts, tags=tags, loc=loc)
+                           defaults=defaults, alerts=alerts, tags=tags, loc=loc,
+                           max_active_runs=max_active_runs)
 
     return wrap(fn) if fn is not None else wrap

@@ -18,6 +18,10 @@ def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
         "fn": task.fn,
         "source_hash": task.source_hash,
     }
+    if task.command is not None:  # a command task: the shim runs this argv (runtime.command)
+        spec["command"] = list(task.command)
+        if task.env:
+            spec["env"] = dict(task.env)
     if literals:
         spec["literals"] = literals
     if paths:

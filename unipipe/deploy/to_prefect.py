@@ -169,6 +169,11 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     }
     if queue:
         desired["work_queue_name"] = queue
+    if ir.max_active_runs is not None:
+        # the deployment's concurrency limit: the server holds a further run of it in
+        # AwaitingConcurrencySlot until a slot frees (prefect/client/orchestration/
+        # _deployments/client.py create_deployment ``concurrency_limit``)
+        desired["concurrency_limit"] = ir.max_active_runs
     schedules = _schedules(ir, paused)
 
     pool_change, dep_change, diff = ("unknown", "unknown", [])
@@ -312,12 +317,19 @@ def _parameter_schema(ir: Pipeline) -> dict[str, Any]:
 
 
 def _differences(current: Any, desired: dict[str, Any], schedules: list[Any]) -> list[str]:
-    diff = [k for k, v in desired.items() if _norm(k, getattr(current, k, None)) != _norm(k, v)]
+    diff = [k for k, v in desired.items() if _norm(k, _current(current, k)) != _norm(k, v)]
     have = sorted(_schedule_key(s.schedule, s.active) for s in current.schedules)
     want = sorted(_schedule_key(s.schedule, s.active) for s in schedules)
     if have != want:
         diff.append("schedules")
     return diff
+
+
+def _current(deployment: Any, key: str) -> Any:
+    if key == "concurrency_limit":  # read back as the deployment's global concurrency limit
+        # (DeploymentResponse.concurrency_limit is always None: client/schemas/responses.py ~350)
+        return getattr(deployment.global_concurrency_limit, "limit", None)
+    return getattr(deployment, key, None)
 
 
 def _norm(key: str, value: Any) -> Any:

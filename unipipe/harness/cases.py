@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 EXPECTED_STATUSES = ("unsupported", "notimpl", "notyet", "never")
-TASK_FIELDS = ("state", "attempts", "cache_hit", "error_type", "output")
+TASK_FIELDS = ("state", "attempts", "cache_hit", "error_type", "output", "max_concurrent")
 DEFAULT_TOLERANCE = {"early": 0.1, "late": 10.0, "late_ratio": 1.0}
 
 
@@ -76,6 +76,11 @@ class Expectation:
         for label, fields in tasks.items():
             if not isinstance(fields, dict) or set(fields) - set(TASK_FIELDS):
                 raise CaseError(f"{where}: expect.tasks.{label} takes only {TASK_FIELDS}")
+            peak = fields.get("max_concurrent")
+            if "max_concurrent" in fields and (isinstance(peak, bool) or not isinstance(peak, int)
+                                               or peak < 1):
+                raise CaseError(f"{where}: expect.tasks.{label}.max_concurrent is a whole "
+                                f"number >= 1 (at most that many elements at once), not {peak!r}")
         alerts = data.get("alerts")
         if alerts is not None:
             if not isinstance(alerts, list):

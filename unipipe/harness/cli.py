@@ -29,8 +29,8 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         lacking = [b for b in backends if b != REFERENCE and b not in ISOLATED_BACKENDS]
         if lacking:
             console.print(f"[bold red]error:[/] --isolated runs on {', '.join(ISOLATED_BACKENDS)} "
-                          f"only so far: {', '.join(lacking)} cannot put each attempt in a sandbox "
-                          f"yet (their isolated lanes are not built)")
+                          f"(the installed engine versions): {', '.join(lacking)} cannot put each "
+                          f"attempt in a sandbox (no isolated lane is built for it)")
             return 2
     known = available()
     unknown = [b for b in backends if b.partition("@")[0] not in known

@@ -39,6 +39,12 @@ def check_expectation(run: dict[str, Any], exp: Expectation, where: str = "") ->
             diffs.append(f"{pre}task {label} is missing from the result")
             continue
         for key, want in fields.items():
+            if key == "max_concurrent":
+                peak = peak_concurrency(run, label)
+                if peak > want:
+                    diffs.append(f"{pre}task {label}: {peak} of its elements' attempts ran at "
+                                 f"once, expected at most {want}")
+                continue
             have = got.get(key)
             if key == "output":
                 have, want = have, jsonable(want)
@@ -51,6 +57,24 @@ def check_expectation(run: dict[str, Any], exp: Expectation, where: str = "") ->
     if exp.alerts is not None:
         diffs += _alert_diff(run["alerts"], exp.alerts, pre, "expected")
     return diffs
+
+
+def peak_concurrency(run: dict[str, Any], label: str) -> int:
+    """How many attempts of a mapped task's elements (``label[i]``) overlapped at most, from
+    each attempt's start and end (an attempt that ends when another starts does not overlap)."""
+    edges: list[tuple[float, int]] = []
+    prefix = f"{label}["
+    for name, task in run["tasks"].items():
+        if not name.startswith(prefix):
+            continue
+        for e in task.get("attempt_log", []):
+            if e.get("start") is not None and e.get("end") is not None:
+                edges += [(float(e["start"]), 1), (float(e["end"]), -1)]
+    peak = running = 0
+    for _, step in sorted(edges):  # at equal times the end (-1) sorts before the start
+        running += step
+        peak = max(peak, running)
+    return peak
 
 
 def _alert_diff(got: list[dict[str, Any]], want: list[dict[str, Any]], pre: str,

@@ -155,7 +155,7 @@ class Placement:
 STORE_ENV = ("UNIPIPE_CACHE_URL", "UNIPIPE_ARTIFACT_URL", "UNIPIPE_STORE_URL")
 
 #: backends whose runs can put every attempt in a sandbox (``conform --isolated``)
-ISOLATED_BACKENDS = ("kubeflow", "prefect")
+ISOLATED_BACKENDS = ("airflow", "kubeflow", "prefect")
 
 
 def _engine_env(lane: Path, job: Path) -> dict[str, str]:

@@ -13,7 +13,12 @@ class Feature(str, Enum):
     KEY_PATH = "key_path"
     AFTER = "after"
     CONDITION = "condition"
+    OTHERWISE = "condition.otherwise"
+    RUN_IF_ALL_DONE = "run_if.all_done"
+    RUN_IF_ONE_FAILED = "run_if.one_failed"
     MAP = "map"
+    MAP_MAX_PARALLEL = "map.max_parallel"
+    MAX_ACTIVE_RUNS = "max_active_runs"
     RETRY = "retry"
     RETRY_DELAY = "retry.delay"
     RETRY_BACKOFF = "retry.backoff"
@@ -37,6 +42,7 @@ class Feature(str, Enum):
     SCHEDULE_CRON = "schedule.cron"
     SCHEDULE_INTERVAL = "schedule.interval"
     SHARED_STORE = "store"
+    COMMAND = "command"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -110,8 +116,18 @@ def features_used(ir: Pipeline) -> list[Feature]:
             out.add(Feature.AFTER)
         if task.when:
             out.add(Feature.CONDITION)
+            if any(c.otherwise for c in task.when):
+                out.add(Feature.OTHERWISE)
+        if task.run_if == "all_done":
+            out.add(Feature.RUN_IF_ALL_DONE)
+        elif task.run_if == "one_failed":
+            out.add(Feature.RUN_IF_ONE_FAILED)
         if task.map_over is not None:
             out.add(Feature.MAP)
+            if task.max_parallel is not None:
+                out.add(Feature.MAP_MAX_PARALLEL)
+        if task.command is not None:
+            out.add(Feature.COMMAND)
     if ir.output is not None and _value_has_path(ir.output):
         out.add(Feature.KEY_PATH)
     if ir.alerts:
@@ -122,4 +138,6 @@ def features_used(ir: Pipeline) -> list[Feature]:
         out.add(Feature.SCHEDULE_CRON if ir.schedule.cron else Feature.SCHEDULE_INTERVAL)
     if ir.store is not None:
         out.add(Feature.SHARED_STORE)
+    if ir.max_active_runs is not None:
+        out.add(Feature.MAX_ACTIVE_RUNS)
     return [f for f in Feature if f in out]

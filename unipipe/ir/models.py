@@ -181,14 +181,36 @@ class Param(_Model):
 
 
 class Condition(_Model):
-    """Run only if the referenced task output equals ``expect`` (a bool)."""
+    """Run only if the referenced task output equals ``expect`` (a bool).
+
+    ``otherwise`` marks the else branch of an ``up.when()`` block (``with up.otherwise():``):
+    the same test with ``expect`` negated, kept apart so engines with an else construct
+    (KFP ``dsl.Else``) can write one. It never changes when the task runs.
+    """
 
     task: str = Field(pattern=IDENT_PATTERN)
     path: tuple[PathItem, ...] = ()
     expect: bool = True
+    otherwise: bool = False
+
+
+#: When a task runs, given its upstream tasks' final states (unipipe.result.upstream_verdict):
+#: ``all_success`` every upstream succeeded (the default); ``all_done`` every upstream
+#: finished, whatever its state (a cleanup task); ``one_failed`` at least one upstream failed
+#: or was upstream_failed (a failure path), else skipped.
+RunIf = Literal["all_success", "all_done", "one_failed"]
+
+
+#: the callable a command task names: the shim's argv runner (unipipe.runtime.command)
+COMMAND_FN = "unipipe.runtime.command:run"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
 
 
 class Task(_Model):
+    """One node. A Python task names its callable in ``fn``; a command task (``up.command``)
+    carries ``command`` (argv, ``{input}`` placeholders) and ``env`` instead, and its ``fn`` is
+    :data:`COMMAND_FN` with ``source_hash`` the hash of the command and env."""
+
     id: str = Field(pattern=IDENT_PATTERN)
     fn: str = Field(pattern=IMPORT_PATH_PATTERN)
     source_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -198,8 +220,17 @@ class Task(_Model):
     map_over: str | None = None
     returns: str | None = None
     policies: Policies = Policies()
+    run_if: RunIf = "all_success"
     doc: str = ""
     location: SourceLocation | None = None
+    #: a command task's argv: each item one argument, ``{name}`` filled from the input ``name``
+    #: inside that item; run without a shell (unipipe.runtime.command)
+    command: tuple[str, ...] | None = None
+    #: environment variables set for a command task's process (over the worker's environment)
+    env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(default_factory=dict)
+    #: a mapped task: at most this many of its elements run at once, in one run
+    #: (``task.map(..., max_parallel=N)``); None = as many as the engine runs
+    max_parallel: int | None = Field(None, ge=1, le=10000)
 
     @field_validator("inputs")
     @classmethod
@@ -215,6 +246,9 @@ class Task(_Model):
     def _map_over_is_input(self) -> Task:
         if self.map_over is not None and self.map_over not in self.inputs:
             raise ValueError(f"map_over={self.map_over!r} is not one of the task's inputs")
+        if self.max_parallel is not None and self.map_over is None:
+            raise ValueError("max_parallel limits the elements of a mapped task; this task is "
+                             "not mapped (use task.map(..., max_parallel=N))")
         return self
 
     def upstream(self) -> list[str]:
@@ -247,6 +281,9 @@ class Pipeline(_Model):
     #: markers and checkpoints; None = each machine's own local folder (one machine only).
     #: Set by ``--store`` at compile/run/deploy time (unipipe.store.with_store), never a credential.
     store: str | None = None
+    #: at most this many runs of the pipeline at once (``@up.pipeline(max_active_runs=N)``);
+    #: None = the engine's default
+    max_active_runs: int | None = Field(None, ge=1, le=10000)
 
     @field_validator("store")
     @classmethod
@@ -332,6 +369,21 @@ class Pipeline(_Model):
         data = self.model_dump(mode="json")
         if data.get("store") is None:  # pipelines without a store hash as they did before it
             data.pop("store", None)
+        for task in data.get("tasks", []):  # likewise fields added later, at their defaults
+            if task.get("run_if") == "all_success":
+                task.pop("run_if")
+            for cond in task.get("when", []):
+                if cond.get("otherwise") is False:
+                    cond.pop("otherwise")
+        for task in data.get("tasks", ()):  # Python tasks hash as they did before commands
+            if task.get("command") is None:
+                task.pop("command", None)
+            if not task.get("env"):
+                task.pop("env", None)
+            if task.get("max_parallel") is None:
+                task.pop("max_parallel", None)
+        if data.get("max_active_runs") is None:
+            data.pop("max_active_runs", None)
         _strip_locations(data)
         canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canon.encode()).hexdigest()

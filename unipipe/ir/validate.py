@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 from unipipe.ir.errors import PipelineError, Problem, line_of
 from unipipe.ir.models import (
+    COMMAND_FN,
     DictValue,
     ListValue,
     LiteralInput,
@@ -144,6 +146,24 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
                 rtype = by_id[src_inp.task].returns
                 if rtype not in (None, "list", "any"):
                     at(t, field, f"map() over task {src_inp.task!r} whose output is {rtype}")
+        if t.run_if != "all_success":
+            field = f"tasks.{t.id}.run_if"
+            if not t.upstream():
+                at(t, field, f"run_if={t.run_if!r} on a task with no upstream task; order it "
+                   "after the tasks it follows with .after(...)")
+            for name, inp in t.inputs.items():
+                if isinstance(inp, OutputInput):
+                    at(t, f"tasks.{t.id}.inputs.{name}",
+                       f"a run_if={t.run_if!r} task cannot take the output of task "
+                       f"{inp.task!r}: that task may have failed and produced none; order it "
+                       "with .after(...) and pass data through parameters or the store")
+            if t.when:
+                at(t, field, f"a run_if={t.run_if!r} task cannot sit inside up.when() or "
+                   "up.otherwise(); put the cleanup outside the block")
+        if t.command is not None:
+            _check_command(t, at)
+        elif t.env:
+            at(t, f"tasks.{t.id}.env", "env is set only on a command task (up.command)")
         pol = t.policies
         if pol.retry is not None and pol.retry.max_delay is not None:
             if pol.retry.max_delay < pol.retry.delay:
@@ -169,6 +189,41 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
     if problems:
         raise PipelineError(problems)
     return ir
+
+
+def _check_command(t: Task, at: Callable[[Task | None, str, str], None]) -> None:
+    """A command task: a program, placeholders that parse, one input per placeholder name."""
+    from unipipe.runtime.command import PlaceholderError, placeholders
+
+    field = f"tasks.{t.id}.command"
+    if t.fn != COMMAND_FN:
+        at(t, f"tasks.{t.id}.fn", f"a command task's fn is {COMMAND_FN!r}, not {t.fn!r}")
+    if not t.command:
+        at(t, field, "a command needs at least the program to run: command=['prog', ...]")
+    elif not t.command[0].strip():
+        at(t, f"{field}[0]", "the program (the first item) is empty")
+    used: set[str] = set()
+    for key, value in t.env.items():
+        if "\x00" in value:
+            at(t, f"tasks.{t.id}.env.{key}", "an environment value cannot hold a NUL character")
+    for i, item in enumerate(t.command or ()):
+        if "\x00" in item:
+            at(t, f"{field}[{i}]", "an argument cannot hold a NUL character")
+            continue
+        try:
+            names = placeholders(item)
+        except PlaceholderError as exc:
+            at(t, f"{field}[{i}]", str(exc))
+            continue
+        for name in names:
+            if name not in t.inputs and name not in used:
+                at(t, f"{field}[{i}]", f"placeholder {{{name}}} has no input: pass {name}=... "
+                   f"when calling {t.id}")
+            used.add(name)
+    for name in t.inputs:
+        if name not in used:
+            at(t, f"tasks.{t.id}.inputs.{name}", f"input {name!r} is used by no placeholder of "
+               f"the command (write '{{{name}}}' in an argument, or drop the input)")
 
 
 def _find_cycle(ir: Pipeline) -> list[str]:

@@ -18,11 +18,27 @@ Rules (each is implemented, and commented, where it happens below):
 6. Skips. A task whose condition is false is ``skipped``; a task that consumes (data, condition
    or ``after``) a skipped task is skipped too; a task downstream of a failure is
    ``upstream_failed`` and never attempted. Independent branches still run after a failure.
+   ``up.otherwise()`` after ``up.when(g)`` is the same test negated: its tasks run exactly when
+   the gate is False (and not at all when the gate task failed). A task downstream of both
+   branches consumes a skipped task either way, so it is skipped (no join; continue inside
+   each branch). ``run_if`` changes what the upstream states decide
+   (:func:`unipipe.result.upstream_verdict`): ``all_done`` runs after its upstream tasks
+   whatever they ended as (success, failed, skipped, upstream_failed), ``one_failed`` runs
+   only if one of them failed or was upstream_failed and is skipped otherwise. Such a task
+   takes no task outputs as inputs and sits in no ``up.when`` block (validation refuses both),
+   so nothing it needs can be missing.
 7. Alerts. Task alerts: ``retry`` after each failed attempt that will be retried, ``failure``
    once after the last failed attempt, ``success`` once when the task succeeds (a cache hit
    counts). Pipeline alerts: ``failure`` or ``success`` once at the end of the run.
-8. Outcome. The run fails if any task failed or was upstream_failed. Its output is the pipeline's
+8. Outcome. The run fails if any task failed or was upstream_failed, whatever ran after it:
+   a cleanup (``run_if``) task that succeeds after a failure does not make the run succeed,
+   and a failed cleanup fails it too. Its output is the pipeline's
    return expression with skipped outputs as None.
+9. Commands. A command task (``up.command``) is a task whose attempt runs its argv, not a
+   function: :mod:`unipipe.runtime.command` fills the ``{input}`` placeholders (one argv item
+   each, no shell), takes the last line of stdout (JSON, else text) as the output, and fails the
+   attempt on an exit code other than 0. Everything else (attempts, waits, the filter, cache,
+   alerts, the timeout, which kills the command's whole process group) is rules 1-8 unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
 from unipipe.ir.models import OutputInput, ParamInput, Pipeline, Task
 from unipipe.outputs import evaluate
 from unipipe.params import resolve_params
-from unipipe.result import RunResult, TaskResult, aggregate_map
+from unipipe.result import RunResult, TaskResult, aggregate_map, upstream_verdict
 from unipipe.runtime import alerts as alert_delivery
 from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
@@ -229,11 +245,9 @@ class LocalRunner:
               results: dict[str, TaskResult], outputs: dict[str, Any], run_id: str,
               delivered: list[dict[str, Any]], elements: dict[str, TaskResult]) -> TaskResult:
         # Rule 6: failures and skips propagate before conditions are looked at.
-        ups = [results[d] for d in task.upstream()]
-        if any(r.state in ("failed", "upstream_failed") for r in ups):
-            return TaskResult("upstream_failed")
-        if any(r.state == "skipped" for r in ups):
-            return TaskResult("skipped")
+        verdict = upstream_verdict(task.run_if, [results[d] for d in task.upstream()])
+        if verdict is not None:
+            return TaskResult(verdict)
         for cond in task.when:
             value = store.select(store.from_transport(outputs[cond.task]), cond.path)
             if not isinstance(value, bool):

@@ -58,6 +58,15 @@ def resolve_callable(path: str) -> Callable[..., Any]:
     return fn
 
 
+def task_callable(spec: Mapping[str, Any]) -> Callable[..., Any]:
+    """What one attempt calls with the inputs: a command task's argv runner, or the function."""
+    if spec.get("command") is not None:
+        from unipipe.runtime import command
+
+        return command.bind(spec)
+    return resolve_callable(spec["fn"])
+
+
 def preload_callable(path: str) -> None:
     """Import a task's module in a process that is about to fork its attempts, so each attempt
     inherits it instead of importing it again. An error is left for the attempt to raise."""
@@ -167,7 +176,7 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
 
                     alerts.deliver(spec.get("alerts") or [], "success", payload(spec, ctx))
                 return value, True
-        func = fn or resolve_callable(spec["fn"])
+        func = fn or task_callable(spec)
         try:
             value = _call_with_timeout(func, args, spec.get("timeout") if "timeout" in emulate else None)
         except BaseException as exc:

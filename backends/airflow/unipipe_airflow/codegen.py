@@ -268,6 +268,11 @@ class DagWriter:
         referenced: set[str] = set()
         for t in self.ir.tasks:
             referenced.update(t.upstream())
+        #: a run_if task can end the DAG with a successful leaf after a failure: a watcher task
+        #: downstream of every task then fails the run (watcher_def)
+        self.watched = any(t.run_if != "all_success" for t in self.ir.tasks)
+        if self.watched:
+            referenced.update(self.task_ids)
         self.referenced = referenced
         self.funcs: dict[str, str] = {}
         for t in self.ir.tasks:
@@ -314,6 +319,16 @@ class DagWriter:
         args: list[cst.Arg] = []
         if self.funcs[task.id] != task.id:
             args.append(_kw("task_id", literal(task.id)))
+        if task.run_if != "all_success":
+            # all_done: runs once every upstream is done, skipped ones included; one_failed:
+            # runs once one upstream failed or is upstream_failed, skipped when all are done
+            # without one (airflow/ti_deps/deps/trigger_rule_dep.py ~448, ~516, ~557)
+            args.append(_kw("trigger_rule", literal(task.run_if)))
+        if task.max_parallel is not None:
+            # at most N of the mapped task's instances run at once in one DAG run: the
+            # scheduler counts them per (dag_id, run_id, task_id) before queueing more
+            # (airflow/jobs/scheduler_job_runner.py ~919; BaseOperator, 2.11 and 3.x alike)
+            args.append(_kw("max_active_tis_per_dagrun", literal(task.max_parallel)))
         for key, value in plan.kwargs.items():
             if isinstance(value, Seconds):
                 self.uses_timedelta = True
@@ -411,6 +426,11 @@ class DagWriter:
         call_args = [cst.Arg(literal(spec))]
         if upstream:
             call_args.append(cst.Arg(inputs))
+        # A command task (spec["command"]) takes the same decorator as a Python task: the shim
+        # runs its argv without a shell. Not @task.bash, which runs `bash -c <one string>` with
+        # bash_command a Jinja template field (providers/standard/operators/bash.py ~207-236),
+        # and not KubernetesPodOperator, whose cmds/arguments are template fields and whose XCom
+        # is /airflow/xcom/return.json, never stdout (cncf/kubernetes/operators/pod.py ~198-593).
         if in_pod:
             self.pods.append(task.id)
             call_args.append(_kw("context", cst.Name("unipipe_context")))
@@ -432,6 +452,8 @@ class DagWriter:
     def gate_def(self, cond: Condition, gate_id: str, func: str) -> cst.FunctionDef:
         what = cond.task + "".join(f"[{p!r}]" for p in cond.path)
         doc = f"Run the tasks under up.when({what}) only if it is {cond.expect}."
+        if cond.otherwise:
+            doc = f"The else branch: run the tasks under up.otherwise() only if {what} is {cond.expect}."
         body: list[cst.BaseStatement] = [
             _doc(doc),
             _import("unipipe_airflow.runtime", "condition"),
@@ -445,6 +467,28 @@ class DagWriter:
         if func != gate_id:
             args.insert(0, _kw("task_id", literal(gate_id)))
         return _function(func, ["value"], body, _call("task.short_circuit", *args))
+
+    def watcher_def(self, watcher_id: str, func: str) -> cst.FunctionDef:
+        """A task downstream of every task that fails the run if one of them failed.
+
+        Airflow decides a run's state from its leaves only (``airflow/models/dagrun.py``
+        ~1066 ``_tis_for_dagrun_state``, ~1217 ``update_state``): a cleanup leaf
+        (run_if all_done) that succeeds after a failure would make the run a success, where
+        unipipe's runs fail. The watcher (trigger_rule one_failed) runs only then, and fails;
+        otherwise it is skipped, which leaves a successful run successful. (A teardown task is
+        left out of that rule, but a teardown that fails would then not fail the run either.)
+        """
+        doc = "Fail the run if any task failed: the run_if tasks after a failure may succeed."
+        body: list[cst.BaseStatement] = [
+            _doc(doc),
+            _import("unipipe_airflow.runtime", "fail_run"),
+            cst.SimpleStatementLine([cst.Expr(_call("fail_run"))],
+                                    leading_lines=[cst.EmptyLine()]),
+        ]
+        args = [_kw("trigger_rule", literal("one_failed")), _kw("retries", literal(0))]
+        if func != watcher_id:
+            args.insert(0, _kw("task_id", literal(watcher_id)))
+        return _function(func, [], body, _call("task", *args))
 
     def items_def(self, task: Task, items_id: str, func: str) -> tuple[cst.FunctionDef, bool]:
         """The helper that produces the list a task fans out over; True if it takes an input."""
@@ -496,6 +540,8 @@ class DagWriter:
                                             cst.Arg(literal(m)), cst.Arg(literal(d)),
                                             _kw("tz", literal(tz)))))
         args.append(_kw("catchup", literal(False)))
+        if ir.max_active_runs is not None:
+            args.append(_kw("max_active_runs", literal(ir.max_active_runs)))
         if ir.params:
             args.append(_kw("params", cst.Dict([
                 cst.DictElement(literal(p.name), self._param(p)) for p in ir.params])))
@@ -598,6 +644,15 @@ class DagWriter:
             deps = gate_vars + [self._var(out, a) for a in task.after]
             if deps:
                 edges.append(_rshift(deps, out[tid] or ""))
+        if self.watched:
+            from unipipe_airflow.runtime import WATCHER_ID
+
+            watcher_id = self._helper_id(WATCHER_ID)
+            wfunc = self.names.claim(watcher_id)
+            defs.append(self.watcher_def(watcher_id, wfunc))
+            wvar = self.names.claim(f"{watcher_id}_result")
+            wiring.append(_assign(wvar, _call(wfunc)))
+            edges.append(_rshift([self._var(out, t) for t in ir.topo_order()], wvar))
         body: list[cst.BaseStatement] = []
         if ir.description:
             body.append(_doc(ir.description))
@@ -669,6 +724,8 @@ def _trim_alert(alert: dict[str, Any]) -> dict[str, Any]:
 
 def _gate_name(cond: Condition) -> str:
     parts = [cond.task] + [re.sub(r"\W", "_", str(p)) for p in cond.path]
+    if cond.otherwise:
+        return "otherwise_" + "_".join(parts)
     return ("when_" if cond.expect else "when_not_") + "_".join(parts)
 
 

@@ -4,7 +4,7 @@ Airflow's own task instances decide each task's state and number of tries (``try
 earlier tries are in ``task_instance_history``) and XCom holds the outputs; the shim's trace
 adds what Airflow does not know (cache hits, the user's error, each try's start and end) and is
 cross-checked against the task instances (:func:`cross_check`). Helper tasks the code generator
-adds (short-circuit gates, ``*_items``) are not IR tasks and do not appear in the result.
+adds (short-circuit gates, ``*_items``, the watcher) are not IR tasks and do not appear in the result.
 """
 
 from __future__ import annotations
@@ -162,6 +162,14 @@ def build_result(ir: Pipeline, records: Records, trace_dir: Path,
             outputs[tid] = r.output
     failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
     state = "failed" if failed else "success"
+    if records.run_state in ("success", "failed"):
+        # The DagRun's own state is the run's verdict; Airflow decides it from the leaves only
+        # (airflow/models/dagrun.py ~1217), so it can disagree with the tasks (a cleanup leaf
+        # that succeeded after a failure) unless the DAG has a watcher (codegen.watcher_def).
+        if records.run_state != state:
+            warnings.warn(f"airflow marked the run {records.run_state} but failed tasks are "
+                          f"{failed or 'none'}", stacklevel=2)
+        state = records.run_state
     output = evaluate(ir.output, outputs, params) if state == "success" else None
     results.update(elements)
     for r in results.values():

@@ -154,10 +154,10 @@ def _user_function(spec: Mapping[str, Any]) -> Any:
     """The user's function, with Airflow's timeout reported as the IR's TaskTimeout (a
     TimeoutError): the exception filter and the retry policy then see what the reference
     runner sees."""
-    from unipipe.runtime.invoke import TaskTimeout, resolve_callable
+    from unipipe.runtime.invoke import TaskTimeout, task_callable
 
     def call(**kwargs: Any) -> Any:
-        fn = resolve_callable(spec["fn"])
+        fn = task_callable(spec)  # a command task's argv runner, or the user's function
         try:
             return fn(**kwargs)
         except BaseException as exc:
@@ -166,6 +166,44 @@ def _user_function(spec: Mapping[str, Any]) -> Any:
             raise
 
     return call
+
+
+# ---------------------------------------------------------------- many machines on one
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the isolated lane: the worker's name, recorded by Airflow
+    as the task instance's ``hostname`` (:mod:`unipipe_airflow.isolated`)."""
+    import os
+    import socket
+
+    return os.environ.get("UNIPIPE_WORKER_NAME") or socket.getfqdn()
+
+
+def enter_attempt_folder() -> None:
+    """Under ``UNIPIPE_ATTEMPT_ROOT`` (a worker of the isolated lane), give this try's process a
+    HOME, TMPDIR and working folder of its own, as a fresh pod would: Airflow's supervisor forks
+    one process per try (``airflow/sdk/execution_time/supervisor.py``), so nothing set here
+    outlives the try."""
+    import os
+    import tempfile
+
+    root = os.environ.get("UNIPIPE_ATTEMPT_ROOT")
+    if not root:
+        return
+    os.makedirs(root, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="attempt-", dir=root)
+    for sub in ("home", "tmp", "work"):
+        os.mkdir(os.path.join(folder, sub))
+    home, tmp = os.path.join(folder, "home"), os.path.join(folder, "tmp")
+    os.environ.update({"HOME": home, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp,
+                       "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+                       "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+                       "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+                       "UNIPIPE_ATTEMPT_FOLDER": folder})
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    os.chdir(os.path.join(folder, "work"))
+    os.environ["PWD"] = os.getcwd()
 
 
 # ---------------------------------------------------------------- task bodies
@@ -178,6 +216,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
     from unipipe.runtime.invoke import invoke
 
     store.use(spec.get("store"))  # a fan-out's items below are written to the same store
+    enter_attempt_folder()
     now = _Try(context)
     # the generated spec leaves out what the context says: the pipeline (DAG id) and task id
     spec = {"pipeline": now.dag_id, "id": now.task_id, **spec}
@@ -349,6 +388,18 @@ def _cause(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
+#: task id of the watcher the DAG gets when it has run_if tasks (codegen.DagWriter.watcher_def)
+WATCHER_ID = "unipipe_watcher"
+
+
+def fail_run() -> None:
+    """The watcher's body: a task failed upstream, so the run must fail even if every leaf
+    (a cleanup task) succeeded. Airflow lets the leaves decide the run's state
+    (``airflow/models/dagrun.py`` ~1066 ``_tis_for_dagrun_state``, ~1217 ``update_state``)."""
+    raise _fail_exception()("a task of this run failed; the run fails although the tasks "
+                            "after it (run_if) ran")
+
+
 def _failed_tasks(context: Mapping[str, Any]) -> list[str]:
     dag_run = context.get("dag_run")
     try:
@@ -357,7 +408,7 @@ def _failed_tasks(context: Mapping[str, Any]) -> list[str]:
         return []
     order = list(getattr(context.get("dag"), "task_ids", []) or [])
     failed = {ti.task_id for ti in tis if str(ti.state).split(".")[-1].lower()
-              in ("failed", "upstream_failed")}
+              in ("failed", "upstream_failed") and ti.task_id != WATCHER_ID}
     return [t for t in order if t in failed] or sorted(failed)
 
 

@@ -22,6 +22,13 @@ def support(d: Dialect) -> dict[F, Support]:
                           "store and XCom carries the pointer"),
         F.KEY_PATH: E("the shim selects ref['key'] from the upstream XCom value in the task"),
         F.AFTER: N("upstream >> downstream"),
+        F.OTHERWISE: N("a second @task.short_circuit on the same output, its test negated "
+                       "(expect=False), before the else branch"),
+        F.RUN_IF_ALL_DONE: N("trigger_rule='all_done'; a watcher task (trigger_rule "
+                             "'one_failed', downstream of every task) fails the run after a "
+                             "failure, since Airflow lets only the leaves decide the run state"),
+        F.RUN_IF_ONE_FAILED: N("trigger_rule='one_failed' (it may start before its other "
+                               "upstream tasks end); the same watcher keeps the run failed"),
         F.CONDITION: N("@task.short_circuit(ignore_downstream_trigger_rules=False) before the "
                        "guarded tasks; consumers of a skipped task are skipped by all_success"),
         F.MAP: N(".partial().expand(); a literal, parameter or key-path list is produced by a "
@@ -69,6 +76,18 @@ def support(d: Dialect) -> dict[F, Support]:
         F.SCHEDULE_INTERVAL: N("schedule=timedelta(...)"),
         F.SHARED_STORE: E("the store URL is compiled into each task spec; the shim keeps values "
                           "over 64 KiB (XCom holds a pointer), cache entries and markers there"),
+        F.COMMAND: E("an ordinary @task (@task.kubernetes with an image on the kubernetes "
+                     "executor) whose body has the shim run the argv as a subprocess, no shell. "
+                     "Not @task.bash: it runs `bash -c <one string>` and its bash_command is a "
+                     "Jinja template field, so a hostile value would be shell and template code "
+                     "(providers/standard/operators/bash.py ~207-236). Not KubernetesPodOperator: "
+                     "cmds/arguments are template fields too and its XCom is only "
+                     "/airflow/xcom/return.json, never the program's stdout "
+                     "(providers/cncf/kubernetes/operators/pod.py ~198, ~248, ~593)"),
+        F.MAP_MAX_PARALLEL: N("max_active_tis_per_dagrun on the mapped task: the scheduler "
+                              "queues no more of its instances in one DAG run "
+                              "(jobs/scheduler_job_runner.py ~919)"),
+        F.MAX_ACTIVE_RUNS: N("DAG(max_active_runs=N): a further run waits queued"),
     }
     missing = set(F) - set(table)
     if missing:  # pragma: no cover - a new feature must be declared here

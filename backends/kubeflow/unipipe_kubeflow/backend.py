@@ -34,6 +34,15 @@ SUPPORT: dict[Feature, Support] = {
                      "failFast stops independent branches after a failure (the local executor "
                      "runs them, as the IR says)"),
     Feature.CONDITION: N("dsl.If on the gate task's output (not on a key path of it)"),
+    Feature.OTHERWISE: N("dsl.Else right after the dsl.If of its up.when() block (a dsl.If "
+                         "on the negated test when the if branch holds no task at that level)"),
+    Feature.RUN_IF_ALL_DONE: N(".ignore_upstream_failure() -> triggerPolicy "
+                               "ALL_UPSTREAM_TASKS_COMPLETED. Not for a task after a task under "
+                               "dsl.If: KFP would nest it in the same dsl.If (refused)"),
+    Feature.RUN_IF_ONE_FAILED: U("KFP has no trigger on failure: ignore_upstream_failure also "
+                                 "runs after success, and a PipelineTaskFinalStatus input is "
+                                 "allowed only with exactly one upstream task and cannot skip "
+                                 "the task (kfp/compiler/pipeline_spec_builder.py ~1599-1619)"),
     Feature.MAP: N("dsl.ParallelFor over a task output or a literal list, dsl.Collected for "
                    "consumers (not over a pipeline parameter, no nested fan-out); KFP does not "
                    "tell an iteration its index: known locally, not on a cluster"),
@@ -69,13 +78,32 @@ SUPPORT: dict[Feature, Support] = {
     Feature.SCHEDULE_INTERVAL: N("a recurring run with interval_second at deploy"),
     Feature.SHARED_STORE: E("compiled into each component's spec: values over 64 KiB, cache "
                             "entries, the attempt counter and the non-retryable marker live there"),
+    Feature.COMMAND: E("a Python component whose body has the shim run the argv as a subprocess, "
+                       "no shell (the local executor runs it in the launch's folder; no Docker "
+                       "here, so an image is recorded, not started). Not dsl.container_component: "
+                       "it returns only its ContainerSpec and an output is an OutputPath file the "
+                       "program must write, never its stdout (kfp/dsl/component_factory.py "
+                       "~319-330), and without the shim no trace event, filter or alert"),
+    Feature.MAP_MAX_PARALLEL: N("dsl.ParallelFor(parallelism=N) -> iteratorPolicy."
+                                "parallelismLimit (the local executor runs iterations one at a "
+                                "time, so it never exceeds it)"),
+    Feature.MAX_ACTIVE_RUNS: N("the recurring run's max_concurrency at deploy (KFP queues "
+                               "only scheduled runs; a run submitted by hand is not limited)"),
 }
 
 
 def shape_problems(ir: Pipeline) -> list[Diagnostic]:
     """Pipeline shapes KFP cannot express natively (checked before anything is written)."""
     problems = []
+    from unipipe_kubeflow.codegen import effective_conditions
+
+    scoped = effective_conditions(ir)
     for t in ir.tasks:
+        if t.run_if != "all_success" and scoped[t.id]:
+            problems.append(Diagnostic("error", Feature.RUN_IF_ALL_DONE, "kubeflow",
+                                       f"task {t.id}: run_if after a task inside up.when(): KFP "
+                                       "nests it in the same dsl.If, so it would be skipped "
+                                       "with the block where unipipe runs it"))
         for c in t.when:
             if c.path:
                 problems.append(Diagnostic("error", Feature.CONDITION, "kubeflow",
@@ -154,6 +182,10 @@ class Backend:
         paths = cg.write_all({module_path: text, out_dir / yaml_name: yaml_text})
         diags = [Diagnostic("info", feature, self.name, f"task {tid}: {note}")
                  for tid, plan in plans.items() for feature, note in plan.notes]
+        diags += [Diagnostic("info", Feature.OTHERWISE, self.name,
+                             f"task {tid}: waits on both branches of an up.when()/up.otherwise(), "
+                             "so it is always skipped; left out of the KFP pipeline")
+                  for tid in codegen.never_runs(ir)]
         return CompileResult(paths, diags)
 
     # ------------------------------------------------------------ run
@@ -172,6 +204,8 @@ class Backend:
         if options.extra.get("host"):
             from unipipe_kubeflow import remote
 
+            if ir.store is not None:  # the components fetch the code from there (a pod each)
+                self._publish_code(ir, options, workdir / "code")
             return remote.submit(ir, yaml_path, kfp_arguments(ir, values), run_id=run_id,
                                  host=options.extra["host"], params=values,
                                  wait=options.extra.get("wait", True))
@@ -200,8 +234,8 @@ class Backend:
         return build_result(ir, record, values, trace_dir=env["UNIPIPE_TRACE_DIR"])
 
     def _publish_code(self, ir: Pipeline, options: RunOptions, folder: Path) -> str:
-        """Build the pipeline's code package and publish it to the shared store (isolated runs:
-        each component then gets the code from there only)."""
+        """Build the pipeline's code package and publish it to the shared store (isolated runs
+        and a remote KFP: each component then gets the code from there only)."""
         from unipipe import sandbox
         from unipipe.deploy.package import build_code_package
 
@@ -209,7 +243,7 @@ class Backend:
             raise ValueError("an isolated run needs a shared store (--store): in a sandbox the "
                              "store is the only medium a task shares with another")
         package = build_code_package(ir, options.search_path, folder, backends=[self.name])
-        return sandbox.publish_code(package, ir.store)
+        return sandbox.publish_code(package, ir.store, ir.ir_hash())
 
 
 __all__ = ["Backend", "SUPPORT"]

@@ -38,7 +38,45 @@ from unipipe_kubeflow import mapping
 
 DEFAULT_IMAGE = "python:3.11"
 ALERTS_COMPONENT = "unipipe_pipeline_alerts"
-_RESERVED = {"dsl", "kubernetes", "compiler", "run_component", "pipeline_alerts", ALERTS_COMPONENT}
+#: the function that brings the code package into a component compiled with a shared store
+CODE_FUNCTION = "unipipe_code"
+_RESERVED = {"dsl", "kubernetes", "compiler", "run_component", "pipeline_alerts", ALERTS_COMPONENT,
+             CODE_FUNCTION}
+
+#: Its source. A lightweight component ships only its function's source, plus the functions
+#: named in ``additional_funcs`` (kfp/dsl/component_factory.py ``_get_function_source_definition``
+#: and ``additional_funcs`` in component_decorator.py ~51), so the code package is fetched by a
+#: function of its own, given to each component. Standard library and fsspec only: KFP's
+#: ``packages_to_install`` prelude installs fsspec and the store's implementation first.
+CODE_FUNCTION_SOURCE = f'''
+def {CODE_FUNCTION}(pointer: str):
+    """Put the pipeline's code package (unipipe, unipipe-kubeflow and the pipeline's own modules,
+    as wheels) on sys.path, fetched from the shared store where `unipipe deploy` or `unipipe run`
+    published it; nothing to do where the image has them already."""
+    import importlib.util
+    import io
+    import sys
+    import tempfile
+    import zipfile
+
+    if importlib.util.find_spec("unipipe_kubeflow") is not None:
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(pointer)
+    if not fs.exists(path):
+        raise RuntimeError(
+            f"no code package was published for this pipeline at {{pointer}}: deploy it with "
+            "`unipipe deploy --to kubeflow|vertex --store ...`, or use an image that has unipipe"
+        )
+    fs, folder = fsspec.core.url_to_fs(fs.cat_file(path).decode())
+    target = tempfile.mkdtemp(prefix="unipipe-code-")
+    for wheel in sorted(fs.ls(folder, detail=False)):
+        if wheel.endswith(".whl"):
+            with zipfile.ZipFile(io.BytesIO(fs.cat_file(wheel))) as zf:
+                zf.extractall(target)
+    sys.path.insert(0, target)
+'''
 
 
 # ---------------------------------------------------------------- small node builders
@@ -165,10 +203,35 @@ def _image(ir: Pipeline, task: Task | None, default_image: str) -> str:
     return ir.defaults.image or default_image
 
 
-def _component_decorator(image: str) -> cst.Call:
+def code_pointer(ir: Pipeline) -> str | None:
+    """With a shared store, where each component finds its code package at start (None: the
+    image must provide it)."""
+    from unipipe.sandbox import code_pointer as pointer
+
+    return pointer(ir.store, ir.ir_hash()) if ir.store is not None else None
+
+
+def _component_decorator(image: str, ir: Pipeline) -> cst.Call:
+    """``@dsl.component``. Without a store the image provides kfp, unipipe and the user's
+    modules; with one, KFP installs kfp (its default) and the store's fsspec packages at start,
+    and :data:`CODE_FUNCTION` brings the rest from the store."""
+    if ir.store is None:
+        return _call(_attr("dsl", "component"),
+                     kwargs=[("base_image", cg.literal(image)),
+                             ("install_kfp_package", cg.literal(False))])
+    from unipipe.store import worker_packages
+
     return _call(_attr("dsl", "component"),
                  kwargs=[("base_image", cg.literal(image)),
-                         ("install_kfp_package", cg.literal(False))])
+                         ("packages_to_install", cg.literal(worker_packages(ir.store))),
+                         ("additional_funcs", cst.List([cst.Element(cg.name(CODE_FUNCTION))]))])
+
+
+def _code_line(ir: Pipeline) -> list[cst.BaseStatement]:
+    pointer = code_pointer(ir)
+    if pointer is None:
+        return []
+    return [_line(_call(cg.name(CODE_FUNCTION), cg.literal(pointer)))]
 
 
 def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan,
@@ -189,9 +252,16 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
         params.append(_param(TASK_ID_ARG, "str"))
         extra.append(("task_id", cg.name(TASK_ID_ARG)))
     returns = {"items": "list", "json": "str"}.get(plan.output_kind, plan.output_kind)
+    # A command task is a Python component like any other: the shim runs its argv without a
+    # shell and its stdout's last line is the output. A dsl.container_component returns only
+    # its ContainerSpec, its outputs being OutputPath files the program itself writes
+    # (kfp/dsl/component_factory.py ~319-330), so it could not return stdout.
     body = [
-        _docstring(f"Runs {task.fn} through the unipipe runtime"
+        _docstring((f"Runs {task.fn}" if task.command is None else
+                    "Runs the command in the spec below (each item one argument, no shell)")
+                   + " through the unipipe runtime"
                    + (" (shared by several tasks of the pipeline)." if shared else ".")),
+        *_code_line(ir),
         cst.SimpleStatementLine([cst.ImportFrom(
             module=_attr("unipipe_kubeflow", "adapter"),
             names=[cst.ImportAlias(cst.Name("run_component"))])],
@@ -208,12 +278,13 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
             ]))], leading_lines=[cst.EmptyLine()]),
     ]
     return _func(names.component[task.id], params, body, returns=returns,
-                 decorator=_component_decorator(_image(ir, task, default_image)))
+                 decorator=_component_decorator(_image(ir, task, default_image), ir))
 
 
 def alerts_component_def(ir: Pipeline, default_image: str) -> cst.FunctionDef:
     body = [
         _docstring("Exit handler: delivers the pipeline's alerts once the run has finished."),
+        *_code_line(ir),
         cst.SimpleStatementLine([cst.ImportFrom(
             module=_attr("unipipe_kubeflow", "adapter"),
             names=[cst.ImportAlias(cst.Name("pipeline_alerts"))])]),
@@ -224,7 +295,8 @@ def alerts_component_def(ir: Pipeline, default_image: str) -> cst.FunctionDef:
                     ("status", cg.name("status"))]))], leading_lines=[cst.EmptyLine()]),
     ]
     return _func(ALERTS_COMPONENT, [_param("status", _attr("dsl", "PipelineTaskFinalStatus"))],
-                 body, returns=None, decorator=_component_decorator(_image(ir, None, default_image)))
+                 body, returns=None,
+                 decorator=_component_decorator(_image(ir, None, default_image), ir))
 
 
 # ---------------------------------------------------------------- the pipeline body
@@ -248,6 +320,19 @@ def effective_conditions(ir: Pipeline) -> dict[str, tuple[Condition, ...]]:
     return out
 
 
+def never_runs(ir: Pipeline) -> list[str]:
+    """Tasks under both branches of one test (after an up.when() block and its up.otherwise()
+    one): one of the two is always skipped, so they are skipped (the reference runner's rule
+    6). KFP could not nest them in a dsl.If and its dsl.Else at once: they are left out of the
+    pipeline, and the result reports them skipped, as for any task that never started."""
+    out = []
+    for tid, conds in effective_conditions(ir).items():
+        tests = {(c.task, c.path, c.expect) for c in conds}
+        if any((t, p, not e) in tests for t, p, e in tests):
+            out.append(tid)
+    return out
+
+
 @dataclass
 class _Scope:
     tasks: list[str]
@@ -256,7 +341,10 @@ class _Scope:
 
 def _scope_tree(ir: Pipeline, conds: dict[str, tuple[Condition, ...]]) -> _Scope:
     root = _Scope([], {})
+    left_out = set(never_runs(ir))
     for tid in ir.topo_order():
+        if tid in left_out:
+            continue
         scope = root
         for c in conds[tid]:
             scope = scope.children.setdefault(c, _Scope([], {}))
@@ -312,6 +400,11 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
                                cg.literal(plan.deadline))))
     for dep in task.after:
         method("after", cg.name(names.task[dep]))
+    if task.run_if == "all_done":
+        # triggerPolicy ALL_UPSTREAM_TASKS_COMPLETED: runs once its upstream tasks are in any
+        # final state (kfp/compiler/pipeline_spec_builder.py ~1584); run_if tasks take no task
+        # outputs (IR validation), so no input can be missing
+        method("ignore_upstream_failure")
     if task.map_over is not None:
         src = task.inputs[task.map_over]
         items: cst.BaseExpression
@@ -320,9 +413,19 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
         else:
             assert isinstance(src, LiteralInput)
             items = cg.literal([json.dumps(v) for v in src.value])  # type: ignore[union-attr]
-        return [_with(_call(_attr("dsl", "ParallelFor"), kwargs=[("items", items)]), out,
+        loop = [("items", items)]
+        if task.max_parallel is not None:
+            # iteratorPolicy.parallelismLimit of the loop (kfp/compiler/
+            # pipeline_spec_builder.py ~999): at most N iterations scheduled at once
+            loop.append(("parallelism", cg.literal(task.max_parallel)))
+        return [_with(_call(_attr("dsl", "ParallelFor"), kwargs=loop), out,
                       asname=names.item[task.id])]
     return out
+
+
+def _else_of(cond: Condition) -> Condition:
+    """The up.otherwise() condition that pairs with an up.when() one."""
+    return cond.model_copy(update={"expect": not cond.expect, "otherwise": True})
 
 
 def _condition_expr(ir: Pipeline, cond: Condition, names: Names, sources: set[str]) -> cst.BaseExpression:
@@ -338,9 +441,19 @@ def _emit_scope(ir: Pipeline, scope: _Scope, names: Names, plans: dict[str, mapp
     body: list[cst.BaseStatement] = []
     for tid in scope.tasks:
         body.extend(_task_statements(ir, ir.task(tid), names, plans[tid]))
+    paired: set[Condition] = set()
     for cond, child in scope.children.items():
+        if cond in paired:
+            continue
         body.append(_with(_condition_expr(ir, cond, names, sources),
                           _emit_scope(ir, child, names, plans, sources)))
+        other = _else_of(cond)
+        if not cond.otherwise and other in scope.children:
+            # up.otherwise(): dsl.Else right after its dsl.If (kfp/dsl/tasks_group.py ~340:
+            # it negates the conditions of the last group, which must be a dsl.If)
+            paired.add(other)
+            body.append(_with(_call(_attr("dsl", "Else")),
+                              _emit_scope(ir, scope.children[other], names, plans, sources)))
     return body
 
 
@@ -394,6 +507,9 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
         imports.append(cst.SimpleStatementLine([cst.ImportFrom(
             module=cst.Name("kfp"), names=[cst.ImportAlias(cst.Name("kubernetes"))])]))
     body: list[cst.BaseStatement] = list(imports)
+    if ir.store is not None:
+        code_fn = cst.parse_statement(CODE_FUNCTION_SOURCE.strip() + "\n")
+        body.append(code_fn.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()]))
     if ir.alerts:
         body.append(alerts_component_def(ir, default_image))
     for first, members in groups.items():
@@ -412,9 +528,15 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
     )
     body.append(main)
     doc = (f"KFP v2 pipeline {ir.name!r}, compiled from the unipipe IR.\n\n"
-           f"Compile with `python {{this file}}` (writes {yaml_name}) or kfp.compiler.Compiler().\n"
-           "Every component runs its task through unipipe.runtime: the base image must provide\n"
-           "kfp, unipipe, unipipe-kubeflow and the pipeline's own modules.")
+           f"Compile with `python {{this file}}` (writes {yaml_name}) or kfp.compiler.Compiler().\n")
+    if ir.store is None:
+        doc += ("Every component runs its task through unipipe.runtime: the base image must provide\n"
+                "kfp, unipipe, unipipe-kubeflow and the pipeline's own modules.")
+    else:
+        doc += ("Every component runs its task through unipipe.runtime. KFP installs kfp and the\n"
+                f"store's fsspec packages at start, then {CODE_FUNCTION}() fetches the code package\n"
+                "(unipipe, unipipe-kubeflow, the pipeline's modules) from the store, where\n"
+                "`unipipe deploy` publishes it.")
     if ir.schedule is not None:
         sched = f"cron {ir.schedule.cron!r}" if ir.schedule.cron else f"every {ir.schedule.interval:g}s"
         doc += (f"\n\nSchedule ({sched}, {ir.schedule.timezone}): applied when deployed, as a KFP "

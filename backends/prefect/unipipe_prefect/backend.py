@@ -36,6 +36,12 @@ def _support() -> dict[Feature, Support]:
         Feature.KEY_PATH: E("key paths are applied by the runtime inside the consuming task"),
         Feature.AFTER: N("tasks run in topological order; an `after` edge gates like data"),
         Feature.CONDITION: N("a plain Python `if` in the flow"),
+        Feature.OTHERWISE: N("a plain Python `if ... is False` in the flow (the gate negated)"),
+        Feature.RUN_IF_ALL_DONE: N("called unguarded after its upstream task runs, whose states "
+                                   "the flow holds; the flow raises at the end if any task "
+                                   "failed, so the run is Failed even when the cleanup succeeded"),
+        Feature.RUN_IF_ONE_FAILED: N("a plain `if rt.one_failed(...)` over the upstream states "
+                                     "in the flow"),
         Feature.MAP: N("task.map(...) with unmapped() for the other inputs"),
         Feature.RETRY: N("retries"),
         Feature.RETRY_DELAY: N("retry_delay_seconds"),
@@ -69,6 +75,16 @@ def _support() -> dict[Feature, Support]:
         Feature.SHARED_STORE: N("the flow's result_storage is a remote-file-system block on the "
                                 "store (Prefect's cache hits across containers); the shim keeps "
                                 "large values there too"),
+        Feature.COMMAND: E("a @task whose body has the shim run the argv as a subprocess of the "
+                           "attempt's process, no shell (Prefect's core has no command task; "
+                           "the prefect-shell integration, not installed here, runs shell "
+                           "commands)"),
+        Feature.MAP_MAX_PARALLEL: E("the flow submits element i once fewer than N of the "
+                                    "task's runs are running (runtime.map_limited, "
+                                    "prefect.futures.as_completed): Prefect has no per-map "
+                                    "limit, a task runner's max_workers bounds every task"),
+        Feature.MAX_ACTIVE_RUNS: N("the deployment's concurrency_limit (deploy only: a flow "
+                                   "called directly has no deployment to limit)"),
     }
 
 

@@ -2,7 +2,9 @@
 
 One ``@task`` per IR task (its body calls the unipipe adapter), one ``@flow`` that calls the tasks
 in the IR's topological order with ``return_state=True`` and follows the IR's rules: a task runs
-only when every upstream task completed (``rt.ready``) and its conditions hold (a plain ``if``);
+only when every upstream task completed (``rt.ready``) and its conditions hold (a plain ``if``;
+an ``up.otherwise()`` block is the same test negated); a ``run_if="all_done"`` task runs
+unguarded after its upstream tasks, a ``run_if="one_failed"`` one under ``rt.one_failed``;
 mapped tasks use ``.map``; the flow raises at the end if any task failed, which is what makes
 Prefect mark the flow run Failed and fire its ``on_failure`` hook.
 
@@ -270,7 +272,8 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str]) -> 
     invoke = _call(cst.Name("invoke"), [_subscript(cst.Name("SPECS"), codegen.literal(t.id)),
                                         inputs_dict], invoke_kwargs)
 
-    doc = f"Runs {t.fn}."
+    doc = (f"Runs {t.fn}." if t.command is None else
+           "Runs the command in SPECS: each item one argument, no shell.")
     if cache and not cache.get("key_fn"):
         doc += (f"\n\nCached on its inputs and this function's source, which pins the task's code"
                 f"\n(sha256:{t.source_hash}) and the cache version {cache.get('version', '0')!r}.")
@@ -343,8 +346,21 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
         upstream[tid] = ups
         call_stmts = _task_call(t, names)
         guards: list[cst.BaseExpression] = []
-        if ups:
+        note: str | None = None
+        if ups and t.run_if == "all_success":
             guards.append(_call(_attr(rt, "ready"), [cst.Name(names.state[u]) for u in ups]))
+        elif t.run_if == "all_done":
+            # every upstream task has ended by now (the flow calls them first, and waits)
+            note = f"# {tid} runs whatever {' and '.join(ups)} ended as (run_if all_done)"
+        elif t.run_if == "one_failed":
+            note = f"# {tid} runs only if {' or '.join(ups)} failed (run_if one_failed)"
+            before = _ancestors(ir, tid)
+            guards.append(_call(_attr(rt, "one_failed"), [
+                codegen.literal(ups),
+                cst.Dict([cst.DictElement(codegen.literal(a), cst.Name(names.state[a]))
+                          for a in before])],
+                [("upstream", codegen.literal({a: ir.task(a).upstream() for a in before
+                                               if ir.task(a).upstream()}))]))
         for cond in t.when:
             args: list[cst.BaseExpression] = [cst.Name(names.state[cond.task])]
             if cond.path:
@@ -352,6 +368,8 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
             guards.append(cst.Comparison(_call(_attr(rt, "value"), args), [cst.ComparisonTarget(
                 cst.Is(), cst.Name("True" if cond.expect else "False"))]))
         lead = [] if first else [cst.EmptyLine()]
+        if note is not None:
+            lead = [*lead, cst.EmptyLine(comment=cst.Comment(note))]
         first = False
         if not guards:
             call_stmts[0] = call_stmts[0].with_changes(leading_lines=lead)
@@ -386,6 +404,18 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
         decorators=[cst.Decorator(_call(cst.Name("flow"), kwargs=kwargs))],
         leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
     )
+
+
+def _ancestors(ir: Pipeline, tid: str) -> list[str]:
+    """Every task ``tid`` waits for, directly or not, in topological order."""
+    seen: set[str] = set()
+    todo = list(ir.task(tid).upstream())
+    while todo:
+        t = todo.pop()
+        if t not in seen:
+            seen.add(t)
+            todo.extend(ir.task(t).upstream())
+    return [t for t in ir.topo_order() if t in seen]
 
 
 def _arg_expr(name: str, inp: Any, names: Names) -> cst.BaseExpression:
@@ -429,6 +459,10 @@ def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
     kwargs.insert(0, (t.map_over, cst.Name(items_name)))
     kwargs.append(("map_index", _call(cst.Name("range"), [
         _call(cst.Name("len"), [cst.Name(items_name)])])))
+    if t.max_parallel is not None:  # a slot each: rt.map_limited submits as runs finish
+        limited = _call(_attr(rt, "map_limited"), [fn, codegen.literal(t.max_parallel)],
+                        kwargs=kwargs)
+        return [_assign(items_name, items), _assign(names.state[t.id], limited)]
     mapped = _call(cst.Attribute(fn, cst.Name("map")), kwargs=kwargs)
     return [
         _assign(items_name, items),

@@ -87,6 +87,7 @@ def deployment_config(ir: Pipeline, *, entrypoint: str, work_pool: str = DEFAULT
         "tags": list(ir.tags),
         "work_pool": {"name": work_pool, "job_variables": job_variables},
         "schedules": schedules(ir),
+        "concurrency_limit": ir.max_active_runs,  # prefect/deployments/base.py ~247
     }
     return {
         "name": f"unipipe-{ir.name}",

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from unipipe.ir.models import Pipeline
-from unipipe.result import RunResult, TaskResult, aggregate_map
+from unipipe.result import RunResult, TaskResult, aggregate_map, upstream_verdict
 from unipipe.runtime import store, trace
 
 
@@ -110,11 +110,9 @@ def _not_run(ir: Pipeline, tid: str, results: dict[str, TaskResult],
              outputs: dict[str, Any]) -> TaskResult:
     """A task without task runs: the flow's guard kept it from running (the IR's rule 6)."""
     task = ir.task(tid)
-    ups = [results[d] for d in task.upstream()]
-    if any(r.state in ("failed", "upstream_failed") for r in ups):
-        return TaskResult("upstream_failed")
-    if any(r.state == "skipped" for r in ups):
-        return TaskResult("skipped")
+    verdict = upstream_verdict(task.run_if, [results[d] for d in task.upstream()])
+    if verdict is not None:
+        return TaskResult(verdict)
     for cond in task.when:
         if store.select(outputs.get(cond.task), cond.path) is not cond.expect:
             return TaskResult("skipped")

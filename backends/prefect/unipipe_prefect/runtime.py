@@ -384,6 +384,32 @@ def wait(futures: Any) -> list[Any]:
     return [f.state for f in futures]
 
 
+def map_limited(task: Any, limit: int, /, **kwargs: Any) -> list[Any]:
+    """``task.map(**kwargs)`` with at most ``limit`` of its task runs at once (``task.map(...,
+    max_parallel=N)``): element i is submitted, with ``unmapped`` inputs as they are, once
+    fewer than ``limit`` are running. Prefect has no per-map limit: a task runner's
+    ``max_workers`` bounds every task of the flow, a concurrency limit every flow run
+    (``prefect.futures.as_completed`` waits for the first to finish). Final states, in
+    element order."""
+    from prefect.futures import as_completed
+    from prefect.utilities.annotations import unmapped
+
+    fixed = {k: v.unwrap() for k, v in kwargs.items() if isinstance(v, unmapped)}
+    lists = {k: list(v) for k, v in kwargs.items() if not isinstance(v, unmapped)}
+    count = min((len(v) for v in lists.values()), default=0)
+    futures: list[Any] = []
+    running: set[Any] = set()
+    for i in range(count):
+        while len(running) >= limit:
+            running.discard(next(as_completed(list(running))))
+        future = task.submit(**fixed, **{k: v[i] for k, v in lists.items()})
+        futures.append(future)
+        running.add(future)
+    for future in futures:
+        future.wait()
+    return [f.state for f in futures]
+
+
 #: final task states of the last flow run in this process, by task-run id (read by the driver)
 FINAL_STATES: dict[str, Any] = {}
 
@@ -419,15 +445,15 @@ def _publish_values() -> None:
         pickle.dump(values, fh)
 
 
-def raise_for_failures(states: Mapping[str, Any],
-                       upstream: Mapping[str, Sequence[str]] | None = None) -> None:
-    """End the flow Failed (and so fire its on_failure hook) if any task failed.
+def _failures(states: Mapping[str, Any],
+              upstream: Mapping[str, Sequence[str]]) -> tuple[list[str], str | None]:
+    """Tasks that failed or are upstream_failed, and the first error.
 
     ``states`` is in topological order; a task that did not run is counted as failed when it
     sits downstream of a failure (``upstream_failed``), as the reference runner reports it.
+    (A run_if task never stays unrun after a failure it waits on: ``all_done`` always runs,
+    ``one_failed`` runs exactly then.)
     """
-    upstream = upstream or {}
-    _record(states)
     failed: list[str] = []
     first_error: str | None = None
     for task_id, st in states.items():
@@ -441,5 +467,29 @@ def raise_for_failures(states: Mapping[str, Any],
             if first_error is None and bad[0] is not None:
                 exc = _as_ir_error(_exception(bad[0]))
                 first_error = f"{type(exc).__name__}: {exc}" if exc else bad[0].message
+    return failed, first_error
+
+
+def one_failed(tasks: Sequence[str], states: Mapping[str, Any],
+               upstream: Mapping[str, Sequence[str]] | None = None) -> bool:
+    """The guard of a ``run_if="one_failed"`` task: one of ``tasks`` (its upstream) failed or
+    is upstream_failed. ``states`` holds the task's ancestors in topological order, so a task
+    that did not run can be told apart: skipped, or downstream of a failure."""
+    failed, _ = _failures(states, upstream or {})
+    return any(t in failed for t in tasks)
+
+
+def raise_for_failures(states: Mapping[str, Any],
+                       upstream: Mapping[str, Sequence[str]] | None = None) -> None:
+    """End the flow Failed (and so fire its on_failure hook) if any task failed or is
+    upstream_failed, even when a cleanup task ran after it and succeeded.
+
+    Prefect 3.7 would not: a flow that returns data ends Completed whatever its task runs did
+    (``prefect/states.py`` ~319 ``return_value_to_state``: only returned states are
+    aggregated), while an exception raised by the flow function ends it Failed
+    (``prefect/flow_engine.py`` ~809 ``handle_exception``).
+    """
+    _record(states)
+    failed, first_error = _failures(states, upstream or {})
     if failed:
         raise PipelineFailed(failed, first_error)

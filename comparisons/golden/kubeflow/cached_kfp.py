@@ -4,15 +4,51 @@
 """KFP v2 pipeline 'cached', compiled from the unipipe IR.
 
 Compile with `python {this file}` (writes cached.yaml) or kfp.compiler.Compiler().
-Every component runs its task through unipipe.runtime: the base image must provide
-kfp, unipipe, unipipe-kubeflow and the pipeline's own modules."""
+Every component runs its task through unipipe.runtime. KFP installs kfp and the
+store's fsspec packages at start, then unipipe_code() fetches the code package
+(unipipe, unipipe-kubeflow, the pipeline's modules) from the store, where
+`unipipe deploy` publishes it."""
 
 from kfp import dsl
 
 
-@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def unipipe_code(pointer: str):
+    """Put the pipeline's code package (unipipe, unipipe-kubeflow and the pipeline's own modules,
+    as wheels) on sys.path, fetched from the shared store where `unipipe deploy` or `unipipe run`
+    published it; nothing to do where the image has them already."""
+    import importlib.util
+    import io
+    import sys
+    import tempfile
+    import zipfile
+
+    if importlib.util.find_spec("unipipe_kubeflow") is not None:
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(pointer)
+    if not fs.exists(path):
+        raise RuntimeError(
+            f"no code package was published for this pipeline at {pointer}: deploy it with "
+            "`unipipe deploy --to kubeflow|vertex --store ...`, or use an image that has unipipe"
+        )
+    fs, folder = fsspec.core.url_to_fs(fs.cat_file(path).decode())
+    target = tempfile.mkdtemp(prefix="unipipe-code-")
+    for wheel in sorted(fs.ls(folder, detail=False)):
+        if wheel.endswith(".whl"):
+            with zipfile.ZipFile(io.BytesIO(fs.cat_file(wheel))) as zf:
+                zf.extractall(target)
+    sys.path.insert(0, target)
+
+
+@dsl.component(
+    base_image="python:3.11",
+    packages_to_install=["fsspec", "s3fs"],
+    additional_funcs=[unipipe_code],
+)
 def expensive(x: int) -> str:
     """Runs pipelines.features:expensive through the unipipe runtime."""
+    unipipe_code("s3://unipipe-store/runs/code/pipelines/7db89e6895c5794d")
     from unipipe_kubeflow.adapter import run_component
 
     return run_component(

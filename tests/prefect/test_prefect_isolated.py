@@ -81,7 +81,7 @@ def test_an_isolated_prefect_run_needs_a_store(prefect_env):
         up.run(pipes.where_tasks_run, backend="prefect", isolated=True)
 
 
-@pytest.mark.timeout(2400)  # about 19 cases of real runs; the default is 900 s
+@pytest.mark.timeout(2400)  # the 23 required cases, real runs; the default is 900 s
 def test_the_required_cases_pass_isolated_on_prefect_with_the_s3_store(s3_store, tmp_path):
     """The isolated lane of ``conform --isolated --store s3://...`` on the required cases."""
     from lanes import required_case_failures

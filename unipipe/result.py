@@ -74,6 +74,12 @@ class RunResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: how many times the whole run was tried (``@up.pipeline(retries=N)``): 1 unless it was
+    #: retried; ``tasks`` are the last try's
+    run_attempts: int = 1
+    #: when the last try began (epoch seconds), set when there was more than one: the shim's
+    #: attempt events before it belong to earlier tries
+    run_started: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -42,6 +42,9 @@ CASES = {
     # max_parallel -> max_active_tis_per_dagrun, max_active_runs on the DAG
     "limits": (features.limits, "3.3"),
     "limits-2.11": (features.limits, "2.11"),
+    # @up.pipeline(timeout=): the shim's deadline in each spec, dagrun_timeout as a backstop
+    "run-timeout": (features.run_timeout, "3.3"),
+    "run-timeout-2.11": (features.run_timeout, "2.11"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -49,7 +52,7 @@ ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        features.quality_gate, features.cleanup_else, features.failure_path,
        features.success_alert, ml_training.training, pa.hostile,
        pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
-       pa.killed_once, features.command_tasks, features.limits]
+       pa.killed_once, features.command_tasks, features.limits, features.run_timeout]
 
 
 def _dag(pipeline, out: Path, version: str = "3.3", **extra) -> str:

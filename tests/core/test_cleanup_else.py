@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
+from pipelines.usermodule import line_of as _line
+from pipelines.usermodule import user_module as _module
 
 import unipipe as up
 from unipipe.authoring.loader import load_ir
@@ -17,24 +17,12 @@ from unipipe.ir import PipelineError
 from unipipe.ir.features import Feature, features_used
 from unipipe.local.runner import LocalRunner
 
-HEADER = "import unipipe as up\n\n"
-
-
-def _module(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / f"userpipe_{uuid.uuid4().hex[:8]}.py"
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
-
 
 def _problems(tmp_path: Path, body: str):
     path = _module(tmp_path, body)
     with pytest.raises(PipelineError) as info:
         load_ir(f"{path}:p")
     return path, info.value.problems
-
-
-def _line(path: Path, needle: str) -> int:
-    return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if needle in ln)
 
 
 def test_unknown_run_if_value_names_the_decorator_line(tmp_path):

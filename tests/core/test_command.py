@@ -10,10 +10,11 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from pipelines.usermodule import line_of as _line
+from pipelines.usermodule import user_module
 
 import unipipe as up
 from unipipe.authoring.loader import load_ir
@@ -195,13 +196,8 @@ def test_what_a_command_leaves_running_does_not_outlive_its_attempt(tmp_path):
 
 # ---------------------------------------------------------------- authoring and the IR
 
-HEADER = "import unipipe as up\n\n"
-
-
 def _module(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / f"cmdpipe_{uuid.uuid4().hex[:8]}.py"
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
+    return user_module(tmp_path, body, prefix="cmdpipe")
 
 
 def _problems(tmp_path: Path, body: str) -> tuple[Path, list]:
@@ -209,10 +205,6 @@ def _problems(tmp_path: Path, body: str) -> tuple[Path, list]:
     with pytest.raises(PipelineError) as info:
         load_ir(f"{path}:p")
     return path, info.value.problems
-
-
-def _line(path: Path, needle: str) -> int:
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
 
 
 def test_a_command_task_is_a_task_with_an_argv_and_a_hash_of_it(tmp_path):

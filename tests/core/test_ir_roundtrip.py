@@ -43,6 +43,7 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
         defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
         alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
         tags=("ml", "x"), store="s3://bucket/unipipe", max_active_runs=2,
+        retries=2, retry_delay=30.0, timeout=3600.0,
     )
 
 

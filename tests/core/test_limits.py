@@ -7,29 +7,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
-import uuid
-from pathlib import Path
 
 import pytest
+from pipelines.usermodule import line_of as _line
+from pipelines.usermodule import user_module as _module
 
 from unipipe.authoring.loader import load_ir
 from unipipe.harness.compare import peak_concurrency
 from unipipe.ir import PipelineError
 from unipipe.ir.features import Feature, features_used
 from unipipe.ir.io import load_ir_file
-
-HEADER = "import unipipe as up\n\n"
-
-
-def _module(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / f"userpipe_{uuid.uuid4().hex[:8]}.py"
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
-
-
-def _line(path: Path, needle: str) -> int:
-    return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if needle in ln)
 
 
 def test_limits_reach_the_ir_and_tag_their_features():

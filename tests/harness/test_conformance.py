@@ -49,7 +49,8 @@ def test_recorded_results_match_this_run(conformance_suite):
                         "comparisons/results` and `unipipe matrix`:\n" + "\n".join(stale)
 
 
-SMOKE = ("retry_fail_twice", "alerts_retry_success", "cache_second_run", "map_max_parallel")
+SMOKE = ("retry_fail_twice", "alerts_retry_success", "cache_second_run", "map_max_parallel",
+         "pipeline_timeout_fails")
 
 
 @pytest.mark.slow
@@ -75,6 +76,12 @@ def test_airflow_real_scheduler_smoke_set(tmp_path):
 
     limited = suite.outcome("map_max_parallel", "airflow@scheduler").runs[0]
     assert peak_concurrency(limited, "load") == 2
+    # the shim's deadline stops the hanging try before the scheduler's dagrun_timeout backstop
+    # (30 s later) would mark it skipped
+    timed_out = suite.outcome("pipeline_timeout_fails", "airflow@scheduler").runs[0]
+    assert timed_out["tasks"]["hang"]["state"] == "failed"
+    assert timed_out["tasks"]["hang"]["error_type"] == "PipelineTimeout"
+    assert timed_out["tasks"]["publish"]["state"] == "upstream_failed"
 
 
 @pytest.mark.airflow

@@ -265,3 +265,15 @@ def limits(n: int = 4, offset: int = 1):
     squares = square.map(x=numbers, max_parallel=2)
     shifted = shift.map(x=numbers, by=offset, max_parallel=3)
     return [total(squares), total(shifted)]
+
+
+@up.pipeline(name="run-retries", retries=2, retry_delay="1m", timeout="2h")
+def run_retries(n: int = 4, offset: int = 1):
+    """The whole run is tried up to three times, a minute apart; each try may take two hours."""
+    return shift(total(square.map(x=make_numbers(n))), offset)
+
+
+@up.pipeline(name="run-timeout", timeout="45m")
+def run_timeout(n: int = 4, offset: int = 1):
+    """A run past 45 minutes fails, its running task stopped."""
+    return shift(total(square.map(x=make_numbers(n))), offset)

@@ -30,6 +30,7 @@ CASES = {
     "literal-map-negated-gate": pp.literal_map,
     "command-tasks": features.command_tasks,
     "limits": features.limits,  # runtime.map_limited; the deployment's concurrency_limit
+    "run-retries": features.run_retries,  # @flow(retries=, retry_delay_seconds=, timeout_seconds=)
     # a shared store: the flow's result storage block and every task spec
     "cached-store": with_store(up.load(features.cached), "s3://unipipe-store/runs"),
 }

@@ -385,7 +385,9 @@ class PipelineDef:
     def __init__(self, fn: Callable[..., Any], *, name: str | None, description: str | None,
                  schedule: str | Duration | None, defaults: Defaults | None,
                  alerts: list[Alert] | None, tags: list[str] | None, loc: Loc,
-                 max_active_runs: int | None = None):
+                 max_active_runs: int | None = None, retries: int = 0,
+                 retry_delay: str | Duration | None = None,
+                 timeout: str | Duration | None = None):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = name or fn.__name__.replace("_", "-")
@@ -396,6 +398,9 @@ class PipelineDef:
         self._alerts = alerts or []
         self._tags = tags or []
         self._max_active_runs = max_active_runs
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._timeout = timeout
         self._ir: m.Pipeline | None = None
         if not executing():  # in a task process: checked when traced, if ever
             self._check_decoration()
@@ -411,7 +416,27 @@ class PipelineDef:
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise fail(loc, "max_active_runs",
                        f"max_active_runs takes a whole number of runs >= 1, not {n!r}")
+        self._run_policy()
         self._schedule_ir()
+
+    def _run_policy(self) -> tuple[int, float, float | None]:
+        """``retries=``, ``retry_delay=``, ``timeout=`` checked: (retries, delay s, timeout s)."""
+        loc, n = self.loc, self._retries
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100:
+            raise fail(loc, "retries", "retries takes a whole number of run retries from 0 to "
+                       f"100, not {n!r}")
+        delay = 0.0
+        if self._retry_delay is not None:
+            if not n:
+                raise fail(loc, "retry_delay", "retry_delay= without retries=: the run is "
+                           "never retried, so there is nothing to wait for")
+            delay = duration(self._retry_delay, loc, "retry_delay")
+        timeout = None
+        if self._timeout is not None:
+            timeout = duration(self._timeout, loc, "timeout")
+            if not timeout:
+                raise fail(loc, "timeout", "a pipeline timeout must be longer than 0s")
+        return n, delay, timeout
 
     def _schedule_ir(self) -> m.Schedule | None:
         s = self._schedule
@@ -469,6 +494,7 @@ class PipelineDef:
         finally:
             _ACTIVE.pop()
         output = None if result is None else _to_value(result, self.loc, "output")
+        run_retries, run_delay, run_timeout = self._run_policy()
         tasks = []
         for node in builder.nodes.values():
             tasks.append(m.Task(
@@ -492,6 +518,7 @@ class PipelineDef:
                 alerts=tuple(a.to_ir() for a in self._alerts),
                 tags=tuple(self._tags), module=module, location=self.loc.to_ir(),
                 max_active_runs=self._max_active_runs,
+                retries=run_retries, retry_delay=run_delay, timeout=run_timeout,
             )
         except Exception as exc:
             from pydantic import ValidationError
@@ -518,14 +545,21 @@ class PipelineDef:
 def pipeline(fn: Callable[..., Any] | None = None, *, name: str | None = None,
              description: str | None = None, schedule: str | Duration | None = None,
              defaults: Defaults | None = None, alerts: list[Alert] | None = None,
-             tags: list[str] | None = None, max_active_runs: int | None = None) -> Any:
+             tags: list[str] | None = None, max_active_runs: int | None = None,
+             retries: int = 0, retry_delay: str | Duration | None = None,
+             timeout: str | Duration | None = None) -> Any:
     """Declare a pipeline. The function body wires tasks; it runs once, when traced.
-    ``max_active_runs=N``: at most N runs of it at once (a scheduled or triggered run waits)."""
+    ``max_active_runs=N``: at most N runs of it at once (a scheduled or triggered run waits).
+    ``retries=N``: a failed run is run again as a whole, up to N more times, after
+    ``retry_delay``; its tasks start again and cached tasks hit their entries.
+    ``timeout="2h"``: a run attempt past it fails, its running tasks stopped (and is retried
+    while retries remain); the pipeline's failure alert goes out once, after the last attempt."""
     loc = caller_location(2)
 
     def wrap(f: Callable[..., Any]) -> PipelineDef:
         return PipelineDef(f, name=name, description=description, schedule=schedule,
                            defaults=defaults, alerts=alerts, tags=tags, loc=loc,
-                           max_active_runs=max_active_runs)
+                           max_active_runs=max_active_runs, retries=retries,
+                           retry_delay=retry_delay, timeout=timeout)
 
     return wrap(fn) if fn is not None else wrap

@@ -16,6 +16,7 @@ A case is a folder ``<id>/`` holding a pipeline file and a ``case.yaml``::
       output: ok after 3
       tasks: {flaky: {state: success, attempts: 3}}
       alerts: [{task: flaky, event: retry, channel: webhook}]   # exact multiset; [] when absent
+      run_attempts: 1                    # optional: tries of the whole run (pipeline retries)
     second_run:                          # optional: the same case again (same stores)
       wait: 0                            # seconds between the runs
       params: {}                         # overrides for the second run
@@ -57,6 +58,8 @@ class Expectation:
     check_output: bool = False
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] | None = None
+    #: how many tries of the whole run (``@up.pipeline(retries=N)``)
+    run_attempts: int | None = None
 
     @classmethod
     def parse(cls, data: Any, where: str) -> Expectation:
@@ -64,7 +67,7 @@ class Expectation:
             return cls()
         if not isinstance(data, dict):
             raise CaseError(f"{where}: expect must be a mapping")
-        unknown = set(data) - {"refused", "state", "output", "tasks", "alerts"}
+        unknown = set(data) - {"refused", "state", "output", "tasks", "alerts", "run_attempts"}
         if unknown:
             raise CaseError(f"{where}: unknown expect field(s) {sorted(unknown)}")
         state = data.get("state")
@@ -88,12 +91,18 @@ class Expectation:
             for a in alerts:
                 if not isinstance(a, dict) or set(a) != {"task", "event", "channel"}:
                     raise CaseError(f"{where}: each alert is {{task, event, channel}}, got {a!r}")
+        tries = data.get("run_attempts")
+        if tries is not None and (isinstance(tries, bool) or not isinstance(tries, int)
+                                  or tries < 1):
+            raise CaseError(f"{where}: expect.run_attempts is a whole number of tries >= 1, "
+                            f"not {tries!r}")
         refused = bool(data.get("refused", False))
         if not refused and state is None:
             raise CaseError(f"{where}: expect.state is required unless refused: true")
         return cls(refused=refused, state=state, output=data.get("output"),
                    check_output="output" in data, tasks=tasks,
-                   alerts=[dict(a) for a in alerts] if alerts is not None else [])
+                   alerts=[dict(a) for a in alerts] if alerts is not None else [],
+                   run_attempts=tries)
 
 
 @dataclass(frozen=True)

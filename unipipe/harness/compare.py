@@ -31,6 +31,9 @@ def check_expectation(run: dict[str, Any], exp: Expectation, where: str = "") ->
     diffs: list[str] = []
     if exp.state is not None and run["state"] != exp.state:
         diffs.append(f"{pre}state is {run['state']}, expected {exp.state}")
+    if exp.run_attempts is not None and run.get("run_attempts") != exp.run_attempts:
+        diffs.append(f"{pre}the run was tried {run.get('run_attempts')} time(s), expected "
+                     f"{exp.run_attempts}")
     if exp.check_output and run["output"] != jsonable(exp.output):
         diffs.append(f"{pre}output is {_fmt(run['output'])}, expected {_fmt(exp.output)}")
     for label, fields in exp.tasks.items():
@@ -186,6 +189,9 @@ def compare_runs(run: dict[str, Any], ref: dict[str, Any], backend: str,
     diffs = []
     if run["state"] != ref["state"]:
         diffs.append(f"{pre}state: {backend} {run['state']}, reference {ref['state']}")
+    if run.get("run_attempts") != ref.get("run_attempts"):
+        diffs.append(f"{pre}run tries: {backend} {run.get('run_attempts')}, reference "
+                     f"{ref.get('run_attempts')}")
     if run["output"] != ref["output"]:
         diffs.append(f"{pre}output: {backend} {_fmt(run['output'])}, reference {_fmt(ref['output'])}")
     labels = sorted(set(run["tasks"]) | set(ref["tasks"]))

@@ -170,6 +170,9 @@ def _engine_env(lane: Path, job: Path) -> dict[str, str]:
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(job / "prefect-results"),
         "UNIPIPE_CACHE_URL": str(job / "cache"),
         "UNIPIPE_ARTIFACT_URL": str(job / "artifacts"),
+        # the job's own KFP pipeline root (outputs and KFP's execution cache): a folder the next
+        # run of the case starts without, as it does with the job's cache and artifacts
+        "UNIPIPE_KFP_PIPELINE_ROOT": str(job / "kfp-pipeline-root"),
         "PYTHONUNBUFFERED": "1",
     }
 

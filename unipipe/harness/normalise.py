@@ -46,7 +46,7 @@ def normalise_run(report: dict[str, Any], events: list[dict[str, Any]],
     """The trace of one run from the worker's report, the shim events and the receivers."""
     status = report.get("status", "error")
     trace: dict[str, Any] = {"status": status, "error": report.get("error"), "state": None,
-                             "output": None, "run_id": None, "tasks": {},
+                             "output": None, "run_id": None, "run_attempts": None, "tasks": {},
                              "alerts": sort_alerts(alerts), "notes": [],
                              "startup": None, "wall": None}
     if report.get("start") and report.get("end"):
@@ -60,6 +60,9 @@ def normalise_run(report: dict[str, Any], events: list[dict[str, Any]],
     attempts = [e for e in events if e.get("kind") == "attempt"]
     if run_id and any(e.get("run_id") == run_id for e in attempts):
         attempts = [e for e in attempts if e.get("run_id") == run_id]
+    if result.get("run_started") is not None:  # a retried run: the last try's attempts only
+        attempts = [e for e in attempts if float(e.get("start") or 0) >= result["run_started"]]
+    trace["run_attempts"] = int(result.get("run_attempts") or 1)
     shim: dict[str, dict[int, dict[str, Any]]] = {}
     for e in attempts:
         shim.setdefault(_label(e["task"], e.get("map_index")), {})[int(e["attempt"])] = e

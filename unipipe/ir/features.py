@@ -19,6 +19,8 @@ class Feature(str, Enum):
     MAP = "map"
     MAP_MAX_PARALLEL = "map.max_parallel"
     MAX_ACTIVE_RUNS = "max_active_runs"
+    PIPELINE_RETRY = "pipeline.retry"
+    PIPELINE_TIMEOUT = "pipeline.timeout"
     RETRY = "retry"
     RETRY_DELAY = "retry.delay"
     RETRY_BACKOFF = "retry.backoff"
@@ -140,4 +142,8 @@ def features_used(ir: Pipeline) -> list[Feature]:
         out.add(Feature.SHARED_STORE)
     if ir.max_active_runs is not None:
         out.add(Feature.MAX_ACTIVE_RUNS)
+    if ir.retries:
+        out.add(Feature.PIPELINE_RETRY)
+    if ir.timeout is not None:
+        out.add(Feature.PIPELINE_TIMEOUT)
     return [f for f in Feature if f in out]

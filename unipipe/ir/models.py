@@ -284,6 +284,14 @@ class Pipeline(_Model):
     #: at most this many runs of the pipeline at once (``@up.pipeline(max_active_runs=N)``);
     #: None = the engine's default
     max_active_runs: int | None = Field(None, ge=1, le=10000)
+    #: a failed run is run again as a whole, up to this many more times
+    #: (``@up.pipeline(retries=N)``): every task starts again, cached tasks hit their entries
+    retries: int = Field(0, ge=0, le=100)
+    #: seconds to wait before each retry of the whole run (``retry_delay=``)
+    retry_delay: float = Field(0.0, ge=0, le=7 * 86400)
+    #: seconds one run attempt may take (``timeout=``); past it the attempt fails (its running
+    #: tasks are stopped) and, like any failed attempt, is retried while retries remain
+    timeout: float | None = Field(None, gt=0, le=30 * 86400)
 
     @field_validator("store")
     @classmethod
@@ -384,6 +392,9 @@ class Pipeline(_Model):
                 task.pop("max_parallel", None)
         if data.get("max_active_runs") is None:
             data.pop("max_active_runs", None)
+        for key, default in (("retries", 0), ("retry_delay", 0.0), ("timeout", None)):
+            if data.get(key) == default:  # pipelines without run retries hash as before them
+                data.pop(key, None)
         _strip_locations(data)
         canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canon.encode()).hexdigest()

@@ -39,6 +39,15 @@ Rules (each is implemented, and commented, where it happens below):
    each, no shell), takes the last line of stdout (JSON, else text) as the output, and fails the
    attempt on an exit code other than 0. Everything else (attempts, waits, the filter, cache,
    alerts, the timeout, which kills the command's whole process group) is rules 1-8 unchanged.
+10. Whole-run retries and timeout (``@up.pipeline(retries=N, retry_delay=, timeout=)``). A try
+   of the run is rules 1-9. A failed try is run again, after ``retry_delay``, while retries
+   remain, with the same run id: every task starts again from its first attempt, cached tasks
+   hit the entries the earlier try wrote, checkpoints in ``scratch_url()`` are still there. The
+   result is the last try's, with ``run_attempts``; task alerts go out in every try, the
+   pipeline alert once, after the last. ``timeout`` bounds each try: at the deadline the running
+   attempt is stopped (its process killed) and its task fails without a further attempt; the
+   tasks not started are ``upstream_failed`` below a failure and ``failed`` otherwise (0
+   attempts); the try has failed, so it is retried while retries remain.
 """
 
 from __future__ import annotations
@@ -65,7 +74,13 @@ from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
 from unipipe.runtime.context import TaskContext
 from unipipe.runtime.forking import frozen
-from unipipe.runtime.invoke import TaskTimeout, max_attempts, payload, run_attempt
+from unipipe.runtime.invoke import (
+    PipelineTimeout,
+    TaskTimeout,
+    max_attempts,
+    payload,
+    run_attempt,
+)
 
 
 class ProcessKilled(RuntimeError):
@@ -118,6 +133,8 @@ class LocalRunner:
         self.isolation = isolation
         self.sleep = sleep
         self.seed = seed
+        self._deadline: float | None = None  # the running try's end (rule 10), None: no timeout
+        self._run_timeout: float | None = None
 
     # ------------------------------------------------------------ one attempt
 
@@ -142,7 +159,12 @@ class LocalRunner:
         timeout = spec.get("timeout")
         message = None
         # Rule 2: the runner, not the task, enforces the timeout: wait, then kill the child.
-        ready = recv.poll(timeout if timeout else None)
+        # Rule 10: never past the run's deadline.
+        wait = timeout if timeout else None
+        run_left = None if self._deadline is None else max(self._deadline - time.time(), 0.0)
+        if run_left is not None and (wait is None or run_left < wait):
+            wait = run_left
+        ready = recv.poll(wait)
         if ready:
             try:
                 message = recv.recv()
@@ -159,7 +181,9 @@ class LocalRunner:
             _, etype, detail, retryable, _tb = message
             return _Outcome(False, error_type=etype, error=detail, retryable=retryable)
         exc: BaseException
-        if timed_out:
+        if timed_out and self._deadline is not None and time.time() >= self._deadline:
+            exc = PipelineTimeout(f"the run exceeded its timeout of {self._run_timeout:g}s")
+        elif timed_out:
             exc = TaskTimeout(f"task exceeded its timeout of {timeout:g}s")
         else:
             exc = ProcessKilled(f"task process ended without a result (exit code {proc.exitcode})")
@@ -215,18 +239,15 @@ class LocalRunner:
             run_id: str | None = None) -> RunResult:
         values = resolve_params(ir, params)
         run_id = run_id or f"local-{uuid.uuid4().hex[:12]}"
-        results: dict[str, TaskResult] = {}
-        outputs: dict[str, Any] = {}
         delivered: list[dict[str, Any]] = []
-        elements: dict[str, TaskResult] = {}
-        for tid in ir.topo_order():
-            task = ir.task(tid)
-            results[tid] = self._step(ir, task, values, results, outputs, run_id, delivered,
-                                      elements)
-            if results[tid].state == "success":
-                outputs[tid] = results[tid].output
-        failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
-        results.update(elements)
+        # Rule 10: the whole run again while it failed and retries remain, same run id.
+        for run_try in range(1, ir.retries + 2):
+            if run_try > 1 and ir.retry_delay:
+                self.sleep(ir.retry_delay)
+            run_started = time.time()
+            results, outputs, failed = self._try(ir, values, run_id, delivered)
+            if not failed:
+                break
         state = "failed" if failed else "success"
         output = evaluate(ir.output, outputs, values) if state == "success" else None
         # Rule 7: pipeline alerts once per run.
@@ -239,7 +260,39 @@ class LocalRunner:
                 r.output = store.from_transport(r.output)
         return RunResult(pipeline=ir.name, backend="local", run_id=run_id, state=state,
                          output=output, tasks=results, alerts=delivered, params=values,
-                         error=first_error)
+                         error=first_error, run_attempts=run_try,
+                         run_started=run_started if run_try > 1 else None)
+
+    def _try(self, ir: Pipeline, values: dict[str, Any], run_id: str,
+             delivered: list[dict[str, Any]]
+             ) -> tuple[dict[str, TaskResult], dict[str, Any], list[str]]:
+        """One try of the run (rules 1-9, bounded by rule 10's timeout): results (elements
+        included), outputs of the tasks that succeeded, and the failed tasks."""
+        results: dict[str, TaskResult] = {}
+        outputs: dict[str, Any] = {}
+        elements: dict[str, TaskResult] = {}
+        self._run_timeout = ir.timeout
+        self._deadline = None if ir.timeout is None else time.time() + ir.timeout
+        try:
+            for tid in ir.topo_order():
+                task = ir.task(tid)
+                if self._deadline is not None and time.time() >= self._deadline:
+                    # Rule 10: nothing starts after the deadline
+                    verdict = upstream_verdict(task.run_if,
+                                               [results[d] for d in task.upstream()])
+                    results[tid] = TaskResult(verdict) if verdict is not None else TaskResult(
+                        "failed", 0, error="PipelineTimeout: not started before the run's "
+                        f"timeout of {ir.timeout:g}s", error_type="PipelineTimeout")
+                    continue
+                results[tid] = self._step(ir, task, values, results, outputs, run_id,
+                                          delivered, elements)
+                if results[tid].state == "success":
+                    outputs[tid] = results[tid].output
+        finally:
+            self._deadline = self._run_timeout = None
+        failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
+        results.update(elements)
+        return results, outputs, failed
 
     def _step(self, ir: Pipeline, task: Task, params: dict[str, Any],
               results: dict[str, TaskResult], outputs: dict[str, Any], run_id: str,
@@ -291,4 +344,4 @@ class _Err(Exception):
         self.type_name = type_name
 
 
-__all__ = ["LocalRunner", "ProcessKilled"]
+__all__ = ["LocalRunner", "PipelineTimeout", "ProcessKilled"]

@@ -38,6 +38,13 @@ class TaskTimeout(TimeoutError):
     """The task ran past its timeout. Retried like any failure unless the filter says no."""
 
 
+class PipelineTimeout(RuntimeError):
+    """The run passed ``@up.pipeline(timeout=...)``: the running try is stopped and its task
+    fails at once (no further attempt; the whole run is what retries)."""
+
+    __unipipe_retryable__ = False
+
+
 class NonRetryable(Exception):
     """Raise from a task to fail it at once, whatever its retry policy."""
 

@@ -172,6 +172,12 @@ def _call(func: cst.BaseExpression | str, *args: cst.Arg) -> cst.Call:
     return cst.Call(func=f, args=list(args))
 
 
+#: seconds DAG(dagrun_timeout=) allows past the pipeline's timeout: the scheduler marks a timed-out
+#: run's unfinished tasks skipped (jobs/scheduler_job_runner.py ~2853), so the shim, which stops
+#: a running try at the deadline itself and fails it as on every backend, must act first
+DAGRUN_TIMEOUT_GRACE = 30.0
+
+
 def _timedelta(seconds: float) -> cst.Call:
     if seconds == int(seconds):
         whole = int(seconds)
@@ -417,6 +423,8 @@ class DagWriter:
             spec["retry_policy"] = True
         if task.id in self.fan_out_sources:
             spec["fan_out"] = True
+        if self.ir.timeout is not None:  # the shim stops the try at the run's deadline
+            spec["run_timeout"] = self.ir.timeout
         pol = self.ir.effective(task)
         in_pod = self.in_pod(task)
         local = _Names(_CONTEXT_KEYS | _BODY_NAMES)
@@ -542,6 +550,11 @@ class DagWriter:
         args.append(_kw("catchup", literal(False)))
         if ir.max_active_runs is not None:
             args.append(_kw("max_active_runs", literal(ir.max_active_runs)))
+        if ir.timeout is not None:
+            # The shim ends a running try at the run's deadline (runtime.run_task); the
+            # scheduler's own timeout, a grace later, fails a run whose tasks never started.
+            self.uses_timedelta = True
+            args.append(_kw("dagrun_timeout", _timedelta(ir.timeout + DAGRUN_TIMEOUT_GRACE)))
         if ir.params:
             args.append(_kw("params", cst.Dict([
                 cst.DictElement(literal(p.name), self._param(p)) for p in ir.params])))

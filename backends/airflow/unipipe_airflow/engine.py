@@ -324,9 +324,10 @@ def _run_prepared(ir: Pipeline, home: Home, values: dict[str, Any], mode: str,
     if mode == "dags-test":
         dags_test(home, values, timeout)
     else:
+        from unipipe.compiler.spec import pipeline_alerts_spec
         from unipipe_airflow.server import run_on_scheduler
 
-        run_on_scheduler(home, values, timeout)
+        run_on_scheduler(home, values, timeout, alerts=pipeline_alerts_spec(ir))
     records = read_records(home.db, home.dag_id)
     if records.run_id is None:
         raise AirflowRunError(f"Airflow made no run of {home.dag_id} ({mode}, "

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from unipipe.compiler.backend import RunOptions
+from unipipe.compiler.spec import pipeline_alerts_spec
 from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
 
@@ -249,6 +250,8 @@ def run(ir: Pipeline, options: RunOptions, values: dict[str, Any]) -> RunResult:
         server.wait_for_dag(api, ir.name, deadline, fileloc=str(control.root / "dags" / rel),
                             alive=alive)
         run_id = server.trigger_and_wait(api, ir.name, values, deadline, alive=alive)
+        server.wait_for_pipeline_alerts(api, ir.name, run_id, pipeline_alerts_spec(ir),
+                                        trace_dir, deadline, alive=alive)
     except Exception as exc:
         stop_all([p for _n, p, _l in started])
         tails = "\n".join(_tail(log) for _n, _p, log in started)

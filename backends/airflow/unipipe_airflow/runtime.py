@@ -84,12 +84,24 @@ class _Try:
         self.map_index = index if index >= 0 else None
 
 
+def _run_deadline(spec: Mapping[str, Any], context: Any) -> float | None:
+    """Epoch seconds the run must end by (``@up.pipeline(timeout=)``): the DAG run's start plus
+    the timeout. Airflow enforces dagrun_timeout only in the scheduler, never under ``airflow
+    dags test``, and then marks running tasks skipped; the shim stops the try itself."""
+    timeout = spec.get("run_timeout")
+    if not timeout or isinstance(context, str):
+        return None
+    ctx = context if context is not None else _current_context()
+    started = getattr(ctx.get("dag_run"), "start_date", None)
+    return None if started is None else started.timestamp() + float(timeout)
+
+
 class ProcessKilled(RuntimeError):
     """The try's process died without reporting (killed by a signal, or exited), as the
     reference runner names it."""
 
 
-def _in_child(call: Any) -> Any:
+def _in_child(call: Any, deadline: float | None = None, run_timeout: float = 0.0) -> Any:
     """Run ``call()`` in a forked child and return its result or raise its error.
 
     Under ``airflow dags test`` tasks run inside the test process itself, so a task that kills
@@ -100,6 +112,7 @@ def _in_child(call: Any) -> Any:
     import pickle
 
     from unipipe.runtime.forking import fork
+    from unipipe.runtime.invoke import PipelineTimeout
 
     read, write = os.pipe()
     pid = fork()
@@ -119,9 +132,20 @@ def _in_child(call: Any) -> Any:
         os._exit(0)
     os.close(write)
     try:
+        if deadline is not None:  # the run's timeout: stop the try at the deadline
+            import select
+            import time
+
+            if not select.select([read], [], [], max(deadline - time.time(), 0.0))[0]:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                os.close(read)
+                raise PipelineTimeout(f"the run exceeded its timeout of {run_timeout:g}s")
         with os.fdopen(read, "rb") as fh:
             data = fh.read()
         _, status = os.waitpid(pid, 0)
+    except PipelineTimeout:
+        raise
     except BaseException:  # Airflow's timeout (or anything else) in the parent: end the try
         os.kill(pid, 9)
         os.waitpid(pid, 0)
@@ -213,7 +237,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
              context: str | Mapping[str, Any] | None = None) -> Any:
     """One try of one unipipe task inside an Airflow task; returns the XCom value."""
     from unipipe.runtime import store
-    from unipipe.runtime.invoke import invoke
+    from unipipe.runtime.invoke import PipelineTimeout, invoke
 
     store.use(spec.get("store"))  # a fan-out's items below are written to the same store
     enter_attempt_folder()
@@ -241,7 +265,15 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
                 from unipipe.runtime.invoke import preload_callable
 
                 preload_callable(spec["fn"])
-                out = _in_child(attempt)
+                deadline = _run_deadline(spec, context)
+                if deadline is not None and time.time() >= deadline:
+                    raise PipelineTimeout("not started before the run's timeout of "
+                                          f"{spec['run_timeout']:g}s")
+                out = _in_child(attempt, deadline, spec.get("run_timeout") or 0.0)
+            except PipelineTimeout as exc:
+                _trace_lost_try(spec, now, start, exc)
+                exc.__unipipe_retryable__ = False  # type: ignore[attr-defined]
+                raise
             except ProcessKilled as exc:
                 _trace_lost_try(spec, now, start, exc)
                 if getattr(exc, "__unipipe_retryable__", True) and not spec.get("retry_policy"):

@@ -138,8 +138,33 @@ def trigger_and_wait(api: Api, dag_id: str, conf: dict[str, Any], deadline: floa
     return str(run_id)
 
 
-def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float) -> str:
-    """Trigger one run through the REST API and wait for it to finish; return its run id."""
+def wait_for_pipeline_alerts(api: Api, dag_id: str, run_id: str, alerts: list[dict[str, Any]],
+                             trace_dir: Any, deadline: float, alive: Any = None) -> None:
+    """Wait until the run's pipeline alerts are out. A real scheduler ends the DAG run first and
+    then hands the DAG's on_success/on_failure_callback to the dag-processor as a callback
+    request (``jobs/scheduler_job_runner.py`` ~2890 ``produce_dag_callback``), which runs it
+    some seconds later; stopping Airflow when the run ends would lose the alert."""
+    from unipipe.runtime import trace
+
+    run = api.call("GET", f"{dag_path(dag_id)}/dagRuns/{urllib.request.quote(run_id, safe='')}")
+    event = "success" if run.get("state") == "success" else "failure"
+    expected = sum(len([c for c in ("webhook", "email", "callback") if a.get(c)])
+                   for a in alerts if event in a.get("on", ()))
+    if not expected:
+        return
+    limit = min(deadline, time.monotonic() + 60)
+    while time.monotonic() < limit and (alive is None or alive()):
+        sent = [e for e in trace.read(trace_dir, run_id)
+                if e.get("kind") == "alert" and e.get("task") is None and e.get("event") == event]
+        if len(sent) >= expected:
+            return
+        time.sleep(0.5)
+
+
+def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float,
+                     alerts: list[dict[str, Any]] | None = None) -> str:
+    """Trigger one run through the REST API and wait for it to finish (and for its pipeline
+    ``alerts``, the IR's, to go out); return its run id."""
     port = free_port()
     proc = start(home, port)
     api = Api(f"http://127.0.0.1:{port}/api/v2")
@@ -147,7 +172,10 @@ def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float) -> str:
     try:
         wait_ready(proc, api, deadline)
         wait_for_dag(api, home.dag_id, deadline, alive=lambda: proc.poll() is None)
-        return trigger_and_wait(api, home.dag_id, conf, deadline,
-                                alive=lambda: proc.poll() is None)
+        run_id = trigger_and_wait(api, home.dag_id, conf, deadline,
+                                  alive=lambda: proc.poll() is None)
+        wait_for_pipeline_alerts(api, home.dag_id, run_id, alerts or [], home.trace_dir,
+                                 deadline, alive=lambda: proc.poll() is None)
+        return run_id
     finally:
         stop(proc)

@@ -88,6 +88,17 @@ def support(d: Dialect) -> dict[F, Support]:
                               "queues no more of its instances in one DAG run "
                               "(jobs/scheduler_job_runner.py ~919)"),
         F.MAX_ACTIVE_RUNS: N("DAG(max_active_runs=N): a further run waits queued"),
+        F.PIPELINE_RETRY: U("Airflow has no retry of a DAG run: a DAG takes no retries (only "
+                            "tasks do, sdk/definitions/dag.py ~382-520), a failed run stays "
+                            "failed until a person clears it, and a new run is another logical "
+                            "date, not a retry; refused before writing"),
+        F.PIPELINE_TIMEOUT: E("the shim ends a running try at the DAG run's start + timeout "
+                              "(killing its process) and fails it without retrying, and a task "
+                              "that would start later fails at once; DAG(dagrun_timeout="
+                              "timeout + 30s) is the scheduler's backstop for tasks that never "
+                              "started. Not dagrun_timeout alone: only the scheduler enforces "
+                              "it, never `airflow dags test`, and it marks the running tasks "
+                              "skipped (jobs/scheduler_job_runner.py ~2853)"),
     }
     missing = set(F) - set(table)
     if missing:  # pragma: no cover - a new feature must be declared here

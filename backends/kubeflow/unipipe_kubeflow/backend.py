@@ -89,6 +89,14 @@ SUPPORT: dict[Feature, Support] = {
                                 "time, so it never exceeds it)"),
     Feature.MAX_ACTIVE_RUNS: N("the recurring run's max_concurrency at deploy (KFP queues "
                                "only scheduled runs; a run submitted by hand is not limited)"),
+    Feature.PIPELINE_RETRY: U("KFP 2.16 has no retry of a pipeline run: @dsl.pipeline takes "
+                              "name, description, pipeline_root, display_name and "
+                              "pipeline_config (dsl/pipeline_context.py ~27), PipelineConfig "
+                              "only a workspace (dsl/pipeline_config.py ~99); retries are per "
+                              "task (PipelineTask.set_retry); refused before writing"),
+    Feature.PIPELINE_TIMEOUT: U("KFP 2.16 has no pipeline-level timeout (the same decorator "
+                                "and PipelineConfig; the IR spec has no run deadline); "
+                                "refused before writing"),
 }
 
 

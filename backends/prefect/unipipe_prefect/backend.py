@@ -85,6 +85,16 @@ def _support() -> dict[Feature, Support]:
                                     "limit, a task runner's max_workers bounds every task"),
         Feature.MAX_ACTIVE_RUNS: N("the deployment's concurrency_limit (deploy only: a flow "
                                    "called directly has no deployment to limit)"),
+        Feature.PIPELINE_RETRY: N("@flow(retries=N, retry_delay_seconds=D): the server's "
+                                  "RetryFailedFlows rule turns the failed state into "
+                                  "AwaitingRetry and the engine runs the flow body again in the "
+                                  "same flow run, with new task runs (server/orchestration/"
+                                  "core_policy.py ~1054, flow_engine.py ~826); the flow's "
+                                  "on_failure hook fires only for the final state"),
+        Feature.PIPELINE_TIMEOUT: N("@flow(timeout_seconds=T): the engine raises "
+                                    "FlowRunTimeoutError in the flow body and proposes Failed "
+                                    "'TimedOut', which flow retries retry "
+                                    "(flow_engine.py ~845, ~1281)"),
     }
 
 
@@ -115,6 +125,14 @@ class Backend:
                     "error" if level is ErrorLevel.RAISE else "warning", Feature.RETRY_BACKOFF,
                     self.name, f"task {t.id!r}: Prefect takes at most {flowgen.MAX_DELAY_LIST} "
                     "retry delays and repeats the last one; set max_delay so the waits level off"))
+        if ir.retries and ir.retry_delay != int(ir.retry_delay):
+            # the server keeps a flow run's retry delay as whole seconds: a deployed flow run
+            # with 0.5 s is rejected (422) when the engine records its policy
+            # (prefect/server/schemas/core.py ~121 FlowRunPolicy.retry_delay: Optional[int])
+            problems.append(Diagnostic(
+                "error" if level is ErrorLevel.RAISE else "warning", Feature.PIPELINE_RETRY,
+                self.name, f"retry_delay={ir.retry_delay:g}s: Prefect keeps a flow run's retry "
+                "delay in whole seconds; use a whole number of seconds"))
         errors = [d for d in problems if d.level == "error"]
         if errors:
             raise UnsupportedFeature(errors)

@@ -393,6 +393,12 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
         from unipipe_prefect.storage import block_slug
 
         kwargs.append(("result_storage", codegen.literal(block_slug(ir.store))))
+    if ir.retries:  # the whole run again, in the same flow run (Prefect's own flow retries)
+        kwargs.append(("retries", codegen.literal(ir.retries)))
+        if ir.retry_delay:
+            kwargs.append(("retry_delay_seconds", codegen.literal(int(ir.retry_delay))))
+    if ir.timeout is not None:
+        kwargs.append(("timeout_seconds", codegen.literal(ir.timeout)))
     if "failure" in events:
         kwargs.append(("on_failure", cst.List([cst.Element(cst.Name("pipeline_alerts"))])))
     if "success" in events:

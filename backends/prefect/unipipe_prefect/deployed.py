@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists
 
-        from unipipe_prefect.driver import task_record
+        from unipipe_prefect.driver import flow_run_tries, task_record
         from unipipe_prefect.storage import save_block
 
         save_block(spec["store"])
@@ -117,6 +117,7 @@ def main(argv: list[str]) -> int:
             state = fr.state
             report.update(flow_run_id=str(fr.id), state_type=state.type.value,
                           state_name=state.name, message=state.message)
+            report.update(flow_run_tries(client, fr.id))
             if state.is_completed():
                 report["output"] = state.result()
             runs = _settled_task_runs(client, fr.id)

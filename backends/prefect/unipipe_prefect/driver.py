@@ -58,6 +58,15 @@ def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str,
     return out
 
 
+def flow_run_tries(client: Any, flow_run_id: Any) -> dict[str, Any]:
+    """How many times the flow run's body ran (1 + the flow retries it used) and when the last
+    try began: the flow run's last transition to Running, from its state history."""
+    run_count = int(client.read_flow_run(flow_run_id).run_count or 1)
+    running = [st.timestamp.timestamp() for st in client.read_flow_run_states(flow_run_id)
+               if st.type.value == "RUNNING" and st.timestamp is not None]
+    return {"run_count": run_count, "run_started": max(running) if running else None}
+
+
 def task_record(tr: Any, value: tuple[Any, ...] = ()) -> dict[str, Any]:
     """What results.build_result reads of one task run (``tr`` as the API holds it); its value,
     ``(value,)``, when the flow process saw it complete."""
@@ -67,6 +76,9 @@ def task_record(tr: Any, value: tuple[Any, ...] = ()) -> dict[str, Any]:
         "run_count": tr.run_count, "state_type": state.type.value if state else None,
         "state_name": state.name if state else None,
         "message": state.message if state else None, "has_result": False,
+        # which try of the whole flow run it belongs to (@flow(retries=N) runs the body again in
+        # the same flow run, with new task runs: client/schemas/objects.py TaskRun)
+        "flow_run_run_count": tr.flow_run_run_count or 1,
     }
     if value:
         record["result"] = value[0]
@@ -91,6 +103,10 @@ def main(argv: list[str]) -> int:
         if state.is_completed():
             report["output"] = state.result()
         report["task_runs"] = _task_runs(flow_run_id)
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            report.update(flow_run_tries(client, flow_run_id))
         report["ok"] = True
     except BaseException:  # noqa: BLE001 - reported to the parent
         report["error"] = traceback.format_exc()

@@ -67,8 +67,17 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
             attempts[(e["task"], e.get("map_index"))].append(e)
     alerts = [e for e in events if e.get("kind") == "alert"]
 
+    # @flow(retries=N): a retried flow run holds the task runs of every try; the result is the
+    # last try's (as the reference runner reports it), and so are the trace's attempts
+    run_count = int(report.get("run_count") or 1)
+    task_runs = [r for r in report["task_runs"] if int(r.get("flow_run_run_count") or 1) == run_count]
+    run_started = report.get("run_started") if run_count > 1 else None
+    if run_started is not None:
+        attempts = defaultdict(list, {k: [e for e in v if e["start"] >= run_started]
+                                      for k, v in attempts.items()})
+
     runs: dict[str, dict[int | None, dict[str, Any]]] = defaultdict(dict)
-    for run in report["task_runs"]:
+    for run in task_runs:
         tid, idx = _split(run["name"])
         runs[tid][idx] = run
 
@@ -103,7 +112,8 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
     return RunResult(pipeline=ir.name, backend="prefect", run_id=run_id,
                      state="success" if flow_ok else "failed",
                      output=report.get("output") if flow_ok else None, tasks=results,
-                     alerts=alerts, params=params, error=first_error)
+                     alerts=alerts, params=params, error=first_error, run_attempts=run_count,
+                     run_started=run_started)
 
 
 def _not_run(ir: Pipeline, tid: str, results: dict[str, TaskResult],

@@ -196,13 +196,17 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
                 pass
             os.waitpid(pid, 0)
         if _is_timeout(exc):
-            from unipipe.runtime.invoke import TaskTimeout
+            from unipipe.runtime.invoke import PipelineTimeout, TaskTimeout
 
             timeout = spec.get("timeout")
-            stand_in = TaskTimeout(f"task exceeded its timeout of {timeout:g}s" if timeout
-                                   else "task timed out")
-            _emit_failed(spec, kwargs, start, stand_in,
-                         retry_rules.is_retryable(stand_in, spec.get("retry")), trace)
+            stand_in: BaseException
+            if timeout and time.time() - start >= 0.99 * timeout:
+                stand_in = TaskTimeout(f"task exceeded its timeout of {timeout:g}s")
+                retryable = retry_rules.is_retryable(stand_in, spec.get("retry"))
+            else:  # the flow's timeout_seconds interrupted it (flow_engine.py ~1281)
+                stand_in = PipelineTimeout("the run exceeded its timeout")
+                retryable = False
+            _emit_failed(spec, kwargs, start, stand_in, retryable, trace)
         raise
     finally:
         os.close(read_fd)

@@ -133,6 +133,25 @@ class _Builder:
     #: nesting depth -> the condition of the up.when() block that closed last at that depth,
     #: which an up.otherwise() block right after it negates
     closed: dict[int, m.Condition] = field(default_factory=dict)
+    #: sub-pipelines called so far: group id -> the fields of its m.Group
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the sub-pipeline calls being traced, innermost last
+    scope: list[_Scope] = field(default_factory=list)
+    #: the pipelines whose bodies are running, the traced one first (a call of one of them
+    #: again is a sub-pipeline calling itself)
+    calls: list[PipelineDef] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        """What ids created now start with: ``<group>__`` inside a sub-pipeline."""
+        return f"{self.scope[-1].group}__" if self.scope else ""
+
+    def fold(self, policies: m.Policies) -> m.Policies:
+        """A task's policies over the defaults of the sub-pipelines it is created in, innermost
+        first (the pipeline's own defaults stay in ``Pipeline.defaults``)."""
+        for sc in reversed(self.scope):
+            policies = policies.over(sc.defaults)
+        return policies
 
     def new_id(self, base: str) -> str:
         n = self.counts.get(base, 0) + 1
@@ -143,6 +162,12 @@ class _Builder:
             self.counts[base] = n
             candidate = f"{base}_{n}"
         return candidate
+
+
+@dataclass
+class _Scope:
+    group: str
+    defaults: m.Policies
 
 
 _ACTIVE: list[_Builder] = []
@@ -326,7 +351,7 @@ class TaskDef:
     def _add_node(self, builder: _Builder, inputs: dict[str, Any], *, map_over: str | None,
                   loc: Loc, doc: str, **extra: Any) -> TaskRef:
         """Record one call of this task in the pipeline being traced (``extra``: more IR fields)."""
-        task_id = builder.new_id(self.id)
+        task_id = builder.new_id(builder.prefix + self.id)
         builder.nodes[task_id] = {
             "id": task_id,
             "fn": self.fn_path,
@@ -336,8 +361,9 @@ class TaskDef:
             "when": list(builder.conditions),
             "map_over": map_over,
             "returns": "list" if map_over else self.returns,
-            "policies": self.policies,
+            "policies": builder.fold(self.policies),
             "run_if": self.run_if,
+            "group": builder.scope[-1].group if builder.scope else None,
             "doc": doc,
             "location": loc,
             **extra,
@@ -487,7 +513,7 @@ class PipelineDef:
 
         self._check_decoration()
         params, refs = self._params()
-        builder = _Builder()
+        builder = _Builder(calls=[self])
         _ACTIVE.append(builder)
         try:
             result = self.fn(**refs)
@@ -503,7 +529,7 @@ class PipelineDef:
                 map_over=node["map_over"], returns=node["returns"], policies=node["policies"],
                 run_if=node.get("run_if", "all_success"), doc=node["doc"], location=node["location"].to_ir(),
                 command=node.get("command"), env=node.get("env") or {},
-                max_parallel=node.get("max_parallel"),
+                max_parallel=node.get("max_parallel"), group=node.get("group"),
             ))
         module = self.fn.__module__
         if module == "__main__":
@@ -519,6 +545,7 @@ class PipelineDef:
                 tags=tuple(self._tags), module=module, location=self.loc.to_ir(),
                 max_active_runs=self._max_active_runs,
                 retries=run_retries, retry_delay=run_delay, timeout=run_timeout,
+                groups=tuple(m.Group(**g) for g in builder.groups.values()),
             )
         except Exception as exc:
             from pydantic import ValidationError
@@ -533,10 +560,63 @@ class PipelineDef:
         return validate(ir)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"pipeline {self.name!r} is not called directly; use up.run({self.fn.__name__}) "
-            "or up.compile(...)"
-        )
+        builder = _active()
+        if builder is None:
+            raise TypeError(
+                f"pipeline {self.name!r} is not called directly; use up.run({self.fn.__name__}) "
+                "or up.compile(...), or call it inside another @up.pipeline as a sub-pipeline"
+            )
+        return self._call_in(builder, args, kwargs, caller_location(2))
+
+    def _call_in(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 loc: Loc) -> Any:
+        """Called inside another pipeline: trace this body there as a group (m.Group).
+
+        Its tasks get ids ``<group>__<task>``, its ``defaults`` fill their policies, its
+        ``retries``/``retry_delay``/``alerts`` apply to the group as one unit; its return
+        value (task references) is what the caller gets. ``schedule`` and
+        ``max_active_runs`` are about runs of a pipeline of its own and do not apply here.
+        """
+        if self in builder.calls:
+            cycle = [p.name for p in builder.calls[builder.calls.index(self):]] + [self.name]
+            raise fail(loc, "pipeline", f"sub-pipeline {self.name!r} calls itself ("
+                       + " -> ".join(cycle) + "); a pipeline cannot contain itself")
+        self._check_decoration()
+        retries, delay, timeout = self._run_policy()
+        if timeout is not None:
+            raise fail(self.loc, "timeout", f"pipeline {self.name!r} is called as a "
+                       "sub-pipeline, where timeout= does not apply (it bounds a whole run); "
+                       "set timeout= on its tasks")
+        try:
+            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise fail(loc, self.name, f"bad arguments for sub-pipeline {self.name!r}: "
+                       f"{exc}") from None
+        bound.apply_defaults()
+        for pname, value in bound.arguments.items():
+            if not isinstance(value, Ref) and _contains_ref(value):
+                raise fail(loc, f"{self.name}.{pname}", "a list or dict that holds task "
+                           "outputs cannot be a sub-pipeline argument; pass each output as its "
+                           "own argument")
+            if not isinstance(value, Ref):
+                _to_input(value, loc, f"{self.name}.{pname}")  # JSON, or a clear error
+        gid = builder.new_id(builder.prefix + self.fn.__name__)
+        builder.groups[gid] = {
+            "id": gid, "pipeline": self.name,
+            "parent": builder.scope[-1].group if builder.scope else None,
+            "retries": retries, "retry_delay": delay,
+            "alerts": tuple(a.to_ir() for a in self._alerts),
+            "doc": self._description or inspect.cleandoc(self.fn.__doc__ or ""),
+            "location": loc.to_ir(),
+        }
+        defaults = self._defaults.to_ir() if self._defaults else m.Policies()
+        builder.scope.append(_Scope(gid, defaults))
+        builder.calls.append(self)
+        try:
+            return self.fn(**bound.arguments)
+        finally:
+            builder.calls.pop()
+            builder.scope.pop()
 
     def __repr__(self) -> str:
         return f"<unipipe pipeline {self.name}>"

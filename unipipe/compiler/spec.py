@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unipipe.ir.models import LiteralInput, OutputInput, ParamInput, Pipeline, Task
+from unipipe.ir.models import Group, LiteralInput, OutputInput, ParamInput, Pipeline, Task
 
 
 def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
@@ -45,3 +45,8 @@ def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
 
 def pipeline_alerts_spec(ir: Pipeline) -> list[dict[str, Any]]:
     return [a.model_dump(mode="json", exclude_none=True) for a in ir.alerts]
+
+
+def group_alerts_spec(group: Group) -> list[dict[str, Any]]:
+    """A sub-pipeline's alerts, delivered once when the group ends (runner rule 11)."""
+    return [a.model_dump(mode="json", exclude_none=True) for a in group.alerts]

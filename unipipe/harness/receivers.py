@@ -144,6 +144,8 @@ def _email_payload(raw: bytes) -> dict[str, Any]:
 def _label(payload: dict[str, Any]) -> str | None:
     """``task`` or ``task[i]`` for a map element (the RunResult's labels); None: pipeline."""
     task = payload.get("task")
+    if task is None and payload.get("group"):
+        return f"group:{payload['group']}"  # a sub-pipeline's alert (runtime.alerts)
     if task is None or payload.get("map_index") is None:
         return task
     return f"{task}[{payload['map_index']}]"

@@ -45,6 +45,9 @@ class Feature(str, Enum):
     SCHEDULE_INTERVAL = "schedule.interval"
     SHARED_STORE = "store"
     COMMAND = "command"
+    SUBPIPELINE = "subpipeline"
+    SUBPIPELINE_RETRY = "subpipeline.retry"
+    SUBPIPELINE_ALERT = "subpipeline.alert"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -146,4 +149,12 @@ def features_used(ir: Pipeline) -> list[Feature]:
         out.add(Feature.PIPELINE_RETRY)
     if ir.timeout is not None:
         out.add(Feature.PIPELINE_TIMEOUT)
+    for group in ir.groups:
+        out.add(Feature.SUBPIPELINE)
+        if group.retries:
+            out.add(Feature.SUBPIPELINE_RETRY)
+        if group.alerts:
+            out.add(Feature.SUBPIPELINE_ALERT)
+            for alert in group.alerts:
+                _alert_features(alert, out)
     return [f for f in Feature if f in out]

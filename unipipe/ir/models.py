@@ -120,6 +120,18 @@ class Policies(_Model):
     image: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/:@]{0,254}$")
     alerts: tuple[Alert, ...] = ()
 
+    def over(self, base: Policies) -> Policies:
+        """These policies with ``base`` filled in where they set none (a task over its
+        pipeline's defaults, or over a sub-pipeline's); alerts are replaced, not merged."""
+        return Policies(
+            retry=self.retry if self.retry is not None else base.retry,
+            cache=self.cache if self.cache is not None else base.cache,
+            timeout=self.timeout if self.timeout is not None else base.timeout,
+            resources=self.resources if self.resources is not None else base.resources,
+            image=self.image if self.image is not None else base.image,
+            alerts=self.alerts if self.alerts else base.alerts,
+        )
+
 
 # ---------------------------------------------------------------- inputs
 
@@ -231,6 +243,9 @@ class Task(_Model):
     #: a mapped task: at most this many of its elements run at once, in one run
     #: (``task.map(..., max_parallel=N)``); None = as many as the engine runs
     max_parallel: int | None = Field(None, ge=1, le=10000)
+    #: the innermost sub-pipeline (``Pipeline.groups``) this task was created in; None: the
+    #: pipeline's own body
+    group: str | None = Field(None, pattern=IDENT_PATTERN)
 
     @field_validator("inputs")
     @classmethod
@@ -264,6 +279,26 @@ class Task(_Model):
         return list(seen)
 
 
+class Group(_Model):
+    """A sub-pipeline called inside a pipeline: a ``@up.pipeline`` function called in another's
+    body. Its tasks are ordinary tasks of the pipeline (ids prefixed ``<group>__``) that name it
+    in ``Task.group``; the sub-pipeline's ``defaults`` were folded into their policies when
+    traced. What stays here is what applies to the members as one unit: the whole group is
+    tried again while it failed and ``retries`` remain (after ``retry_delay``), and its
+    ``alerts`` go out once, when it ends (unipipe.local.runner, rule 11)."""
+
+    id: str = Field(pattern=IDENT_PATTERN)
+    #: the sub-pipeline's own name (its ``@up.pipeline(name=)``)
+    pipeline: str = Field(pattern=PIPELINE_NAME_PATTERN)
+    #: the group this one was called in (a sub-pipeline calling another); None: the pipeline
+    parent: str | None = Field(None, pattern=IDENT_PATTERN)
+    retries: int = Field(0, ge=0, le=100)
+    retry_delay: float = Field(0.0, ge=0, le=7 * 86400)
+    alerts: tuple[Alert, ...] = ()
+    doc: str = ""
+    location: SourceLocation | None = None
+
+
 class Pipeline(_Model):
     schema_version: str = SCHEMA_VERSION
     name: str = Field(pattern=PIPELINE_NAME_PATTERN)
@@ -292,6 +327,8 @@ class Pipeline(_Model):
     #: seconds one run attempt may take (``timeout=``); past it the attempt fails (its running
     #: tasks are stopped) and, like any failed attempt, is retried while retries remain
     timeout: float | None = Field(None, gt=0, le=30 * 86400)
+    #: the sub-pipelines called in this one (``Task.group`` names them), outer before inner
+    groups: tuple[Group, ...] = ()
 
     @field_validator("store")
     @classmethod
@@ -333,15 +370,13 @@ class Pipeline(_Model):
         replace the defaults' task alerts.
         """
         t = self.task(task) if isinstance(task, str) else task
-        own, base = t.policies, self.defaults
-        return Policies(
-            retry=own.retry if own.retry is not None else base.retry,
-            cache=own.cache if own.cache is not None else base.cache,
-            timeout=own.timeout if own.timeout is not None else base.timeout,
-            resources=own.resources if own.resources is not None else base.resources,
-            image=own.image if own.image is not None else base.image,
-            alerts=own.alerts if own.alerts else base.alerts,
-        )
+        return t.policies.over(self.defaults)
+
+    def group(self, group_id: str) -> Group:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        raise KeyError(group_id)
 
     def topo_order(self) -> list[str]:
         """Task ids in a deterministic topological order (authoring order among ready tasks)."""
@@ -390,8 +425,12 @@ class Pipeline(_Model):
                 task.pop("env", None)
             if task.get("max_parallel") is None:
                 task.pop("max_parallel", None)
+            if task.get("group") is None:
+                task.pop("group", None)
         if data.get("max_active_runs") is None:
             data.pop("max_active_runs", None)
+        if not data.get("groups"):
+            data.pop("groups", None)
         for key, default in (("retries", 0), ("retry_delay", 0.0), ("timeout", None)):
             if data.get(key) == default:  # pipelines without run retries hash as before them
                 data.pop(key, None)

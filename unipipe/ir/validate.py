@@ -13,6 +13,7 @@ from unipipe.ir.errors import PipelineError, Problem, line_of
 from unipipe.ir.models import (
     COMMAND_FN,
     DictValue,
+    Group,
     ListValue,
     LiteralInput,
     OutputInput,
@@ -172,6 +173,8 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
     if ir.output is not None:
         check_value(None, "output", ir.output)
 
+    _check_groups(ir, by_id, problems, at)
+
     if ir.schedule is not None and ir.schedule.cron is not None:
         reason = check_cron(ir.schedule.cron)
         if reason:
@@ -189,6 +192,49 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
     if problems:
         raise PipelineError(problems)
     return ir
+
+
+def _check_groups(ir: Pipeline, by_id: dict[str, Task], problems: list[Problem],
+                  at: Callable[[Task | None, str, str], None]) -> None:
+    """Sub-pipelines: known, unique, nested without a loop, each one unit to the tasks around
+    it (no task outside a group both after one member and before another)."""
+    from unipipe.ir.groups import children
+
+    known: set[str] = set()
+    before = len(problems)
+    for g in ir.groups:
+        field = f"groups.{g.id}"
+
+        def here(message: str, field: str = field, g: Group = g) -> None:
+            if g.location is not None:
+                problems.append(Problem(message, g.location.file, g.location.line, field))
+            else:
+                at(None, field, message)
+
+        if g.id in known:
+            here(f"duplicate sub-pipeline id {g.id!r}")
+        if g.id in by_id:
+            here(f"sub-pipeline id {g.id!r} is also a task id")
+        if g.parent is not None and g.parent not in known:
+            here(f"parent {g.parent!r} is not a sub-pipeline listed before this one")
+        known.add(g.id)
+    for t in ir.tasks:
+        if t.group is not None and t.group not in known:
+            at(t, f"tasks.{t.id}.group", f"names unknown sub-pipeline {t.group!r}")
+    if len(problems) > before or not ir.groups:
+        return
+    try:
+        ir.topo_order()
+    except ValueError:
+        return  # a plain cycle, reported below
+    for gid in [None, *known]:
+        try:
+            children(ir, gid)
+        except ValueError as exc:
+            at(None, f"groups.{gid}" if gid else "groups",
+               f"{exc}: a task outside a sub-pipeline is both after one of its tasks and "
+               "before another; a sub-pipeline runs as one unit")
+            return
 
 
 def _check_command(t: Task, at: Callable[[Task | None, str, str], None]) -> None:

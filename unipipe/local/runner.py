@@ -48,6 +48,16 @@ Rules (each is implemented, and commented, where it happens below):
    attempt is stopped (its process killed) and its task fails without a further attempt; the
    tasks not started are ``upstream_failed`` below a failure and ``failed`` otherwise (0
    attempts); the try has failed, so it is retried while retries remain.
+11. Sub-pipelines. A ``@up.pipeline`` called inside another is a group (``Pipeline.groups``):
+   one unit to the tasks around it (:func:`unipipe.ir.groups.children` orders each level with
+   every inner group as one node), its tasks under rules 1-9 among themselves. The group ran
+   if one of its tasks was attempted; it failed if one of them failed or was
+   upstream_failed. A failed group is tried again as a whole, after ``retry_delay``, while
+   its ``retries`` remain: its tasks (inner groups' too) start again from their first attempt,
+   cached ones hit, and the result holds the last try's. Its alerts (``failure`` or
+   ``success``) go out once, when it ends, if it ran; the payload names the group
+   (``group``). A task outside it reads its tasks' outputs as any other task's; the run's
+   outcome is rule 8 over all tasks (a group retried into success leaves no failure behind).
 """
 
 from __future__ import annotations
@@ -61,11 +71,12 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
-from unipipe.ir.models import OutputInput, ParamInput, Pipeline, Task
+from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
+from unipipe.ir.groups import children, members
+from unipipe.ir.models import Group, OutputInput, ParamInput, Pipeline, Task
 from unipipe.outputs import evaluate
 from unipipe.params import resolve_params
 from unipipe.result import RunResult, TaskResult, aggregate_map, upstream_verdict
@@ -266,33 +277,68 @@ class LocalRunner:
     def _try(self, ir: Pipeline, values: dict[str, Any], run_id: str,
              delivered: list[dict[str, Any]]
              ) -> tuple[dict[str, TaskResult], dict[str, Any], list[str]]:
-        """One try of the run (rules 1-9, bounded by rule 10's timeout): results (elements
-        included), outputs of the tasks that succeeded, and the failed tasks."""
-        results: dict[str, TaskResult] = {}
-        outputs: dict[str, Any] = {}
-        elements: dict[str, TaskResult] = {}
+        """One try of the run (rules 1-9 and 11, bounded by rule 10's timeout): results
+        (elements included), outputs of the tasks that succeeded, and the failed tasks."""
+        state = _TryState(values, run_id, delivered)
         self._run_timeout = ir.timeout
         self._deadline = None if ir.timeout is None else time.time() + ir.timeout
         try:
-            for tid in ir.topo_order():
-                task = ir.task(tid)
-                if self._deadline is not None and time.time() >= self._deadline:
-                    # Rule 10: nothing starts after the deadline
-                    verdict = upstream_verdict(task.run_if,
-                                               [results[d] for d in task.upstream()])
-                    results[tid] = TaskResult(verdict) if verdict is not None else TaskResult(
-                        "failed", 0, error="PipelineTimeout: not started before the run's "
-                        f"timeout of {ir.timeout:g}s", error_type="PipelineTimeout")
-                    continue
-                results[tid] = self._step(ir, task, values, results, outputs, run_id,
-                                          delivered, elements)
-                if results[tid].state == "success":
-                    outputs[tid] = results[tid].output
+            self._run_children(ir, None, state)
         finally:
             self._deadline = self._run_timeout = None
+        results = state.results
         failed = [t for t, r in results.items() if r.state in ("failed", "upstream_failed")]
-        results.update(elements)
-        return results, outputs, failed
+        results.update(state.elements)
+        return results, state.outputs, failed
+
+    def _run_children(self, ir: Pipeline, group_id: str | None, st: _TryState) -> None:
+        """Rule 11: a sub-pipeline is one unit among the tasks around it."""
+        for node in children(ir, group_id):
+            if node.kind == "group":
+                self._run_group(ir, ir.group(node.id), st)
+            else:
+                self._run_one(ir, ir.task(node.id), st)
+
+    def _run_one(self, ir: Pipeline, task: Task, st: _TryState) -> None:
+        tid = task.id
+        if self._deadline is not None and time.time() >= self._deadline:
+            # Rule 10: nothing starts after the deadline
+            verdict = upstream_verdict(task.run_if, [st.results[d] for d in task.upstream()])
+            st.results[tid] = TaskResult(verdict) if verdict is not None else TaskResult(
+                "failed", 0, error="PipelineTimeout: not started before the run's "
+                f"timeout of {ir.timeout:g}s", error_type="PipelineTimeout")
+            return
+        st.results[tid] = self._step(ir, task, st.values, st.results, st.outputs, st.run_id,
+                                     st.delivered, st.elements)
+        if st.results[tid].state == "success":
+            st.outputs[tid] = st.results[tid].output
+
+    def _run_group(self, ir: Pipeline, group: Group, st: _TryState) -> None:
+        """Rule 11: the group's tasks, tried again as a whole while it failed and its retries
+        remain; its alerts once, at its end, if it ran at all."""
+        inside = members(ir, group.id)
+        for group_try in range(1, group.retries + 2):
+            if group_try > 1:
+                if group.retry_delay:
+                    self.sleep(group.retry_delay)
+                for tid in inside:
+                    st.results.pop(tid, None)
+                    st.outputs.pop(tid, None)
+                for label in [k for k in st.elements if k.split("[", 1)[0] in inside]:
+                    del st.elements[label]
+            self._run_children(ir, group.id, st)
+            ran = any(st.results[t].attempts or st.results[t].state == "success" for t in inside)
+            failed = [t for t in inside if st.results[t].state in ("failed", "upstream_failed")]
+            timed_out = self._deadline is not None and time.time() >= self._deadline
+            if not ran or not failed or timed_out:
+                break
+        if ran:
+            first_error = next((st.results[t].error for t in failed if st.results[t].error),
+                               None)
+            st.delivered += alert_delivery.deliver_pipeline(
+                group_alerts_spec(group), "failure" if failed else "success",
+                pipeline=ir.name, run_id=st.run_id, backend="local", error=first_error,
+                failed_tasks=failed, group=group.id)
 
     def _step(self, ir: Pipeline, task: Task, params: dict[str, Any],
               results: dict[str, TaskResult], outputs: dict[str, Any], run_id: str,
@@ -334,6 +380,18 @@ class LocalRunner:
             parts.append(r)
             elements[f"{task.id}[{i}]"] = r
         return aggregate_map(parts)
+
+
+@dataclass
+class _TryState:
+    """What one try of the run has so far (rule 10): the tasks' results and outputs."""
+
+    values: dict[str, Any]
+    run_id: str
+    delivered: list[dict[str, Any]]
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    elements: dict[str, TaskResult] = field(default_factory=dict)
 
 
 class _Err(Exception):

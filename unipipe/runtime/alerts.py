@@ -44,7 +44,8 @@ def resolve_secret(ref: str) -> str:
 
 
 def message(payload: Mapping[str, Any]) -> str:
-    scope = f"task {payload['task']}" if payload.get("task") else "pipeline"
+    scope = (f"task {payload['task']}" if payload.get("task")
+             else f"sub-pipeline {payload['group']}" if payload.get("group") else "pipeline")
     text = f"unipipe: {scope} of {payload['pipeline']} (run {payload['run_id']}): {payload['event']}"
     if payload.get("attempt"):
         text += f" at attempt {payload['attempt']}"
@@ -89,6 +90,11 @@ def _call(path: str, payload: Mapping[str, Any]) -> None:
     import_object(path)(dict(payload))
 
 
+def _group_label(payload: Mapping[str, Any]) -> str | None:
+    """How a sub-pipeline's alert is labelled where task alerts carry the task id."""
+    return f"group:{payload['group']}" if payload.get("group") else None
+
+
 def deliver(alerts: list[Mapping[str, Any]], event: str, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Deliver ``event`` on every alert that asks for it; one record per channel.
 
@@ -110,7 +116,8 @@ def deliver(alerts: list[Mapping[str, Any]], event: str, payload: Mapping[str, A
         if alert.get("callback"):
             channels.append(("callback", alert["callback"]))
         for kind, target in channels:
-            record = {"kind": "alert", "event": event, "channel": kind, "task": payload.get("task"),
+            record = {"kind": "alert", "event": event, "channel": kind,
+                      "task": payload.get("task") or _group_label(payload),
                       "run_id": payload.get("run_id"), "pipeline": payload.get("pipeline"),
                       "ok": True, "error": None, "target": target}
             try:
@@ -131,9 +138,13 @@ def deliver(alerts: list[Mapping[str, Any]], event: str, payload: Mapping[str, A
 
 def deliver_pipeline(alerts: list[Mapping[str, Any]], event: str, *, pipeline: str, run_id: str,
                      backend: str, error_type: str | None = None, error: str | None = None,
-                     failed_tasks: list[str] | None = None) -> list[dict[str, Any]]:
-    """Pipeline-level alerts: once per run, at its end (``failure`` or ``success``)."""
+                     failed_tasks: list[str] | None = None,
+                     group: str | None = None) -> list[dict[str, Any]]:
+    """Pipeline-level alerts: once per run, at its end (``failure`` or ``success``); with
+    ``group``, a sub-pipeline's, once when the group ends."""
     body = {"pipeline": pipeline, "run_id": run_id, "task": None, "attempt": None,
             "backend": backend, "error_type": error_type, "error": error,
             "failed_tasks": failed_tasks or []}
+    if group is not None:
+        body["group"] = group
     return deliver(alerts, event, body)

@@ -1,0 +1,124 @@
+"""Sub-pipelines (``Pipeline.groups``) seen from the tasks: membership, order and boundary.
+
+A group is one unit to the tasks around it: they run before it or after it, never in between
+(validation refuses a pipeline where a task outside a group is both downstream of one member
+and upstream of another). :func:`children` orders a group's direct children (its own tasks and
+the groups called in it) with each inner group collapsed to one node; the reference runner, the
+Prefect subflows and the KFP sub-pipelines are all built from that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unipipe.ir.models import OutputInput, Pipeline
+
+
+@dataclass(frozen=True)
+class Node:
+    """A direct child of a group (or of the pipeline): a task or an inner group."""
+
+    kind: str  # "task" | "group"
+    id: str
+
+
+def ancestry(ir: Pipeline, group_id: str | None) -> list[str]:
+    """``group_id`` and the groups around it, innermost first ([] for the pipeline itself)."""
+    out: list[str] = []
+    while group_id is not None:
+        out.append(group_id)
+        group_id = ir.group(group_id).parent
+    return out
+
+
+def in_group(ir: Pipeline, task_id: str, group_id: str | None) -> bool:
+    """True if the task was created in ``group_id`` or in a group called inside it."""
+    return group_id is None or group_id in ancestry(ir, ir.task(task_id).group)
+
+
+def members(ir: Pipeline, group_id: str) -> list[str]:
+    """Every task of the group, inner groups' included, in topological order."""
+    return [t for t in ir.topo_order() if in_group(ir, t, group_id)]
+
+
+def _top(ir: Pipeline, task_id: str, group_id: str | None) -> Node | None:
+    """The direct child of ``group_id`` that holds the task; None if the task is outside it."""
+    chain = ancestry(ir, ir.task(task_id).group)
+    if group_id is None:
+        return Node("group", chain[-1]) if chain else Node("task", task_id)
+    if group_id not in chain:
+        return None
+    i = chain.index(group_id)
+    return Node("group", chain[i - 1]) if i > 0 else Node("task", task_id)
+
+
+def children(ir: Pipeline, group_id: str | None = None) -> list[Node]:
+    """The direct children of a group (None: of the pipeline) in a deterministic topological
+    order (authoring order among ready ones), each inner group one node. Raises ValueError on
+    a cycle through a group."""
+    nodes: list[Node] = []
+    deps: dict[Node, set[Node]] = {}
+    for t in ir.tasks:
+        node = _top(ir, t.id, group_id)
+        if node is None:
+            continue
+        if node not in deps:
+            nodes.append(node)
+            deps[node] = set()
+        for up in t.upstream():
+            other = _top(ir, up, group_id) if up in _ids(ir) else None
+            if other is not None and other != node:
+                deps[node].add(other)
+    order: list[Node] = []
+    done: set[Node] = set()
+    pending = list(nodes)
+    while pending:
+        ready = [n for n in pending if deps[n] <= done]
+        if not ready:
+            raise ValueError("cycle through a sub-pipeline among "
+                             + ", ".join(sorted(n.id for n in pending)))
+        for n in ready:
+            order.append(n)
+            done.add(n)
+            pending.remove(n)
+    return order
+
+
+def _ids(ir: Pipeline) -> set[str]:
+    return {t.id for t in ir.tasks}
+
+
+def upstream_outside(ir: Pipeline, group_id: str) -> list[str]:
+    """Tasks outside the group that its members wait for (data, condition or ordering), in
+    topological order: what a subflow or a sub-pipeline component takes in."""
+    inside = set(members(ir, group_id))
+    seen = {u for t in inside for u in ir.task(t).upstream() if u not in inside}
+    return [t for t in ir.topo_order() if t in seen]
+
+
+def used_outside(ir: Pipeline, group_id: str) -> list[str]:
+    """Members whose output a task outside the group or the pipeline's output reads: what a
+    subflow or a sub-pipeline component gives back, in topological order."""
+    inside = set(members(ir, group_id))
+    used: set[str] = set()
+    for t in ir.tasks:
+        if t.id in inside:
+            continue
+        used.update(inp.task for inp in t.inputs.values()
+                    if isinstance(inp, OutputInput) and inp.task in inside)
+        used.update(c.task for c in t.when if c.task in inside)
+    if ir.output is not None:
+        used.update(t for t in _output_tasks(ir.output) if t in inside)
+    return [t for t in ir.topo_order() if t in used]
+
+
+def _output_tasks(value: object) -> list[str]:
+    from unipipe.ir.models import DictValue, ListValue
+
+    if isinstance(value, OutputInput):
+        return [value.task]
+    if isinstance(value, ListValue):
+        return [t for v in value.items for t in _output_tasks(v)]
+    if isinstance(value, DictValue):
+        return [t for v in value.items.values() for t in _output_tasks(v)]
+    return []

@@ -30,7 +30,11 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
     t2 = m.Task(id="b", fn="mod:b", source_hash=H, inputs={"v": m.OutputInput(task="a", path=("k", 1))},
                 after=("a",), when=(m.Condition(task="a", path=("ok",), expect=False, otherwise=True),),
                 map_over="v", returns="list", max_parallel=3)
-    t3 = m.Task(id="c", fn="mod:c", source_hash=H, after=("a", "b"), run_if="all_done")
+    t3 = m.Task(id="c", fn="mod:c", source_hash=H, after=("a", "b"), run_if="all_done",
+                group="inner")
+    outer = m.Group(id="outer", pipeline="prep", retries=2, retry_delay=5.0,
+                    alerts=(alert,), doc="a sub-pipeline", location=loc, parent=None)
+    inner = m.Group(id="inner", pipeline="check", parent="outer")
     return m.Pipeline(
         name="every-field", description="desc", module="mod", location=loc,
         params=(m.Param(name="n", type="dict", default={"inner": [1]}, required=False, description="d"),
@@ -43,7 +47,7 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
         defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
         alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
         tags=("ml", "x"), store="s3://bucket/unipipe", max_active_runs=2,
-        retries=2, retry_delay=30.0, timeout=3600.0,
+        retries=2, retry_delay=30.0, timeout=3600.0, groups=(outer, inner),
     )
 
 
@@ -84,7 +88,7 @@ def test_fixture_sets_every_field():
     walk(full_pipeline(interval=True))
     expected = {f"{cls.__name__}.{f}" for cls in (m.Retry, m.Cache, m.Resources, m.Alert, m.Schedule,
                                                    m.Policies, m.Param, m.Condition, m.Task, m.Pipeline,
-                                                   m.SourceLocation)
+                                                   m.SourceLocation, m.Group)
                 for f in cls.model_fields} - {"Pipeline.schema_version"}
     assert expected - covered == set()
 

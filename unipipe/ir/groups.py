@@ -31,19 +31,27 @@ def ancestry(ir: Pipeline, group_id: str | None) -> list[str]:
     return out
 
 
+def _group_of(ir: Pipeline) -> dict[str, str | None]:
+    # a plain map, not ir.task(): that caches an index on the model, and validation (which
+    # calls these) must leave the pipeline exactly as it found it
+    return {t.id: t.group for t in ir.tasks}
+
+
 def in_group(ir: Pipeline, task_id: str, group_id: str | None) -> bool:
     """True if the task was created in ``group_id`` or in a group called inside it."""
-    return group_id is None or group_id in ancestry(ir, ir.task(task_id).group)
+    return group_id is None or group_id in ancestry(ir, _group_of(ir)[task_id])
 
 
 def members(ir: Pipeline, group_id: str) -> list[str]:
     """Every task of the group, inner groups' included, in topological order."""
-    return [t for t in ir.topo_order() if in_group(ir, t, group_id)]
+    group_of = _group_of(ir)
+    return [t for t in ir.topo_order() if group_id in ancestry(ir, group_of[t])]
 
 
-def _top(ir: Pipeline, task_id: str, group_id: str | None) -> Node | None:
+def _top(ir: Pipeline, group_of: dict[str, str | None], task_id: str,
+         group_id: str | None) -> Node | None:
     """The direct child of ``group_id`` that holds the task; None if the task is outside it."""
-    chain = ancestry(ir, ir.task(task_id).group)
+    chain = ancestry(ir, group_of[task_id])
     if group_id is None:
         return Node("group", chain[-1]) if chain else Node("task", task_id)
     if group_id not in chain:
@@ -58,15 +66,16 @@ def children(ir: Pipeline, group_id: str | None = None) -> list[Node]:
     a cycle through a group."""
     nodes: list[Node] = []
     deps: dict[Node, set[Node]] = {}
+    group_of = _group_of(ir)
     for t in ir.tasks:
-        node = _top(ir, t.id, group_id)
+        node = _top(ir, group_of, t.id, group_id)
         if node is None:
             continue
         if node not in deps:
             nodes.append(node)
             deps[node] = set()
         for up in t.upstream():
-            other = _top(ir, up, group_id) if up in _ids(ir) else None
+            other = _top(ir, group_of, up, group_id) if up in group_of else None
             if other is not None and other != node:
                 deps[node].add(other)
     order: list[Node] = []
@@ -84,15 +93,11 @@ def children(ir: Pipeline, group_id: str | None = None) -> list[Node]:
     return order
 
 
-def _ids(ir: Pipeline) -> set[str]:
-    return {t.id for t in ir.tasks}
-
-
 def upstream_outside(ir: Pipeline, group_id: str) -> list[str]:
     """Tasks outside the group that its members wait for (data, condition or ordering), in
     topological order: what a subflow or a sub-pipeline component takes in."""
     inside = set(members(ir, group_id))
-    seen = {u for t in inside for u in ir.task(t).upstream() if u not in inside}
+    seen = {u for t in ir.tasks if t.id in inside for u in t.upstream() if u not in inside}
     return [t for t in ir.topo_order() if t in seen]
 
 

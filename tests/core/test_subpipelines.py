@@ -310,3 +310,24 @@ def test_a_pipeline_is_still_not_called_outside_a_pipeline(tmp_path):
             mod.prep([1])
     finally:
         sys.path.remove(str(path.parent))
+
+
+def test_map_over_a_sub_pipeline_is_refused_at_its_line(tmp_path):
+    path = _module(tmp_path, """
+        @up.task
+        def one(x: int) -> int:
+            return x
+
+        @up.pipeline(name="sub")
+        def sub(x: int):
+            return one(x)
+
+        @up.pipeline(name="top")
+        def top():
+            return sub.map(x=[1, 2])
+        """)
+    with pytest.raises(PipelineError) as info:
+        load_ir(f"{path}:top")
+    (prob,) = info.value.problems
+    assert (prob.file, prob.line, prob.field) == (str(path), _line(path, "sub.map("), "map")
+    assert "not supported yet" in prob.message

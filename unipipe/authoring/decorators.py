@@ -568,6 +568,14 @@ class PipelineDef:
             )
         return self._call_in(builder, args, kwargs, caller_location(2))
 
+    def map(self, *args: Any, **kwargs: Any) -> Any:
+        """Not built: fanning out a whole sub-pipeline (a mapped TaskGroup, a subflow per item,
+        ParallelFor over a pipeline component) needs an element input the IR does not have
+        yet. Refused at the user's line rather than left to an AttributeError."""
+        raise fail(caller_location(2), "map", f"map() over the sub-pipeline {self.name!r} is "
+                   "not supported yet; map a task inside it instead (task.map(...)), or call "
+                   "the sub-pipeline once per known item")
+
     def _call_in(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any],
                  loc: Loc) -> Any:
         """Called inside another pipeline: trace this body there as a group (m.Group).

@@ -33,6 +33,21 @@ def aggregate_map(parts: list[TaskResult]) -> TaskResult:
                       [p.output for p in parts], attempt_times=times)
 
 
+def aggregate_elements(parts: list[TaskResult]) -> TaskResult:
+    """A task of a mapped sub-pipeline as one result, from its copies' (runner rule 12): like
+    :func:`aggregate_map`, except that a copy which never ran because an earlier task of the
+    same copy failed makes it upstream_failed rather than failed (when no copy failed)."""
+    if all(p.state == "success" for p in parts):
+        return aggregate_map(parts)
+    attempts = sum(p.attempts for p in parts)
+    times = [t for p in parts for t in p.attempt_times]
+    failed = next((p for p in parts if p.state == "failed"), None)
+    if failed is not None:
+        return TaskResult("failed", attempts, False, None, failed.error, failed.error_type, times)
+    state = "upstream_failed" if any(p.state == "upstream_failed" for p in parts) else "skipped"
+    return TaskResult(state, attempts, False, None, attempt_times=times)  # type: ignore[arg-type]
+
+
 #: the values of ``@up.task(run_if=...)`` (the IR's ``RunIf``), here so authoring checks them
 #: without loading pydantic (a task process imports the user's module)
 RUN_IF_VALUES: tuple[str, ...] = ("all_success", "all_done", "one_failed")

@@ -312,22 +312,117 @@ def test_a_pipeline_is_still_not_called_outside_a_pipeline(tmp_path):
         sys.path.remove(str(path.parent))
 
 
-def test_map_over_a_sub_pipeline_is_refused_at_its_line(tmp_path):
+# ---------------------------------------------------------------- mapped sub-pipelines, rule 12
+
+MAPPED = """
+    @up.task
+    def shards(n: int) -> list:
+        return [{"id": i} for i in range(n)]
+
+    @up.task
+    def load(shard: dict, base: int) -> int:
+        if shard["id"] == 1 and base < 0:
+            raise ValueError("bad shard")
+        return shard["id"] + base
+
+    @up.task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @up.task
+    def total(xs: list) -> int:
+        return sum(xs)
+
+    @up.pipeline(name="per-shard")
+    def per_shard(shard: dict, base: int):
+        return double(load(shard, base))
+
+    @up.pipeline(name="top")
+    def top(n: int = 3, base: int = 10):
+        return total(per_shard.map(shard=shards(n), base=base, max_parallel=2))
+"""
+
+
+def test_a_mapped_sub_pipeline_reads_its_item_as_an_element_input(tmp_path):
+    ir = load_ir(f"{_module(tmp_path, MAPPED)}:top")
+    (group,) = ir.groups
+    assert (group.id, group.map_over, group.max_parallel) == ("per_shard", "shard", 2)
+    assert group.items == m.OutputInput(task="shards")
+    load_task = ir.task("per_shard__load")
+    assert load_task.inputs["shard"] == m.ElementInput(group="per_shard")
+    assert load_task.inputs["base"] == m.ParamInput(name="base")
+    assert [(n.kind, n.id) for n in children(ir)] == [
+        ("task", "shards"), ("group", "per_shard"), ("task", "total")]
+    assert upstream_outside(ir, "per_shard") == ["shards"]
+    assert Feature.SUBPIPELINE_MAP in features_used(ir)
+
+
+@pytest.mark.parametrize("base, state, output, copies", [
+    (10, "success", 66, {"per_shard__double[1]": ("success", 22)}),
+    (-1, "failed", None, {"per_shard__load[1]": ("failed", None),
+                          "per_shard__double[1]": ("upstream_failed", None),
+                          "per_shard__double[2]": ("success", 2)}),
+])
+def test_each_copy_of_a_mapped_group_runs_on_its_own(tmp_path, base, state, output, copies):
+    ir = load_ir(f"{_module(tmp_path, MAPPED)}:top")
+    result = up.run(ir, backend="local", params={"n": 3, "base": base})
+    assert (result.state, result.output) == (state, output)
+    for label, (st, out) in copies.items():
+        assert (result.tasks[label].state, result.tasks[label].output) == (st, out)
+    if state == "success":
+        assert result.tasks["per_shard__double"].output == [20, 22, 24]
+    else:
+        assert result.tasks["per_shard__load"].state == "failed"
+        assert result.tasks["per_shard__double"].state == "upstream_failed"
+        assert result.tasks["total"].state == "upstream_failed"
+
+
+@pytest.mark.parametrize("sub, call, needle, field, words", [
+    ("""
+        @up.pipeline(name="sub", retries=1)
+        def sub(x: int):
+            return one(x)
+        """, "sub.map(x=[1, 2])", "sub.map(", "groups.sub", "no retries= or alerts="),
+    ("""
+        @up.pipeline(name="sub")
+        def sub(x: int):
+            with up.when(gate(x)):
+                y = one(x)
+            return y
+        """, "sub.map(x=[1, 2])", "y = one(x)", "tasks.sub__one.when", "up.when()"),
+    ("""
+        @up.pipeline(name="sub")
+        def sub(x: int):
+            return one.map(x=x)
+        """, "sub.map(x=[1, 2])", "return one.map", "tasks.sub__one.map_over", "nested"),
+    ("""
+        @up.pipeline(name="sub")
+        def sub(x: int):
+            return one(x)
+        """, "sub.map(x=5)", "sub.map(", "map.x", "fans out over a list"),
+    ("""
+        @up.pipeline(name="sub")
+        def sub(x: int):
+            return one(x)
+        """, "sub.map(x=[1], max_parallel=0)", "sub.map(", "map.max_parallel", ">= 1"),
+])
+def test_bad_mapped_sub_pipelines_name_the_line_and_field(tmp_path, sub, call, needle, field,
+                                                           words):
     path = _module(tmp_path, """
         @up.task
         def one(x: int) -> int:
             return x
 
-        @up.pipeline(name="sub")
-        def sub(x: int):
-            return one(x)
-
+        @up.task
+        def gate(x: int) -> bool:
+            return x > 0
+        """ + sub + f"""
         @up.pipeline(name="top")
         def top():
-            return sub.map(x=[1, 2])
+            return {call}
         """)
     with pytest.raises(PipelineError) as info:
         load_ir(f"{path}:top")
-    (prob,) = info.value.problems
-    assert (prob.file, prob.line, prob.field) == (str(path), _line(path, "sub.map("), "map")
-    assert "not supported yet" in prob.message
+    probs = info.value.problems
+    assert [(p.file, p.line, p.field) for p in probs] == [(str(path), _line(path, needle), field)]
+    assert words in probs[0].message

@@ -122,6 +122,25 @@ class ParamRef(Ref):
         return f"<param {self.name}>"
 
 
+@dataclass(eq=False)
+class ElementRef(Ref):
+    """Inside a mapped sub-pipeline (``sub.map(x=items)``): the item this copy runs for."""
+
+    group: str
+    path: tuple[str | int, ...] = ()
+
+    def __getitem__(self, key: str | int) -> ElementRef:
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise TypeError("item[...] takes a string key or an integer index")
+        return ElementRef(self.group, self.path + (key,))
+
+    def _input(self) -> m.ElementInput:
+        return m.ElementInput(group=self.group, path=self.path)
+
+    def __repr__(self) -> str:
+        return f"<item of {self.group}>"
+
+
 # ---------------------------------------------------------------- the tracing builder
 
 
@@ -568,16 +587,40 @@ class PipelineDef:
             )
         return self._call_in(builder, args, kwargs, caller_location(2))
 
-    def map(self, *args: Any, **kwargs: Any) -> Any:
-        """Not built: fanning out a whole sub-pipeline (a mapped TaskGroup, a subflow per item,
-        ParallelFor over a pipeline component) needs an element input the IR does not have
-        yet. Refused at the user's line rather than left to an AttributeError."""
-        raise fail(caller_location(2), "map", f"map() over the sub-pipeline {self.name!r} is "
-                   "not supported yet; map a task inside it instead (task.map(...)), or call "
-                   "the sub-pipeline once per known item")
+    def map(self, *args: Any, over: str | None = None, max_parallel: int | None = None,
+            **kwargs: Any) -> Any:
+        """Fan the whole sub-pipeline out over one argument (the first keyword argument, or the
+        one named by ``over``): its tasks run once per item (``task[i]``), a task outside reads
+        each of their outputs as a list in item order; ``max_parallel=N``: at most N copies at
+        once. Airflow: a mapped TaskGroup; Prefect: a subflow per item; KFP: ParallelFor over
+        the pipeline component (runner rule 12)."""
+        loc = caller_location(2)
+        builder = _active()
+        if builder is None:
+            raise fail(loc, "map", f"{self.name}.map() is used inside a @up.pipeline function")
+        if args:
+            raise fail(loc, "map", "map() takes keyword arguments only: sub.map(items=..., k=v)")
+        if not kwargs:
+            raise fail(loc, "map", "map() needs the argument to fan out over")
+        target = over or next(iter(kwargs))
+        if target not in kwargs:
+            raise fail(loc, "map", f"over={target!r} is not one of the arguments")
+        value = kwargs[target]
+        if isinstance(value, ElementRef) or (
+                not isinstance(value, Ref) and not isinstance(value, (list, tuple))):
+            raise fail(loc, f"map.{target}", "map() fans out over a list, a parameter or a task "
+                       "output")
+        if max_parallel is not None and (isinstance(max_parallel, bool)
+                                         or not isinstance(max_parallel, int) or max_parallel < 1):
+            raise fail(loc, "map.max_parallel",
+                       f"max_parallel takes a whole number of copies >= 1, not {max_parallel!r}")
+        items = _to_input(list(value) if isinstance(value, tuple) else value, loc,
+                          f"{self.name}.{target}")
+        return self._call_in(builder, (), kwargs, loc,
+                             mapped=(target, items, max_parallel))
 
     def _call_in(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 loc: Loc) -> Any:
+                 loc: Loc, mapped: tuple[str, Any, int | None] | None = None) -> Any:
         """Called inside another pipeline: trace this body there as a group (m.Group).
 
         Its tasks get ids ``<group>__<task>``, its ``defaults`` fill their policies, its
@@ -602,6 +645,8 @@ class PipelineDef:
                        f"{exc}") from None
         bound.apply_defaults()
         for pname, value in bound.arguments.items():
+            if mapped is not None and pname == mapped[0]:
+                continue
             if not isinstance(value, Ref) and _contains_ref(value):
                 raise fail(loc, f"{self.name}.{pname}", "a list or dict that holds task "
                            "outputs cannot be a sub-pipeline argument; pass each output as its "
@@ -617,6 +662,10 @@ class PipelineDef:
             "doc": self._description or inspect.cleandoc(self.fn.__doc__ or ""),
             "location": loc.to_ir(),
         }
+        if mapped is not None:
+            target, items, max_parallel = mapped
+            builder.groups[gid].update(map_over=target, items=items, max_parallel=max_parallel)
+            bound.arguments[target] = ElementRef(gid)
         defaults = self._defaults.to_ir() if self._defaults else m.Policies()
         builder.scope.append(_Scope(gid, defaults))
         builder.calls.append(self)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from unipipe.ir.models import Group, LiteralInput, OutputInput, ParamInput, Pipeline, Task
+from unipipe.ir.models import (
+    ElementInput,
+    Group,
+    LiteralInput,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Task,
+)
 
 
 def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
     pol = ir.effective(task)
     literals = {k: v.value for k, v in task.inputs.items() if isinstance(v, LiteralInput)}
     paths = {k: list(v.path) for k, v in task.inputs.items()
-             if isinstance(v, (OutputInput, ParamInput)) and v.path}
+             if isinstance(v, (OutputInput, ParamInput, ElementInput)) and v.path}
     spec: dict[str, Any] = {
         "pipeline": ir.name,
         "id": task.id,

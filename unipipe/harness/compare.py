@@ -149,6 +149,7 @@ def check_order(run: dict[str, Any], ir: Any, where: str = "") -> list[str]:
         return []
     pre = f"{where}: " if where else ""
     spans: dict[str, tuple[float, float]] = {}
+    copies: dict[str, tuple[float, float]] = {}  # label ``task[i]`` -> its own span
     for label, t in run["tasks"].items():
         # A cache hit executes nothing (engines such as KFP report it after the fact), so
         # only real executions are ordered.
@@ -158,17 +159,32 @@ def check_order(run: dict[str, Any], ir: Any, where: str = "") -> list[str]:
             continue
         task_id = label.split("[", 1)[0]
         s, e = min(x["start"] for x in log), max(x["end"] for x in log)
+        if task_id != label:
+            copies[label] = (s, e)
         if task_id in spans:
             s, e = min(s, spans[task_id][0]), max(e, spans[task_id][1])
         spans[task_id] = (s, e)
+    # in a mapped sub-pipeline each copy is ordered on its own: clean[1] after load[1] only
+    mapped = {t.id: t.group for t in ir.tasks
+              if t.group is not None and ir.group(t.group).map_over is not None}
     diffs = []
     for task in ir.tasks:
         if task.id not in spans:
             continue
         for dep in task.upstream():
-            if dep in spans and spans[task.id][0] < spans[dep][1] - 0.05:
-                diffs.append(f"{pre}{task.id} started at {spans[task.id][0]:.2f}s, before its "
-                             f"upstream {dep} finished at {spans[dep][1]:.2f}s")
+            if task.id in mapped and mapped.get(dep) == mapped[task.id]:
+                pairs = [(label, f"{dep}[{label.split('[', 1)[1]}") for label in copies
+                         if label.split("[", 1)[0] == task.id]
+            else:
+                pairs = [(task.id, dep)]
+            for mine, theirs in pairs:
+                have = copies if mine in copies else spans
+                if theirs not in copies and theirs not in spans:
+                    continue
+                start, end = have[mine][0], (copies.get(theirs) or spans[theirs])[1]
+                if start < end - 0.05:
+                    diffs.append(f"{pre}{mine} started at {start:.2f}s, before its "
+                                 f"upstream {theirs} finished at {end:.2f}s")
     return diffs
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from enum import Enum
 
-from unipipe.ir.models import DictValue, ListValue, OutputInput, ParamInput, Pipeline, Policies
+from unipipe.ir.models import (
+    DictValue,
+    ElementInput,
+    ListValue,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Policies,
+)
 
 
 class Feature(str, Enum):
@@ -48,6 +56,7 @@ class Feature(str, Enum):
     SUBPIPELINE = "subpipeline"
     SUBPIPELINE_RETRY = "subpipeline.retry"
     SUBPIPELINE_ALERT = "subpipeline.alert"
+    SUBPIPELINE_MAP = "subpipeline.map"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -96,7 +105,7 @@ def _alert_features(alert, out: set[Feature]) -> None:  # type: ignore[no-untype
 
 
 def _value_has_path(value) -> bool:  # type: ignore[no-untyped-def]
-    if isinstance(value, (OutputInput, ParamInput)):
+    if isinstance(value, (OutputInput, ParamInput, ElementInput)):
         return bool(value.path)
     if isinstance(value, ListValue):
         return any(_value_has_path(v) for v in value.items)
@@ -153,6 +162,12 @@ def features_used(ir: Pipeline) -> list[Feature]:
         out.add(Feature.SUBPIPELINE)
         if group.retries:
             out.add(Feature.SUBPIPELINE_RETRY)
+        if group.items is not None:
+            out.add(Feature.SUBPIPELINE_MAP)
+            if isinstance(group.items, OutputInput):
+                out.add(Feature.DATA_PASSING)
+            if _value_has_path(group.items):
+                out.add(Feature.KEY_PATH)
         if group.alerts:
             out.add(Feature.SUBPIPELINE_ALERT)
             for alert in group.alerts:

@@ -60,6 +60,16 @@ def _top(ir: Pipeline, group_of: dict[str, str | None], task_id: str,
     return Node("group", chain[i - 1]) if i > 0 else Node("task", task_id)
 
 
+def _group_top(ir: Pipeline, gid: str, group_id: str | None) -> Node | None:
+    """The direct child of ``group_id`` that is group ``gid`` or holds it; None if outside."""
+    chain = ancestry(ir, gid)
+    if group_id is None:
+        return Node("group", chain[-1])
+    if group_id not in chain or group_id == gid:
+        return None
+    return Node("group", chain[chain.index(group_id) - 1])
+
+
 def children(ir: Pipeline, group_id: str | None = None) -> list[Node]:
     """The direct children of a group (None: of the pipeline) in a deterministic topological
     order (authoring order among ready ones), each inner group one node. Raises ValueError on
@@ -77,6 +87,12 @@ def children(ir: Pipeline, group_id: str | None = None) -> list[Node]:
         for up in t.upstream():
             other = _top(ir, group_of, up, group_id) if up in group_of else None
             if other is not None and other != node:
+                deps[node].add(other)
+    for g in ir.groups:  # a mapped group waits for the task its items come from
+        if isinstance(g.items, OutputInput) and g.items.task in group_of:
+            node = _group_top(ir, g.id, group_id)
+            other = _top(ir, group_of, g.items.task, group_id)
+            if node is not None and other is not None and node != other and node in deps:
                 deps[node].add(other)
     order: list[Node] = []
     done: set[Node] = set()
@@ -98,6 +114,10 @@ def upstream_outside(ir: Pipeline, group_id: str) -> list[str]:
     topological order: what a subflow or a sub-pipeline component takes in."""
     inside = set(members(ir, group_id))
     seen = {u for t in ir.tasks if t.id in inside for u in t.upstream() if u not in inside}
+    for g in ir.groups:
+        if (isinstance(g.items, OutputInput) and g.items.task not in inside
+                and (g.id == group_id or group_id in ancestry(ir, g.id))):
+            seen.add(g.items.task)
     return [t for t in ir.topo_order() if t in seen]
 
 

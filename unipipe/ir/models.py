@@ -156,7 +156,17 @@ class OutputInput(_Model):
     path: tuple[PathItem, ...] = ()
 
 
-Input = Annotated[LiteralInput | ParamInput | OutputInput, Field(discriminator="kind")]
+class ElementInput(_Model):
+    """The item a mapped sub-pipeline (``sub.map(x=items)``) runs its tasks for: inside group
+    ``group``, the element of ``Group.items`` this copy of the group was made for."""
+
+    kind: Literal["element"] = "element"
+    group: str = Field(pattern=IDENT_PATTERN)
+    path: tuple[PathItem, ...] = ()
+
+
+Input = Annotated[LiteralInput | ParamInput | OutputInput | ElementInput,
+                  Field(discriminator="kind")]
 
 
 class ListValue(_Model):
@@ -297,6 +307,23 @@ class Group(_Model):
     alerts: tuple[Alert, ...] = ()
     doc: str = ""
     location: SourceLocation | None = None
+    #: a mapped sub-pipeline (``sub.map(x=items)``): the parameter fanned out, the list it
+    #: takes its items from, and how many copies run at once (None: as many as the engine runs).
+    #: Its tasks read the item as an ElementInput; each runs once per item (``task[i]``), and a
+    #: task outside reads a member's outputs as a list, in item order (runner rule 12)
+    map_over: str | None = Field(None, pattern=IDENT_PATTERN)
+    items: Input | None = None
+    max_parallel: int | None = Field(None, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _mapped(self) -> Group:
+        if (self.map_over is None) != (self.items is None):
+            raise ValueError("a mapped sub-pipeline has both map_over and items")
+        if self.max_parallel is not None and self.map_over is None:
+            raise ValueError("max_parallel limits a mapped sub-pipeline; this one is not mapped")
+        if isinstance(self.items, ElementInput):
+            raise ValueError("a mapped sub-pipeline cannot fan out over another's item")
+        return self
 
 
 class Pipeline(_Model):

@@ -13,6 +13,7 @@ from unipipe.ir.errors import PipelineError, Problem, line_of
 from unipipe.ir.models import (
     COMMAND_FN,
     DictValue,
+    ElementInput,
     Group,
     ListValue,
     LiteralInput,
@@ -97,8 +98,18 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
         ids[t.id] = t
     by_id = ids
 
+    groups_by_id = {g.id: g for g in ir.groups}
+
     def check_value(task: Task | None, field: str, value: object) -> None:
-        if isinstance(value, OutputInput):
+        if isinstance(value, ElementInput):
+            g = groups_by_id.get(value.group)
+            if g is None or g.map_over is None:
+                at(task, field, f"reads the item of {value.group!r}, which is not a mapped "
+                   "sub-pipeline")
+            elif task is None or task.group != value.group:
+                at(task, field, f"the item of the mapped sub-pipeline {value.group!r} is read "
+                   "only by its own tasks")
+        elif isinstance(value, OutputInput):
             if value.task not in by_id:
                 at(task, field, f"references unknown task {value.task!r}")
             elif task is not None and value.task == task.id:
@@ -223,6 +234,11 @@ def _check_groups(ir: Pipeline, by_id: dict[str, Task], problems: list[Problem],
             at(t, f"tasks.{t.id}.group", f"names unknown sub-pipeline {t.group!r}")
     if len(problems) > before or not ir.groups:
         return
+    for g in ir.groups:
+        if g.map_over is not None:
+            _check_mapped_group(ir, g, by_id, problems, at)
+    if len(problems) > before:
+        return
     try:
         ir.topo_order()
     except ValueError:
@@ -235,6 +251,54 @@ def _check_groups(ir: Pipeline, by_id: dict[str, Task], problems: list[Problem],
                f"{exc}: a task outside a sub-pipeline is both after one of its tasks and "
                "before another; a sub-pipeline runs as one unit")
             return
+
+
+def _check_mapped_group(ir: Pipeline, g: Group, by_id: dict[str, Task],
+                        problems: list[Problem],
+                        at: Callable[[Task | None, str, str], None]) -> None:
+    """What a mapped sub-pipeline may hold today: tasks in a chain or a fan-in, each run once
+    per item; no blocks, cleanups, maps or sub-pipelines inside, no group retries or alerts."""
+    from unipipe.ir.groups import ancestry, in_group
+
+    field = f"groups.{g.id}"
+
+    def here(message: str, where: str = field) -> None:
+        if g.location is not None:
+            problems.append(Problem(message, g.location.file, g.location.line, where))
+        else:
+            at(None, where, message)
+
+    if g.retries or g.alerts:
+        here("a mapped sub-pipeline takes no retries= or alerts= of its own yet; set them on "
+             "its tasks")
+    if any(ir.group(a).map_over for a in ancestry(ir, g.parent)):
+        here("a mapped sub-pipeline cannot sit inside another mapped one")
+    items = g.items
+    if isinstance(items, LiteralInput) and not isinstance(items.value, list):
+        here("map() needs a list to fan out over", f"{field}.items")
+    elif isinstance(items, OutputInput):
+        if items.task not in by_id:
+            here(f"items from unknown task {items.task!r}", f"{field}.items")
+        elif in_group(ir, items.task, g.id):
+            here("a mapped sub-pipeline cannot fan out over its own task's output",
+                 f"{field}.items")
+    elif isinstance(items, ParamInput) and items.name not in {p.name for p in ir.params}:
+        here(f"items from unknown parameter {items.name!r}", f"{field}.items")
+    for t in ir.tasks:
+        if t.group != g.id:
+            if t.group is not None and g.id in ancestry(ir, t.group):
+                at(t, f"tasks.{t.id}.group", "a mapped sub-pipeline holds tasks only: no "
+                   "sub-pipeline can be called inside it")
+            continue
+        if t.when:
+            at(t, f"tasks.{t.id}.when", "up.when() is not supported inside a mapped "
+               "sub-pipeline yet")
+        if t.run_if != "all_success":
+            at(t, f"tasks.{t.id}.run_if", f"run_if={t.run_if!r} is not supported inside a "
+               "mapped sub-pipeline yet")
+        if t.map_over is not None:
+            at(t, f"tasks.{t.id}.map_over", "a task inside a mapped sub-pipeline cannot be "
+               "mapped itself (no nested fan-out)")
 
 
 def _check_command(t: Task, at: Callable[[Task | None, str, str], None]) -> None:

@@ -58,6 +58,16 @@ Rules (each is implemented, and commented, where it happens below):
    ``success``) go out once, when it ends, if it ran; the payload names the group
    (``group``). A task outside it reads its tasks' outputs as any other task's; the run's
    outcome is rule 8 over all tasks (a group retried into success leaves no failure behind).
+12. Mapped sub-pipelines (``sub.map(x=items, max_parallel=N)``). The group's tasks run once
+   per item, item after item (here; engines run copies side by side, at most N at once): in
+   copy i a task reads the item (``ElementInput``), tasks outside the group, and the copy-i
+   outputs of the group's other tasks, and is reported as ``task[i]``; a failure in copy i
+   leaves the other copies alone (its downstream tasks in copy i are upstream_failed). Each
+   task's result is :func:`unipipe.result.aggregate_elements` of its copies: failed if one
+   failed, else upstream_failed if one was, else success with the outputs in item order,
+   which is what a task outside the group reads. If the task the items come from failed (or
+   was skipped) every task of the group is upstream_failed (skipped). A mapped group holds
+   tasks only, with no group retries or alerts (validation).
 """
 
 from __future__ import annotations
@@ -70,16 +80,23 @@ import signal
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
 from unipipe.ir.groups import children, members
-from unipipe.ir.models import Group, OutputInput, ParamInput, Pipeline, Task
+from unipipe.ir.models import ElementInput, Group, OutputInput, ParamInput, Pipeline, Task
 from unipipe.outputs import evaluate
 from unipipe.params import resolve_params
-from unipipe.result import RunResult, TaskResult, aggregate_map, upstream_verdict
+from unipipe.result import (
+    RunResult,
+    TaskResult,
+    aggregate_elements,
+    aggregate_map,
+    upstream_verdict,
+)
 from unipipe.runtime import alerts as alert_delivery
 from unipipe.runtime import retry as retry_rules
 from unipipe.runtime import store, trace
@@ -294,24 +311,76 @@ class LocalRunner:
     def _run_children(self, ir: Pipeline, group_id: str | None, st: _TryState) -> None:
         """Rule 11: a sub-pipeline is one unit among the tasks around it."""
         for node in children(ir, group_id):
-            if node.kind == "group":
+            if node.kind == "group" and ir.group(node.id).map_over is not None:
+                self._run_mapped_group(ir, ir.group(node.id), st)
+            elif node.kind == "group":
                 self._run_group(ir, ir.group(node.id), st)
             else:
                 self._run_one(ir, ir.task(node.id), st)
 
     def _run_one(self, ir: Pipeline, task: Task, st: _TryState) -> None:
         tid = task.id
-        if self._deadline is not None and time.time() >= self._deadline:
-            # Rule 10: nothing starts after the deadline
-            verdict = upstream_verdict(task.run_if, [st.results[d] for d in task.upstream()])
-            st.results[tid] = TaskResult(verdict) if verdict is not None else TaskResult(
-                "failed", 0, error="PipelineTimeout: not started before the run's "
-                f"timeout of {ir.timeout:g}s", error_type="PipelineTimeout")
-            return
-        st.results[tid] = self._step(ir, task, st.values, st.results, st.outputs, st.run_id,
-                                     st.delivered, st.elements)
+        st.results[tid] = self._past_deadline(ir, task, st.results) or self._step(
+            ir, task, st.values, st.results, st.outputs, st.run_id, st.delivered, st.elements)
         if st.results[tid].state == "success":
             st.outputs[tid] = st.results[tid].output
+
+    def _past_deadline(self, ir: Pipeline, task: Task,
+                       results: Mapping[str, TaskResult]) -> TaskResult | None:
+        """Rule 10: nothing starts after the deadline (None: it may start)."""
+        if self._deadline is None or time.time() < self._deadline:
+            return None
+        verdict = upstream_verdict(task.run_if, [results[d] for d in task.upstream()])
+        return TaskResult(verdict) if verdict is not None else TaskResult(
+            "failed", 0, error="PipelineTimeout: not started before the run's "
+            f"timeout of {ir.timeout:g}s", error_type="PipelineTimeout")
+
+    def _run_mapped_group(self, ir: Pipeline, group: Group, st: _TryState) -> None:
+        """Rule 12: the group's tasks once per item, in item order; each element's tasks see
+        one another's element outputs, and every task's result is its elements' aggregate."""
+        inside = [n.id for n in children(ir, group.id)]  # tasks only (validation)
+        items, verdict = self._group_items(group, st)
+        if verdict is not None:
+            for tid in inside:
+                st.results[tid] = verdict
+            return
+        parts: dict[str, list[TaskResult]] = {tid: [] for tid in inside}
+        for i, item in enumerate(items):
+            results: ChainMap[str, TaskResult] = ChainMap({}, st.results)
+            outputs: ChainMap[str, Any] = ChainMap({}, st.outputs)
+            for tid in inside:
+                task = ir.task(tid)
+                r = self._past_deadline(ir, task, results) or self._step(
+                    ir, task, st.values, results, outputs, st.run_id, st.delivered,
+                    st.elements, element=(i, item))
+                results[tid] = r
+                if r.state == "success":
+                    outputs[tid] = r.output
+                st.elements[f"{tid}[{i}]"] = r
+                parts[tid].append(r)
+        for tid in inside:
+            st.results[tid] = aggregate_elements(parts[tid])
+            if st.results[tid].state == "success":
+                st.outputs[tid] = st.results[tid].output
+
+    @staticmethod
+    def _group_items(group: Group, st: _TryState) -> tuple[list[Any], TaskResult | None]:
+        """The items of a mapped group, or the result all its tasks get instead: the verdict of
+        the task the items come from (rule 6), or a failure if they are not a list."""
+        src = group.items
+        if isinstance(src, OutputInput):
+            verdict = upstream_verdict("all_success", [st.results[src.task]])
+            if verdict is not None:
+                return [], TaskResult(verdict)
+            items = store.select(store.from_transport(st.outputs[src.task]), src.path)
+        elif isinstance(src, ParamInput):
+            items = store.select(st.values.get(src.name), src.path)
+        else:
+            items = src.value if src is not None else None
+        if not isinstance(items, list):
+            return [], TaskResult("failed", 0, error=f"TypeError: map() over "
+                                  f"{type(items).__name__}", error_type="TypeError")
+        return items, None
 
     def _run_group(self, ir: Pipeline, group: Group, st: _TryState) -> None:
         """Rule 11: the group's tasks, tried again as a whole while it failed and its retries
@@ -341,8 +410,9 @@ class LocalRunner:
                 failed_tasks=failed, group=group.id)
 
     def _step(self, ir: Pipeline, task: Task, params: dict[str, Any],
-              results: dict[str, TaskResult], outputs: dict[str, Any], run_id: str,
-              delivered: list[dict[str, Any]], elements: dict[str, TaskResult]) -> TaskResult:
+              results: Mapping[str, TaskResult], outputs: Mapping[str, Any], run_id: str,
+              delivered: list[dict[str, Any]], elements: dict[str, TaskResult],
+              element: tuple[int, Any] | None = None) -> TaskResult:
         # Rule 6: failures and skips propagate before conditions are looked at.
         verdict = upstream_verdict(task.run_if, [results[d] for d in task.upstream()])
         if verdict is not None:
@@ -361,6 +431,10 @@ class LocalRunner:
                 inputs[name] = outputs[inp.task]
             elif isinstance(inp, ParamInput):
                 inputs[name] = params[inp.name]
+            elif isinstance(inp, ElementInput) and element is not None:
+                inputs[name] = element[1]  # rule 12: the item this copy of the group runs for
+        if element is not None:
+            return self._run_task(ir, task, spec, inputs, run_id, element[0], delivered)
         if task.map_over is None:
             return self._run_task(ir, task, spec, inputs, run_id, None, delivered)
         # Rule 1: fan-out elements in list order; the task's output is the list of outputs.

@@ -137,3 +137,85 @@ def dies_once() -> str:
 @up.pipeline(name="killed-once")
 def killed_once():
     return dies_once()
+
+
+# ---------------------------------------------------------------- sub-pipelines (TaskGroups)
+
+
+@up.task
+def numbers(n: int) -> list:
+    return list(range(1, n + 1))
+
+
+@up.task
+def square_it(x: int) -> int:
+    return x * x
+
+
+@up.task
+def total(values: list) -> int:
+    return sum(values)
+
+
+@up.task
+def is_big(value: int) -> bool:
+    return value > 10
+
+
+@up.task
+def big_label(value: int) -> str:
+    return f"big {value}"
+
+
+@up.task(run_if="all_done")
+def tidy() -> str:
+    return "tidied"
+
+
+@up.pipeline(name="sum-squares")
+def sum_squares(n: int):
+    """Squares 1..n (one mapped task instance each) and sums them."""
+    return total(square_it.map(x=numbers(n)))
+
+
+@up.pipeline(name="checked-total",
+             alerts=[up.Alert(on=("success", "failure"), webhook="env:UNIPIPE_TEST_WEBHOOK")])
+def checked_total(n: int):
+    """Sums the squares, labels a big total, then tidies up."""
+    value = sum_squares(n)
+    with up.when(is_big(value)):
+        text = big_label(value)
+    tidy().after(text)
+    return text
+
+
+@up.pipeline(name="subpipelines")
+def subpipelines(n: int = 3):
+    """Nested groups (checked_total calls sum_squares), a repeated one (sum_squares twice), a
+    mapped task, a condition and a run_if task inside groups, and a group with alerts."""
+    return {"checked": checked_total(n), "small": sum_squares(2)}
+
+
+@up.task
+def explode(n: int) -> int:
+    raise ValueError(f"{n} is not welcome")
+
+
+@up.pipeline(name="alerted-sink",
+             alerts=[up.Alert(on=("success", "failure"), webhook="env:UNIPIPE_TEST_WEBHOOK")])
+def alerted_sink(n: int):
+    return explode(n)
+
+
+@up.pipeline(name="alerted-never",
+             alerts=[up.Alert(on=("success", "failure"), webhook="env:UNIPIPE_TEST_WEBHOOK")])
+def alerted_never(value: int):
+    return big_label(value)
+
+
+@up.pipeline(name="subpipeline-failures")
+def subpipeline_failures(n: int = 2):
+    """A group whose upstream failed never runs (no alert); a group at the end of the DAG
+    whose task fails alerts failure once, and the run fails although no task is after it."""
+    alerted_never(explode(n))
+    return alerted_sink(n)

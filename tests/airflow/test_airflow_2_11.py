@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pipelines_airflow as pa
 import pytest
 from pipelines import features
 
@@ -130,6 +131,19 @@ def test_retry_and_failure_alerts_are_delivered_once_each(webhook, smtp):
                     if r["unipipe"]["run_id"] == airflow.run_id)
     assert events == ["failure", "retry", "retry"]
     assert len([m for m in smtp.messages if airflow.run_id in m["text"]]) == 1  # the pipeline's
+
+
+def test_sub_pipelines_are_task_groups_whose_alerts_go_out_once(webhook):
+    """Nested and repeated TaskGroups, a map, a gate and a cleanup in a group, group alerts
+    from the ORM task instances (2.x has no execution API)."""
+    airflow = on_2_11(pa.subpipelines)
+    assert_same(airflow, local(pa.subpipelines))
+    failures = on_2_11(pa.subpipeline_failures)
+    assert_same(failures, local(pa.subpipeline_failures))
+    assert failures.state == "failed"
+    on_airflow = sorted((r["unipipe"].get("group"), r["unipipe"]["event"]) for r in webhook.received
+                        if r["unipipe"]["run_id"] in (airflow.run_id, failures.run_id))
+    assert on_airflow == [("alerted_sink", "failure"), ("checked_total", "success")]
 
 
 def test_an_unknown_airflow_version_is_exit_2_naming_the_versions():

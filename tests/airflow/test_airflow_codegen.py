@@ -18,7 +18,8 @@ from unipipe.compiler.diagnostics import Status, UnsupportedFeature
 from unipipe.ir.features import Feature
 from unipipe.store import with_store
 
-GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "airflow"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "comparisons" / "golden" / "airflow"
 CASES = {
     "fanout": (features.fanout, "3.3"),
     "ml-training": (ml_training.training, "3.3"),
@@ -45,6 +46,10 @@ CASES = {
     # @up.pipeline(timeout=): the shim's deadline in each spec, dagrun_timeout as a backstop
     "run-timeout": (features.run_timeout, "3.3"),
     "run-timeout-2.11": (features.run_timeout, "2.11"),
+    # sub-pipelines: nested and repeated TaskGroups (prefix_group_id=False), a mapped task, a
+    # gate and a run_if task inside groups, a group's alerts task, the watcher
+    "subpipelines": (pa.subpipelines, "3.3"),
+    "subpipelines-2.11": (pa.subpipelines, "2.11"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -52,7 +57,24 @@ ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        features.quality_gate, features.cleanup_else, features.failure_path,
        features.success_alert, ml_training.training, pa.hostile,
        pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
-       pa.killed_once, features.command_tasks, features.limits, features.run_timeout]
+       pa.killed_once, features.command_tasks, features.limits, features.run_timeout,
+       pa.subpipelines, pa.subpipeline_failures]
+_SUM_SQUARES = "Squares 1..n (one mapped task instance each) and sums them."
+#: the TaskGroups of ``subpipelines`` as DagBag sees them, on 3.3 and 2.11 alike: task ids are
+#: the IR's (no "group." prefix), the inner group keeps its IR id and its parent
+SUBPIPELINE_GROUPS = {
+    "checked_total": {
+        "parent": None, "tooltip": "Sums the squares, labels a big total, then tidies up.",
+        "tasks": ["checked_total__big_label", "checked_total__is_big", "checked_total__tidy",
+                  "checked_total__unipipe_alerts", "when_checked_total__is_big"]},
+    "checked_total__sum_squares": {
+        "parent": "checked_total", "tooltip": _SUM_SQUARES,
+        "tasks": ["checked_total__sum_squares__numbers", "checked_total__sum_squares__square_it",
+                  "checked_total__sum_squares__total"]},
+    "sum_squares": {
+        "parent": None, "tooltip": _SUM_SQUARES,
+        "tasks": ["sum_squares__numbers", "sum_squares__square_it", "sum_squares__total"]},
+}
 
 
 def _dag(pipeline, out: Path, version: str = "3.3", **extra) -> str:
@@ -106,7 +128,8 @@ def test_top_level_imports_only_airflow_and_stdlib(pipeline, tmp_path):
     assert _top_level_imports(_dag(pipeline, tmp_path / "3")) <= {
         "airflow.sdk", "pendulum", "datetime"}
     assert _top_level_imports(_dag(pipeline, tmp_path / "2", "2.11", error_level="warn")) <= {
-        "airflow.decorators", "airflow.models.param", "pendulum", "datetime"}
+        "airflow.decorators", "airflow.models.param", "airflow.utils.task_group", "pendulum",
+        "datetime"}
 
 
 def test_user_strings_stay_literals(tmp_path):
@@ -303,6 +326,10 @@ def test_every_generated_dag_loads_on_airflow_3(tmp_path):
     assert bag["dags"]["map-sources"] == sorted([
         "table", "shout_items", "shout", "double_items", "double", "shout_2_items", "shout_2",
         "when_not_table_ok", "not_ok_branch"])
+    assert bag["task_groups"]["subpipelines"] == SUBPIPELINE_GROUPS
+    ir = up.load(pa.subpipelines)
+    assert set(bag["dags"]["subpipelines"]) == {t.id for t in ir.tasks} | {
+        "checked_total__unipipe_alerts", "when_checked_total__is_big", "unipipe_watcher"}
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -317,6 +344,7 @@ def test_every_generated_dag_loads_on_airflow_2_11(tmp_path, airflow2_python):
     assert sorted(bag["dags"]) == sorted(p.name for p in ALL)
     assert bag["dags"]["quality-gate"] == sorted([
         "score", "passes", "when_passes", "register", "after_register"])
+    assert bag["task_groups"]["subpipelines"] == SUBPIPELINE_GROUPS
 
 
 def test_cli_airflow_version_selects_the_dialect_and_a_refusal_exits_2(tmp_path):
@@ -339,3 +367,76 @@ def test_cli_airflow_version_selects_the_dialect_and_a_refusal_exits_2(tmp_path)
     assert refused.returncode == 2
     assert "train_model run in a pod" in refused.stderr
     assert not (tmp_path / "no").exists()
+
+
+# ---------------------------------------------------------------- sub-pipelines
+
+SUBPIPELINE_RETRY = ROOT / "comparisons" / "cases" / "subpipeline_retry" / "case_subpipeline_retry.py"
+
+
+def test_support_declares_subpipelines_native_alerts_emulated_and_group_retries_refused():
+    backend = Backend()
+    for version in backend.versions:
+        table = backend.support(version)
+        assert table[Feature.SUBPIPELINE].status is Status.NATIVE
+        assert table[Feature.SUBPIPELINE_ALERT].status is Status.EMULATED
+        assert table[Feature.SUBPIPELINE_RETRY].status is Status.UNSUPPORTED
+        assert "TaskGroup takes no retries" in table[Feature.SUBPIPELINE_RETRY].note
+
+
+@pytest.mark.parametrize("version", ["3.3", "2.11"])
+def test_a_group_is_a_with_task_group_block_keeping_the_ir_ids(version, tmp_path):
+    text = _dag(pa.subpipelines, tmp_path, version)
+    tree = ast.parse(text)
+    imported = {(n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    assert ("airflow.sdk" if version == "3.3" else "airflow.utils.task_group",
+            "TaskGroup") in imported
+    dag_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
+    withs = [n for n in ast.walk(dag_fn) if isinstance(n, ast.With)]
+    calls = {w.items[0].context_expr.args[0].value: w for w in withs}
+    assert sorted(calls) == ["checked_total", "checked_total__sum_squares", "sum_squares"]
+    for w in withs:
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in w.items[0].context_expr.keywords}
+        assert kwargs["prefix_group_id"] is False
+    # the inner group's block is nested in its parent's
+    assert calls["checked_total__sum_squares"] in calls["checked_total"].body
+    # the group's own calls are in its block: the mapped task, the gate, the run_if task
+    own = ast.unparse(calls["checked_total"])
+    for name in ("when_checked_total__is_big(", "checked_total__tidy()",
+                 "checked_total__unipipe_alerts()", "checked_total__sum_squares__square_it.expand("):
+        assert name in own
+    assert "sum_squares__numbers()" not in own.replace("checked_total__sum_squares__numbers", "")
+
+
+def test_a_group_with_alerts_gets_an_all_done_task_after_every_member(tmp_path):
+    text = _dag(pa.subpipelines, tmp_path)
+    assert '@task(trigger_rule="all_done", retries=0)\n    def checked_total__unipipe_alerts():' in text
+    members = [t for t in up.load(pa.subpipelines).tasks if t.group and
+               t.group.startswith("checked_total")]
+    edge = "[\n" + "".join(f"        {t.id}_result,\n" for t in members) + \
+        "    ] >> checked_total__unipipe_alerts_result"
+    assert edge in text
+    assert "sum_squares__unipipe_alerts" not in text  # no alerts, no task
+    assert "unipipe_watcher_result = unipipe_watcher()" in text  # keeps a failed run failed
+
+
+def test_group_retries_are_refused_before_anything_is_written(tmp_path):
+    for version in ("3.3", "2.11"):
+        out = tmp_path / version
+        with pytest.raises(UnsupportedFeature, match="subpipeline.retry"):
+            up.compile(f"{SUBPIPELINE_RETRY}:pipe", target="airflow", out_dir=out,
+                       target_version=version)
+        assert not out.exists() or not list(out.rglob("*"))
+
+
+def test_cli_compile_of_a_group_with_retries_exits_2_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "unipipe.cli", "compile", f"{SUBPIPELINE_RETRY}:pipe",
+                           "-t", "airflow", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2
+    assert "subpipeline.retry" in proc.stderr and "TaskGroup takes no retries" in proc.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*"))

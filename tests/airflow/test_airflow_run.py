@@ -82,6 +82,8 @@ PLAN = {
     "timeout": (features.timeout, {}, None),
     "empty-map": (pa.empty_map, {}, None),
     "killed-once": (pa.killed_once, {}, None),
+    "subpipelines": (pa.subpipelines, {}, None),
+    "subpipeline-failures": (pa.subpipeline_failures, {}, None),
 }
 
 
@@ -258,6 +260,39 @@ def test_a_try_that_kills_its_own_process_fails_alone_and_is_retried(batch):
     airflow = run_of(batch, "killed-once")
     assert_same(airflow, local(pa.killed_once))
     assert airflow.output == "survived" and airflow.tasks["dies_once"].attempts == 2
+
+
+# ---------------------------------------------------------------- sub-pipelines (TaskGroups)
+
+
+def group_alerts_of(batch, run_id: str) -> list[tuple]:
+    """(group, event) of the sub-pipeline alerts the webhook receiver got for one run."""
+    return [(r["unipipe"]["group"], r["unipipe"]["event"]) for r in batch["webhook"]
+            if r["unipipe"]["run_id"] == run_id and r["unipipe"].get("group")]
+
+
+def test_nested_and_repeated_groups_with_a_map_a_gate_and_a_cleanup_match_the_reference(
+        batch, webhook):
+    airflow = run_of(batch, "subpipelines")
+    assert_same(airflow, local(pa.subpipelines))
+    assert airflow.output == {"checked": "big 14", "small": 5}
+    assert airflow.tasks["checked_total__sum_squares__square_it"].attempts == 3
+    # the group's alerts task delivered success once; the helper tasks are not in the result
+    assert delivered(batch, airflow.run_id) == [(None, "success")]  # no task alert besides
+    assert group_alerts_of(batch, airflow.run_id) == [("checked_total", "success")]
+    assert not {t for t in airflow.tasks if "unipipe" in t or t.startswith("when_")}
+
+
+def test_a_failed_group_alerts_once_a_group_that_never_ran_does_not_and_the_run_fails(
+        batch, webhook):
+    """alerted_sink ends the DAG: its alerts task (all_done) succeeds after its failed member,
+    and the watcher is what keeps the run failed (airflow/models/dagrun.py ~1217)."""
+    airflow = run_of(batch, "subpipeline-failures")
+    assert_same(airflow, local(pa.subpipeline_failures))
+    assert airflow.state == "failed"
+    assert airflow.tasks["alerted_never__big_label"].state == "upstream_failed"
+    assert group_alerts_of(batch, airflow.run_id) == [("alerted_sink", "failure")]
+    assert len(delivered(batch, airflow.run_id)) == 1
 
 
 # ---------------------------------------------------------------- declared differences

@@ -11,6 +11,20 @@ Shape of the output, top to bottom: header comments, imports (``airflow.sdk`` or
 ``airflow.decorators``, ``pendulum``, ``datetime``), the alert callback factory and the retry
 policy when used, the ``@dag`` function with one ``@task`` per IR task (plus the short-circuit
 gates and ``*_items`` helpers the IR implies), then the wiring in topological order.
+
+Sub-pipelines (``Pipeline.groups``) are ``with TaskGroup(<group id>, prefix_group_id=False,
+tooltip=<doc>):`` blocks around the calls of their tasks, nested as the groups are, so the UI
+shows each one collapsed. ``prefix_group_id=False`` keeps every task id equal to the IR's (the
+results reader and the harness match by id): ``TaskGroup.child_id`` returns the label as-is
+without the prefix (``airflow/sdk/definitions/taskgroup.py`` ~463; 2.11
+``airflow/utils/task_group.py`` ~430), which is what the TaskFlow decorator (``sdk/bases/
+decorator.py`` ~136, ~660) and ``BaseOperator`` (``sdk/bases/operator.py`` ~1111) apply to a
+task created inside the group, and a nested group's ``group_id`` defers to its parent's
+``child_id`` (``taskgroup.py`` ~290; 2.11 ~281), so inner groups keep their IR ids too. Groups
+only place tasks: every dependency is still the task-level ``>>`` and XCom wiring (a group is
+never an operand of ``>>``), so trigger rules, short-circuit gates, mapped tasks and the
+watcher behave as without groups. Task and group ids share one namespace in a DAG
+(``sdk/definitions/dag.py`` ~1099 ``used_group_ids``): helper task ids avoid the group ids.
 """
 
 from __future__ import annotations
@@ -23,10 +37,12 @@ from typing import Any
 import libcst as cst
 
 from unipipe.compiler.codegen import header_lines, literal, module, render
-from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
+from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
+from unipipe.ir.groups import children, members
 from unipipe.ir.models import (
     Cache,
     Condition,
+    Group,
     LiteralInput,
     OutputInput,
     ParamInput,
@@ -37,10 +53,11 @@ from unipipe.ir.models import (
 )
 from unipipe_airflow.dialects import Dialect
 from unipipe_airflow.retries import Policy, Seconds, plan_retry
+from unipipe_airflow.runtime import GROUP_ALERTS_TASK
 
 #: Names the generated module binds at top level or inside the DAG function.
 _MODULE_NAMES = {"dag", "task", "Param", "timedelta", "pendulum", "send_alerts", "UnipipeRetry",
-                 "RetryPolicy"}
+                 "RetryPolicy", "TaskGroup"}
 #: Names Airflow injects into a TaskFlow function by parameter name (2.x and 3.x contexts):
 #: an input called like one of these would clash, so its parameter gets another name.
 _CONTEXT_KEYS = {
@@ -258,7 +275,8 @@ class DagWriter:
         self.names = _Names(_MODULE_NAMES)
         self.dag_func = self.names.claim(self.ir.name)
         self.task_ids = {t.id for t in self.ir.tasks}
-        self.used_ids = set(self.task_ids)
+        # task ids and TaskGroup ids share one namespace (sdk/definitions/dag.py ~1099)
+        self.used_ids = self.task_ids | {g.id for g in self.ir.groups}
         self.uses_timedelta = False
         self.uses_policy = False
         self.uses_alerts = bool(self.ir.alerts)
@@ -277,6 +295,16 @@ class DagWriter:
         #: a run_if task can end the DAG with a successful leaf after a failure: a watcher task
         #: downstream of every task then fails the run (watcher_def)
         self.watched = any(t.run_if != "all_success" for t in self.ir.tasks)
+        #: sub-pipelines with alerts: each gets a task that delivers them when it ends
+        #: (group_alerts_def), downstream of all its members
+        self.alert_groups = [g for g in self.ir.groups if g.alerts]
+        for g in self.alert_groups:
+            referenced.update(members(self.ir, g.id))
+        if self.alert_groups:
+            # The alerts task (all_done) succeeds after a failed member and would be the leaf
+            # that makes the run a success (airflow/models/dagrun.py ~1217): the watcher keeps
+            # a run with a failed task failed, as with run_if tasks.
+            self.watched = True
         if self.watched:
             referenced.update(self.task_ids)
         self.referenced = referenced
@@ -487,6 +515,9 @@ class DagWriter:
         left out of that rule, but a teardown that fails would then not fail the run either.)
         """
         doc = "Fail the run if any task failed: the run_if tasks after a failure may succeed."
+        if all(t.run_if == "all_success" for t in self.ir.tasks):  # watched for group alerts
+            doc = ("Fail the run if any task failed: a sub-pipeline's alerts task after a "
+                   "failure succeeds.")
         body: list[cst.BaseStatement] = [
             _doc(doc),
             _import("unipipe_airflow.runtime", "fail_run"),
@@ -496,6 +527,33 @@ class DagWriter:
         args = [_kw("trigger_rule", literal("one_failed")), _kw("retries", literal(0))]
         if func != watcher_id:
             args.insert(0, _kw("task_id", literal(watcher_id)))
+        return _function(func, [], body, _call("task", *args))
+
+    def group_alerts_def(self, group: Group, alerts_id: str, func: str,
+                         inside: list[str]) -> cst.FunctionDef:
+        """The task that delivers a sub-pipeline's alerts once, when the group ends (runner
+        rule 11): an Airflow TaskGroup takes no callbacks (its fields:
+        ``sdk/definitions/taskgroup.py`` ~128-154; 2.11 ``utils/task_group.py`` ~101), so this
+        task sits in the group, downstream of every member, with ``trigger_rule="all_done"``
+        (it runs once they are all done, whatever their states:
+        ``airflow/ti_deps/deps/trigger_rule_dep.py`` ~557; 2.11 ~510), reads the members'
+        states in this DAG run and sends ``failure`` or ``success`` through
+        ``unipipe.runtime.alerts`` if the group ran (``runtime.group_alerts``). It never fails
+        and runs no unipipe task: the result and the trace leave it out, and the watcher keeps
+        a run with a failed member failed.
+        """
+        doc = f"Deliver the alerts of sub-pipeline {group.id} once, when it ends."
+        alerts = [_trim_alert(a) for a in group_alerts_spec(group)]
+        body: list[cst.BaseStatement] = [
+            _doc(doc),
+            _import("unipipe_airflow.runtime", "group_alerts"),
+            cst.SimpleStatementLine([cst.Expr(_call(
+                "group_alerts", cst.Arg(literal(group.id)), cst.Arg(literal(inside)),
+                cst.Arg(literal(alerts))))], leading_lines=[cst.EmptyLine()]),
+        ]
+        args = [_kw("trigger_rule", literal("all_done")), _kw("retries", literal(0))]
+        if func != alerts_id:
+            args.insert(0, _kw("task_id", literal(alerts_id)))
         return _function(func, [], body, _call("task", *args))
 
     def items_def(self, task: Task, items_id: str, func: str) -> tuple[cst.FunctionDef, bool]:
@@ -585,78 +643,19 @@ class DagWriter:
 
     def build(self) -> cst.Module:
         ir = self.ir
-        defs: list[cst.BaseStatement] = []
+        self._defs: list[cst.BaseStatement] = []
+        self._edges: list[cst.BaseStatement] = []
+        self._out: dict[str, str | None] = {}  # task id -> the variable holding its XComArg
+        self._gates: dict[Condition, str] = {}  # condition -> result variable of its gate
+        defs, edges, out = self._defs, self._edges, self._out
         wiring: list[cst.BaseStatement] = []
-        edges: list[cst.BaseStatement] = []
-        out: dict[str, str | None] = {}  # task id -> the variable holding its XComArg
-        gates: dict[Condition, str] = {}  # condition -> result variable of its gate
-        for tid in ir.topo_order():
-            task = ir.task(tid)
-            func_def, upstream, arg_names = self.task_def(task)
-            # gates this task waits for (emitted on first use, right after their source)
-            gate_vars: list[str] = []
-            for cond in task.when:
-                if cond not in gates:
-                    gate_id = self._helper_id(_gate_name(cond))
-                    gfunc = self.names.claim(gate_id)
-                    defs.append(self.gate_def(cond, gate_id, gfunc))
-                    gvar = self.names.claim(f"{gate_id}_result")
-                    src = self._var(out, cond.task)
-                    wiring.append(_assign(gvar, _call(gfunc, cst.Arg(cst.Name(src)))))
-                    gates[cond] = gvar
-                gate_vars.append(gates[cond])
-            expand_source: str | None = None
-            if task.map_over is not None:
-                source = task.inputs[task.map_over]
-                if isinstance(source, OutputInput) and not source.path:
-                    expand_source = self._var(out, source.task)
-                else:
-                    items_id = self._helper_id(f"{task.id}_items")
-                    ifunc = self.names.claim(items_id)
-                    idef, takes_value = self.items_def(task, items_id, ifunc)
-                    defs.append(idef)
-                    ivar = self.names.claim(f"{items_id}_result")
-                    iargs = ([cst.Arg(cst.Name(self._var(out, source.task)))]
-                             if takes_value and isinstance(source, OutputInput) else [])
-                    wiring.append(_assign(ivar, _call(ifunc, *iargs)))
-                    if gate_vars:
-                        edges.append(_rshift(gate_vars, ivar))
-                    expand_source = ivar
-            defs.append(func_def)
-            # the call
-            kwargs: list[cst.Arg] = []
-            mapped: list[cst.Arg] = []
-            for name, arg in zip(upstream, arg_names):
-                if name == task.map_over:
-                    assert expand_source is not None
-                    mapped.append(_kw(arg, cst.Name(expand_source)))
-                else:
-                    src_task = task.inputs[name]
-                    assert isinstance(src_task, OutputInput)
-                    kwargs.append(_kw(arg, cst.Name(self._var(out, src_task.task))))
-            if task.id in self.pods:
-                kwargs.append(_kw("unipipe_context", literal(
-                    _pod_context_text(sorted({i.name for i in task.inputs.values()
-                                              if isinstance(i, ParamInput)})))))
-            func = self.funcs[tid]
-            expr: cst.BaseExpression
-            if mapped:
-                base: cst.BaseExpression = cst.Name(func)
-                if kwargs:
-                    base = _call(cst.Attribute(cst.Name(func), cst.Name("partial")), *kwargs)
-                expr = _call(cst.Attribute(base, cst.Name("expand")), *mapped)
-            else:
-                expr = _call(func, *kwargs)
-            if tid in self.referenced or task.after or gate_vars:
-                var = self.names.claim(f"{tid}_result")
-                out[tid] = var
-                wiring.append(_assign(var, expr))
-            else:
-                out[tid] = None
-                wiring.append(_stmt(expr))
-            deps = gate_vars + [self._var(out, a) for a in task.after]
-            if deps:
-                edges.append(_rshift(deps, out[tid] or ""))
+        if ir.groups:
+            # each level in the order of unipipe.ir.groups.children, an inner group one node:
+            # a group's calls stay together in its `with TaskGroup(...)` block
+            self._emit_level(None, wiring)
+        else:
+            for tid in ir.topo_order():
+                self._emit_task(ir.task(tid), wiring)
         if self.watched:
             from unipipe_airflow.runtime import WATCHER_ID
 
@@ -673,7 +672,7 @@ class DagWriter:
         stmts = wiring + edges
         if stmts:
             first = stmts[0]
-            assert isinstance(first, cst.SimpleStatementLine)
+            assert isinstance(first, (cst.SimpleStatementLine, cst.With))
             stmts[0] = first.with_changes(leading_lines=[cst.EmptyLine()])
         body.extend(stmts)
         dag_fn = cst.FunctionDef(
@@ -692,6 +691,108 @@ class DagWriter:
             target="airflow", target_version=self.dialect.version, ir_hash=ir.ir_hash(),
             pipeline=ir.name))
 
+    def _emit_level(self, group_id: str | None, wiring: list[cst.BaseStatement]) -> None:
+        """The calls of one level (the pipeline's body or one group's), inner groups nested."""
+        for node in children(self.ir, group_id):
+            if node.kind == "task":
+                self._emit_task(self.ir.task(node.id), wiring)
+            else:
+                wiring.append(self._group_block(self.ir.group(node.id)))
+
+    def _group_block(self, group: Group) -> cst.With:
+        """``with TaskGroup(<id>, prefix_group_id=False, tooltip=<doc>):`` around the group's
+        calls (and its alerts task). No callbacks or retries: a TaskGroup takes neither
+        (its fields: sdk/definitions/taskgroup.py ~128-154; 2.11 utils/task_group.py ~101)."""
+        block: list[cst.BaseStatement] = []
+        self._emit_level(group.id, block)
+        if group.alerts:
+            self._emit_group_alerts(group, block)
+        args = [cst.Arg(literal(group.id)), _kw("prefix_group_id", literal(False))]
+        if group.doc:
+            args.append(_kw("tooltip", literal(group.doc)))
+        return cst.With(items=[cst.WithItem(_call("TaskGroup", *args))],
+                        body=cst.IndentedBlock(block))
+
+    def _emit_group_alerts(self, group: Group, block: list[cst.BaseStatement]) -> None:
+        alerts_id = self._helper_id(f"{group.id}__{GROUP_ALERTS_TASK}")
+        func = self.names.claim(alerts_id)
+        inside = members(self.ir, group.id)
+        self._defs.append(self.group_alerts_def(group, alerts_id, func, inside))
+        var = self.names.claim(f"{alerts_id}_result")
+        block.append(_assign(var, _call(func)))
+        self._edges.append(_rshift([self._var(self._out, t) for t in inside], var))
+
+    def _emit_task(self, task: Task, wiring: list[cst.BaseStatement]) -> None:
+        """A task's call (with the gates and ``*_items`` helper it needs first) into
+        ``wiring``; its ``>>`` edges to the end of the DAG body."""
+        defs, edges, out, gates = self._defs, self._edges, self._out, self._gates
+        tid = task.id
+        func_def, upstream, arg_names = self.task_def(task)
+        # gates this task waits for (emitted on first use, right after their source)
+        gate_vars: list[str] = []
+        for cond in task.when:
+            if cond not in gates:
+                gate_id = self._helper_id(_gate_name(cond))
+                gfunc = self.names.claim(gate_id)
+                defs.append(self.gate_def(cond, gate_id, gfunc))
+                gvar = self.names.claim(f"{gate_id}_result")
+                src = self._var(out, cond.task)
+                wiring.append(_assign(gvar, _call(gfunc, cst.Arg(cst.Name(src)))))
+                gates[cond] = gvar
+            gate_vars.append(gates[cond])
+        expand_source: str | None = None
+        if task.map_over is not None:
+            source = task.inputs[task.map_over]
+            if isinstance(source, OutputInput) and not source.path:
+                expand_source = self._var(out, source.task)
+            else:
+                items_id = self._helper_id(f"{task.id}_items")
+                ifunc = self.names.claim(items_id)
+                idef, takes_value = self.items_def(task, items_id, ifunc)
+                defs.append(idef)
+                ivar = self.names.claim(f"{items_id}_result")
+                iargs = ([cst.Arg(cst.Name(self._var(out, source.task)))]
+                         if takes_value and isinstance(source, OutputInput) else [])
+                wiring.append(_assign(ivar, _call(ifunc, *iargs)))
+                if gate_vars:
+                    edges.append(_rshift(gate_vars, ivar))
+                expand_source = ivar
+        defs.append(func_def)
+        # the call
+        kwargs: list[cst.Arg] = []
+        mapped: list[cst.Arg] = []
+        for name, arg in zip(upstream, arg_names):
+            if name == task.map_over:
+                assert expand_source is not None
+                mapped.append(_kw(arg, cst.Name(expand_source)))
+            else:
+                src_task = task.inputs[name]
+                assert isinstance(src_task, OutputInput)
+                kwargs.append(_kw(arg, cst.Name(self._var(out, src_task.task))))
+        if task.id in self.pods:
+            kwargs.append(_kw("unipipe_context", literal(
+                _pod_context_text(sorted({i.name for i in task.inputs.values()
+                                          if isinstance(i, ParamInput)})))))
+        func = self.funcs[tid]
+        expr: cst.BaseExpression
+        if mapped:
+            base: cst.BaseExpression = cst.Name(func)
+            if kwargs:
+                base = _call(cst.Attribute(cst.Name(func), cst.Name("partial")), *kwargs)
+            expr = _call(cst.Attribute(base, cst.Name("expand")), *mapped)
+        else:
+            expr = _call(func, *kwargs)
+        if tid in self.referenced or task.after or gate_vars:
+            var = self.names.claim(f"{tid}_result")
+            out[tid] = var
+            wiring.append(_assign(var, expr))
+        else:
+            out[tid] = None
+            wiring.append(_stmt(expr))
+        deps = gate_vars + [self._var(out, a) for a in task.after]
+        if deps:
+            edges.append(_rshift(deps, out[tid] or ""))
+
     def _var(self, out: dict[str, str | None], task_id: str) -> str:
         var = out[task_id]
         assert var is not None, f"{task_id} is referenced but has no variable"
@@ -705,6 +806,8 @@ class DagWriter:
         stmts.append(cst.SimpleStatementLine([cst.Import([cst.ImportAlias(cst.Name("pendulum"))])],
                                              leading_lines=[cst.EmptyLine()] if stmts else []))
         names = ["dag", "task"]
+        if self.ir.groups and d.task_group == d.decorators:
+            names.insert(0, "TaskGroup")
         if self.uses_policy:
             names.insert(0, "RetryPolicy")
         if self.ir.params and d.params == d.decorators:
@@ -714,6 +817,8 @@ class DagWriter:
             names=[cst.ImportAlias(cst.Name(n)) for n in names])]))
         if self.ir.params and d.params != d.decorators:
             stmts.append(_import(d.params, "Param"))
+        if self.ir.groups and d.task_group != d.decorators:
+            stmts.append(_import(d.task_group, "TaskGroup"))
         return stmts
 
 

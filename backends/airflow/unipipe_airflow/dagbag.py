@@ -2,8 +2,8 @@
 
 ``load(folder, python=...)`` runs DagBag in a subprocess of the given interpreter (the
 workspace's Airflow 3.x, or an Airflow 2.11 virtual environment from :func:`airflow2_python`)
-with a throwaway AIRFLOW_HOME, and returns the DAG ids, task ids and import errors it saw, plus
-the parse time of each file as DagBag measured it.
+with a throwaway AIRFLOW_HOME, and returns the DAG ids, task ids, TaskGroups (sub-pipelines)
+and import errors it saw, plus the parse time of each file as DagBag measured it.
 """
 
 from __future__ import annotations
@@ -42,9 +42,20 @@ for s in getattr(bag, "dagbag_stats", []) or []:
     d = s._asdict() if hasattr(s, "_asdict") else dict(vars(s))
     stats.append({"file": str(d.get("file")), "duration": d["duration"].total_seconds()
                   if hasattr(d.get("duration"), "total_seconds") else d.get("duration")})
+def groups(dag):
+    # each TaskGroup (sub-pipeline): its parent group, tooltip and own tasks
+    out = {}
+    for gid, group in dag.task_group_dict.items():
+        parent = group.parent_group
+        out[gid] = {"parent": parent.group_id if parent is not None else None,
+                    "tooltip": group.tooltip,
+                    "tasks": sorted(c.task_id for c in group.children.values()
+                                    if hasattr(c, "task_id"))}
+    return out
 print("UNIPIPE-DAGBAG " + json.dumps({
     "airflow": airflow.__version__,
     "dags": {dag_id: sorted(dag.task_ids) for dag_id, dag in bag.dags.items()},
+    "task_groups": {dag_id: groups(dag) for dag_id, dag in bag.dags.items()},
     "import_errors": {str(k): v for k, v in bag.import_errors.items()},
     "seconds": elapsed,
     "stats": stats,

@@ -21,6 +21,9 @@ class Dialect:
     float_backoff: bool
     #: ``retry_policy=`` (3.3+): a worker-side policy that may fail early or set the next delay
     retry_policy: bool
+    #: module ``TaskGroup`` comes from (sub-pipelines): ``airflow.sdk`` on 3.x
+    #: (``sdk/definitions/taskgroup.py``), ``airflow.utils.task_group`` on 2.x
+    task_group: str = "airflow.sdk"
 
     @property
     def major(self) -> int:
@@ -31,9 +34,9 @@ DIALECTS: dict[str, Dialect] = {
     "3.3": Dialect("3.3", "airflow.sdk", "airflow.sdk", float_backoff=True, retry_policy=True),
     "3.0": Dialect("3.0", "airflow.sdk", "airflow.sdk", float_backoff=False, retry_policy=False),
     "2.11": Dialect("2.11", "airflow.decorators", "airflow.models.param", float_backoff=False,
-                    retry_policy=False),
+                    retry_policy=False, task_group="airflow.utils.task_group"),
     "2.10": Dialect("2.10", "airflow.decorators", "airflow.models.param", float_backoff=False,
-                    retry_policy=False),
+                    retry_policy=False, task_group="airflow.utils.task_group"),
 }
 
 #: newest first; the first is the default target

@@ -12,6 +12,8 @@ need it, and works on Airflow 3 (``airflow.sdk``) and 2.x (``airflow.operators.p
 - :func:`map_items`, :func:`condition`: the bodies of the helper tasks the IR implies.
 - :func:`retry_decision`: the body of the generated ``UnipipeRetry`` policy (Airflow 3.3+).
 - :func:`deliver_alerts`: the body of the generated alert callbacks.
+- :func:`group_alerts`: the body of a sub-pipeline's alerts task (a TaskGroup takes no
+  callbacks).
 """
 
 from __future__ import annotations
@@ -469,3 +471,67 @@ def deliver_alerts(context: Mapping[str, Any], event: str, alerts: list[Mapping[
         "error": str(exc)[:2000] if exc is not None else None,
     }
     return delivery.deliver(alerts, event, payload)
+
+
+# ---------------------------------------------------------------- sub-pipeline alerts
+
+
+#: a sub-pipeline's alerts task is ``<group id>__unipipe_alerts`` (codegen.group_alerts_def)
+GROUP_ALERTS_TASK = "unipipe_alerts"
+
+
+def _state_name(state: Any) -> str:
+    return str(getattr(state, "value", state)).split(".")[-1].lower()
+
+
+def _member_states(context: Mapping[str, Any], task_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The states of these tasks' instances in this DAG run (a mapped task: one per element).
+
+    Airflow 3: a task has no database session; it asks the execution API through
+    ``RuntimeTaskInstance.get_task_states`` (``sdk/execution_time/task_runner.py`` ~787), whose
+    answer is ``{run_id: {task_id or f"{task_id}_{map_index}": state}}``
+    (``api_fastapi/execution_api/routes/task_instances.py`` ~1228-1271). Airflow 2: the context's
+    ``dag_run`` is the ORM DagRun and ``get_task_instances`` reads them
+    (``airflow/models/dagrun.py`` ~617 on 2.11).
+    """
+    ti = context["ti"]
+    dag_run = context.get("dag_run")
+    run_id = str(getattr(dag_run, "run_id", None) or context["run_id"])
+    wanted = set(task_ids)
+    out: dict[str, list[str]] = {t: [] for t in task_ids}
+    get_states = getattr(ti, "get_task_states", None)
+    if get_states is not None:  # Airflow 3
+        found = get_states(dag_id=ti.dag_id, task_ids=list(task_ids), run_ids=[run_id])
+        for key, state in (found.get(run_id) or {}).items():
+            tid = key
+            if key not in wanted:  # a mapped task's element: "<task id>_<map index>"
+                base, _, index = key.rpartition("_")
+                if base not in wanted or not index.isdigit():
+                    continue
+                tid = base
+            out[tid].append(_state_name(state))
+        return out
+    for other in dag_run.get_task_instances():  # type: ignore[union-attr]  # Airflow 2
+        if other.task_id in wanted:
+            out[other.task_id].append(_state_name(other.state))
+    return out
+
+
+def group_alerts(group: str, task_ids: Sequence[str], alerts: list[Mapping[str, Any]],
+                 context: Mapping[str, Any] | None = None) -> None:
+    """A sub-pipeline's alerts, once it ended (runner rule 11): it ran if one of its tasks was
+    tried (success or failed); it failed if one of them failed or was upstream_failed. The
+    payload names the group; like a DAG callback's, it carries no error text."""
+    from unipipe.runtime import alerts as delivery
+
+    ctx = context if context is not None else _current_context()
+    states = _member_states(ctx, task_ids)
+    ran = any(s in ("success", "failed") for found in states.values() for s in found)
+    if not ran:
+        return
+    failed = [t for t in task_ids if any(s in ("failed", "upstream_failed") for s in states[t])]
+    dag_run = ctx.get("dag_run")
+    delivery.deliver_pipeline(
+        alerts, "failure" if failed else "success", pipeline=str(ctx["ti"].dag_id),
+        run_id=str(getattr(dag_run, "run_id", None) or ctx["run_id"]), backend=BACKEND,
+        failed_tasks=failed, group=group)

@@ -99,6 +99,24 @@ def support(d: Dialect) -> dict[F, Support]:
                               "started. Not dagrun_timeout alone: only the scheduler enforces "
                               "it, never `airflow dags test`, and it marks the running tasks "
                               "skipped (jobs/scheduler_job_runner.py ~2853)"),
+        F.SUBPIPELINE: N("a TaskGroup per sub-pipeline (`with TaskGroup(id, prefix_group_id="
+                         "False, tooltip=doc)`, nested as called), shown collapsed in the UI; "
+                         "prefix_group_id=False keeps task ids equal to the IR's "
+                         "(sdk/definitions/taskgroup.py ~463 child_id)"),
+        F.SUBPIPELINE_RETRY: U("Airflow has no retry of a TaskGroup within a DAG run: a "
+                               "TaskGroup takes no retries (its fields: sdk/definitions/"
+                               "taskgroup.py ~128-154; 2.11 utils/task_group.py ~101), only "
+                               "tasks retry, and trying a group's finished tasks again means "
+                               "clearing them by hand; refused before writing"),
+        F.SUBPIPELINE_ALERT: E("a TaskGroup takes no callbacks, so one task per group with "
+                               "alerts (<group>__unipipe_alerts, in the group, trigger_rule "
+                               "all_done after every member) reads the members' states in the "
+                               "run and delivers failure or success once through "
+                               "unipipe.runtime.alerts; the watcher keeps the run's state"),
+        F.SUBPIPELINE_MAP: U("not implemented by this backend yet (the feature arrived while "
+                             "sub-pipelines were being added): refused before writing. Airflow "
+                             "has mapped task groups (@task_group(...).expand(), MappedTaskGroup "
+                             "in sdk/definitions/taskgroup.py ~734) to build it on"),
     }
     missing = set(F) - set(table)
     if missing:  # pragma: no cover - a new feature must be declared here

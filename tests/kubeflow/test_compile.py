@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import kfp_cases
+import kfp_subpipelines
 import ml_training
 import pytest
 import yaml
@@ -22,7 +23,8 @@ GOLDEN = Path(__file__).resolve().parents[2] / "comparisons" / "golden" / "kubef
 ALL = [F.fanout, F.retry_then_succeed, F.retries_exhausted, F.non_retryable, F.jitter, F.cached,
        F.timeout, F.quality_gate, F.success_alert, ml_training.training, kfp_cases.native_cache,
        kfp_cases.key_fn_cache, kfp_cases.cached_success_alert, kfp_cases.timeout_alerts,
-       kfp_cases.shapes, kfp_cases.placement]
+       kfp_cases.shapes, kfp_cases.placement, kfp_subpipelines.nested_groups,
+       kfp_subpipelines.failing_groups]
 
 
 def compile_(pipeline, out: Path) -> tuple[str, dict, dict]:
@@ -133,6 +135,7 @@ GOLDEN_CASES = [ml_training.training, F.fanout, F.quality_gate, F.retries_exhaus
                 F.cleanup_else,  # dsl.Else, ignore_upstream_failure()
                 F.command_tasks,
                 F.limits,  # ParallelFor(parallelism=N)
+                kfp_subpipelines.nested_groups,  # nested + repeated sub-pipelines, group alerts
                 # a shared store, in every component's spec
                 with_store(up.load(F.cached), "s3://unipipe-store/runs")]
 

@@ -122,3 +122,34 @@ def pipeline_alerts(alerts: list[Mapping[str, Any]], pipeline: str, status: Any)
     deliver_pipeline(alerts, event, pipeline=pipeline, run_id=run_id(), backend=BACKEND,
                      error=error if event == "failure" else None)
     print(f"unipipe: pipeline {pipeline} finished {state}; alerts: {event}", file=sys.stderr)
+
+
+#: PipelineTaskFinalStatus states. The local executor passes SUCCEEDED / FAILED; a KFP
+#: backend passes the producer's state as it records it: the MLMD execution state (COMPLETE,
+#: CACHED, FAILED, CANCELED) in older drivers, the task state (SUCCEEDED, SKIPPED, ...) in
+#: newer ones (kubeflow/pipelines backend/src/v2/driver/resolve.go, TaskFinalStatus).
+_GROUP_SUCCEEDED = {"SUCCEEDED", "COMPLETE", "CACHED"}
+_GROUP_FAILED = {"FAILED", "CANCELED", "CANCELLED", "ERROR"}
+
+
+def group_alerts(alerts: list[Mapping[str, Any]], pipeline: str, group: str, status: Any) -> None:
+    """A sub-pipeline's alerts task: ``status`` is the PipelineTaskFinalStatus of its task.
+
+    Once, when it has ended (reference rule 11), and only if it ran: a group skipped whole
+    gets no alert (a state that is neither a success nor a failure is logged, not alerted)."""
+    from unipipe.runtime.alerts import deliver_pipeline
+
+    state = getattr(status, "state", None)
+    if state in _GROUP_SUCCEEDED:
+        event = "success"
+    elif state in _GROUP_FAILED:
+        event = "failure"
+    else:
+        print(f"unipipe: sub-pipeline {group} of {pipeline} ended {state}: not run, no alerts",
+              file=sys.stderr)
+        return
+    error = getattr(status, "error_message", None) or None
+    deliver_pipeline(alerts, event, pipeline=pipeline, run_id=run_id(), backend=BACKEND,
+                     error=error if event == "failure" else None, group=group)
+    print(f"unipipe: sub-pipeline {group} of {pipeline} finished {state}; alerts: {event}",
+          file=sys.stderr)

@@ -94,6 +94,31 @@ SUPPORT: dict[Feature, Support] = {
                               "pipeline_config (dsl/pipeline_context.py ~27), PipelineConfig "
                               "only a workspace (dsl/pipeline_config.py ~99); retries are per "
                               "task (PipelineTask.set_retry); refused before writing"),
+    Feature.SUBPIPELINE: N("a @dsl.pipeline per sub-pipeline, called as a component (a graph "
+                           "component, kfp/dsl/graph_component.py): its inputs are what its tasks "
+                           "read from outside, its outputs a NamedTuple of what is read of it "
+                           "outside; tasks keep their IR ids as display names. Refused: a task "
+                           "outside it under a condition on a task inside it, a condition "
+                           "from outside covering only part of it (KFP returns outputs only "
+                           "from a pipeline's top level, pipeline_spec_builder.py ~2022)"),
+    Feature.SUBPIPELINE_RETRY: U("kfp 2.16 compiles set_retry on a sub-pipeline's task into "
+                                 "its retryPolicy (pipeline_spec_builder.py ~133), but the KFP "
+                                 "backend's Argo compiler gives a DAG task no retryStrategy "
+                                 "(backend/src/v2/compiler/argocompiler/dag.go, "
+                                 "ComponentSpec_Dag: a DAG driver and a DAG task; retries only "
+                                 "on container executors): the group would never be tried "
+                                 "again as a whole; refused before writing"),
+    Feature.SUBPIPELINE_ALERT: N("a component after the sub-pipeline's task taking its "
+                                 "PipelineTaskFinalStatus, with ignore_upstream_failure() "
+                                 "(pipeline_spec_builder.py ~1584-1619), which the KFP backend "
+                                 "runs as the task's exit hook (argocompiler/dag.go): once, "
+                                 "when it ends; the shim delivers. Not a dsl.ExitHandler: no "
+                                 "task outside one may read or wait for a task inside it "
+                                 "(compiler_utils.py ~755). No failed_tasks in the payload"),
+    Feature.SUBPIPELINE_MAP: U("not built on this backend yet (it arrived in the core after "
+                               "sub-pipelines were; KFP itself could run it: a dsl.ParallelFor "
+                               "around the sub-pipeline's call, the copies' outputs as "
+                               "dsl.Collected); refused before writing until then"),
     Feature.PIPELINE_TIMEOUT: U("KFP 2.16 has no pipeline-level timeout (the same decorator "
                                 "and PipelineConfig; the IR spec has no run deadline); "
                                 "refused before writing"),
@@ -106,6 +131,10 @@ def shape_problems(ir: Pipeline) -> list[Diagnostic]:
     from unipipe_kubeflow.codegen import effective_conditions
 
     scoped = effective_conditions(ir)
+    from unipipe_kubeflow.codegen import group_plan
+
+    for who, why in group_plan(ir).problems:
+        problems.append(Diagnostic("error", Feature.SUBPIPELINE, "kubeflow", f"{who}: {why}"))
     for t in ir.tasks:
         if t.run_if != "all_success" and scoped[t.id]:
             problems.append(Diagnostic("error", Feature.RUN_IF_ALL_DONE, "kubeflow",

@@ -32,16 +32,26 @@ from typing import Any
 import libcst as cst
 
 from unipipe.compiler import codegen as cg
-from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
-from unipipe.ir.models import Condition, LiteralInput, OutputInput, ParamInput, Pipeline, Task
+from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
+from unipipe.ir.groups import Node, ancestry, children
+from unipipe.ir.groups import members as group_members
+from unipipe.ir.models import (
+    Condition,
+    Group,
+    LiteralInput,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Task,
+)
 from unipipe_kubeflow import mapping
 
 DEFAULT_IMAGE = "python:3.11"
 ALERTS_COMPONENT = "unipipe_pipeline_alerts"
 #: the function that brings the code package into a component compiled with a shared store
 CODE_FUNCTION = "unipipe_code"
-_RESERVED = {"dsl", "kubernetes", "compiler", "run_component", "pipeline_alerts", ALERTS_COMPONENT,
-             CODE_FUNCTION}
+_RESERVED = {"dsl", "kubernetes", "compiler", "run_component", "pipeline_alerts", "group_alerts",
+             "NamedTuple", ALERTS_COMPONENT, CODE_FUNCTION}
 
 #: Its source. A lightweight component ships only its function's source, plus the functions
 #: named in ``additional_funcs`` (kfp/dsl/component_factory.py ``_get_function_source_definition``
@@ -140,15 +150,38 @@ def _func(name: str, params: list[cst.Param], body: list[cst.BaseStatement], *,
 
 
 @dataclass
+class GroupNames:
+    """The Python names of one sub-pipeline (an IR group)."""
+
+    func: str  # its @dsl.pipeline function
+    task: str  # the variable of its call in the enclosing pipeline
+    outputs: str | None  # the NamedTuple it returns (None: nothing is read outside it)
+    alerts: str | None  # the component that delivers its alerts (None: it has none)
+    alerts_task: str  # the variable of that component's task
+    #: outside task id -> the parameter that brings its output in (pipeline parameters keep
+    #: their own names)
+    inputs: dict[str, str]
+
+
+@dataclass
 class Names:
     component: dict[str, str]
     task: dict[str, str]
     item: dict[str, str]  # the ParallelFor loop variable of a mapped task
     pipeline: str
     shared: dict[str, bool]  # task id -> its component serves several tasks
+    group: dict[str, GroupNames]
 
 
-def names_for(ir: Pipeline, groups: dict[str, list[str]]) -> Names:
+def _camel(identifier: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in identifier.split("_") if part)
+
+
+def names_for(ir: Pipeline, groups: dict[str, list[str]],
+              outputs: dict[str, list[str]] | None = None) -> Names:
+    """Python names for everything the module defines; ``outputs``: what each sub-pipeline
+    returns (:attr:`GroupPlan.outputs`)."""
+    outputs = outputs or {}
     taken = set(_RESERVED) | {p.name for p in ir.params}
 
     def fresh(base: str) -> str:
@@ -169,7 +202,141 @@ def names_for(ir: Pipeline, groups: dict[str, list[str]]) -> Names:
     task = {t.id: fresh(f"{t.id}_task") for t in ir.tasks}
     item = {t.id: fresh(f"{t.map_over}_item") for t in ir.tasks if t.map_over}
     shared = {tid: len(members) > 1 for members in groups.values() for tid in members}
-    return Names(component, task, item, pipeline, shared)
+    group: dict[str, GroupNames] = {}
+    for g in ir.groups:
+        group[g.id] = GroupNames(
+            func=fresh(f"{g.id}_pipeline"), task=fresh(f"{g.id}_task"),
+            outputs=fresh(f"{_camel(g.id)}Outputs") if outputs.get(g.id) else None,
+            alerts=fresh(f"{g.id}_alerts") if g.alerts else None,
+            alerts_task=fresh(f"{g.id}_alerts_task") if g.alerts else "", inputs={})
+    for g in ir.groups:
+        # a parameter is local to its function: unique there, and shadowing no module name
+        local = set(taken)
+        for tid in group_inputs(ir, g.id)[0]:
+            candidate = f"{tid}_output"
+            while candidate in local:
+                candidate += "_"
+            local.add(candidate)
+            group[g.id].inputs[tid] = candidate
+    return Names(component, task, item, pipeline, shared, group)
+
+
+# ---------------------------------------------------------------- sub-pipelines
+
+
+def group_inputs(ir: Pipeline, group_id: str) -> tuple[list[str], list[str]]:
+    """What a sub-pipeline takes in: the outside tasks whose output its tasks read (inner
+    groups' tasks included, topological order) and the pipeline parameters they read. An
+    outside task it only waits for (``.after``, a condition) is not an input: the call site
+    waits for it (``.after``) or sits in its ``dsl.If``."""
+    inside = group_members(ir, group_id)
+    inside_set = set(inside)
+    tasks: set[str] = set()
+    params: set[str] = set()
+    for tid in inside:
+        for inp in ir.task(tid).inputs.values():
+            if isinstance(inp, OutputInput) and inp.task not in inside_set:
+                tasks.add(inp.task)
+            elif isinstance(inp, ParamInput):
+                params.add(inp.name)
+    return ([t for t in ir.topo_order() if t in tasks],
+            [p.name for p in ir.params if p.name in params])
+
+
+def holder(ir: Pipeline, task_id: str, scope: str | None) -> Node | None:
+    """The node of ``scope``'s body (None: the pipeline's) that holds the task: the task
+    itself or the inner group it is in; None if the task is outside ``scope``."""
+    chain = ancestry(ir, ir.task(task_id).group)
+    if scope is None:
+        return Node("group", chain[-1]) if chain else Node("task", task_id)
+    if scope not in chain:
+        return None
+    i = chain.index(scope)
+    return Node("group", chain[i - 1]) if i > 0 else Node("task", task_id)
+
+
+@dataclass
+class GroupPlan:
+    """How the sub-pipelines nest in KFP: what each one's call sits under, returns, and what
+    KFP could not express."""
+
+    conds: dict[str, tuple[Condition, ...]]  # effective_conditions(ir)
+    #: group id -> the conditions its call sits under in its parent's body (a dsl.If around
+    #: the call): those every one of its tasks runs under, less those of the calls around it
+    sites: dict[str, tuple[Condition, ...]]
+    #: group id -> the tasks whose output it returns (read outside it), topological order
+    outputs: dict[str, list[str]]
+    problems: list[tuple[str, str]]  # (task or group id, why KFP cannot express it)
+
+    def around(self, ir: Pipeline, scope: str | None) -> list[Condition]:
+        """Conditions applied outside ``scope``'s body (at its call site and around it)."""
+        return [c for gid in ancestry(ir, scope) for c in self.sites[gid]]
+
+    def local(self, ir: Pipeline, task: Task) -> tuple[Condition, ...]:
+        """The conditions a task is tested under inside its own (sub-)pipeline function."""
+        around = self.around(ir, task.group)
+        return tuple(c for c in self.conds[task.id] if c not in around)
+
+
+def group_plan(ir: Pipeline) -> GroupPlan:
+    """Reads across sub-pipeline boundaries and what KFP makes of them.
+
+    Every value a body reads (a task's input, a group call's argument, the output a dsl.If
+    tests) comes from a task of that body, from an inner group's returned outputs, or from the
+    body's own inputs. KFP returns a pipeline's outputs only from the top level of its
+    function, not from inside a dsl.If (``validate_pipeline_outputs_dict``,
+    kfp/compiler/pipeline_spec_builder.py ~2022-2040), and no task outside a dsl.If may read a
+    task inside it (kfp/compiler/compiler_utils.py ~755-760); a dsl.If inside a sub-pipeline can
+    only test a value of that sub-pipeline.
+    """
+    conds = effective_conditions(ir)
+    sites: dict[str, tuple[Condition, ...]] = {}
+    for g in ir.groups:  # outer groups first
+        inside = group_members(ir, g.id)
+        around = {c for gid in ancestry(ir, g.parent) for c in sites[gid]}
+        sites[g.id] = tuple(c for c in (conds[inside[0]] if inside else ())
+                            if c not in around and all(c in conds[m] for m in inside))
+    plan = GroupPlan(conds, sites, {g.id: [] for g in ir.groups}, [])
+    if not ir.groups:
+        return plan
+    # (value's task, the body that reads it, "data" | "condition", who reads it)
+    reads: list[tuple[str, str | None, str, str]] = []
+    for t in ir.tasks:
+        for inp in t.inputs.values():
+            if isinstance(inp, OutputInput):
+                reads.append((inp.task, t.group, "data", f"task {t.id}"))
+        reads += [(c.task, t.group, "condition", f"task {t.id}") for c in plan.local(ir, t)]
+    for g in ir.groups:
+        reads += [(x, g.parent, "data", f"sub-pipeline {g.id}") for x in group_inputs(ir, g.id)[0]]
+        reads += [(c.task, g.parent, "condition", f"sub-pipeline {g.id}") for c in sites[g.id]]
+    returned: dict[str, set[str]] = {g.id: set() for g in ir.groups}
+    for x, scope, kind, who in reads:
+        h = holder(ir, x, scope)
+        if h is None:
+            if kind == "condition":
+                plan.problems.append((who, f"runs under a condition on {x}, outside its "
+                                      "sub-pipeline, that not all of the sub-pipeline's tasks "
+                                      "run under: call the whole sub-pipeline inside up.when()"))
+            continue  # a data input: the call site passes it in
+        if h.kind == "task":
+            continue
+        tested = {c for c in conds[x] if c not in plan.around(ir, scope)} - set(sites[h.id])
+        if tested:
+            plan.problems.append((who, f"reads {x}, which runs under up.when() inside "
+                                  f"sub-pipeline {h.id}: KFP returns a sub-pipeline's outputs "
+                                  "only from the top level of its function, not from a dsl.If"))
+        chain = ancestry(ir, ir.task(x).group)
+        for gid in chain[:chain.index(h.id) + 1]:
+            returned[gid].add(x)
+    for g in ir.groups:
+        plan.outputs[g.id] = [t for t in ir.topo_order() if t in returned[g.id]]
+        plan.problems += [(f"task {t}", f"is read outside sub-pipeline {g.id}, whose outputs "
+                           "are NamedTuple fields, which cannot start with an underscore")
+                          for t in plan.outputs[g.id] if t.startswith("_")]
+        if not group_members(ir, g.id) or set(group_members(ir, g.id)) <= set(never_runs(ir)):
+            plan.problems.append((f"sub-pipeline {g.id}", "none of its tasks can run: KFP "
+                                  "refuses a pipeline without tasks"))
+    return plan
 
 
 # ---------------------------------------------------------------- components
@@ -335,21 +502,58 @@ def never_runs(ir: Pipeline) -> list[str]:
 
 @dataclass
 class _Scope:
-    tasks: list[str]
+    nodes: list[Node]  # tasks and sub-pipeline calls of one body, under the same dsl.If tests
     children: dict[Condition, _Scope]
 
 
-def _scope_tree(ir: Pipeline, conds: dict[str, tuple[Condition, ...]]) -> _Scope:
+def _scope_tree(ir: Pipeline, gp: GroupPlan, scope: str | None) -> _Scope:
+    """The dsl.If nesting of one body: the pipeline's (None) or a sub-pipeline's."""
     root = _Scope([], {})
     left_out = set(never_runs(ir))
-    for tid in ir.topo_order():
-        if tid in left_out:
-            continue
-        scope = root
-        for c in conds[tid]:
-            scope = scope.children.setdefault(c, _Scope([], {}))
-        scope.tasks.append(tid)
+    if ir.groups:
+        nodes = children(ir, scope)
+    else:  # the order of pipelines without sub-pipelines, as before them
+        nodes = [Node("task", tid) for tid in ir.topo_order()]
+    for node in nodes:
+        if node.kind == "task":
+            if node.id in left_out:
+                continue
+            tests = gp.local(ir, ir.task(node.id))
+        else:
+            if set(group_members(ir, node.id)) <= left_out:
+                continue
+            tests = gp.sites[node.id]
+        level = root
+        for c in tests:
+            level = level.children.setdefault(c, _Scope([], {}))
+        level.nodes.append(node)
     return root
+
+
+def _ref(ir: Pipeline, task_id: str, scope: str | None, names: Names) -> cst.BaseExpression:
+    """A task's output as the body of ``scope`` sees it: its own task's ``.output``
+    (``dsl.Collected`` for a fan-out), an inner sub-pipeline's returned output, or the
+    parameter that brought it into this sub-pipeline."""
+    node = holder(ir, task_id, scope)
+    if node is None:
+        assert scope is not None
+        return cg.name(names.group[scope].inputs[task_id])
+    if node.kind == "group":
+        return cst.Subscript(_attr(names.group[node.id].task, "outputs"),
+                             [cst.SubscriptElement(cst.Index(cg.literal(task_id)))])
+    ref = _attr(names.task[task_id], "output")
+    if ir.task(task_id).map_over is not None:
+        return _call(_attr("dsl", "Collected"), ref)
+    return ref
+
+
+def _var(ir: Pipeline, task_id: str, scope: str | None, names: Names) -> str | None:
+    """The variable a body waits on for a task (``.after``): its task or the inner
+    sub-pipeline call holding it; None outside the body (the call site waits instead)."""
+    node = holder(ir, task_id, scope)
+    if node is None:
+        return None
+    return names.task[task_id] if node.kind == "task" else names.group[node.id].task
 
 
 def _task_arg(ir: Pipeline, task: Task, arg: str, names: Names) -> cst.BaseExpression:
@@ -357,10 +561,7 @@ def _task_arg(ir: Pipeline, task: Task, arg: str, names: Names) -> cst.BaseExpre
     if arg == task.map_over:
         return cg.name(names.item[task.id])
     if isinstance(inp, OutputInput):
-        ref = _attr(names.task[inp.task], "output")
-        if ir.task(inp.task).map_over is not None:
-            return _call(_attr("dsl", "Collected"), ref)
-        return ref
+        return _ref(ir, inp.task, task.group, names)
     if isinstance(inp, ParamInput):
         return cg.name(inp.name)
     raise AssertionError(arg)
@@ -398,8 +599,12 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
     if plan.deadline is not None:
         out.append(_line(_call(_attr("kubernetes", "set_timeout"), cg.name(var),
                                cg.literal(plan.deadline))))
+    waits: list[str] = []
     for dep in task.after:
-        method("after", cg.name(names.task[dep]))
+        dep_var = _var(ir, dep, task.group, names)
+        if dep_var is not None and dep_var not in waits:
+            waits.append(dep_var)
+            method("after", cg.name(dep_var))
     if task.run_if == "all_done":
         # triggerPolicy ALL_UPSTREAM_TASKS_COMPLETED: runs once its upstream tasks are in any
         # final state (kfp/compiler/pipeline_spec_builder.py ~1584); run_if tasks take no task
@@ -409,7 +614,7 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
         src = task.inputs[task.map_over]
         items: cst.BaseExpression
         if isinstance(src, OutputInput):
-            items = _attr(names.task[src.task], "output")
+            items = _ref(ir, src.task, task.group, names)
         else:
             assert isinstance(src, LiteralInput)
             items = cg.literal([json.dumps(v) for v in src.value])  # type: ignore[union-attr]
@@ -428,37 +633,155 @@ def _else_of(cond: Condition) -> Condition:
     return cond.model_copy(update={"expect": not cond.expect, "otherwise": True})
 
 
-def _condition_expr(ir: Pipeline, cond: Condition, names: Names, sources: set[str]) -> cst.BaseExpression:
+def _condition_expr(ir: Pipeline, cond: Condition, names: Names, sources: set[str],
+                    scope: str | None) -> cst.BaseExpression:
     kind = mapping.output_kind(ir, ir.task(cond.task), sources)
     expected = cond.expect if kind == "bool" else json.dumps(cond.expect)
     return _call(_attr("dsl", "If"), cst.Comparison(
-        _attr(names.task[cond.task], "output"),
+        _ref(ir, cond.task, scope, names),
         [cst.ComparisonTarget(cst.Equal(), cg.literal(expected))]))
 
 
+def _group_call(ir: Pipeline, group: Group, names: Names) -> list[cst.BaseStatement]:
+    """A sub-pipeline called in its parent's body: the call (its inputs from there), the
+    tasks it waits for without reading them, and its alerts task."""
+    gn = names.group[group.id]
+    tasks, params = group_inputs(ir, group.id)
+    kwargs = [(gn.inputs[t], _ref(ir, t, group.parent, names)) for t in tasks]
+    kwargs += [(p, cg.name(p)) for p in params]
+    out: list[cst.BaseStatement] = [
+        _assign(gn.task, _call(cg.name(gn.func), kwargs=kwargs)),
+        _line(_call(_attr(gn.task, "set_display_name"), cg.literal(group.id))),
+    ]
+    inside = set(group_members(ir, group.id))
+    waits: list[str] = []
+    for tid in group_members(ir, group.id):
+        for dep in ir.task(tid).after:
+            dep_var = None if dep in inside else _var(ir, dep, group.parent, names)
+            if dep_var is not None and dep_var not in waits:
+                waits.append(dep_var)
+                out.append(_line(_call(_attr(gn.task, "after"), cg.name(dep_var))))
+    if gn.alerts is not None:
+        # The group's alerts: a task after the call that takes its PipelineTaskFinalStatus.
+        # kfp allows that input on an ignore_upstream_failure() task with exactly one upstream
+        # task, and points it at that task (kfp/compiler/pipeline_spec_builder.py ~1584-1619);
+        # the KFP backend compiles such a task as an exit lifecycle hook of that task
+        # (kubeflow/pipelines backend/src/v2/compiler/argocompiler/dag.go, DAG(): tasks with
+        # ALL_UPSTREAM_TASKS_COMPLETED "need to be set as lifecycle hooks"), so it runs once,
+        # when the sub-pipeline has ended. A dsl.ExitHandler around the call cannot be used:
+        # no task outside it may read or wait for a task inside it (compiler_utils.py ~755).
+        var = gn.alerts_task
+        out += [
+            _assign(var, _call(cg.name(gn.alerts))),
+            _line(_call(_attr(var, "set_display_name"), cg.literal(f"{group.id} alerts"))),
+            _line(_call(_attr(var, "set_caching_options"), cg.literal(False))),
+            _line(_call(_attr(var, "after"), cg.name(gn.task))),
+            _line(_call(_attr(var, "ignore_upstream_failure"))),
+        ]
+    return out
+
+
 def _emit_scope(ir: Pipeline, scope: _Scope, names: Names, plans: dict[str, mapping.TaskPlan],
-                sources: set[str]) -> list[cst.BaseStatement]:
+                sources: set[str], body_of: str | None = None) -> list[cst.BaseStatement]:
     body: list[cst.BaseStatement] = []
-    for tid in scope.tasks:
-        body.extend(_task_statements(ir, ir.task(tid), names, plans[tid]))
+    for node in scope.nodes:
+        if node.kind == "task":
+            body.extend(_task_statements(ir, ir.task(node.id), names, plans[node.id]))
+        else:
+            body.extend(_group_call(ir, ir.group(node.id), names))
     paired: set[Condition] = set()
     for cond, child in scope.children.items():
         if cond in paired:
             continue
-        body.append(_with(_condition_expr(ir, cond, names, sources),
-                          _emit_scope(ir, child, names, plans, sources)))
+        body.append(_with(_condition_expr(ir, cond, names, sources, body_of),
+                          _emit_scope(ir, child, names, plans, sources, body_of)))
         other = _else_of(cond)
         if not cond.otherwise and other in scope.children:
             # up.otherwise(): dsl.Else right after its dsl.If (kfp/dsl/tasks_group.py ~340:
             # it negates the conditions of the last group, which must be a dsl.If)
             paired.add(other)
             body.append(_with(_call(_attr("dsl", "Else")),
-                              _emit_scope(ir, scope.children[other], names, plans, sources)))
+                              _emit_scope(ir, scope.children[other], names, plans, sources,
+                                          body_of)))
     return body
 
 
+def _value_annotation(ir: Pipeline, task_id: str, sources: set[str]) -> str:
+    """The KFP type of a task's output where another body receives it (as its consumers'
+    component inputs take it: mapping.input_kind)."""
+    task = ir.task(task_id)
+    if task.map_over is not None:
+        return "list"  # dsl.Collected
+    kind = mapping.output_kind(ir, task, sources)
+    return {"items": "list", "json": "str"}.get(kind, kind)
+
+
+def group_alerts_component_def(ir: Pipeline, group: Group, names: Names,
+                               default_image: str) -> cst.FunctionDef:
+    body = [
+        _docstring(f"Delivers sub-pipeline {group.id}'s alerts once it has ended."),
+        *_code_line(ir),
+        cst.SimpleStatementLine([cst.ImportFrom(
+            module=_attr("unipipe_kubeflow", "adapter"),
+            names=[cst.ImportAlias(cst.Name("group_alerts"))])]),
+        cst.SimpleStatementLine([cst.Expr(_call(
+            cg.name("group_alerts"),
+            kwargs=[("alerts", cg.literal(group_alerts_spec(group))),
+                    ("pipeline", cg.literal(ir.name)),
+                    ("group", cg.literal(group.id)),
+                    ("status", cg.name("status"))]))], leading_lines=[cst.EmptyLine()]),
+    ]
+    name = names.group[group.id].alerts
+    assert name is not None
+    return _func(name, [_param("status", _attr("dsl", "PipelineTaskFinalStatus"))],
+                 body, returns=None,
+                 decorator=_component_decorator(_image(ir, None, default_image), ir))
+
+
+def group_outputs_def(ir: Pipeline, group: Group, names: Names, gp: GroupPlan,
+                      sources: set[str]) -> cst.ClassDef:
+    """The NamedTuple a sub-pipeline returns: one field per task output read outside it.
+    kfp names a graph component's outputs after the fields (kfp/dsl/component_factory.py
+    ~335-350) and wires each to the task that produced it (``valueFromParameter`` of the
+    DAG's outputs, pipeline_spec_builder.py ``_build_dag_outputs`` ~537)."""
+    name = names.group[group.id].outputs
+    assert name is not None
+    fields = [_line(cst.AnnAssign(cg.name(t), cst.Annotation(
+        cst.parse_expression(_value_annotation(ir, t, sources)))))
+        for t in gp.outputs[group.id]]
+    return cst.ClassDef(
+        name=cg.name(name), bases=[cst.Arg(cg.name("NamedTuple"))],
+        body=cst.IndentedBlock([
+            _docstring(f"The outputs of sub-pipeline {group.id} read outside it."), *fields]),
+        leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+
+
+def group_def(ir: Pipeline, group: Group, names: Names, plans: dict[str, mapping.TaskPlan],
+              sources: set[str], gp: GroupPlan) -> cst.FunctionDef:
+    """A sub-pipeline as a KFP pipeline used as a component (a graph component,
+    kfp/dsl/graph_component.py): its inputs are what its tasks read from outside it, its
+    outputs what is read of it outside."""
+    gn = names.group[group.id]
+    tasks, params = group_inputs(ir, group.id)
+    args = [_param(gn.inputs[t], _value_annotation(ir, t, sources)) for t in tasks]
+    args += [_param(p, mapping.param_annotation(ir.param(p).type)) for p in params]
+    body: list[cst.BaseStatement] = []
+    if group.doc:
+        body.append(_docstring(group.doc))
+    body += _emit_scope(ir, _scope_tree(ir, gp, group.id), names, plans, sources, group.id)
+    if gn.outputs is not None:
+        body.append(cst.SimpleStatementLine([cst.Return(_call(
+            cg.name(gn.outputs),
+            kwargs=[(t, _ref(ir, t, group.id, names)) for t in gp.outputs[group.id]]))]))
+    decorator_kw = [("name", cg.literal(group.pipeline))]
+    if group.doc:
+        decorator_kw.append(("description", cg.literal(group.doc)))
+    return _func(gn.func, args, body, returns=gn.outputs,
+                 decorator=_call(_attr("dsl", "pipeline"), kwargs=decorator_kw))
+
+
 def pipeline_def(ir: Pipeline, names: Names, plans: dict[str, mapping.TaskPlan],
-                 sources: set[str]) -> cst.FunctionDef:
+                 sources: set[str], gp: GroupPlan) -> cst.FunctionDef:
     params = []
     required = [p for p in ir.params if p.required] + [p for p in ir.params if not p.required]
     for p in required:
@@ -472,7 +795,7 @@ def pipeline_def(ir: Pipeline, names: Names, plans: dict[str, mapping.TaskPlan],
     body: list[cst.BaseStatement] = []
     if ir.description:
         body.append(_docstring(ir.description))
-    tasks = _emit_scope(ir, _scope_tree(ir, effective_conditions(ir)), names, plans, sources)
+    tasks = _emit_scope(ir, _scope_tree(ir, gp, None), names, plans, sources)
     if ir.alerts:
         body.append(_assign("pipeline_alerts", _call(cg.name(ALERTS_COMPONENT))))
         body.append(_line(_call(_attr("pipeline_alerts", "set_display_name"),
@@ -497,12 +820,17 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
     sources = mapping.mapped_sources(ir)
     plans = {t.id: mapping.plan_task(ir, t, sources) for t in ir.tasks}
     groups = component_groups(ir, plans, sources, default_image)
-    names = names_for(ir, groups)
+    gp = group_plan(ir)
+    names = names_for(ir, groups, gp.outputs)
     uses_timeout = any(p.deadline is not None for p in plans.values())
-    imports: list[cst.BaseStatement] = [
-        cst.SimpleStatementLine([cst.ImportFrom(module=cst.Name("kfp"),
-                                                names=[cst.ImportAlias(cst.Name("dsl"))])]),
-    ]
+    imports: list[cst.BaseStatement] = []
+    if any(gn.outputs for gn in names.group.values()):
+        imports.append(cst.SimpleStatementLine([cst.ImportFrom(
+            module=cst.Name("typing"), names=[cst.ImportAlias(cst.Name("NamedTuple"))])],
+            trailing_whitespace=cst.TrailingWhitespace()))
+    imports.append(cst.SimpleStatementLine(
+        [cst.ImportFrom(module=cst.Name("kfp"), names=[cst.ImportAlias(cst.Name("dsl"))])],
+        leading_lines=[cst.EmptyLine()] if imports else []))
     if uses_timeout:
         imports.append(cst.SimpleStatementLine([cst.ImportFrom(
             module=cst.Name("kfp"), names=[cst.ImportAlias(cst.Name("kubernetes"))])]))
@@ -512,10 +840,26 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
         body.append(code_fn.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()]))
     if ir.alerts:
         body.append(alerts_component_def(ir, default_image))
+    for g in ir.groups:
+        if g.alerts:
+            body.append(group_alerts_component_def(ir, g, names, default_image))
     for first, members in groups.items():
         body.append(component_def(ir, ir.task(first), names, plans[first], sources, default_image,
                                   shared=len(members) > 1))
-    body.append(pipeline_def(ir, names, plans, sources))
+    # @dsl.pipeline runs the function when it decorates it (kfp/dsl/graph_component.py ~62),
+    # so a sub-pipeline is defined before the one calling it: inner groups first
+    def define(g: Group) -> None:
+        for inner in ir.groups:
+            if inner.parent == g.id:
+                define(inner)
+        if names.group[g.id].outputs is not None:
+            body.append(group_outputs_def(ir, g, names, gp, sources))
+        body.append(group_def(ir, g, names, plans, sources, gp))
+
+    for g in ir.groups:
+        if g.parent is None:
+            define(g)
+    body.append(pipeline_def(ir, names, plans, sources, gp))
     main = cst.If(
         test=cst.parse_expression('__name__ == "__main__"'),
         body=cst.IndentedBlock([

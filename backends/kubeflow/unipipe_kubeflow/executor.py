@@ -11,7 +11,18 @@ Scheduling (KFP driver + Argo DAG)
     ``ALL_UPSTREAM_TASKS_COMPLETED`` ("all upstream tasks in any final state", KFP's
     pipeline_spec.proto; an ExitHandler's exit task, or ``.ignore_upstream_failure()``) runs
     once its upstream tasks have ended, whatever their state; an exit task receives the group's
-    ``PipelineTaskFinalStatus`` (``taskFinalStatus`` input: state SUCCEEDED/FAILED, error).
+    ``PipelineTaskFinalStatus`` (``taskFinalStatus`` input: state SUCCEEDED/FAILED, error). Such
+    a task after a task that never started fails without running, as the KFP driver fails to
+    resolve a status without the producer's execution (backend/src/v2/driver/resolve.go).
+Sub-pipelines (a pipeline used as a component: a ``dag`` component without a loop or a
+    condition)
+    Run as a nested DAG with the task's inputs as the DAG's inputs; its outputs are its
+    ``dag.outputs`` (``valueFromParameter``: a subtask's output parameter, itself a nested
+    DAG's output when that subtask is one). Its state is the DAG's: FAILED if one of its
+    tasks failed, and the tasks after it in the parent are then upstream-failed, or run if
+    they ignore upstream failure. A ``retryPolicy`` on a DAG task is not applied: the KFP
+    backend's Argo compiler retries container executors only (argocompiler/dag.go, the
+    ``ComponentSpec_Dag`` case builds a DAG driver and a DAG task, no retryStrategy).
     A DAG has failed if any of its tasks failed, even when a task after it then succeeded (this
     project's reading of Argo's DAG phase; not checked on a cluster).
     Independent branches keep running after a failure. Argo's DAG ``failFast`` (default on)
@@ -116,6 +127,14 @@ class SpecError(ValueError):
 
 class _MissingOutput(LookupError):
     """An upstream task succeeded without writing the output parameter a consumer reads."""
+
+
+class _ProducerNeverRan(LookupError):
+    """A ``taskFinalStatus`` input names a task that never started."""
+
+    def __init__(self, message: str, state: str):
+        super().__init__(message)
+        self.state = state
 
 
 # ---------------------------------------------------------------- small helpers
@@ -308,6 +327,12 @@ class SpecExecutor:
                     continue
             try:
                 args = self._resolve_inputs(task, inputs, outputs, states, errors)
+            except _ProducerNeverRan as exc:
+                states[name] = exc.state
+                if exc.state == FAILED:
+                    errors[name] = str(exc)
+                self._mark(task, exc.state, iterations, str(exc))
+                continue
             except _MissingOutput as exc:
                 # the KFP driver fails a task whose input parameter was never produced
                 states[name], errors[name] = FAILED, str(exc)
@@ -376,6 +401,16 @@ class SpecExecutor:
                 args[key] = src["runtimeValue"]["constant"]
             elif "taskFinalStatus" in src:
                 producer = src["taskFinalStatus"]["producerTask"]
+                if states[producer] == UPSTREAM_FAILED:
+                    # The KFP driver resolves the status from the producer's execution and
+                    # fails when there is none (kubeflow/pipelines backend/src/v2/driver/
+                    # resolve.go, TaskFinalStatus: "producer task, %v, not in tasks"): the
+                    # task fails without running, so a sub-pipeline that never started sends
+                    # no alert. (A producer skipped by a condition: its exit task sits in the
+                    # same dsl.If, so this is only reached with a skipped upstream.)
+                    raise _ProducerNeverRan(f"producer task, {producer}, not in tasks", FAILED)
+                if states[producer] == SKIPPED:
+                    raise _ProducerNeverRan(f"producer task {producer} was skipped", SKIPPED)
                 ok = states[producer] in _DONE_OK
                 args[key] = {
                     "state": "SUCCEEDED" if ok else "FAILED",

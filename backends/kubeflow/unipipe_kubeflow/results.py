@@ -5,6 +5,11 @@ events tell error types and messages, shim cache hits, and the alerts it deliver
 that the adapter short-circuited (non-retryable error already seen) is not an attempt; a launch
 killed at its deadline is one, and gets the trace event the shim could not write (as the
 reference runner writes one for a timeout it enforces); so does a hit of KFP's own cache.
+
+Executions are matched to IR tasks by display name (``taskInfo.name``), which the generated
+module sets to the IR id on every task, sub-pipeline members included (``<group>__<task>``),
+so a member is reported by its IR id whatever DAG it ran in. The sub-pipelines' own tasks
+(DAGs, not executions) and their alert tasks (``<group> alerts``) are not IR tasks.
 """
 
 from __future__ import annotations

@@ -132,3 +132,92 @@ def half_gated(flag: bool, n: int):
 @up.pipeline(name="gate-from-outside")
 def gate_from_outside(n: int = 3, limit: int = 10):
     return half_gated(over(n, limit), n)
+
+
+# ---------------------------------------------------------------- mapped sub-pipelines
+
+
+@up.task
+def shards(n: int) -> list:
+    return [{"id": i, "size": i + 2} for i in range(n)]
+
+
+@up.task
+def rows_of(shard: dict) -> list:
+    return list(range(shard["size"]))
+
+
+@up.task(retries=1)
+def weigh(rows: list, shard_id: int) -> int:
+    if shard_id == 1 and up.current().attempt < 2:
+        raise ConnectionError("shard 1 is not ready yet")
+    return sum(rows) * (shard_id + 1)
+
+
+@up.task
+def check(label: str) -> str:
+    if label == "b":
+        raise ValueError(f"label {label} is refused")
+    return label.upper()
+
+
+@up.pipeline(name="per-shard")
+def per_shard(shard: dict):
+    return weigh(rows_of(shard), shard["id"])
+
+
+@up.pipeline(name="per-label")
+def per_label(label: str):
+    return check(label)
+
+
+@up.pipeline(name="mapped-groups")
+def mapped_groups(n: int = 3, labels: list = ["a", "c"]):  # noqa: B006 - a parameter default
+    """A sub-pipeline mapped over a task's list output, two copies at a time (a key path on
+    the item, a retry in copy 1), one mapped over a parameter, one over a literal list; the
+    totals read each as a list."""
+    weights = per_shard.map(shard=shards(n), max_parallel=2)
+    upper = per_label.map(label=labels)
+    fixed = per_label.map(label=["x", "y"])
+    return total(weights), upper, fixed
+
+
+@up.pipeline(name="mapped-group-fails")
+def mapped_group_fails(labels: list = ["a", "b", "c"]):  # noqa: B006 - a parameter default
+    """Copy 1 fails: the others finish, the reader is upstream-failed."""
+    return announce(per_label.map(label=labels))
+
+
+@up.pipeline(name="map-over-a-key")
+def map_over_a_key(n: int = 2):
+    return per_label.map(label=shards(n)["names"])
+
+
+@up.pipeline(name="flagged")
+def flagged(x: int):
+    return over(x, 1)
+
+
+@up.pipeline(name="gate-on-a-copy")
+def gate_on_a_copy():
+    with up.when(flagged.map(x=[1, 2])):
+        announce(True)
+
+
+@up.pipeline(name="sum-each")
+def sum_each(n: int, labels: list):
+    """Two mapped sub-pipelines inside a plain one: over its task's output and over a
+    parameter it takes in; it returns the second's outputs as a list."""
+    firsts = per_shard.map(shard=shards(n))
+    return total(firsts), per_label.map(label=labels, max_parallel=1)
+
+
+@up.pipeline(name="mapped-inside-a-group")
+def mapped_inside_a_group(n: int = 2, labels: list = ["p", "q"]):  # noqa: B006 - a default
+    weight, upper = sum_each(n, labels)
+    return summary(upper), weight
+
+
+@up.task
+def summary(values: list) -> str:
+    return "/".join(values)

@@ -24,7 +24,7 @@ ALL = [F.fanout, F.retry_then_succeed, F.retries_exhausted, F.non_retryable, F.j
        F.timeout, F.quality_gate, F.success_alert, ml_training.training, kfp_cases.native_cache,
        kfp_cases.key_fn_cache, kfp_cases.cached_success_alert, kfp_cases.timeout_alerts,
        kfp_cases.shapes, kfp_cases.placement, kfp_subpipelines.nested_groups,
-       kfp_subpipelines.failing_groups]
+       kfp_subpipelines.failing_groups, kfp_subpipelines.mapped_groups]
 
 
 def compile_(pipeline, out: Path) -> tuple[str, dict, dict]:
@@ -136,6 +136,7 @@ GOLDEN_CASES = [ml_training.training, F.fanout, F.quality_gate, F.retries_exhaus
                 F.command_tasks,
                 F.limits,  # ParallelFor(parallelism=N)
                 kfp_subpipelines.nested_groups,  # nested + repeated sub-pipelines, group alerts
+                kfp_subpipelines.mapped_groups,  # sub-pipelines called inside dsl.ParallelFor
                 # a shared store, in every component's spec
                 with_store(up.load(F.cached), "s3://unipipe-store/runs")]
 

@@ -183,3 +183,125 @@ def test_the_final_status_of_a_task_that_never_started_fails_its_reader(tmp_path
     assert states["wrapper alerts"][0] == "SUCCEEDED"
     spec = yaml.safe_load(spec_path.read_text())
     assert "retryPolicy" not in str(spec["root"])
+
+
+# ---------------------------------------------------------------- mapped sub-pipelines
+
+
+def test_support_declares_mapped_groups_native():
+    from unipipe.compiler.registry import get_backend
+
+    note = get_backend("kubeflow").support()[Feature.SUBPIPELINE_MAP]
+    assert note.status is Status.NATIVE
+    assert "ParallelFor" in note.note and "for_loop.py" in note.note
+
+
+def _loop_of(spec: dict, display: str) -> tuple[dict, dict]:
+    """(the ParallelFor task around the call of sub-pipeline ``display``, its loop DAG)."""
+    for dag in [spec["root"]] + [c for c in spec["components"].values() if "dag" in c]:
+        for task in dag["dag"].get("tasks", {}).values():
+            loop = spec["components"][task["componentRef"]["name"]]
+            if "parameterIterator" in task and any(
+                    t["taskInfo"]["name"] == display for t in loop["dag"]["tasks"].values()):
+                return task, loop
+    raise AssertionError(f"no ParallelFor around {display}")
+
+
+def test_a_mapped_group_is_its_call_inside_a_parallel_for(tmp_path):
+    module, spec, _ = compile_(S.mapped_groups, tmp_path)
+    tree = ast.parse(module)
+    loops = [n for n in ast.walk(tree) if isinstance(n, ast.With)
+             and "ParallelFor" in ast.unparse(n.items[0].context_expr)]
+    assert [ast.unparse(w.items[0]) for w in loops] == [
+        "dsl.ParallelFor(items=per_label_items_task.output) as label_item",
+        "dsl.ParallelFor(items=['\"x\"', '\"y\"']) as label_item_",
+        "dsl.ParallelFor(items=shards_task.output, parallelism=2) as shard_item"]
+    # the loop body is the call alone, the item as the sub-pipeline's first argument
+    assert [ast.unparse(s) for s in loops[2].body] == [
+        "per_shard_task = per_shard_pipeline(shard=shard_item)",
+        "per_shard_task.set_display_name('per_shard')"]
+    # max_parallel=2 -> iteratorPolicy.parallelismLimit; the items are the task's LIST output
+    loop, body = _loop_of(spec, "per_shard")
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 2}
+    assert "inputParameter" in loop["parameterIterator"]["items"]
+    assert body["inputDefinitions"]["parameters"][loop["parameterIterator"]["itemInput"]] == {
+        "parameterType": "STRING"}
+    # the sub-pipeline's members read the item (a key path on it is the shim's: the spec)
+    call, comp = dag_of(spec, "per_shard")
+    assert comp["inputDefinitions"]["parameters"] == {"shard": {"parameterType": "STRING"}}
+    weigh = all_tasks(spec)["per_shard__weigh"]
+    assert weigh["inputs"]["parameters"]["shard_id"] == {"componentInputParameter": "shard"}
+    assert weigh["retryPolicy"]["maxRetryCount"] == 1
+    # a task outside reads a member as dsl.Collected: the loop DAG's LIST output, wired to
+    # the sub-pipeline task's own output
+    assert body["outputDefinitions"]["parameters"] == {
+        "pipelinechannel--per-shard-per_shard__weigh": {"parameterType": "LIST"}}
+    assert body["dag"]["outputs"]["parameters"][
+        "pipelinechannel--per-shard-per_shard__weigh"]["valueFromParameter"] == {
+        "outputParameterKey": "per_shard__weigh", "producerSubtask": next(
+            k for k, t in body["dag"]["tasks"].items() if t is call)}
+    assert "def total(values: list)" in module
+    # each member tells the adapter it runs once per item (task[i])
+    assert module.count("element=True") == 3  # rows_of, weigh, check (one component for
+    # per_label__check and per_label_2__check, told its task by unipipe_task_id)
+    # a parameter's JSON text becomes the list by a small component, a literal list is raw
+    param_loop, _ = _loop_of(spec, "per_label")
+    assert param_loop["parameterIterator"]["items"] == {
+        "inputParameter": "pipelinechannel--per-label-items-Output"}
+    assert all_tasks(spec)["per_label items"]["inputs"]["parameters"] == {
+        "items": {"componentInputParameter": "labels"}}
+    literal_loop, _ = _loop_of(spec, "per_label_2")
+    assert literal_loop["parameterIterator"]["items"] == {"raw": '["\\"x\\"", "\\"y\\""]'}
+    assert "iteratorPolicy" not in literal_loop
+
+
+@pytest.mark.parametrize(("pipeline", "message"), [
+    (S.map_over_a_key, "sub-pipeline per_label: map over a key path"),
+    (S.gate_on_a_copy, "condition on flagged__over, which runs once per item"),
+])
+def test_mapped_group_shapes_kfp_cannot_express_are_refused(pipeline, message, tmp_path):
+    with pytest.raises(UnsupportedFeature, match=message):
+        up.compile(pipeline, target="kubeflow", out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_mapped_groups_run_as_the_reference(webhook):
+    ref, kfp, _, _ = _both(S.mapped_groups, webhook)
+    assert _view(kfp) == _view(ref)
+    assert kfp.output == [25, ["A", "C"], ["X", "Y"]]  # (0+1) + (0+1+2)*2 + (0+..+3)*3
+    assert kfp.tasks["per_shard__weigh[1]"].attempts == 2
+    assert kfp.tasks["per_shard__weigh"].attempts == 4
+    assert kfp.tasks["per_label_2__check[1]"].output == "Y"
+
+
+def test_a_failed_copy_leaves_the_others_and_fails_the_reader(webhook):
+    ref, kfp, _, _ = _both(S.mapped_group_fails, webhook)
+    assert _view(kfp) == _view(ref)
+    assert [kfp.tasks[f"per_label__check[{i}]"].state for i in range(3)] == [
+        "success", "failed", "success"]
+    assert kfp.tasks["per_label__check"].error_type == "ValueError"
+    assert kfp.tasks["announce"].state == "upstream_failed"
+    assert kfp.state == "failed"
+
+
+def test_the_mapped_group_cases_run_on_kubeflow():
+    from pathlib import Path
+
+    from unipipe.harness.cases import load_case
+
+    root = Path(__file__).resolve().parents[2] / "comparisons" / "cases"
+    for case in ("subpipeline_map", "subpipeline_map_fails"):
+        assert load_case(root / case).declared("kubeflow") is None
+
+
+def test_a_mapped_group_inside_a_plain_one_returns_its_copies_as_a_list(webhook, tmp_path):
+    module, _, _ = compile_(S.mapped_inside_a_group, tmp_path)
+    assert "class SumEachOutputs(NamedTuple):" in module
+    assert "sum_each__per_label__check: list" in module  # returned as dsl.Collected
+    returned = next(ast.unparse(n) for n in ast.walk(ast.parse(module))
+                    if isinstance(n, ast.Return) and "SumEachOutputs" in ast.unparse(n))
+    assert ("sum_each__per_label__check=dsl.Collected("
+            "sum_each__per_label_task.outputs['sum_each__per_label__check'])") in returned
+    ref, kfp, _, _ = _both(S.mapped_inside_a_group, webhook)
+    assert _view(kfp) == _view(ref)
+    assert kfp.output == ["P/Q", 7]  # 1 + (0+1+2)*2

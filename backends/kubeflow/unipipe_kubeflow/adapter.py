@@ -74,8 +74,11 @@ def encode(value: Any, kind: str) -> Any:
 
 
 def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Mapping[str, str],
-                  output: str, emulate: Iterable[str] = (), task_id: str | None = None) -> Any:
-    """One attempt of one IR task; ``task_id`` is given when the component serves several."""
+                  output: str, emulate: Iterable[str] = (), task_id: str | None = None,
+                  element: bool = False) -> Any:
+    """One attempt of one IR task; ``task_id`` is given when the component serves several;
+    ``element``: the task runs once per item of a mapped sub-pipeline, in one iteration of its
+    ParallelFor, so it is that iteration's ``task[i]`` (as a task's own fan-out element is)."""
     from unipipe.runtime import store
     from unipipe.runtime.invoke import NonRetryable, run_attempt
 
@@ -85,7 +88,8 @@ def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Ma
 
     rid = run_id()
     iteration = os.environ.get("UNIPIPE_KFP_ITERATION")
-    map_index = int(iteration) if iteration not in (None, "") and spec.get("map_over") else None
+    map_index = (int(iteration) if iteration not in (None, "")
+                 and (spec.get("map_over") or element) else None)
     attempt = _attempt(rid, spec["id"], map_index)
     marker = f"{_scratch(rid, spec['id'], map_index)}/non-retryable"
     if attempt > 1:

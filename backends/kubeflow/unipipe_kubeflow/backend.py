@@ -115,10 +115,18 @@ SUPPORT: dict[Feature, Support] = {
                                  "when it ends; the shim delivers. Not a dsl.ExitHandler: no "
                                  "task outside one may read or wait for a task inside it "
                                  "(compiler_utils.py ~755). No failed_tasks in the payload"),
-    Feature.SUBPIPELINE_MAP: U("not built on this backend yet (it arrived in the core after "
-                               "sub-pipelines were; KFP itself could run it: a dsl.ParallelFor "
-                               "around the sub-pipeline's call, the copies' outputs as "
-                               "dsl.Collected); refused before writing until then"),
+    Feature.SUBPIPELINE_MAP: N("the sub-pipeline's call inside dsl.ParallelFor(items, "
+                               "parallelism=N) (iteratorPolicy.parallelismLimit, "
+                               "pipeline_spec_builder.py ~999): one iteration per item runs "
+                               "the whole sub-pipeline; a task outside reads a member as "
+                               "dsl.Collected(call.outputs[...]), a LIST in item order "
+                               "(compiler_utils.py ~366-411). Items from a task's output or a "
+                               "literal list; from a pipeline parameter through a small "
+                               "component that turns its JSON text into a list (kfp refuses to "
+                               "loop over a STRING, dsl/for_loop.py ~195-203). Refused: items "
+                               "from a key path or a fan-out, a condition on or a fan-out over "
+                               "a member from outside. KFP does not tell an iteration its "
+                               "index: copies are task[i] locally, not on a cluster"),
     Feature.PIPELINE_TIMEOUT: U("KFP 2.16 has no pipeline-level timeout (the same decorator "
                                 "and PipelineConfig; the IR spec has no run deadline); "
                                 "refused before writing"),
@@ -128,6 +136,7 @@ SUPPORT: dict[Feature, Support] = {
 def shape_problems(ir: Pipeline) -> list[Diagnostic]:
     """Pipeline shapes KFP cannot express natively (checked before anything is written)."""
     problems = []
+    from unipipe_kubeflow import mapping
     from unipipe_kubeflow.codegen import effective_conditions
 
     scoped = effective_conditions(ir)
@@ -149,16 +158,35 @@ def shape_problems(ir: Pipeline) -> list[Diagnostic]:
             if ir.task(c.task).map_over is not None:
                 problems.append(Diagnostic("error", Feature.CONDITION, "kubeflow",
                                            f"task {t.id}: condition on the fan-out {c.task}"))
+            home = mapping.mapped_group(ir, ir.task(c.task))
+            if home is not None and home != mapping.mapped_group(ir, t):
+                problems.append(Diagnostic("error", Feature.CONDITION, "kubeflow",
+                                           f"task {t.id}: condition on {c.task}, which runs "
+                                           "once per item of a mapped sub-pipeline"))
         if t.map_over is not None:
             src = t.inputs[t.map_over]
             if isinstance(src, ParamInput):
                 problems.append(Diagnostic("error", Feature.MAP, "kubeflow",
                                            f"task {t.id}: map over pipeline parameter {src.name} "
                                            "(map over a task's output instead)"))
-            elif isinstance(src, OutputInput) and (src.path or ir.task(src.task).map_over):
+            elif isinstance(src, OutputInput) and (
+                    src.path or ir.task(src.task).map_over
+                    or mapping.mapped_group(ir, ir.task(src.task)) is not None):
                 problems.append(Diagnostic("error", Feature.MAP, "kubeflow",
                                            f"task {t.id}: map over a key path or over another "
                                            "fan-out's output"))
+    for g in ir.groups:
+        src = g.items
+        if isinstance(src, (OutputInput, ParamInput)) and src.path:
+            problems.append(Diagnostic("error", Feature.SUBPIPELINE_MAP, "kubeflow",
+                                       f"sub-pipeline {g.id}: map over a key path (map over "
+                                       "a task's whole output instead)"))
+        elif isinstance(src, OutputInput) and (
+                ir.task(src.task).map_over
+                or mapping.mapped_group(ir, ir.task(src.task)) is not None):
+            problems.append(Diagnostic("error", Feature.SUBPIPELINE_MAP, "kubeflow",
+                                       f"sub-pipeline {g.id}: map over another fan-out's "
+                                       "output"))
     return problems
 
 

@@ -37,6 +37,7 @@ from unipipe.ir.groups import Node, ancestry, children
 from unipipe.ir.groups import members as group_members
 from unipipe.ir.models import (
     Condition,
+    ElementInput,
     Group,
     LiteralInput,
     OutputInput,
@@ -161,6 +162,13 @@ class GroupNames:
     #: outside task id -> the parameter that brings its output in (pipeline parameters keep
     #: their own names)
     inputs: dict[str, str]
+    #: a mapped sub-pipeline (``sub.map``): the ParallelFor loop variable around its call, the
+    #: parameter its function takes the item as, and, for items from a pipeline parameter, the
+    #: component that turns the parameter's JSON text into the list ParallelFor iterates
+    item: str = ""
+    element: str = ""
+    items: str | None = None
+    items_task: str = ""
 
 
 @dataclass
@@ -175,6 +183,14 @@ class Names:
 
 def _camel(identifier: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in identifier.split("_") if part)
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    """``base``, or ``base`` with underscores after it, not in ``taken`` (then added to it)."""
+    while base in taken:
+        base += "_"
+    taken.add(base)
+    return base
 
 
 def names_for(ir: Pipeline, groups: dict[str, list[str]],
@@ -209,15 +225,18 @@ def names_for(ir: Pipeline, groups: dict[str, list[str]],
             outputs=fresh(f"{_camel(g.id)}Outputs") if outputs.get(g.id) else None,
             alerts=fresh(f"{g.id}_alerts") if g.alerts else None,
             alerts_task=fresh(f"{g.id}_alerts_task") if g.alerts else "", inputs={})
+        if g.map_over is not None:
+            group[g.id].item = fresh(f"{g.map_over}_item")
+            if isinstance(g.items, ParamInput):
+                group[g.id].items = fresh(f"{g.id}_items")
+                group[g.id].items_task = fresh(f"{g.id}_items_task")
     for g in ir.groups:
         # a parameter is local to its function: unique there, and shadowing no module name
         local = set(taken)
         for tid in group_inputs(ir, g.id)[0]:
-            candidate = f"{tid}_output"
-            while candidate in local:
-                candidate += "_"
-            local.add(candidate)
-            group[g.id].inputs[tid] = candidate
+            group[g.id].inputs[tid] = _unique(f"{tid}_output", local)
+        if g.map_over is not None:
+            group[g.id].element = _unique(g.map_over, local)
     return Names(component, task, item, pipeline, shared, group)
 
 
@@ -239,6 +258,14 @@ def group_inputs(ir: Pipeline, group_id: str) -> tuple[list[str], list[str]]:
                 tasks.add(inp.task)
             elif isinstance(inp, ParamInput):
                 params.add(inp.name)
+    for g in ir.groups:
+        # a mapped sub-pipeline called inside this one: its ParallelFor, in this body, reads
+        # the items (its own call site reads them in its parent's body, not in its function)
+        if g.id != group_id and group_id in ancestry(ir, g.id):
+            if isinstance(g.items, OutputInput) and g.items.task not in inside_set:
+                tasks.add(g.items.task)
+            elif isinstance(g.items, ParamInput):
+                params.add(g.items.name)
     return ([t for t in ir.topo_order() if t in tasks],
             [p.name for p in ir.params if p.name in params])
 
@@ -308,6 +335,14 @@ def group_plan(ir: Pipeline) -> GroupPlan:
         reads += [(c.task, t.group, "condition", f"task {t.id}") for c in plan.local(ir, t)]
     for g in ir.groups:
         reads += [(x, g.parent, "data", f"sub-pipeline {g.id}") for x in group_inputs(ir, g.id)[0]]
+        if isinstance(g.items, OutputInput):  # the ParallelFor around a mapped one's call
+            reads.append((g.items.task, g.parent, "data", f"sub-pipeline {g.id}"))
+            gated = [c for c in conds[g.items.task] if c not in sites[g.id]
+                     and c not in {c for gid in ancestry(ir, g.parent) for c in sites[gid]}]
+            if gated:
+                plan.problems.append((f"sub-pipeline {g.id}", f"is mapped over {g.items.task}, "
+                                      "which runs under up.when(): call the sub-pipeline "
+                                      "inside the same up.when()"))
         reads += [(c.task, g.parent, "condition", f"sub-pipeline {g.id}") for c in sites[g.id]]
     returned: dict[str, set[str]] = {g.id: set() for g in ir.groups}
     for x, scope, kind, who in reads:
@@ -356,7 +391,9 @@ def component_groups(ir: Pipeline, plans: dict[str, mapping.TaskPlan], sources: 
         spec = {k: v for k, v in task_spec(ir, task).items() if k != "id"}
         inputs = [(a, *mapping.input_kind(ir, task, a, sources)) for a in mapping.component_inputs(task)]
         key = json.dumps([spec, inputs, plans[task.id].output_kind, plans[task.id].emulate,
-                          _image(ir, task, default_image)], sort_keys=True, default=str)
+                          _image(ir, task, default_image),
+                          mapping.mapped_group(ir, task) is not None],
+                         sort_keys=True, default=str)
         groups.setdefault(key, []).append(task.id)
     return {members[0]: members for members in groups.values()}
 
@@ -418,6 +455,10 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
         del spec["id"]
         params.append(_param(TASK_ID_ARG, "str"))
         extra.append(("task_id", cg.name(TASK_ID_ARG)))
+    if mapping.mapped_group(ir, task) is not None:
+        # runs once per item of a mapped sub-pipeline: the adapter reports each copy as
+        # task[i], i the loop iteration (the spec has no map_over: the group fans out)
+        extra.append(("element", cg.literal(True)))
     returns = {"items": "list", "json": "str"}.get(plan.output_kind, plan.output_kind)
     # A command task is a Python component like any other: the shim runs its argv without a
     # shell and its stdout's last line is the output. A dsl.container_component returns only
@@ -446,6 +487,24 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
     ]
     return _func(names.component[task.id], params, body, returns=returns,
                  decorator=_component_decorator(_image(ir, task, default_image), ir))
+
+
+def items_component_def(ir: Pipeline, group: Group, names: Names,
+                        default_image: str) -> cst.FunctionDef:
+    """For a sub-pipeline mapped over a pipeline parameter: the parameter's JSON text as the
+    list of JSON texts ``dsl.ParallelFor`` iterates (as a task output mapped over travels,
+    mapping.output_kind "items"). Standard library only: it needs no unipipe."""
+    name = names.group[group.id].items
+    assert name is not None
+    body = [
+        _docstring(f"The items of mapped sub-pipeline {group.id}, one JSON text each."),
+        _line(cst.Import([cst.ImportAlias(cst.Name("json"))])),
+        cst.SimpleStatementLine([cst.Return(cst.parse_expression(
+            "[json.dumps(item) for item in json.loads(items)]"))],
+            leading_lines=[cst.EmptyLine()]),
+    ]
+    return _func(name, [_param("items", "str")], body, returns="list",
+                 decorator=_component_decorator(_image(ir, None, default_image), ir))
 
 
 def alerts_component_def(ir: Pipeline, default_image: str) -> cst.FunctionDef:
@@ -539,8 +598,15 @@ def _ref(ir: Pipeline, task_id: str, scope: str | None, names: Names) -> cst.Bas
         assert scope is not None
         return cg.name(names.group[scope].inputs[task_id])
     if node.kind == "group":
-        return cst.Subscript(_attr(names.group[node.id].task, "outputs"),
-                             [cst.SubscriptElement(cst.Index(cg.literal(task_id)))])
+        out = cst.Subscript(_attr(names.group[node.id].task, "outputs"),
+                            [cst.SubscriptElement(cst.Index(cg.literal(task_id)))])
+        if ir.group(node.id).map_over is not None:
+            # a mapped sub-pipeline's task, read after its ParallelFor: every copy's value,
+            # in item order (kfp/compiler/compiler_utils.py ~366-411 accepts Collected of a
+            # graph component's output read outside the loop; the loop DAG's output is then
+            # a LIST, valueFromParameter of the sub-pipeline's task)
+            return _call(_attr("dsl", "Collected"), out)
+        return out
     ref = _attr(names.task[task_id], "output")
     if ir.task(task_id).map_over is not None:
         return _call(_attr("dsl", "Collected"), ref)
@@ -560,6 +626,8 @@ def _task_arg(ir: Pipeline, task: Task, arg: str, names: Names) -> cst.BaseExpre
     inp = task.inputs[arg]
     if arg == task.map_over:
         return cg.name(names.item[task.id])
+    if isinstance(inp, ElementInput):
+        return cg.name(names.group[inp.group].element)  # the item this copy runs for
     if isinstance(inp, OutputInput):
         return _ref(ir, inp.task, task.group, names)
     if isinstance(inp, ParamInput):
@@ -649,6 +717,8 @@ def _group_call(ir: Pipeline, group: Group, names: Names) -> list[cst.BaseStatem
     tasks, params = group_inputs(ir, group.id)
     kwargs = [(gn.inputs[t], _ref(ir, t, group.parent, names)) for t in tasks]
     kwargs += [(p, cg.name(p)) for p in params]
+    if group.map_over is not None:
+        kwargs.insert(0, (gn.element, cg.name(gn.item)))
     out: list[cst.BaseStatement] = [
         _assign(gn.task, _call(cg.name(gn.func), kwargs=kwargs)),
         _line(_call(_attr(gn.task, "set_display_name"), cg.literal(group.id))),
@@ -678,6 +748,43 @@ def _group_call(ir: Pipeline, group: Group, names: Names) -> list[cst.BaseStatem
             _line(_call(_attr(var, "after"), cg.name(gn.task))),
             _line(_call(_attr(var, "ignore_upstream_failure"))),
         ]
+    if group.map_over is not None:
+        return _mapped_call(ir, group, names, out)
+    return out
+
+
+def _mapped_call(ir: Pipeline, group: Group, names: Names,
+                 call: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
+    """A mapped sub-pipeline (``sub.map(x=items, max_parallel=N)``): its call inside a
+    ``dsl.ParallelFor`` over the items, so each item runs the whole sub-pipeline once (a copy
+    is one iteration of the loop's DAG, kfp/compiler/pipeline_spec_builder.py: the loop task's
+    ``parameterIterator``; the sub-pipeline's task inside it)."""
+    gn = names.group[group.id]
+    src = group.items
+    out: list[cst.BaseStatement] = []
+    items: cst.BaseExpression
+    if isinstance(src, OutputInput):
+        items = _ref(ir, src.task, group.parent, names)  # an "items" output: a LIST
+    elif isinstance(src, ParamInput):
+        # A pipeline parameter holding a list travels as JSON text (mapping.param_annotation),
+        # and kfp refuses to loop over a STRING ("Cannot iterate over a single parameter",
+        # kfp/dsl/for_loop.py ~195-203): a component turns it into the list first
+        assert gn.items is not None
+        out += [
+            _assign(gn.items_task, _call(cg.name(gn.items), kwargs=[("items", cg.name(src.name))])),
+            _line(_call(_attr(gn.items_task, "set_display_name"),
+                        cg.literal(f"{group.id} items"))),
+        ]
+        items = _attr(gn.items_task, "output")
+    else:
+        assert isinstance(src, LiteralInput)
+        items = cg.literal([json.dumps(v) for v in src.value])  # type: ignore[union-attr]
+    loop = [("items", items)]
+    if group.max_parallel is not None:
+        # iteratorPolicy.parallelismLimit of the loop (kfp/compiler/pipeline_spec_builder.py
+        # ~999): at most N copies of the sub-pipeline scheduled at once
+        loop.append(("parallelism", cg.literal(group.max_parallel)))
+    out.append(_with(_call(_attr("dsl", "ParallelFor"), kwargs=loop), call, asname=gn.item))
     return out
 
 
@@ -706,11 +813,12 @@ def _emit_scope(ir: Pipeline, scope: _Scope, names: Names, plans: dict[str, mapp
     return body
 
 
-def _value_annotation(ir: Pipeline, task_id: str, sources: set[str]) -> str:
-    """The KFP type of a task's output where another body receives it (as its consumers'
-    component inputs take it: mapping.input_kind)."""
+def _value_annotation(ir: Pipeline, task_id: str, sources: set[str], scope: str | None) -> str:
+    """The KFP type of a task's output where the body of ``scope`` receives or returns it (as
+    its consumers' component inputs take it: mapping.input_kind)."""
     task = ir.task(task_id)
-    if task.map_over is not None:
+    home = mapping.mapped_group(ir, task)
+    if task.map_over is not None or (home is not None and home.id != scope):
         return "list"  # dsl.Collected
     kind = mapping.output_kind(ir, task, sources)
     return {"items": "list", "json": "str"}.get(kind, kind)
@@ -747,7 +855,7 @@ def group_outputs_def(ir: Pipeline, group: Group, names: Names, gp: GroupPlan,
     name = names.group[group.id].outputs
     assert name is not None
     fields = [_line(cst.AnnAssign(cg.name(t), cst.Annotation(
-        cst.parse_expression(_value_annotation(ir, t, sources)))))
+        cst.parse_expression(_value_annotation(ir, t, sources, group.id)))))
         for t in gp.outputs[group.id]]
     return cst.ClassDef(
         name=cg.name(name), bases=[cst.Arg(cg.name("NamedTuple"))],
@@ -763,8 +871,11 @@ def group_def(ir: Pipeline, group: Group, names: Names, plans: dict[str, mapping
     outputs what is read of it outside."""
     gn = names.group[group.id]
     tasks, params = group_inputs(ir, group.id)
-    args = [_param(gn.inputs[t], _value_annotation(ir, t, sources)) for t in tasks]
+    args = [_param(gn.inputs[t], _value_annotation(ir, t, sources, group.id)) for t in tasks]
     args += [_param(p, mapping.param_annotation(ir.param(p).type)) for p in params]
+    if group.map_over is not None:
+        # the item of this copy: one JSON text of the list the ParallelFor iterates
+        args.insert(0, _param(gn.element, "str"))
     body: list[cst.BaseStatement] = []
     if group.doc:
         body.append(_docstring(group.doc))
@@ -843,6 +954,8 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
     for g in ir.groups:
         if g.alerts:
             body.append(group_alerts_component_def(ir, g, names, default_image))
+        if names.group[g.id].items is not None:
+            body.append(items_component_def(ir, g, names, default_image))
     for first, members in groups.items():
         body.append(component_def(ir, ir.task(first), names, plans[first], sources, default_image,
                                   shared=len(members) > 1))

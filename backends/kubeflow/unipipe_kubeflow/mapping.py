@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unipipe.ir.features import Feature
-from unipipe.ir.models import LiteralInput, OutputInput, ParamInput, Pipeline, Task
+from unipipe.ir.models import (
+    ElementInput,
+    Group,
+    LiteralInput,
+    OutputInput,
+    ParamInput,
+    Pipeline,
+    Task,
+)
 
 #: KFP's hard cap on backoffMaxDuration (kfp/dsl/structures.py)
 KFP_MAX_RETRY_WINDOW = 3600
@@ -101,14 +109,27 @@ def plan_retry(retry: dict[str, Any] | None) -> tuple[RetryPlan | None, set[str]
 
 
 def mapped_sources(ir: Pipeline) -> set[str]:
-    """Tasks whose whole output some task maps over (their output travels as a list of items)."""
+    """Tasks whose whole output some task or mapped sub-pipeline maps over (their output
+    travels as a list of items)."""
     out = set()
     for t in ir.tasks:
         if t.map_over is not None:
             src = t.inputs[t.map_over]
             if isinstance(src, OutputInput):
                 out.add(src.task)
+    for g in ir.groups:
+        if isinstance(g.items, OutputInput):
+            out.add(g.items.task)
     return out
+
+
+def mapped_group(ir: Pipeline, task: Task) -> Group | None:
+    """The mapped sub-pipeline (``sub.map(...)``) a task runs in, once per item; None if
+    none. A mapped sub-pipeline holds tasks only (IR validation), so it is the task's own."""
+    if task.group is None:
+        return None
+    group = ir.group(task.group)
+    return group if group.map_over is not None else None
 
 
 def output_kind(ir: Pipeline, task: Task, sources: set[str] | None = None) -> str:
@@ -121,7 +142,8 @@ def output_kind(ir: Pipeline, task: Task, sources: set[str] | None = None) -> st
     items are JSON texts, so ``dsl.ParallelFor`` iterates it natively.
     """
     sources = mapped_sources(ir) if sources is None else sources
-    if task.map_over is not None:
+    if task.map_over is not None or mapped_group(ir, task) is not None:
+        # one value per iteration, collected (dsl.Collected) as a list of JSON texts
         return "json"
     if task.id in sources:
         return "items"
@@ -171,9 +193,14 @@ def input_kind(ir: Pipeline, task: Task, name: str, sources: set[str]) -> tuple[
     if name == task.map_over:
         return "str", "json"
     inp = task.inputs[name]
+    if isinstance(inp, ElementInput):
+        return "str", "json"  # one item of a list of JSON texts (the mapped group's loop)
     if isinstance(inp, OutputInput):
         producer = ir.task(inp.task)
-        if producer.map_over is not None:
+        home = mapped_group(ir, producer)
+        if producer.map_over is not None or (home is not None and home.id != task.group):
+            # a fan-out's outputs, or a mapped sub-pipeline member's read outside its copy:
+            # dsl.Collected, a list of JSON texts
             return "list", "json-list"
         kind = output_kind(ir, producer, sources)
         if kind == "items":

@@ -10,6 +10,13 @@ Executions are matched to IR tasks by display name (``taskInfo.name``), which th
 module sets to the IR id on every task, sub-pipeline members included (``<group>__<task>``),
 so a member is reported by its IR id whatever DAG it ran in. The sub-pipelines' own tasks
 (DAGs, not executions) and their alert tasks (``<group> alerts``) are not IR tasks.
+
+A mapped sub-pipeline's tasks run once per iteration of the ParallelFor around its call: each
+execution is reported as ``task[i]`` (i the iteration, which the local executor records and
+passes the shim, so the trace events carry it too), and the task itself as
+:func:`unipipe.result.aggregate_elements` of its copies (reference rule 12). When the loop
+never ran (the task its items come from failed), each task was recorded once, without an
+iteration, upstream-failed.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from unipipe.ir.models import Pipeline
 from unipipe.outputs import evaluate
-from unipipe.result import RunResult, TaskResult, aggregate_map
+from unipipe.result import RunResult, TaskResult, aggregate_elements, aggregate_map
 from unipipe.runtime import store, trace
 from unipipe_kubeflow import mapping
 from unipipe_kubeflow.executor import Execution, PipelineRunRecord
@@ -127,7 +134,8 @@ def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any]
         if not exes:
             results[tid] = TaskResult("skipped")
             continue
-        if task.map_over is None or not exes[0].iterations:
+        copies = mapping.mapped_group(ir, task) is not None
+        if (task.map_over is None and not copies) or not exes[0].iterations:
             r = _element(ir, exes[0], events, kind, None, record.run_id, timeout)
         else:
             parts = []
@@ -136,7 +144,7 @@ def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any]
                 part = _element(ir, exe, events, kind, i, record.run_id, timeout)
                 elements[f"{tid}[{i}]"] = part
                 parts.append(part)
-            r = aggregate_map(parts)
+            r = aggregate_elements(parts) if copies else aggregate_map(parts)
         results[tid] = r
         if r.state == "success":
             outputs[tid] = r.output

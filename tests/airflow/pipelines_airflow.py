@@ -219,3 +219,63 @@ def subpipeline_failures(n: int = 2):
     whose task fails alerts failure once, and the run fails although no task is after it."""
     alerted_never(explode(n))
     return alerted_sink(n)
+
+
+# ---------------------------------------------------------------- mapped sub-pipelines
+
+
+@up.task
+def shard_table(n: int) -> dict:
+    return {"shards": list(range(n)), "n": n}
+
+
+@up.task
+def offset_of(n: int) -> int:
+    return 100 * n
+
+
+@up.task
+def shifted(shard: int, offset: int) -> int:
+    return shard + offset
+
+
+@up.task
+def labelled(value: int, shard: int) -> str:
+    return f"{shard}:{value}"
+
+
+@up.task
+def joined(labels: list) -> str:
+    return ",".join(labels)
+
+
+@up.pipeline(name="shift-shard")
+def shift_shard(shard: int, offset: int):
+    """Shifts one shard by the offset and labels it."""
+    value = shifted(shard, offset)
+    return {"value": value, "label": labelled(value, shard)}
+
+
+@up.pipeline(name="mapped-groups")
+def mapped_groups(n: int = 3):
+    """A sub-pipeline mapped over a key of a task's output, two copies at a time, its tasks
+    reading another task's output; a task reads the labels as a list, a cleanup runs after."""
+    table = shard_table(n)
+    out = shift_shard.map(shard=table["shards"], offset=offset_of(n), max_parallel=2)
+    tidy().after(out["label"])
+    return {"labels": joined(out["label"]), "values": out["value"]}
+
+
+@up.pipeline(name="mapped-group-edges")
+def mapped_group_edges(one: list = [7]):  # noqa: B006 - a parameter default, never mutated
+    """One copy (its consumer still gets a list of one), and a copy-less group whose items'
+    task failed (every member upstream_failed)."""
+    single = shift_shard.map(shard=one, offset=offset_of(1))
+    broken = shift_shard.map(shard=explode(1), offset=offset_of(2))
+    return {"single": joined(single["label"]), "broken": joined(broken["label"])}
+
+
+@up.pipeline(name="mapped-group-empty")
+def mapped_group_empty():
+    """A sub-pipeline mapped over no items."""
+    return joined(shift_shard.map(shard=[], offset=offset_of(0))["label"])

@@ -146,6 +146,15 @@ def test_sub_pipelines_are_task_groups_whose_alerts_go_out_once(webhook):
     assert on_airflow == [("alerted_sink", "failure"), ("checked_total", "success")]
 
 
+def test_mapped_sub_pipelines_are_mapped_task_groups_with_one_copy_per_item():
+    """@task_group(...).partial().expand() on 2.11: copies as map indexes, the consumer's list
+    (one copy too), and a failed items task leaving every member upstream_failed."""
+    for pipeline in (pa.mapped_groups, pa.mapped_group_edges):
+        airflow = on_2_11(pipeline)
+        assert_same(airflow, local(pipeline))
+    assert airflow.tasks["shift_shard__labelled"].output == ["7:107"]
+
+
 def test_an_unknown_airflow_version_is_exit_2_naming_the_versions():
     proc = subprocess.run([sys.executable, "-m", "unipipe.cli", "run",
                            "pipelines.features:cached", "--backend", "airflow@2.9"],

@@ -50,6 +50,10 @@ CASES = {
     # gate and a run_if task inside groups, a group's alerts task, the watcher
     "subpipelines": (pa.subpipelines, "3.3"),
     "subpipelines-2.11": (pa.subpipelines, "2.11"),
+    # a mapped sub-pipeline: @task_group + .partial().expand(), max_parallel on each member,
+    # an items helper for a key path, the consumer's collected list, the watcher
+    "mapped-groups": (pa.mapped_groups, "3.3"),
+    "mapped-groups-2.11": (pa.mapped_groups, "2.11"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -58,7 +62,8 @@ ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        features.success_alert, ml_training.training, pa.hostile,
        pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
        pa.killed_once, features.command_tasks, features.limits, features.run_timeout,
-       pa.subpipelines, pa.subpipeline_failures]
+       pa.subpipelines, pa.subpipeline_failures, pa.mapped_groups, pa.mapped_group_edges,
+       pa.mapped_group_empty]
 _SUM_SQUARES = "Squares 1..n (one mapped task instance each) and sums them."
 #: the TaskGroups of ``subpipelines`` as DagBag sees them, on 3.3 and 2.11 alike: task ids are
 #: the IR's (no "group." prefix), the inner group keeps its IR id and its parent
@@ -74,6 +79,12 @@ SUBPIPELINE_GROUPS = {
     "sum_squares": {
         "parent": None, "tooltip": _SUM_SQUARES,
         "tasks": ["sum_squares__numbers", "sum_squares__square_it", "sum_squares__total"]},
+}
+
+#: the mapped TaskGroup of ``mapped-groups`` as DagBag sees it (3.3 and 2.11): the IR's ids
+MAPPED_GROUPS = {
+    "shift_shard": {"parent": None, "tooltip": "Shifts one shard by the offset and labels it.",
+                    "tasks": ["shift_shard__labelled", "shift_shard__shifted"]},
 }
 
 
@@ -330,6 +341,7 @@ def test_every_generated_dag_loads_on_airflow_3(tmp_path):
     ir = up.load(pa.subpipelines)
     assert set(bag["dags"]["subpipelines"]) == {t.id for t in ir.tasks} | {
         "checked_total__unipipe_alerts", "when_checked_total__is_big", "unipipe_watcher"}
+    assert bag["task_groups"]["mapped-groups"] == MAPPED_GROUPS
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -345,6 +357,7 @@ def test_every_generated_dag_loads_on_airflow_2_11(tmp_path, airflow2_python):
     assert bag["dags"]["quality-gate"] == sorted([
         "score", "passes", "when_passes", "register", "after_register"])
     assert bag["task_groups"]["subpipelines"] == SUBPIPELINE_GROUPS
+    assert bag["task_groups"]["mapped-groups"] == MAPPED_GROUPS
 
 
 def test_cli_airflow_version_selects_the_dialect_and_a_refusal_exits_2(tmp_path):
@@ -440,3 +453,76 @@ def test_cli_compile_of_a_group_with_retries_exits_2_and_writes_nothing(tmp_path
     assert proc.returncode == 2
     assert "subpipeline.retry" in proc.stderr and "TaskGroup takes no retries" in proc.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*"))
+
+
+# ---------------------------------------------------------------- mapped sub-pipelines
+
+
+def test_support_declares_mapped_subpipelines_native_with_max_parallel_per_member():
+    backend = Backend()
+    for version in backend.versions:
+        support = backend.support(version)[Feature.SUBPIPELINE_MAP]
+        assert support.status is Status.NATIVE
+        assert "max_active_tis_per_dagrun" in support.note and "each member" in support.note
+
+
+def _same_code(text: str) -> str:
+    return ast.unparse(ast.parse(text))
+
+
+def _decorated(fn: ast.FunctionDef) -> tuple[str, dict]:
+    dec = fn.decorator_list[0]
+    if isinstance(dec, ast.Call):
+        return ast.unparse(dec.func), {k.arg: ast.literal_eval(k.value) for k in dec.keywords}
+    return ast.unparse(dec), {}
+
+
+@pytest.mark.parametrize("version", ["3.3", "2.11"])
+def test_a_mapped_group_is_a_task_group_function_expanded_over_its_items(version, tmp_path):
+    text = _dag(pa.mapped_groups, tmp_path, version)
+    tree = ast.parse(text)
+    imported = {(n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    module = "airflow.sdk" if version == "3.3" else "airflow.decorators"
+    assert (module, "task_group") in imported
+    assert not any(name == "TaskGroup" for _, name in imported)  # no unmapped group here
+    dag_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
+    funcs = {n.name: n for n in dag_fn.body if isinstance(n, ast.FunctionDef)}
+    assert _decorated(funcs["shift_shard"]) == ("task_group", {
+        "prefix_group_id": False, "tooltip": "Shifts one shard by the offset and labels it."})
+    # the item and the outside output the members read are the group function's parameters
+    assert [a.arg for a in funcs["shift_shard"].args.args] == ["shard", "offset_of_result"]
+    body = ast.unparse(funcs["shift_shard"])
+    assert "shift_shard__shifted(shard=shard, offset=offset_of_result)" in body
+    assert "shift_shard__labelled(value=shift_shard__shifted_result, shard=shard)" in body
+    # it returns what the code after it needs (here both: the watcher waits for every task)
+    assert body.endswith("return (shift_shard__shifted_result, shift_shard__labelled_result)")
+    assert _same_code(
+        "shift_shard__shifted_result, shift_shard__labelled_result = shift_shard.partial("
+        "offset_of_result=offset_of_result).expand(shard=shift_shard_items_result)"
+    ) in ast.unparse(dag_fn)
+    # max_parallel=2 on every member; the key path goes through an items helper task
+    for member in ("shift_shard__shifted", "shift_shard__labelled"):
+        assert _decorated(funcs[member]) == ("task", {"max_active_tis_per_dagrun": 2})
+    assert 'map_items({"path": ["shards"]}, value)' in text
+    # the consumer outside re-reads every copy's output as a list (runtime._collected)
+    assert '"collect": {"labels": "shift_shard__labelled"}' in text
+
+
+def test_a_mapped_group_over_a_plain_output_expands_over_it_and_returns_only_what_is_read(
+        tmp_path):
+    case = ROOT / "comparisons" / "cases" / "subpipeline_map" / "case_subpipeline_map.py"
+    text = _dag(f"{case}:pipe", tmp_path)
+    code = ast.unparse(ast.parse(text))
+    assert "per_shard__score_result = per_shard.expand(shard=list_shards_result)" in code
+    assert "        return per_shard__score_result\n" in text
+    assert "'fan_out': True" in code  # list_shards hands its list over item by item
+    assert "per_shard_items" not in text and "unipipe_watcher" not in text
+    # the item's key path is applied by the shim: the task gets the whole item
+    assert "'paths': {'shard_id': ['id']}" in code
+    assert "per_shard__clean(rows=per_shard__load_shard_result, shard_id=shard)" in code
+
+
+def test_pipelines_without_mapped_groups_import_no_task_group_decorator(tmp_path):
+    for pipeline in (pa.subpipelines, features.fanout):
+        assert "task_group" not in _dag(pipeline, tmp_path / pipeline.name)

@@ -84,6 +84,9 @@ PLAN = {
     "killed-once": (pa.killed_once, {}, None),
     "subpipelines": (pa.subpipelines, {}, None),
     "subpipeline-failures": (pa.subpipeline_failures, {}, None),
+    "mapped-groups": (pa.mapped_groups, {}, None),
+    "mapped-group-edges": (pa.mapped_group_edges, {}, None),
+    "mapped-group-empty": (pa.mapped_group_empty, {}, None),
 }
 
 
@@ -295,7 +298,47 @@ def test_a_failed_group_alerts_once_a_group_that_never_ran_does_not_and_the_run_
     assert len(delivered(batch, airflow.run_id)) == 1
 
 
+def test_a_mapped_group_runs_one_copy_per_item_reported_as_task_i(batch):
+    """Each member has one task instance per item (its map index), the consumer reads the
+    copies' outputs as a list in item order, the cleanup after the group and the watcher
+    behave as without a map."""
+    airflow = run_of(batch, "mapped-groups")
+    assert_same(airflow, local(pa.mapped_groups))
+    assert airflow.output == {"labels": "0:300,1:301,2:302", "values": [300, 301, 302]}
+    assert [airflow.tasks[f"shift_shard__labelled[{i}]"].output for i in range(3)] == [
+        "0:300", "1:301", "2:302"]
+    assert airflow.tasks["shift_shard__shifted"].attempts == 3
+
+
+def test_one_copy_still_gives_a_list_and_a_failed_items_task_leaves_every_member_upstream_failed(
+        batch):
+    """Airflow 3 hands a single XCom over bare (sdk/execution_time/task_runner.py ~555): the
+    adapter re-reads a collected member as a list, so one copy gives ["7:107"], not "7:107"."""
+    airflow = run_of(batch, "mapped-group-edges")
+    assert_same(airflow, local(pa.mapped_group_edges))
+    assert airflow.tasks["joined"].output == "7:107"
+    assert airflow.tasks["shift_shard__labelled"].output == ["7:107"]
+    assert airflow.tasks["shift_shard_2__shifted"].state == "upstream_failed"
+    assert not any(t.startswith("shift_shard_2__") and "[" in t for t in airflow.tasks)
+    assert airflow.state == "failed"
+
+
 # ---------------------------------------------------------------- declared differences
+
+
+def test_a_mapped_group_over_no_items_skips_on_airflow_but_not_in_the_reference(batch):
+    """Declared in support()[SUBPIPELINE_MAP]: the group expands to no task instances, so
+    Airflow skips its tasks and their consumers; the reference gives each member [] and runs
+    the consumer."""
+    airflow = run_of(batch, "mapped-group-empty")
+    reference = local(pa.mapped_group_empty)
+    assert reference.tasks["shift_shard__labelled"].output == []
+    assert (reference.tasks["joined"].state, reference.output) == ("success", "")
+    assert {t: airflow.tasks[t].state for t in ("shift_shard__shifted", "shift_shard__labelled",
+                                                "joined")} == dict.fromkeys(
+        ("shift_shard__shifted", "shift_shard__labelled", "joined"), "skipped")
+    assert airflow.state == "success" and airflow.output is None
+
 
 
 def test_mapping_over_an_empty_list_skips_on_airflow_but_not_in_the_reference(batch):

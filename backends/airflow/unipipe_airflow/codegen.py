@@ -25,6 +25,11 @@ only place tasks: every dependency is still the task-level ``>>`` and XCom wirin
 never an operand of ``>>``), so trigger rules, short-circuit gates, mapped tasks and the
 watcher behave as without groups. Task and group ids share one namespace in a DAG
 (``sdk/definitions/dag.py`` ~1099 ``used_group_ids``): helper task ids avoid the group ids.
+
+A mapped sub-pipeline (``sub.map(x=items)``) is a ``@task_group(prefix_group_id=False)``
+function holding its members' calls, called as ``<group>.partial(...).expand(<param>=<items>)``
+(a MappedTaskGroup: every member gets one task instance per item; see
+:meth:`DagWriter._emit_mapped_group`). Pipelines without one are written as before.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from unipipe.ir.groups import children, members
 from unipipe.ir.models import (
     Cache,
     Condition,
+    ElementInput,
     Group,
+    Input,
     LiteralInput,
     OutputInput,
     ParamInput,
@@ -57,7 +64,7 @@ from unipipe_airflow.runtime import GROUP_ALERTS_TASK
 
 #: Names the generated module binds at top level or inside the DAG function.
 _MODULE_NAMES = {"dag", "task", "Param", "timedelta", "pendulum", "send_alerts", "UnipipeRetry",
-                 "RetryPolicy", "TaskGroup"}
+                 "RetryPolicy", "TaskGroup", "task_group"}
 #: Names Airflow injects into a TaskFlow function by parameter name (2.x and 3.x contexts):
 #: an input called like one of these would clash, so its parameter gets another name.
 _CONTEXT_KEYS = {
@@ -289,6 +296,12 @@ class DagWriter:
             if isinstance(inp, OutputInput) and not inp.path
             and self.ir.task(inp.task).map_over is None
         }
+        #: mapped sub-pipelines (``sub.map(x=items)``): a ``@task_group`` expanded over items
+        self.mapped_groups = {g.id: g for g in self.ir.groups if g.map_over is not None}
+        for g in self.mapped_groups.values():  # ... and their item lists, likewise
+            if (isinstance(g.items, OutputInput) and not g.items.path
+                    and self.ir.task(g.items.task).map_over is None):
+                self.fan_out_sources.add(g.items.task)
         referenced: set[str] = set()
         for t in self.ir.tasks:
             referenced.update(t.upstream())
@@ -305,6 +318,9 @@ class DagWriter:
             # that makes the run a success (airflow/models/dagrun.py ~1217): the watcher keeps
             # a run with a failed task failed, as with run_if tasks.
             self.watched = True
+        for g in self.mapped_groups.values():  # the task a mapped group takes its items from
+            if isinstance(g.items, OutputInput):
+                referenced.add(g.items.task)
         if self.watched:
             referenced.update(self.task_ids)
         self.referenced = referenced
@@ -363,6 +379,13 @@ class DagWriter:
             # scheduler counts them per (dag_id, run_id, task_id) before queueing more
             # (airflow/jobs/scheduler_job_runner.py ~919; BaseOperator, 2.11 and 3.x alike)
             args.append(_kw("max_active_tis_per_dagrun", literal(task.max_parallel)))
+        group = self.mapped_groups.get(task.group or "")
+        if group is not None and group.max_parallel is not None:
+            # a mapped TaskGroup takes no concurrency limit of its own (its fields:
+            # sdk/definitions/taskgroup.py ~734 MappedTaskGroup adds only expand_input), so
+            # each member gets it: at most N copies of each member run at once in one DAG run
+            # (the same scheduler count per task id, jobs/scheduler_job_runner.py ~919)
+            args.append(_kw("max_active_tis_per_dagrun", literal(group.max_parallel)))
         for key, value in plan.kwargs.items():
             if isinstance(value, Seconds):
                 self.uses_timedelta = True
@@ -432,7 +455,13 @@ class DagWriter:
             del spec["retry"]
         params = {name: inp.name for name, inp in task.inputs.items()
                   if isinstance(inp, ParamInput)}
-        upstream = [name for name, inp in task.inputs.items() if isinstance(inp, OutputInput)]
+        upstream = [name for name, inp in task.inputs.items()
+                    if isinstance(inp, (OutputInput, ElementInput))]
+        collect = {name: inp.task for name, inp in task.inputs.items()
+                   if isinstance(inp, OutputInput) and self._collected(task, inp.task)}
+        if collect:
+            # a member of a mapped group, read from outside it: every copy's output as a list
+            spec["collect"] = collect
         if task.map_over is not None:
             # The mapped input arrives item by item (from the source or a *_items helper).
             spec.get("literals", {}).pop(task.map_over, None)
@@ -559,7 +588,12 @@ class DagWriter:
     def items_def(self, task: Task, items_id: str, func: str) -> tuple[cst.FunctionDef, bool]:
         """The helper that produces the list a task fans out over; True if it takes an input."""
         assert task.map_over is not None
-        source = task.inputs[task.map_over]
+        return self._items_def(
+            task.inputs[task.map_over], items_id, func,
+            f"The list {task.id} fans out over, one item per mapped task instance.")
+
+    def _items_def(self, source: Input, items_id: str, func: str,
+                   doc: str) -> tuple[cst.FunctionDef, bool]:
         how: dict[str, Any] = {}
         takes_value = False
         if isinstance(source, LiteralInput):
@@ -573,7 +607,6 @@ class DagWriter:
             how["path"] = list(source.path)
         if self.ir.store is not None:  # large items are written to the shared store
             how["store"] = self.ir.store
-        doc = f"The list {task.id} fans out over, one item per mapped task instance."
         args = [cst.Arg(literal(how))]
         if takes_value:
             args.append(cst.Arg(cst.Name("value")))
@@ -647,6 +680,7 @@ class DagWriter:
         self._edges: list[cst.BaseStatement] = []
         self._out: dict[str, str | None] = {}  # task id -> the variable holding its XComArg
         self._gates: dict[Condition, str] = {}  # condition -> result variable of its gate
+        self._items: dict[str, str] = {}  # mapped group id -> its @task_group's item parameter
         defs, edges, out = self._defs, self._edges, self._out
         wiring: list[cst.BaseStatement] = []
         if ir.groups:
@@ -696,6 +730,8 @@ class DagWriter:
         for node in children(self.ir, group_id):
             if node.kind == "task":
                 self._emit_task(self.ir.task(node.id), wiring)
+            elif node.id in self.mapped_groups:
+                self._emit_mapped_group(self.mapped_groups[node.id], wiring)
             else:
                 wiring.append(self._group_block(self.ir.group(node.id)))
 
@@ -712,6 +748,95 @@ class DagWriter:
             args.append(_kw("tooltip", literal(group.doc)))
         return cst.With(items=[cst.WithItem(_call("TaskGroup", *args))],
                         body=cst.IndentedBlock(block))
+
+    def _collected(self, task: Task, source: str) -> bool:
+        """``task`` reads ``source``, a member of a mapped group ``task`` is not in."""
+        group = self.ir.task(source).group
+        return group in self.mapped_groups and task.group != group
+
+    def _emit_mapped_group(self, group: Group, wiring: list[cst.BaseStatement]) -> None:
+        """A mapped sub-pipeline: a ``@task_group`` function holding its members' calls,
+        called as ``<group>.partial(<outside outputs>).expand(<map_over>=<items>)``.
+
+        Airflow makes it a MappedTaskGroup (``sdk/definitions/decorators/task_group.py`` ~135
+        ``expand``; 2.11 ``decorators/task_group.py`` ~131): the function runs once at parse
+        time with a ``MappedArgument`` for the item, which each task instance resolves to item
+        ``map_index`` (``sdk/definitions/_internal/expandinput.py`` ~104). Every member is
+        expanded to one instance per item, and a member reading another member pulls the XCom
+        of the same map index (``sdk/execution_time/task_mapping.py`` ~90
+        ``get_relevant_map_indexes``; ``xcom_arg.py`` ~338), while its trigger rule looks at
+        the upstream instance of its own copy only (``ti_deps/deps/trigger_rule_dep.py``
+        ~165-245): a failure in copy i leaves the other copies alone. The group function
+        returns the members outside code needs (a consumer, an ``after`` edge, the watcher).
+        """
+        assert group.map_over is not None and group.items is not None
+        out = self._out
+        src = group.items
+        if isinstance(src, OutputInput) and not src.path:
+            items_var = self._var(out, src.task)
+        else:  # a literal, parameter or key path: a helper task hands the list over (XCom)
+            items_id = self._helper_id(f"{group.id}_items")
+            ifunc = self.names.claim(items_id)
+            idef, takes_value = self._items_def(
+                src, items_id, ifunc, f"The items sub-pipeline {group.id} runs for, one copy "
+                "of its task group each.")
+            self._defs.append(idef)
+            items_var = self.names.claim(f"{items_id}_result")
+            iargs = ([cst.Arg(cst.Name(self._var(out, src.task)))]
+                     if takes_value and isinstance(src, OutputInput) else [])
+            wiring.append(_assign(items_var, _call(ifunc, *iargs)))
+        func = self.names.claim(group.id)
+        item = self.names.claim(group.map_over)
+        self._items[group.id] = item
+        inside = members(self.ir, group.id)
+        # the outside outputs members read come in as partial() arguments, under the names
+        # of the variables that hold them outside (so a call reads the same either way)
+        passed = [t for t in self.ir.topo_order() if t not in inside and any(
+            isinstance(i, OutputInput) and i.task == t
+            for m in inside for i in self.ir.task(m).inputs.values())]
+        body: list[cst.BaseStatement] = []
+        outer_edges, self._edges = self._edges, []
+        try:
+            for tid in inside:  # tasks only (validation), in children() order
+                self._emit_task(self.ir.task(tid), body)
+            body.extend(self._edges)
+        finally:
+            self._edges = outer_edges
+        needed = [t for t in inside if self._needed_outside(t, inside)]
+        ret = [self._var(out, t) for t in needed]
+        if ret:
+            value: cst.BaseExpression = (cst.Name(ret[0]) if len(ret) == 1 else
+                                         cst.Tuple([cst.Element(cst.Name(r)) for r in ret],
+                                                   lpar=[], rpar=[]))
+            body.append(cst.SimpleStatementLine([cst.Return(value)]))
+        args = [_kw("prefix_group_id", literal(False))]
+        if func != group.id:
+            args.insert(0, _kw("group_id", literal(group.id)))
+        if group.doc:
+            args.append(_kw("tooltip", literal(group.doc)))
+        self._defs.append(_function(func, [item] + [self._var(out, t) for t in passed], body,
+                                    _call("task_group", *args)))
+        base: cst.BaseExpression = cst.Name(func)
+        if passed:
+            base = _call(cst.Attribute(base, cst.Name("partial")),
+                         *[_kw(self._var(out, t), cst.Name(self._var(out, t))) for t in passed])
+        call = _call(cst.Attribute(base, cst.Name("expand")), _kw(item, cst.Name(items_var)))
+        if not ret:
+            wiring.append(_stmt(call))
+        elif len(ret) == 1:
+            wiring.append(_assign(ret[0], call))
+        else:
+            wiring.append(cst.SimpleStatementLine([cst.Assign(
+                [cst.AssignTarget(cst.Tuple([cst.Element(cst.Name(r)) for r in ret],
+                                            lpar=[], rpar=[]))], call)]))
+
+    def _needed_outside(self, tid: str, inside: list[str]) -> bool:
+        """Code outside the group function refers to this member's variable."""
+        if self._out.get(tid) is None:
+            return False
+        if self.watched:
+            return True
+        return any(t.id not in inside and tid in t.upstream() for t in self.ir.tasks)
 
     def _emit_group_alerts(self, group: Group, block: list[cst.BaseStatement]) -> None:
         alerts_id = self._helper_id(f"{group.id}__{GROUP_ALERTS_TASK}")
@@ -765,10 +890,12 @@ class DagWriter:
             if name == task.map_over:
                 assert expand_source is not None
                 mapped.append(_kw(arg, cst.Name(expand_source)))
+            elif isinstance(inp := task.inputs[name], ElementInput):
+                # the item of this copy of the mapped group (the @task_group's parameter)
+                kwargs.append(_kw(arg, cst.Name(self._items[inp.group])))
             else:
-                src_task = task.inputs[name]
-                assert isinstance(src_task, OutputInput)
-                kwargs.append(_kw(arg, cst.Name(self._var(out, src_task.task))))
+                assert isinstance(inp, OutputInput)
+                kwargs.append(_kw(arg, cst.Name(self._var(out, inp.task))))
         if task.id in self.pods:
             kwargs.append(_kw("unipipe_context", literal(
                 _pod_context_text(sorted({i.name for i in task.inputs.values()
@@ -806,7 +933,9 @@ class DagWriter:
         stmts.append(cst.SimpleStatementLine([cst.Import([cst.ImportAlias(cst.Name("pendulum"))])],
                                              leading_lines=[cst.EmptyLine()] if stmts else []))
         names = ["dag", "task"]
-        if self.ir.groups and d.task_group == d.decorators:
+        if self.mapped_groups:  # @task_group lives next to @task on every line
+            names.append("task_group")
+        if any(g.map_over is None for g in self.ir.groups) and d.task_group == d.decorators:
             names.insert(0, "TaskGroup")
         if self.uses_policy:
             names.insert(0, "RetryPolicy")
@@ -817,7 +946,7 @@ class DagWriter:
             names=[cst.ImportAlias(cst.Name(n)) for n in names])]))
         if self.ir.params and d.params != d.decorators:
             stmts.append(_import(d.params, "Param"))
-        if self.ir.groups and d.task_group != d.decorators:
+        if any(g.map_over is None for g in self.ir.groups) and d.task_group != d.decorators:
             stmts.append(_import(d.task_group, "TaskGroup"))
         return stmts
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from unipipe.ir.models import Pipeline
 from unipipe.outputs import evaluate
-from unipipe.result import RunResult, TaskResult, aggregate_map
+from unipipe.result import RunResult, TaskResult, aggregate_elements, aggregate_map
 from unipipe.runtime import store, trace
 
 _STATES = {"success": "success", "failed": "failed", "upstream_failed": "upstream_failed",
@@ -103,6 +103,26 @@ def _task_result(ti: dict[str, Any] | None, xcom: Any, evs: list[dict[str, Any]]
     return TaskResult(state)
 
 
+def _copies(tid: str, records: Records, by: dict[tuple[str, int | None], list[dict[str, Any]]],
+            elements: dict[str, TaskResult]) -> TaskResult:
+    """A task of a mapped sub-pipeline (runner rule 12): one task instance per copy, its map
+    index the copy's (Airflow expands every task of a mapped task group with the group), each
+    reported as ``task[i]``; the task itself is their aggregate. Before the expansion the task
+    has one unexpanded instance (map index -1), which keeps the state Airflow gave it when the
+    group never ran (upstream_failed after the items' task failed; skipped over no items)."""
+    indexes = sorted(i for (t, i) in records.tis if t == tid and i >= 0)
+    if not indexes:
+        ti = records.tis.get((tid, -1))
+        return _task_result(ti, None, []) if ti else TaskResult("upstream_failed")
+    parts = []
+    for i in indexes:
+        part = _task_result(records.tis[(tid, i)], records.xcoms.get((tid, i)),
+                            by.get((tid, i), []))
+        parts.append(part)
+        elements[f"{tid}[{i}]"] = part
+    return aggregate_elements(parts)
+
+
 def cross_check(ir: Pipeline, records: Records, events: list[dict[str, Any]]) -> list[str]:
     """Where the shim's trace and Airflow's task instances disagree (empty when they agree).
 
@@ -137,9 +157,12 @@ def build_result(ir: Pipeline, records: Records, trace_dir: Path,
     results: dict[str, TaskResult] = {}
     elements: dict[str, TaskResult] = {}
     outputs: dict[str, Any] = {}
+    mapped_groups = {g.id for g in ir.groups if g.map_over is not None}
     for tid in ir.topo_order():
         task = ir.task(tid)
-        if task.map_over is None:
+        if task.group in mapped_groups:
+            r = _copies(tid, records, by, elements)
+        elif task.map_over is None:
             r = _task_result(records.tis.get((tid, -1)), records.xcoms.get((tid, -1)),
                              by.get((tid, None), []))
         else:

@@ -83,6 +83,7 @@ class _Try:
             self.task_id = str(ti.task_id)
             self.dag_id = str(ti.dag_id)
             self.retries = int(getattr(ctx.get("task"), "retries", 0) or 0)
+            self.ti = ti
         self.map_index = index if index >= 0 else None
 
 
@@ -249,6 +250,9 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
     if "retry" not in spec and now.retries:  # native retries: the shim only needs the count
         spec["retry"] = {"max_retries": now.retries}
     values = {name: _plain(v) for name, v in (inputs or {}).items()}
+    for name, member in (spec.get("collect") or {}).items():
+        if not isinstance(context, str):  # a pod gets what Airflow resolved
+            values[name] = _collected(now.ti, member)
     for name, param in (spec.get("params") or {}).items():
         values[name] = now.params[param]
     def attempt() -> Any:
@@ -313,6 +317,19 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
         if out is not items:
             out = [store.to_transport(v) for v in items]
     return out
+
+
+def _collected(ti: Any, member: str) -> list[Any]:
+    """Every copy's output of ``member`` (a task of a mapped task group), in copy order.
+
+    Airflow resolves such an XComArg outside the group by pulling all its map indexes, but on
+    Airflow 3 a single value comes back bare, not as a list of one
+    (``sdk/execution_time/task_runner.py`` ~544-556: ``single_task_requested and
+    len(xcoms) == 1``). A list of task ids always gives a list, ordered by map index (3.x:
+    ``XCom.get_all``, ``api_fastapi/execution_api/routes/xcoms.py`` ~228; 2.11
+    ``models/taskinstance.py`` ~648-670).
+    """
+    return list(_plain(ti.xcom_pull(task_ids=[member], key="return_value")) or [])
 
 
 def map_items(how: Mapping[str, Any], value: Any = None) -> list[Any]:

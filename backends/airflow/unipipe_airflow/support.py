@@ -113,10 +113,20 @@ def support(d: Dialect) -> dict[F, Support]:
                                "all_done after every member) reads the members' states in the "
                                "run and delivers failure or success once through "
                                "unipipe.runtime.alerts; the watcher keeps the run's state"),
-        F.SUBPIPELINE_MAP: U("not implemented by this backend yet (the feature arrived while "
-                             "sub-pipelines were being added): refused before writing. Airflow "
-                             "has mapped task groups (@task_group(...).expand(), MappedTaskGroup "
-                             "in sdk/definitions/taskgroup.py ~734) to build it on"),
+        F.SUBPIPELINE_MAP: N("a mapped task group: a @task_group function holding the "
+                             "members' calls, called as <group>.partial(...).expand(<param>="
+                             "<items>) (MappedTaskGroup, sdk/definitions/taskgroup.py ~734; "
+                             "2.11 decorators/task_group.py ~131); every member gets one task "
+                             "instance per item (task[i] is map index i), reads the same copy's "
+                             "XCom and waits for its own copy only (ti_deps/deps/"
+                             "trigger_rule_dep.py ~165-245), and a task outside reads the list "
+                             "of all copies. max_parallel=N is max_active_tis_per_dagrun=N on "
+                             "each member (a mapped task group has no limit of its own): at "
+                             "most N copies of each task run at once, so copies at different "
+                             "tasks may overlap beyond N; only the real scheduler enforces it "
+                             "(`dags test` runs one task at a time). Difference: no items "
+                             "skip the group's tasks and their consumers (reference: success, "
+                             "[])"),
     }
     missing = set(F) - set(table)
     if missing:  # pragma: no cover - a new feature must be declared here

@@ -113,3 +113,115 @@ def slow_element(seconds: float) -> float:
 def mapped_timeout(delays: list = [0.1, 30.0]):  # noqa: B006
     """A map element that hangs: Prefect runs elements in threads; the attempt process is killed."""
     return slow_element.map(seconds=delays)
+
+
+# ---------------------------------------------------------------- sub-pipelines (subflows)
+
+
+@up.task
+def rows_of(n: int) -> list:
+    return list(range(1, n + 1))
+
+
+@up.task
+def count(rows: list) -> int:
+    return len(rows)
+
+
+@up.task(retries=1)
+def scale(rows: list, factor: int) -> list:
+    return [r * factor for r in rows]
+
+
+@up.task
+def summed(rows: list) -> int:
+    return sum(rows)
+
+
+@up.task(run_if="one_failed")
+def page_someone() -> str:
+    return "paged"
+
+
+@up.pipeline(name="check-rows")
+def check_rows(rows: list):
+    """Counts the rows."""
+    return count(rows)
+
+
+@up.pipeline(name="prepare-rows")
+def prepare_rows(rows: list, factor: int):
+    """Scales the rows and checks them (a sub-pipeline calling another)."""
+    scaled = scale(rows, factor)
+    check_rows(scaled)
+    return summed(scaled)
+
+
+@up.pipeline(name="publish-total", retries=2, retry_delay="5s",
+             alerts=[up.Alert(on=("failure", "success"), webhook="env:UNIPIPE_TEST_WEBHOOK")])
+def publish_total(total: int, label: str):
+    """Publishes the total, tried again as a whole up to twice."""
+    return describe_label(label).after(count(rows_of(total)))
+
+
+@up.pipeline(name="subpipelines")
+def subpipelines(n: int = 3, factor: int = 10, label: str = "total"):
+    """Nested and repeated sub-pipelines, one retried, one alerting."""
+    rows = rows_of(n)
+    small = prepare_rows(rows, 1)
+    large = prepare_rows(rows, factor)
+    published = publish_total(large, label)
+    page_someone().after(published)
+    return {"small": small, "large": large, "published": published}
+
+
+@up.task(retries=1)
+def shaky(rows: list) -> list:
+    raise ValueError(f"{len(rows)} rows rejected")
+
+
+@up.pipeline(name="split-ingest",
+             alerts=[up.Alert(on=("failure", "success"), webhook="env:UNIPIPE_TEST_WEBHOOK")])
+def split_ingest(rows: list):
+    """One member fails, the other succeeds: the group fails, its good member's output is used."""
+    shaky(rows)
+    return count(rows)
+
+
+@up.pipeline(name="late-group",
+             alerts=[up.Alert(on=("failure", "success"), webhook="env:UNIPIPE_TEST_WEBHOOK")])
+def late_group(rows: list):
+    """Below a failed task: none of its tasks run, so it sends no alert."""
+    return count(rows)
+
+
+@up.pipeline(name="group-member-outcomes")
+def group_member_outcomes(n: int = 3):
+    rows = rows_of(n)
+    counted = split_ingest(rows)
+    doubled = double(counted)  # reads the member that succeeded: runs, as on the reference
+    bad = shaky(rows)
+    late_group(bad)
+    return doubled
+
+
+@up.task
+def flaky_once_per_run(rows: list) -> int:
+    import json
+
+    from unipipe.runtime.store import read_bytes, write_bytes
+
+    url = f"{up.current().scratch_url()}/tries.json"  # shared by every try of one run
+    raw = read_bytes(url)
+    tries = (json.loads(raw) if raw else 0) + 1
+    write_bytes(url, json.dumps(tries).encode())
+    if tries < 2:
+        raise ConnectionError(f"try {tries}")
+    return len(rows)
+
+
+@up.pipeline(name="whole-run-over-groups", retries=1, retry_delay="1s")
+def whole_run_over_groups(n: int = 3):
+    """The run is retried; its group completed in the first try and runs again in the second."""
+    counted = check_rows(rows_of(n))
+    return flaky_once_per_run(rows_of(counted))

@@ -33,6 +33,8 @@ CASES = {
     "run-retries": features.run_retries,  # @flow(retries=, retry_delay_seconds=, timeout_seconds=)
     # a shared store: the flow's result storage block and every task spec
     "cached-store": with_store(up.load(features.cached), "s3://unipipe-store/runs"),
+    # sub-pipelines: nested and repeated groups, one with retries and alerts (subflows)
+    "subpipelines": pp.subpipelines,
 }
 
 
@@ -199,3 +201,147 @@ def test_support_table_declares_every_feature_honestly():
     assert table[Feature.RESOURCES].status is Status.EMULATED
     assert "per flow run" in table[Feature.RESOURCES].note
     assert table[Feature.CACHE_EXPIRE].status is Status.NATIVE
+
+
+# ---------------------------------------------------------------- sub-pipelines
+
+
+def _functions(text: str) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)}
+
+
+def _decorator(fn: ast.FunctionDef) -> tuple[str, dict[str, str]]:
+    call = fn.decorator_list[0]
+    return ast.unparse(call.func), {k.arg: ast.unparse(k.value) for k in call.keywords}
+
+
+def test_each_group_is_a_subflow_named_after_its_sub_pipeline_and_run_after_its_group(tmp_path):
+    fns = _functions(_compile(pp.subpipelines, tmp_path)["subpipelines_flow.py"])
+    flows = {name: kw for name, (deco, kw) in ((n, _decorator(f)) for n, f in fns.items()
+                                               if f.decorator_list) if deco == "flow"}
+    assert {name: (kw["name"], kw.get("flow_run_name")) for name, kw in flows.items()} == {
+        "prepare_rows": ("'prepare-rows'", "'prepare_rows'"),
+        "prepare_rows__check_rows": ("'check-rows'", "'prepare_rows__check_rows'"),
+        "prepare_rows_2": ("'prepare-rows'", "'prepare_rows_2'"),
+        "prepare_rows_2__check_rows": ("'check-rows'", "'prepare_rows_2__check_rows'"),
+        "publish_total": ("'publish-total'", "'publish_total'"),
+        "subpipelines": ("'subpipelines'", None),
+    }
+    # the group's policies are the subflow's own; the other groups have none
+    assert flows["publish_total"] == {
+        "name": "'publish-total'", "flow_run_name": "'publish_total'", "retries": "2",
+        "retry_delay_seconds": "5", "on_failure": "[group_alerts]",
+        "on_completion": "[group_alerts]"}
+    assert set(flows["prepare_rows"]) == {"name", "flow_run_name"}
+
+
+def test_a_subflow_takes_upstream_states_quoted_and_the_parameters_its_tasks_read(tmp_path):
+    text = _compile(pp.subpipelines, tmp_path)["subpipelines_flow.py"]
+    fns = _functions(text)
+    assert [a.arg for a in fns["prepare_rows_2"].args.args] == ["rows_of_state", "factor"]
+    assert [a.arg for a in fns["prepare_rows"].args.args] == ["rows_of_state"]  # factor 1 literal
+    assert [a.arg for a in fns["publish_total"].args.args] == [
+        "prepare_rows_2__summed_state", "label"]
+    body = ast.unparse(fns["subpipelines"])
+    assert ("rt.group_states(prepare_rows_2(rows_of_state=quote(rows_of_state), factor=factor, "
+            "return_state=True))") in body
+    # the nested group is called inside its parent's subflow, not by the pipeline's flow
+    assert "prepare_rows__check_rows(" in ast.unparse(fns["prepare_rows"])
+    assert "prepare_rows__check_rows(" not in body
+    # every member's state reaches the run's outcome (rule 8) and the output
+    assert "**prepare_rows_states, **prepare_rows_2_states, **publish_total_states" in body
+    assert "prepare_rows__summed_state = prepare_rows_states['prepare_rows__summed']" in body
+
+
+def test_a_subflow_ends_by_giving_back_its_members_and_raising_if_they_failed(tmp_path):
+    fns = _functions(_compile(pp.subpipelines, tmp_path)["subpipelines_flow.py"])
+    last = fns["publish_total"].body[-1]
+    assert isinstance(last, ast.Return)
+    call = last.value
+    assert ast.unparse(call.func) == "rt.end_group"
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    assert kwargs["members"] == ["publish_total__rows_of", "publish_total__count",
+                                 "publish_total__describe_label"]
+    # the outside state the members wait on comes first, so an unrun member below it counts
+    assert [ast.literal_eval(k) for k in call.args[0].keys] == [
+        "prepare_rows_2__summed", *kwargs["members"]]
+
+
+def test_group_alerts_are_a_literal_keyed_by_group(tmp_path):
+    text = _compile(pp.subpipelines, tmp_path)["subpipelines_flow.py"]
+    tree = ast.parse(text)
+    assign = next(n for n in tree.body if isinstance(n, ast.Assign)
+                  and ast.unparse(n.targets[0]) == "GROUP_ALERTS")
+    assert ast.literal_eval(assign.value) == {"publish_total": [
+        {"on": ["failure", "success"], "webhook": "env:UNIPIPE_TEST_WEBHOOK", "email": []}]}
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert "from prefect.utilities.annotations import quote" in [ast.unparse(n) for n in top]
+
+
+def test_a_pipeline_without_groups_has_no_subflow_machinery(tmp_path):
+    text = _compile(features.fanout, tmp_path)["fanout_flow.py"]
+    assert "quote" not in text and "group" not in text
+
+
+def test_a_fractional_group_retry_delay_is_refused_before_writing(tmp_path):
+    ir = up.load(pp.subpipelines)
+    groups = tuple(g.model_copy(update={"retry_delay": 1.5}) if g.retries else g
+                   for g in ir.groups)
+    with pytest.raises(UnsupportedFeature, match="'publish_total'.*whole seconds"):
+        up.compile(ir.model_copy(update={"groups": groups}), target="prefect", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_sub_pipeline_features_are_native():
+    table = Backend().support()
+    for feature in (Feature.SUBPIPELINE, Feature.SUBPIPELINE_RETRY, Feature.SUBPIPELINE_ALERT):
+        assert table[feature].status is Status.NATIVE
+
+
+def test_group_failed_carries_member_states_in_process_but_pickles_without_them():
+    import pickle
+
+    from prefect.states import Completed, Failed
+    from unipipe_prefect.runtime import GroupFailed
+
+    states = {"g__a": Completed(data=1), "g__b": Failed(message="boom")}
+    exc = GroupFailed("g", ["g__b"], "ValueError: boom", states)
+    assert exc.states == states
+    copy = pickle.loads(pickle.dumps(exc))
+    assert (copy.group, copy.failed_tasks, copy.first_error, copy.states) == (
+        "g", ["g__b"], "ValueError: boom", {})
+
+
+def test_end_group_raises_only_when_a_member_ran_and_one_failed():
+    from prefect.states import Completed, Failed
+    from unipipe_prefect import runtime as rt
+
+    ok, bad = Completed(data=1), Failed(message="boom")
+    # a member failed, another ran: the group failed
+    with pytest.raises(rt.GroupFailed) as info:
+        rt.end_group({"x": ok, "g__a": ok, "g__b": bad}, members=["g__a", "g__b"],
+                     upstream={"g__a": ["x"], "g__b": ["x"]})
+    assert info.value.failed_tasks == ["g__b"]
+    assert info.value.states == {"g__a": ok, "g__b": bad}
+    # a member kept from running below an outside failure is upstream_failed: the group failed
+    with pytest.raises(rt.GroupFailed) as info:
+        rt.end_group({"x": bad, "y": ok, "g__a": None, "g__b": ok},
+                     members=["g__a", "g__b"], upstream={"g__a": ["x"], "g__b": ["y"]})
+    assert info.value.failed_tasks == ["g__a"]
+    # nothing ran (all below a failure): the group did not run; no raise, so no retry
+    assert rt.end_group({"x": bad, "g__a": None}, members=["g__a"],
+                        upstream={"g__a": ["x"]}) == {"g__a": None}
+    assert rt.end_group({"g__a": ok}, members=["g__a"]) == {"g__a": ok}
+
+
+def test_group_retries_under_a_run_timeout_are_refused_before_writing(tmp_path):
+    """Prefect raises the run's timeout inside the running subflow, whose engine takes it as
+    its own and would retry it past the deadline."""
+    ir = up.load(pp.subpipelines).model_copy(update={"timeout": 60.0})
+    with pytest.raises(UnsupportedFeature, match="'publish_total' has retries in a pipeline "
+                                                 "with a timeout"):
+        up.compile(ir, target="prefect", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+    no_retries = ir.model_copy(update={"groups": tuple(
+        g.model_copy(update={"retries": 0}) for g in ir.groups)})
+    assert up.compile(no_retries, target="prefect", out_dir=tmp_path)

@@ -253,3 +253,46 @@ def test_map_element_timeout_stops_the_element(prefect_env):
     element = prefect.tasks["slow_element[1]"]
     assert (element.state, element.attempts, element.error_type) == ("failed", 2, "TaskTimeout")
     assert all(end - start < 10 for start, end in element.attempt_times)
+
+
+# ---------------------------------------------------------------- sub-pipelines (subflows)
+
+
+def _group_alerts(webhook):
+    return [(r["unipipe"].get("group"), r["unipipe"]["event"]) for r in webhook.received
+            if isinstance(r, dict) and "unipipe" in r]
+
+
+def test_nested_and_repeated_subflows_match_the_reference(prefect_env, webhook):
+    prefect = up.run(pp.subpipelines, backend="prefect")
+    sent = _group_alerts(webhook)
+    webhook.received.clear()
+    local = up.run(pp.subpipelines, backend="local")
+    assert summary(prefect) == summary(local)
+    assert prefect.output == {"small": 6, "large": 60, "published": "total \u2713"}
+    assert prefect.tasks["prepare_rows_2__check_rows__count"].state == "success"
+    # the retried, alerting group succeeded at once: one success alert, named by the group
+    assert sent == _group_alerts(webhook) == [("publish_total", "success")]
+
+
+def test_a_failed_group_still_gives_its_good_members_outputs_and_an_unrun_one_sends_nothing(
+        prefect_env, webhook):
+    prefect = up.run(pp.group_member_outcomes, backend="prefect")
+    sent = _group_alerts(webhook)
+    webhook.received.clear()
+    local = up.run(pp.group_member_outcomes, backend="local")
+    assert summary(prefect) == summary(local)
+    assert prefect.state == "failed"
+    assert (prefect.tasks["split_ingest__shaky"].state,
+            prefect.tasks["split_ingest__shaky"].attempts) == ("failed", 2)
+    assert prefect.tasks["double"].output == 6  # read the member that succeeded
+    assert prefect.tasks["late_group__count"].state == "upstream_failed"
+    # the failed group alerts once; the group below a failure never ran, so it sends nothing
+    assert sent == _group_alerts(webhook) == [("split_ingest", "failure")]
+
+
+def test_a_retried_run_runs_its_completed_group_again(prefect_env):
+    prefect, local = run_both(pp.whole_run_over_groups)
+    assert summary(prefect) == summary(local)
+    assert prefect.run_attempts == local.run_attempts == 2
+    assert prefect.tasks["check_rows__count"].attempts == 1

@@ -95,6 +95,23 @@ def _support() -> dict[Feature, Support]:
                                     "FlowRunTimeoutError in the flow body and proposes Failed "
                                     "'TimedOut', which flow retries retry "
                                     "(flow_engine.py ~845, ~1281)"),
+        Feature.SUBPIPELINE: N("a subflow per group (@flow named after the sub-pipeline, its "
+                               "run after the group), called where the group runs; upstream "
+                               "task states go in wrapped in quote() (a subflow resolves State "
+                               "parameters and never runs below a failed one: flow_engine.py "
+                               "~630), the member states come back as its return value or in "
+                               "the GroupFailed it raises"),
+        Feature.SUBPIPELINE_RETRY: N("@flow(retries=N, retry_delay_seconds=D) on the subflow: "
+                                     "the server's RetryFailedFlows rule reruns its body in the "
+                                     "same subflow run, with new task runs; cached members hit "
+                                     "(server/orchestration/core_policy.py ~1054, "
+                                     "flow_engine.py ~826; verified by running)"),
+        Feature.SUBPIPELINE_ALERT: N("the subflow's on_failure / on_completion hooks, called "
+                                     "for its final state only (flow_engine.py ~999); nothing "
+                                     "is sent when none of its tasks ran"),
+        Feature.SUBPIPELINE_MAP: Support.unsupported(
+            "not implemented by this backend yet (sub.map(...): one subflow run per copy, "
+            "results per copy); compile refuses it"),
     }
 
 
@@ -133,6 +150,26 @@ class Backend:
                 "error" if level is ErrorLevel.RAISE else "warning", Feature.PIPELINE_RETRY,
                 self.name, f"retry_delay={ir.retry_delay:g}s: Prefect keeps a flow run's retry "
                 "delay in whole seconds; use a whole number of seconds"))
+        for g in ir.groups:
+            if g.retries and g.retry_delay != int(g.retry_delay):
+                # a subflow run's retry delay is a flow run's policy too: whole seconds
+                problems.append(Diagnostic(
+                    "error" if level is ErrorLevel.RAISE else "warning",
+                    Feature.SUBPIPELINE_RETRY, self.name,
+                    f"sub-pipeline {g.id!r}: retry_delay={g.retry_delay:g}s: Prefect keeps a "
+                    "flow run's retry delay in whole seconds; use a whole number of seconds"))
+            if g.retries and ir.timeout is not None:
+                # the run's timeout is raised (FlowRunTimeoutError) in whatever body is running,
+                # and a subflow's engine takes it as its own timeout (flow_engine.py ~1289
+                # run_context: except TimeoutError -> handle_timeout), so a group with retries
+                # would be tried again past the run's deadline (seen by running: its task after
+                # the deadline has no task run); the reference starts nothing after it (rule 10)
+                problems.append(Diagnostic(
+                    "error" if level is ErrorLevel.RAISE else "warning",
+                    Feature.SUBPIPELINE_RETRY, self.name,
+                    f"sub-pipeline {g.id!r} has retries in a pipeline with a timeout: Prefect's "
+                    "run timeout fails the running subflow, which would be retried past the "
+                    "deadline"))
         errors = [d for d in problems if d.level == "error"]
         if errors:
             raise UnsupportedFeature(errors)

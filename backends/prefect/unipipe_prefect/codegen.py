@@ -17,14 +17,17 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import textwrap
 from typing import Any
 
 import libcst as cst
 
 from unipipe.compiler import codegen
-from unipipe.compiler.spec import pipeline_alerts_spec, task_spec
+from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
+from unipipe.ir.groups import children, members, upstream_outside
 from unipipe.ir.models import (
     DictValue,
+    Group,
     ListValue,
     LiteralInput,
     OutputInput,
@@ -42,9 +45,9 @@ PARAM_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "di
                "list": "list"}
 
 # Module-level names the generated file defines or imports (task functions must avoid them).
-MODULE_NAMES = {"annotations", "flow", "task", "unmapped", "timedelta", "INPUTS", "NO_CACHE",
-                "TASK_SOURCE", "PIPELINE", "SPECS", "PIPELINE_ALERTS", "retry_condition",
-                "task_alerts", "pipeline_alerts", "cache_key"}
+MODULE_NAMES = {"annotations", "flow", "task", "unmapped", "quote", "timedelta", "INPUTS",
+                "NO_CACHE", "TASK_SOURCE", "PIPELINE", "SPECS", "PIPELINE_ALERTS", "GROUP_ALERTS",
+                "retry_condition", "task_alerts", "pipeline_alerts", "group_alerts", "cache_key"}
 
 
 def python_name(text: str) -> str:
@@ -72,8 +75,12 @@ class Names:
         for t in ir.tasks:
             self.task_fn[t.id] = self._fresh(t.id, "_task")
         self.flow_fn = self._fresh(python_name(ir.name), "_flow")
+        # one subflow function per group (a sub-pipeline called twice is two groups: their
+        # tasks differ), named after the group
+        self.group_fn = {g.id: self._fresh(g.id, "_group") for g in ir.groups}
         self.rt = self._fresh("rt", "_")
         self.state = {t.id: self._fresh(f"{t.id}_state", "_") for t in ir.tasks}
+        self.group_states = {g.id: self._fresh(f"{g.id}_states", "_") for g in ir.groups}
         self.items = {t.id: self._fresh(f"{t.id}_items", "_") for t in ir.tasks if t.map_over}
 
     def _fresh(self, base: str, suffix: str) -> str:
@@ -172,6 +179,8 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
                       | ({"NO_CACHE"} if uses_nocache else set()))
     if policies:
         body.append(cst.parse_statement(f"from prefect.cache_policies import {', '.join(policies)}"))
+    if ir.groups:  # Prefect task states cross into subflows unresolved: see _group_call
+        body.append(cst.parse_statement("from prefect.utilities.annotations import quote"))
 
     body.append(_assign("PIPELINE", codegen.literal(ir.name)).with_changes(
         leading_lines=[cst.EmptyLine()]))
@@ -181,6 +190,11 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
     ]))
     if ir.alerts:
         body.append(_assign("PIPELINE_ALERTS", codegen.literal(pipeline_alerts_spec(ir))))
+    group_alerts = {g.id: group_alerts_spec(g) for g in ir.groups if g.alerts}
+    if group_alerts:
+        body.append(_assign("GROUP_ALERTS", codegen.literal(group_alerts)).with_changes(
+            leading_lines=[_comment_line("The sub-pipelines' alerts, by group (the subflow run's "
+                                         "name), sent once when the group ends.")]))
 
     if uses_retry:
         body.append(cst.parse_statement(
@@ -208,9 +222,18 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
             '    """Flow on_failure / on_completion hook: the pipeline alert, once per run."""\n'
             "    from unipipe_prefect.runtime import pipeline_alerts\n\n"
             "    pipeline_alerts(PIPELINE_ALERTS, PIPELINE, flow_run, state)\n"))
+    if any({ev for a in g.alerts for ev in a.on} & {"failure", "success"} for g in ir.groups):
+        body.append(cst.parse_statement(
+            "def group_alerts(prefect_flow, flow_run, state) -> None:\n"
+            '    """Subflow on_failure / on_completion hook: the sub-pipeline\'s alert, once when\n'
+            '    the group ends (after its retries), if one of its tasks ran."""\n'
+            "    from unipipe_prefect.runtime import group_alerts\n\n"
+            "    group_alerts(GROUP_ALERTS[flow_run.name], PIPELINE, flow_run, state)\n"))
 
     for t in ir.tasks:
         body.append(_task_def(t, specs[t.id], names, task_events[t.id]))
+    for g in ir.groups:
+        body.append(_group_def(ir, g, names))
     body.append(_flow_def(ir, names, flow_events))
 
     header = codegen.header_lines(target="prefect", target_version=target_version,
@@ -335,54 +358,12 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
     stmts: list[cst.BaseStatement] = []
     doc = ir.description.strip() or f"Run the unipipe pipeline {ir.name!r} on Prefect."
     stmts.append(_docstring(doc))
-    stmts.append(cst.parse_statement(
-        "from unipipe_prefect import runtime as rt" if rt == "rt"
-        else f"from unipipe_prefect import runtime as {rt}"))
-    upstream: dict[str, list[str]] = {}
-    first = True
-    for tid in ir.topo_order():
-        t = ir.task(tid)
-        ups = t.upstream()
-        upstream[tid] = ups
-        call_stmts = _task_call(t, names)
-        guards: list[cst.BaseExpression] = []
-        note: str | None = None
-        if ups and t.run_if == "all_success":
-            guards.append(_call(_attr(rt, "ready"), [cst.Name(names.state[u]) for u in ups]))
-        elif t.run_if == "all_done":
-            # every upstream task has ended by now (the flow calls them first, and waits)
-            note = f"# {tid} runs whatever {' and '.join(ups)} ended as (run_if all_done)"
-        elif t.run_if == "one_failed":
-            note = f"# {tid} runs only if {' or '.join(ups)} failed (run_if one_failed)"
-            before = _ancestors(ir, tid)
-            guards.append(_call(_attr(rt, "one_failed"), [
-                codegen.literal(ups),
-                cst.Dict([cst.DictElement(codegen.literal(a), cst.Name(names.state[a]))
-                          for a in before])],
-                [("upstream", codegen.literal({a: ir.task(a).upstream() for a in before
-                                               if ir.task(a).upstream()}))]))
-        for cond in t.when:
-            args: list[cst.BaseExpression] = [cst.Name(names.state[cond.task])]
-            if cond.path:
-                args.append(codegen.literal(list(cond.path)))
-            guards.append(cst.Comparison(_call(_attr(rt, "value"), args), [cst.ComparisonTarget(
-                cst.Is(), cst.Name("True" if cond.expect else "False"))]))
-        lead = [] if first else [cst.EmptyLine()]
-        if note is not None:
-            lead = [*lead, cst.EmptyLine(comment=cst.Comment(note))]
-        first = False
-        if not guards:
-            call_stmts[0] = call_stmts[0].with_changes(leading_lines=lead)
-            stmts.extend(call_stmts)
-            continue
-        stmts.append(_assign(names.state[tid], cst.Name("None")).with_changes(leading_lines=lead))
-        stmts.append(cst.If(test=_and(guards), body=cst.IndentedBlock(call_stmts)))
-
-    states = cst.Dict([cst.DictElement(codegen.literal(tid), cst.Name(names.state[tid]))
-                       for tid in ir.topo_order()])
-    edges = {k: v for k, v in upstream.items() if v}
+    stmts.append(_rt_import(rt))
+    body, entries = _scope_body(ir, None, names)
+    stmts.extend(body)
+    edges = {t.id: t.upstream() for t in _in_topo(ir, ir.tasks) if t.upstream()}
     stmts.append(cst.SimpleStatementLine([cst.Expr(_call(
-        _attr(rt, "raise_for_failures"), [states],
+        _attr(rt, "raise_for_failures"), [cst.Dict(entries)],
         [("upstream", codegen.literal(edges))] if edges else []))]).with_changes(
             leading_lines=[cst.EmptyLine()]))
     ret = _value_expr(ir.output, names) if ir.output is not None else cst.Name("None")
@@ -408,6 +389,223 @@ def _flow_def(ir: Pipeline, names: Names, events: set[str]) -> cst.FunctionDef:
         params=cst.Parameters(params=_flow_params(ir)),
         body=cst.IndentedBlock(stmts),
         decorators=[cst.Decorator(_call(cst.Name("flow"), kwargs=kwargs))],
+        leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
+    )
+
+
+def _rt_import(rt: str) -> cst.SimpleStatementLine:
+    return cst.parse_statement("from unipipe_prefect import runtime as rt" if rt == "rt"
+                               else f"from unipipe_prefect import runtime as {rt}")
+
+
+def _in_topo(ir: Pipeline, tasks: Any) -> list[Task]:
+    wanted = {t.id if isinstance(t, Task) else t for t in tasks}
+    return [ir.task(t) for t in ir.topo_order() if t in wanted]
+
+
+# ---------------------------------------------------------------- sub-pipelines (subflows)
+
+
+def state_inputs(ir: Pipeline, group_id: str) -> list[str]:
+    """The tasks outside a group whose Prefect states its subflow takes in, topological order:
+    the ones its members wait for (``upstream_outside``) and, for a ``run_if="one_failed"``
+    member, every outside ancestor (``rt.one_failed`` tells skipped from upstream_failed
+    through them)."""
+    inside = set(members(ir, group_id))
+    wanted = set(upstream_outside(ir, group_id))
+    for tid in inside:
+        if ir.task(tid).run_if == "one_failed":
+            wanted.update(a for a in _ancestors(ir, tid) if a not in inside)
+    return [t for t in ir.topo_order() if t in wanted]
+
+
+def params_read(ir: Pipeline, group_id: str) -> list[str]:
+    """The pipeline parameters a group's members read (subflow parameters, by value)."""
+    used: set[str] = set()
+    for tid in members(ir, group_id):
+        used.update(inp.name for inp in ir.task(tid).inputs.values()
+                    if isinstance(inp, ParamInput))
+    return [p.name for p in ir.params if p.name in used]
+
+
+def ordered_children(ir: Pipeline, scope: str | None) -> list[Any]:
+    """``children(ir, scope)`` (each inner group one node) in the order of ``ir.topo_order()``
+    as far as the groups allow: ready nodes first by their first task's place there. Without
+    groups that is exactly ``ir.topo_order()``, so flows of pipelines without sub-pipelines
+    read as before."""
+    nodes = children(ir, scope)
+    place = {t: i for i, t in enumerate(ir.topo_order())}
+    tasks = {n: ([n.id] if n.kind == "task" else members(ir, n.id)) for n in nodes}
+    owner = {t: n for n, ts in tasks.items() for t in ts}
+    deps = {n: {owner[u] for t in ts for u in ir.task(t).upstream() if u in owner} - {n}
+            for n, ts in tasks.items()}
+    order: list[Any] = []
+    pending = list(nodes)
+    while pending:
+        ready = [n for n in pending if deps[n] <= set(order)]
+        nxt = min(ready, key=lambda n: min(place[t] for t in tasks[n]))
+        order.append(nxt)
+        pending.remove(nxt)
+    return order
+
+
+def _referenced(ir: Pipeline, scope: str | None) -> set[str]:
+    """Tasks whose state a scope's body names directly (guards, arguments, subflow inputs,
+    the output): a child group's members among them are unpacked from its states."""
+    refs: set[str] = set()
+    for node in ordered_children(ir, scope):
+        if node.kind == "group":
+            refs.update(state_inputs(ir, node.id))
+            continue
+        t = ir.task(node.id)
+        refs.update(t.upstream())
+        if t.run_if == "one_failed":
+            refs.update(_ancestors(ir, t.id))
+    if scope is None and ir.output is not None:
+        from unipipe.ir.groups import _output_tasks
+
+        refs.update(_output_tasks(ir.output))
+    return refs
+
+
+def _scope_body(ir: Pipeline, scope: str | None,
+                names: Names) -> tuple[list[cst.BaseStatement], list[cst.BaseDictElement]]:
+    """The statements of a flow body (the pipeline's, or a group's subflow) over
+    ``children(ir, scope)``, and the entries of the dict of every task state it holds (a child
+    group's as ``**<group>_states``), in topological order."""
+    rt = names.rt
+    stmts: list[cst.BaseStatement] = []
+    entries: list[cst.BaseDictElement] = []
+    refs = _referenced(ir, scope)
+    first = True
+    for node in ordered_children(ir, scope):
+        lead: list[cst.EmptyLine] = [] if first else [cst.EmptyLine()]
+        first = False
+        if node.kind == "group":
+            stmts.extend(_group_call(ir, node.id, names, refs, lead))
+            entries.append(cst.StarredDictElement(cst.Name(names.group_states[node.id])))
+            continue
+        tid = node.id
+        t = ir.task(tid)
+        entries.append(cst.DictElement(codegen.literal(tid), cst.Name(names.state[tid])))
+        ups = t.upstream()
+        call_stmts = _task_call(t, names)
+        guards: list[cst.BaseExpression] = []
+        note: str | None = None
+        if ups and t.run_if == "all_success":
+            guards.append(_call(_attr(rt, "ready"), [cst.Name(names.state[u]) for u in ups]))
+        elif t.run_if == "all_done":
+            # every upstream task has ended by now (the flow calls them first, and waits)
+            note = f"# {tid} runs whatever {' and '.join(ups)} ended as (run_if all_done)"
+        elif t.run_if == "one_failed":
+            note = f"# {tid} runs only if {' or '.join(ups)} failed (run_if one_failed)"
+            before = _ancestors(ir, tid)
+            guards.append(_call(_attr(rt, "one_failed"), [
+                codegen.literal(ups),
+                cst.Dict([cst.DictElement(codegen.literal(a), cst.Name(names.state[a]))
+                          for a in before])],
+                [("upstream", codegen.literal({a: ir.task(a).upstream() for a in before
+                                               if ir.task(a).upstream()}))]))
+        for cond in t.when:
+            args: list[cst.BaseExpression] = [cst.Name(names.state[cond.task])]
+            if cond.path:
+                args.append(codegen.literal(list(cond.path)))
+            guards.append(cst.Comparison(_call(_attr(rt, "value"), args), [cst.ComparisonTarget(
+                cst.Is(), cst.Name("True" if cond.expect else "False"))]))
+        if note is not None:
+            lead = [*lead, cst.EmptyLine(comment=cst.Comment(note))]
+        if not guards:
+            call_stmts[0] = call_stmts[0].with_changes(leading_lines=lead)
+            stmts.extend(call_stmts)
+            continue
+        stmts.append(_assign(names.state[tid], cst.Name("None")).with_changes(leading_lines=lead))
+        stmts.append(cst.If(test=_and(guards), body=cst.IndentedBlock(call_stmts)))
+    return stmts, entries
+
+
+def _group_call(ir: Pipeline, gid: str, names: Names, refs: set[str],
+                lead: list[cst.EmptyLine]) -> list[cst.BaseStatement]:
+    """Call a group's subflow where ``children`` puts it, and unpack the member states this
+    scope reads.
+
+    The upstream states go in wrapped in ``quote``: a subflow resolves State parameters to
+    their values and, for one that did not complete, never runs (it ends Pending 'NotReady':
+    prefect/flow_engine.py ~630 ``_resolve_parameters`` with
+    prefect/utilities/engine/__init__.py ~977 ``resolve_to_final_result``), while a quoted
+    one reaches the body as the State itself (``resolve_to_final_result`` stops at a quote),
+    so each member is guarded there exactly as in the pipeline's own body. ``return_state``
+    gives the subflow's final state; ``rt.group_states`` reads the member states from it (its
+    return value, or the ``GroupFailed`` it raised)."""
+    kwargs: list[tuple[str, cst.BaseExpression]] = [
+        (names.state[u], _call(cst.Name("quote"), [cst.Name(names.state[u])]))
+        for u in state_inputs(ir, gid)]
+    kwargs += [(p, cst.Name(p)) for p in params_read(ir, gid)]
+    kwargs.append(("return_state", cst.Name("True")))
+    var = names.group_states[gid]
+    call = _call(_attr(names.rt, "group_states"),
+                 [_call(cst.Name(names.group_fn[gid]), kwargs=kwargs)])
+    group = ir.group(gid)
+    note = f"# sub-pipeline {group.pipeline} as group {gid} (a subflow)"
+    stmts: list[cst.BaseStatement] = [_assign(var, call).with_changes(
+        leading_lines=[*lead, cst.EmptyLine(comment=cst.Comment(note))])]
+    for m in members(ir, gid):
+        if m in refs:
+            stmts.append(_assign(names.state[m], _subscript(cst.Name(var), codegen.literal(m))))
+    return stmts
+
+
+def _group_def(ir: Pipeline, group: Group, names: Names) -> cst.FunctionDef:
+    """A group as a module-level subflow: its body is built like the pipeline's over
+    ``children(ir, group)``; it returns every member's state and raises ``GroupFailed`` (which
+    carries them) when the group ran and failed: that is what marks the subflow run Failed,
+    has Prefect retry it and fires its ``on_failure`` hook."""
+    rt = names.rt
+    gid = group.id
+    stmts: list[cst.BaseStatement] = []
+    doc = group.doc.strip() or f"The sub-pipeline {group.pipeline!r}."
+    doc += "\n\n" + textwrap.fill(f"Called as group {gid!r}: gives its tasks' states back to "
+                                  "the caller, raises if one failed.", 92)
+    stmts.append(_docstring(doc))
+    stmts.append(_rt_import(rt))
+    body, entries = _scope_body(ir, gid, names)
+    stmts.extend(body)
+    outside = state_inputs(ir, gid)
+    inside = members(ir, gid)
+    all_entries: list[cst.BaseDictElement] = [
+        cst.DictElement(codegen.literal(u), cst.Name(names.state[u])) for u in outside]
+    all_entries += entries
+    edges = {t.id: t.upstream() for t in _in_topo(ir, inside) if t.upstream()}
+    kwargs: list[tuple[str, cst.BaseExpression]] = [("members", codegen.literal(inside))]
+    if edges:
+        kwargs.append(("upstream", codegen.literal(edges)))
+    stmts.append(cst.SimpleStatementLine([cst.Return(_call(
+        _attr(rt, "end_group"), [cst.Dict(all_entries)], kwargs))]).with_changes(
+            leading_lines=[cst.EmptyLine()]))
+
+    deco: list[tuple[str, cst.BaseExpression]] = [
+        ("name", codegen.literal(group.pipeline)),
+        # the run is named after the group: two calls of one sub-pipeline stay apart in the UI,
+        # and the alert hook finds its group by it (a plain string is formatted with the
+        # parameters: prefect/_internal/engine.py resolve_custom_flow_run_name; a group id has
+        # no braces)
+        ("flow_run_name", codegen.literal(gid)),
+    ]
+    if group.retries:  # the whole group again, in the same subflow run (flow retries)
+        deco.append(("retries", codegen.literal(group.retries)))
+        if group.retry_delay:
+            deco.append(("retry_delay_seconds", codegen.literal(int(group.retry_delay))))
+    events = {ev for a in group.alerts for ev in a.on}
+    if "failure" in events:
+        deco.append(("on_failure", cst.List([cst.Element(cst.Name("group_alerts"))])))
+    if "success" in events:
+        deco.append(("on_completion", cst.List([cst.Element(cst.Name("group_alerts"))])))
+    params = [cst.Param(cst.Name(names.state[u])) for u in outside]
+    params += [cst.Param(codegen.name(p)) for p in params_read(ir, gid)]
+    return cst.FunctionDef(
+        name=cst.Name(names.group_fn[gid]),
+        params=cst.Parameters(params=params),
+        body=cst.IndentedBlock(stmts),
+        decorators=[cst.Decorator(_call(cst.Name("flow"), kwargs=deco))],
         leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
     )
 

@@ -52,9 +52,10 @@ def _wait_flow_run(client: Any, flow_run_id: Any, timeout: float) -> Any:
         time.sleep(0.2)
 
 
-def _settled_task_runs(client: Any, flow_run_id: Any, timeout: float = 60.0) -> list[Any]:
-    """The flow run's task runs once every one is final and two reads agree (task-run states
-    reach the API as events, recorded asynchronously: see driver._task_runs)."""
+def _settled_task_runs(client: Any, flow_run_ids: list[Any], timeout: float = 60.0) -> list[Any]:
+    """The task runs of the flow run and its subflow runs once every one is final and two
+    reads agree (task-run states reach the API as events, recorded asynchronously: see
+    driver._task_runs)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
@@ -62,7 +63,7 @@ def _settled_task_runs(client: Any, flow_run_id: Any, timeout: float = 60.0) -> 
     last: Any = None
     while True:
         runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)),
             sort=TaskRunSort.EXPECTED_START_TIME_ASC)
         seen = [(str(tr.id), tr.state.id if tr.state else None, tr.run_count) for tr in runs]
         final = all(tr.state is not None and tr.state.type.value in FINAL for tr in runs)
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> int:
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists
 
-        from unipipe_prefect.driver import flow_run_tries, task_record
+        from unipipe_prefect.driver import flow_run_tree, flow_run_tries, task_record
         from unipipe_prefect.storage import save_block
 
         save_block(spec["store"])
@@ -120,11 +121,13 @@ def main(argv: list[str]) -> int:
             report.update(flow_run_tries(client, fr.id))
             if state.is_completed():
                 report["output"] = state.result()
-            runs = _settled_task_runs(client, fr.id)
+            report["flow_runs"] = flow_run_tree(client, fr.id)
+            tracking = {f["parent_task_run_id"] for f in report["flow_runs"]}
+            runs = _settled_task_runs(client, [f["id"] for f in report["flow_runs"]])
             values = _values(spec["values_url"], fr.id)
             report["task_runs"] = [
                 task_record(tr, (values[str(tr.id)],) if str(tr.id) in values else ())
-                for tr in runs]
+                for tr in runs if str(tr.id) not in tracking]  # not a subflow's stand-in
         report["ok"] = True
     except BaseException:  # noqa: BLE001 - reported to the parent
         report["error"] = traceback.format_exc()

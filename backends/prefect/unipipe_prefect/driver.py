@@ -27,7 +27,8 @@ def _load_flow(path: str, function: str) -> Any:
     return getattr(module, function)
 
 
-def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str, Any]]:
+def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
@@ -36,12 +37,15 @@ def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str,
 
     out = []
     with get_client(sync_client=True) as client:
+        flow_runs = flow_run_tree(client, flow_run_id)
+        tracking = {fr["parent_task_run_id"] for fr in flow_runs if fr["parent_task_run_id"]}
         # Prefect 3 reports task-run states as events that the server records asynchronously:
         # wait until the API holds the very final state the flow process saw for every task run.
         deadline = time.monotonic() + settle_timeout
         while True:
             runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+                    any_=[fr["id"] for fr in flow_runs])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC)
             # (the task run's state_id can be written before the state row it points to)
             recorded = {str(tr.id): tr.state.id if tr.state is not None else None for tr in runs}
@@ -50,11 +54,43 @@ def _task_runs(flow_run_id: Any, settle_timeout: float = 60.0) -> list[dict[str,
                 break
             time.sleep(0.2)
         for tr in runs:
+            if str(tr.id) in tracking:
+                continue  # the task run standing for a subflow run in its parent
             # the value from the flow process's own final state (results of uncached tasks
             # are not persisted, so the API's copy of the state cannot give them)
             final = FINAL_STATES.get(str(tr.id))
             done = final is not None and final.is_completed()
             out.append(task_record(tr, (final.result(),) if done else ()))
+    return out, flow_runs
+
+
+def flow_run_tree(client: Any, flow_run_id: Any) -> list[dict[str, Any]]:
+    """The flow run and, below it, the subflow runs of its groups (any depth): id, name (a
+    subflow run is named after its group), parent flow run, run count and last start.
+
+    A subflow call records a task run in its parent that stands for it, and the subflow run
+    names it as ``parent_task_run_id`` (prefect/flow_engine.py ~961 ``create_flow_run``); the
+    API finds a flow run's subflow runs through it (``FlowRunFilter.parent_flow_run_id``). A
+    retried subflow runs its body again in the same flow run, with new task runs (as the
+    pipeline's own flow retries do); a group whose parent is tried again keeps its flow run if
+    it completed (its body runs again there) and gets a new one if it failed
+    (``load_subflow_run`` ~902)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    out: list[dict[str, Any]] = []
+    level: list[tuple[Any, str | None]] = [(flow_run_id, None)]
+    while level:
+        below: list[tuple[Any, str | None]] = []
+        for fid, parent in level:
+            fr = client.read_flow_run(fid)
+            out.append({"id": str(fr.id), "name": fr.name, "parent": parent,
+                        "parent_task_run_id": (str(fr.parent_task_run_id)
+                                               if fr.parent_task_run_id else None),
+                        **flow_run_tries(client, fr.id)})
+            kids = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[fr.id])))
+            below += [(k.id, str(fr.id)) for k in kids]
+        level = below
     return out
 
 
@@ -79,6 +115,7 @@ def task_record(tr: Any, value: tuple[Any, ...] = ()) -> dict[str, Any]:
         # which try of the whole flow run it belongs to (@flow(retries=N) runs the body again in
         # the same flow run, with new task runs: client/schemas/objects.py TaskRun)
         "flow_run_run_count": tr.flow_run_run_count or 1,
+        "flow_run_id": str(tr.flow_run_id) if tr.flow_run_id else None,
     }
     if value:
         record["result"] = value[0]
@@ -102,7 +139,7 @@ def main(argv: list[str]) -> int:
                       state_name=state.name, message=state.message)
         if state.is_completed():
             report["output"] = state.result()
-        report["task_runs"] = _task_runs(flow_run_id)
+        report["task_runs"], report["flow_runs"] = _task_runs(flow_run_id)
         from prefect import get_client
 
         with get_client(sync_client=True) as client:

@@ -68,12 +68,14 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
     alerts = [e for e in events if e.get("kind") == "alert"]
 
     # @flow(retries=N): a retried flow run holds the task runs of every try; the result is the
-    # last try's (as the reference runner reports it), and so are the trace's attempts
+    # last try's (as the reference runner reports it), and so are the trace's attempts. The
+    # same holds for each group's subflow run (its own retries), inside the last try of its
+    # parent: _current_task_runs.
     run_count = int(report.get("run_count") or 1)
-    task_runs = [r for r in report["task_runs"] if int(r.get("flow_run_run_count") or 1) == run_count]
     run_started = report.get("run_started") if run_count > 1 else None
-    if run_started is not None:
-        attempts = defaultdict(list, {k: [e for e in v if e["start"] >= run_started]
+    task_runs, started = _current_task_runs(report)
+    if started:
+        attempts = defaultdict(list, {k: [e for e in v if e["start"] >= started.get(k[0], 0.0)]
                                       for k, v in attempts.items()})
 
     runs: dict[str, dict[int | None, dict[str, Any]]] = defaultdict(dict)
@@ -114,6 +116,50 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
                      output=report.get("output") if flow_ok else None, tasks=results,
                      alerts=alerts, params=params, error=first_error, run_attempts=run_count,
                      run_started=run_started)
+
+
+def _current_task_runs(report: dict[str, Any]
+                       ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The task runs of the last try of the run, groups included, and (when anything was
+    tried more than once) when the try that holds each task began, by task id.
+
+    ``report["flow_runs"]`` is the pipeline's flow run and its groups' subflow runs, parents
+    first (driver.flow_run_tree). A flow run's try is its ``run_count``; a task run belongs to
+    try ``flow_run_run_count`` of its flow run (prefect/server/orchestration/core_policy.py
+    ~1501 ``UpdateFlowRunTrackerOnTasks``). A subflow run counts if its parent's does and it
+    ran in its parent's last try (it last started after its parent did); a group whose parent
+    was tried again after it failed has a new subflow run, the latest counts."""
+    top_id = report.get("flow_run_id")
+    flow_runs = report.get("flow_runs") or [
+        {"id": top_id, "name": None, "parent": None, "run_count": report.get("run_count") or 1,
+         "run_started": report.get("run_started")}]
+    by_id = {f["id"]: f for f in flow_runs}
+    top = flow_runs[0]
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in flow_runs[1:]:
+        key = (f["parent"], f["name"])
+        if key not in latest or (f["run_started"] or 0.0) > (latest[key]["run_started"] or 0.0):
+            latest[key] = f
+    current = {top["id"]}
+    for f in flow_runs[1:]:  # parents before their subflow runs
+        parent = by_id.get(f["parent"])
+        if (parent is not None and parent["id"] in current
+                and latest[(f["parent"], f["name"])] is f
+                and (f["run_started"] or 0.0) >= (parent["run_started"] or 0.0)):
+            current.add(f["id"])
+    kept = [r for r in report["task_runs"]
+            if (r.get("flow_run_id") or top["id"]) in current
+            and int(r.get("flow_run_run_count") or 1)
+            == int(by_id[r.get("flow_run_id") or top["id"]]["run_count"] or 1)]
+    retried = len(current) < len(flow_runs) or any(int(f["run_count"] or 1) > 1
+                                                   for f in flow_runs)
+    started: dict[str, float] = {}
+    if retried:
+        for r in kept:
+            f = by_id[r.get("flow_run_id") or top["id"]]
+            if f["run_started"] is not None:
+                started[_split(r["name"])[0]] = f["run_started"]
+    return kept, started
 
 
 def _not_run(ir: Pipeline, tid: str, results: dict[str, TaskResult],

@@ -35,6 +35,30 @@ class PipelineFailed(RuntimeError):
                          + (f" (first error: {first_error})" if first_error else ""))
 
 
+class GroupFailed(RuntimeError):
+    """Raised at the end of a group's subflow when one of its tasks failed (or is
+    upstream_failed) and one of them ran: Prefect marks the subflow run Failed, retries it
+    while its ``retries`` remain, and fires its ``on_failure`` hook for the final try only.
+
+    It carries the member states to the caller (``group_states``): the exception object
+    itself reaches the parent flow, in the same process (prefect/states.py ~290
+    ``exception_to_failed_state``: "Attach the exception for local usage"). When Prefect
+    persists it (a flow's failed state is always written, prefect/flow_engine.py ~820
+    ``write_result=True``), the states are left out (``__reduce__``)."""
+
+    def __init__(self, group: str, failed: list[str], first_error: str | None,
+                 states: Mapping[str, Any] | None = None):
+        self.group = group
+        self.failed_tasks = failed
+        self.first_error = first_error
+        self.states = dict(states or {})
+        super().__init__(f"sub-pipeline {group}: tasks failed: {', '.join(failed)}"
+                         + (f" (first error: {first_error})" if first_error else ""))
+
+    def __reduce__(self) -> Any:
+        return (GroupFailed, (self.group, self.failed_tasks, self.first_error))
+
+
 # ---------------------------------------------------------------- run context
 
 
@@ -47,11 +71,27 @@ def run_id() -> str:
 
     flow_ctx = FlowRunContext.get()
     if flow_ctx is not None and flow_ctx.flow_run is not None:
+        if flow_ctx.flow_run.parent_task_run_id is not None:
+            return _root_flow_run_id(str(flow_ctx.flow_run.id))  # inside a group's subflow
         return str(flow_ctx.flow_run.id)
     task_ctx = TaskRunContext.get()
     if task_ctx is not None and task_ctx.task_run.flow_run_id is not None:
         return str(task_ctx.task_run.flow_run_id)
     return "prefect-no-flow-run"
+
+
+_ROOTS: dict[str, str] = {}
+
+
+def _root_flow_run_id(flow_run_id: str) -> str:
+    """The pipeline's flow run for a subflow run (a group): one run id for all its tasks, as
+    ``prefect.runtime.flow_run.root_flow_run_id`` finds it (through the API, so asked once per
+    subflow run and process)."""
+    if flow_run_id not in _ROOTS:
+        from prefect.runtime import flow_run
+
+        _ROOTS[flow_run_id] = str(flow_run.root_flow_run_id)
+    return _ROOTS[flow_run_id]
 
 
 def _attempt() -> int:
@@ -339,6 +379,69 @@ def pipeline_alerts(alerts: Sequence[Mapping[str, Any]], pipeline: str, flow_run
                                   backend=BACKEND)
 
 
+def group_alerts(alerts: Sequence[Mapping[str, Any]], pipeline: str, flow_run: Any,
+                 state: Any) -> None:
+    """Subflow ``on_failure`` / ``on_completion`` hook: the group's alert, once, when it ends
+    (Prefect calls a flow's hooks for its final state only: an AwaitingRetry between tries is
+    Scheduled, prefect/flow_engine.py ~999 ``call_hooks``), and only if one of its tasks ran
+    (runner rule 11): a group whose members were all kept from running ends Completed with no
+    member state, and sends nothing."""
+    from unipipe.runtime import alerts as delivery
+
+    group = str(flow_run.name)  # the subflow run is named after its group (codegen)
+    states = _member_states(state)
+    if states is not None and not any(s is not None for s in states.values()):
+        return  # nothing of the group ran
+    if state.is_failed():
+        exc = _exception(state)
+        failed = list(getattr(exc, "failed_tasks", []) or [])
+        error = getattr(exc, "first_error", None) or (str(exc) if exc else state.message)
+        delivery.deliver_pipeline(list(alerts), "failure", pipeline=pipeline, run_id=run_id(),
+                                  backend=BACKEND, error=error, failed_tasks=failed,
+                                  group=group)
+    elif state.is_completed():
+        delivery.deliver_pipeline(list(alerts), "success", pipeline=pipeline, run_id=run_id(),
+                                  backend=BACKEND, group=group)
+
+
+def _member_states(state: Any) -> dict[str, Any] | None:
+    """The member states a group's subflow gave back in ``state`` (its final state): its
+    return value, or the GroupFailed it raised; None if it ended another way."""
+    if state.is_completed():
+        data = state.result(raise_on_failure=False)
+        return data if isinstance(data, dict) else None
+    exc = _exception(state)
+    return exc.states if isinstance(exc, GroupFailed) else None
+
+
+def group_states(state: Any) -> dict[str, Any]:
+    """The states of a group's tasks, from the final state of its subflow run (called with
+    ``return_state=True``), for the caller's guards, values and ``raise_for_failures``.
+    A subflow that ended any other way (a crash, the run's timeout) fails the caller with its
+    error."""
+    states = _member_states(state)
+    if states is None:
+        state.result()  # raises the subflow's own error
+        raise RuntimeError(f"a sub-pipeline's subflow gave back no task states ({state.name})")
+    return states
+
+
+def end_group(states: Mapping[str, Any], *, members: Sequence[str],
+              upstream: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """The end of a group's subflow: the members' states (``states`` also holds the outside
+    ones they wait on, first, so an unrun member below an outside failure counts as
+    upstream_failed). Raises GroupFailed if a member failed or is upstream_failed and one of
+    them ran (rule 11: a group that did not run is not tried again and sends no alert)."""
+    failed, first_error = _failures(states, upstream or {})
+    inside = {t: states.get(t) for t in members}
+    failed = [t for t in failed if t in inside]
+    if failed and any(s is not None for s in inside.values()):
+        from prefect.runtime import flow_run
+
+        raise GroupFailed(str(flow_run.name), failed, first_error, inside)
+    return inside
+
+
 # ---------------------------------------------------------------- flow helpers
 
 
@@ -437,13 +540,12 @@ def _publish_values() -> None:
     import pickle
 
     import fsspec
+    from prefect.runtime import flow_run
 
     values = {tid: s.result() for tid, s in FINAL_STATES.items() if s.is_completed()}
-    flow_run_id = next((str(s.state_details.flow_run_id) for s in FINAL_STATES.values()), None)
-    if flow_run_id is None:
-        from prefect.runtime import flow_run
-
-        flow_run_id = str(flow_run.id)
+    # the pipeline's flow run (this runs in its body), not a group's subflow run that a member
+    # state names
+    flow_run_id = str(flow_run.id)
     url = f"{os.environ[VALUES_URL_ENV].rstrip('/')}/{flow_run_id}.pickle"
     with fsspec.open(url, "wb") as fh:
         pickle.dump(values, fh)

@@ -35,11 +35,15 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
     outer = m.Group(id="outer", pipeline="prep", retries=2, retry_delay=5.0,
                     alerts=(alert,), doc="a sub-pipeline", location=loc, parent=None)
     inner = m.Group(id="inner", pipeline="check", parent="outer")
+    fan = m.Group(id="fan", pipeline="per-item", map_over="item",
+                  items=m.LiteralInput(value=[{"k": 1}, {"k": 2}]), max_parallel=2)
+    t4 = m.Task(id="d", fn="mod:d", source_hash=H, group="fan",
+                inputs={"item": m.ElementInput(group="fan", path=("k",))})
     return m.Pipeline(
         name="every-field", description="desc", module="mod", location=loc,
         params=(m.Param(name="n", type="dict", default={"inner": [1]}, required=False, description="d"),
                 m.Param(name="r", type="int", required=True)),
-        tasks=(t1, t2, t3),
+        tasks=(t1, t2, t3, t4),
         output=m.DictValue(items={"a": m.OutputInput(task="a"), "l": m.ListValue(items=(
             m.LiteralInput(value=1), m.ParamInput(name="r")))}),
         schedule=(m.Schedule(interval=900.0, timezone="UTC") if interval
@@ -47,7 +51,7 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
         defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
         alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
         tags=("ml", "x"), store="s3://bucket/unipipe", max_active_runs=2,
-        retries=2, retry_delay=30.0, timeout=3600.0, groups=(outer, inner),
+        retries=2, retry_delay=30.0, timeout=3600.0, groups=(outer, inner, fan),
     )
 
 

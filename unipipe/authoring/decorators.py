@@ -281,6 +281,34 @@ def _block(builder: _Builder, cond: m.Condition) -> Iterator[None]:
             builder.closed[depth] = cond
 
 
+def _map_call(loc: Loc, what: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+              over: str | None, max_parallel: Any, unit: str) -> tuple[_Builder, str]:
+    """The checks ``task.map()`` and ``sub.map()`` share: inside a pipeline, keyword arguments
+    only, the argument fanned out (``over`` or the first) a list or a reference (not the item
+    of a mapped sub-pipeline), ``max_parallel`` a whole number >= 1. Returns the builder and
+    the name of the argument fanned out."""
+    builder = _active()
+    if builder is None:
+        raise fail(loc, "map", f"{what} is used inside a @up.pipeline function")
+    if args:
+        raise fail(loc, "map", "map() takes keyword arguments only: map(items=..., k=v)")
+    if not kwargs:
+        raise fail(loc, "map", "map() needs the argument to fan out over")
+    target = over or next(iter(kwargs))
+    if target not in kwargs:
+        raise fail(loc, "map", f"over={target!r} is not one of the arguments")
+    value = kwargs[target]
+    if (not isinstance(value, Ref) and not isinstance(value, (list, tuple))) or (
+            unit == "copies" and isinstance(value, ElementRef)):
+        raise fail(loc, f"map.{target}", "map() fans out over a list, a parameter or a task "
+                   "output")
+    if max_parallel is not None and (isinstance(max_parallel, bool)
+                                     or not isinstance(max_parallel, int) or max_parallel < 1):
+        raise fail(loc, "map.max_parallel",
+                   f"max_parallel takes a whole number of {unit} >= 1, not {max_parallel!r}")
+    return builder, target
+
+
 # ---------------------------------------------------------------- tasks
 
 
@@ -329,25 +357,10 @@ class TaskDef:
         """Fan out over one argument: the first keyword argument, or the one named by ``over``;
         with ``max_parallel=N`` at most N elements run at once."""
         loc = caller_location(2)
-        builder = _active()
-        if builder is None:
-            raise fail(loc, "map", f"{self.id}.map() is used inside a @up.pipeline function")
-        if args:
-            raise fail(loc, "map", "map() takes keyword arguments only: task.map(items=..., k=v)")
-        if not kwargs:
-            raise fail(loc, "map", "map() needs the argument to fan out over")
-        target = over or next(iter(kwargs))
-        if target not in kwargs:
-            raise fail(loc, "map", f"over={target!r} is not one of the arguments")
-        value = kwargs[target]
-        if not isinstance(value, Ref) and not isinstance(value, (list, tuple)):
-            raise fail(loc, f"map.{target}", "map() fans out over a list or a task output")
-        if isinstance(value, tuple):
-            kwargs[target] = list(value)
-        if max_parallel is not None and (isinstance(max_parallel, bool)
-                                         or not isinstance(max_parallel, int) or max_parallel < 1):
-            raise fail(loc, "map.max_parallel",
-                       f"max_parallel takes a whole number of elements >= 1, not {max_parallel!r}")
+        builder, target = _map_call(loc, f"{self.id}.map()", args, kwargs, over, max_parallel,
+                                    "elements")
+        if isinstance(kwargs[target], tuple):
+            kwargs[target] = list(kwargs[target])
         ref = self._record(builder, (), kwargs, map_over=target, loc=loc)
         builder.nodes[ref.task]["max_parallel"] = max_parallel
         return ref
@@ -595,25 +608,9 @@ class PipelineDef:
         once. Airflow: a mapped TaskGroup; Prefect: a subflow per item; KFP: ParallelFor over
         the pipeline component (runner rule 12)."""
         loc = caller_location(2)
-        builder = _active()
-        if builder is None:
-            raise fail(loc, "map", f"{self.name}.map() is used inside a @up.pipeline function")
-        if args:
-            raise fail(loc, "map", "map() takes keyword arguments only: sub.map(items=..., k=v)")
-        if not kwargs:
-            raise fail(loc, "map", "map() needs the argument to fan out over")
-        target = over or next(iter(kwargs))
-        if target not in kwargs:
-            raise fail(loc, "map", f"over={target!r} is not one of the arguments")
+        builder, target = _map_call(loc, f"{self.name}.map()", args, kwargs, over, max_parallel,
+                                    "copies")
         value = kwargs[target]
-        if isinstance(value, ElementRef) or (
-                not isinstance(value, Ref) and not isinstance(value, (list, tuple))):
-            raise fail(loc, f"map.{target}", "map() fans out over a list, a parameter or a task "
-                       "output")
-        if max_parallel is not None and (isinstance(max_parallel, bool)
-                                         or not isinstance(max_parallel, int) or max_parallel < 1):
-            raise fail(loc, "map.max_parallel",
-                       f"max_parallel takes a whole number of copies >= 1, not {max_parallel!r}")
         items = _to_input(list(value) if isinstance(value, tuple) else value, loc,
                           f"{self.name}.{target}")
         return self._call_in(builder, (), kwargs, loc,

@@ -225,3 +225,63 @@ def whole_run_over_groups(n: int = 3):
     """The run is retried; its group completed in the first try and runs again in the second."""
     counted = check_rows(rows_of(n))
     return flaky_once_per_run(rows_of(counted))
+
+
+# mapped sub-pipelines (sub.map): one subflow run per item, its task runs task[i]
+
+@up.task
+def shard_plan(n: int) -> dict:
+    return {"shards": [{"id": i, "rows": list(range(i + 2))} for i in range(n)], "unit": 10}
+
+
+@up.task
+def shard_rows(shard: dict, unit: int) -> list:
+    return [r * unit for r in shard["rows"]]
+
+
+@up.task
+def shard_sum(rows: list, shard_id: int) -> int:
+    return sum(rows) + shard_id
+
+
+@up.task
+def tag(name: str) -> str:
+    return f"tag:{name}"
+
+
+@up.task
+def shard_report(sums: list, tags: list) -> dict:
+    return {"sums": sums, "tags": tags}
+
+
+@up.pipeline(name="per-shard")
+def per_shard(shard: dict, unit: int):
+    """Sums one shard."""
+    return shard_sum(shard_rows(shard, unit), shard["id"])
+
+
+@up.pipeline(name="tag-one")
+def tag_one(name: str):
+    return tag(name)
+
+
+@up.pipeline(name="mapped-subpipelines")
+def mapped_subpipelines(n: int = 3):
+    """A sub-pipeline mapped over a task's key path two at a time (reading another key of the
+    same task), and one mapped over a literal list."""
+    plan = shard_plan(n)
+    sums = per_shard.map(shard=plan["shards"], unit=plan["unit"], max_parallel=2)
+    tags = tag_one.map(name=["a", "b"])
+    return shard_report(sums, tags)
+
+
+@up.task
+def broken_plan(n: int) -> dict:
+    raise ValueError("no plan today")
+
+
+@up.pipeline(name="mapped-below-a-failure")
+def mapped_below_a_failure(n: int = 2):
+    """The task the items come from fails: no copy runs, every member is upstream_failed."""
+    plan = broken_plan(n)
+    return shard_report(per_shard.map(shard=plan["shards"], unit=plan["unit"]), [])

@@ -35,6 +35,8 @@ CASES = {
     "cached-store": with_store(up.load(features.cached), "s3://unipipe-store/runs"),
     # sub-pipelines: nested and repeated groups, one with retries and alerts (subflows)
     "subpipelines": pp.subpipelines,
+    # mapped sub-pipelines: over a task's key path (max_parallel) and over a literal list
+    "mapped-subpipelines": pp.mapped_subpipelines,
 }
 
 
@@ -294,7 +296,8 @@ def test_a_fractional_group_retry_delay_is_refused_before_writing(tmp_path):
 
 def test_sub_pipeline_features_are_native():
     table = Backend().support()
-    for feature in (Feature.SUBPIPELINE, Feature.SUBPIPELINE_RETRY, Feature.SUBPIPELINE_ALERT):
+    for feature in (Feature.SUBPIPELINE, Feature.SUBPIPELINE_RETRY, Feature.SUBPIPELINE_ALERT,
+                    Feature.SUBPIPELINE_MAP):
         assert table[feature].status is Status.NATIVE
 
 
@@ -345,3 +348,38 @@ def test_group_retries_under_a_run_timeout_are_refused_before_writing(tmp_path):
     no_retries = ir.model_copy(update={"groups": tuple(
         g.model_copy(update={"retries": 0}) for g in ir.groups)})
     assert up.compile(no_retries, target="prefect", out_dir=tmp_path)
+
+
+def test_a_mapped_group_is_one_subflow_run_per_item_named_by_its_index(tmp_path):
+    text = _compile(pp.mapped_subpipelines, tmp_path)["mapped_subpipelines_flow.py"]
+    fns = _functions(text)
+    assert _decorator(fns["per_shard"]) == ("flow", {
+        "name": "'per-shard'", "flow_run_name": "'per_shard[{map_index}]'"})
+    # the item first, the outside state its members read (quoted by the caller), the index
+    assert [a.arg for a in fns["per_shard"].args.args] == ["shard", "shard_plan_state",
+                                                           "map_index"]
+    # every member's task run is task[i] and passes the copy's index to the shim
+    for task in ("per_shard__shard_rows", "per_shard__shard_sum"):
+        assert _decorator(fns[task])[1]["task_run_name"] == f"'{task}[{{map_index}}]'"
+        assert "map_index=map_index" in ast.unparse(fns[task])
+    sub = ast.unparse(fns["per_shard"])
+    assert "per_shard__shard_rows(shard=shard, unit=shard_plan_state, map_index=map_index" in sub
+    body = ast.unparse(fns["mapped_subpipelines"])
+    # copies one after another, in item order, only when the items' task completed
+    assert ("if rt.ready(shard_plan_state):\n"
+            "        per_shard_items = rt.items(shard_plan_state, ['shards'])\n"
+            "        per_shard_copies = [per_shard(shard=shard, shard_plan_state="
+            "quote(shard_plan_state), map_index=index, return_state=True) "
+            "for index, shard in enumerate(per_shard_items)]") in body
+    assert ("per_shard_states = rt.copy_states(per_shard_copies, "
+            "members=['per_shard__shard_rows', 'per_shard__shard_sum'])") in body
+    assert "tag_one_items = rt.items(GROUP_ITEMS['tag_one'], is_state=False)" in body
+    tree = ast.parse(text)
+    assign = next(n for n in tree.body if isinstance(n, ast.Assign)
+                  and ast.unparse(n.targets[0]) == "GROUP_ITEMS")
+    assert ast.literal_eval(assign.value) == {"tag_one": ["a", "b"]}
+
+
+def test_an_unmapped_group_has_no_copy_machinery(tmp_path):
+    text = _compile(pp.subpipelines, tmp_path)["subpipelines_flow.py"]
+    assert "map_index" not in text and "copy_states" not in text and "GROUP_ITEMS" not in text

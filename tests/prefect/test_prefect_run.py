@@ -296,3 +296,26 @@ def test_a_retried_run_runs_its_completed_group_again(prefect_env):
     assert summary(prefect) == summary(local)
     assert prefect.run_attempts == local.run_attempts == 2
     assert prefect.tasks["check_rows__count"].attempts == 1
+
+
+def test_mapped_subflows_match_the_reference_copy_by_copy(prefect_env):
+    prefect, local = run_both(pp.mapped_subpipelines)
+    assert summary(prefect) == summary(local)
+    assert prefect.output == {"sums": [10, 31, 62], "tags": ["tag:a", "tag:b"]}
+    assert [prefect.tasks[f"per_shard__shard_sum[{i}]"].output for i in range(3)] == [10, 31, 62]
+    assert prefect.tasks["per_shard__shard_rows"].attempts == 3
+    # one Prefect task run per copy, each in its copy's subflow run, read from the trace
+    events = [e for e in trace.read(os.environ["UNIPIPE_TRACE_DIR"], prefect.run_id)
+              if e.get("kind") == "attempt" and e["task"] == "per_shard__shard_sum"]
+    assert sorted(e["map_index"] for e in events) == [0, 1, 2]
+
+
+def test_mapped_subflow_over_no_items_and_below_a_failure(prefect_env):
+    prefect, local = run_both(pp.mapped_subpipelines, {"n": 0})
+    assert summary(prefect) == summary(local)
+    assert prefect.tasks["per_shard__shard_sum"].output == []
+    prefect, local = run_both(pp.mapped_below_a_failure)
+    assert summary(prefect) == summary(local)
+    assert prefect.state == "failed"
+    assert prefect.tasks["per_shard__shard_rows"].state == "upstream_failed"
+    assert not any("[" in k for k in prefect.tasks)

@@ -109,9 +109,12 @@ def _support() -> dict[Feature, Support]:
         Feature.SUBPIPELINE_ALERT: N("the subflow's on_failure / on_completion hooks, called "
                                      "for its final state only (flow_engine.py ~999); nothing "
                                      "is sent when none of its tasks ran"),
-        Feature.SUBPIPELINE_MAP: Support.unsupported(
-            "not implemented by this backend yet (sub.map(...): one subflow run per copy, "
-            "results per copy); compile refuses it"),
+        Feature.SUBPIPELINE_MAP: N("the group's subflow called once per item, in item order, "
+                                   "one copy after another (a subflow run each, named "
+                                   "<group>[i] from its map_index parameter: "
+                                   "_internal/engine.py ~48 formats flow_run_name with the "
+                                   "parameters), its tasks' runs task[i]; one copy at a time "
+                                   "is within any max_parallel"),
     }
 
 

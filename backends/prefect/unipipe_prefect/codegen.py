@@ -27,6 +27,7 @@ from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_
 from unipipe.ir.groups import children, members, upstream_outside
 from unipipe.ir.models import (
     DictValue,
+    ElementInput,
     Group,
     ListValue,
     LiteralInput,
@@ -47,7 +48,8 @@ PARAM_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "di
 # Module-level names the generated file defines or imports (task functions must avoid them).
 MODULE_NAMES = {"annotations", "flow", "task", "unmapped", "quote", "timedelta", "INPUTS",
                 "NO_CACHE", "TASK_SOURCE", "PIPELINE", "SPECS", "PIPELINE_ALERTS", "GROUP_ALERTS",
-                "retry_condition", "task_alerts", "pipeline_alerts", "group_alerts", "cache_key"}
+                "retry_condition", "task_alerts", "pipeline_alerts", "group_alerts", "cache_key",
+                "GROUP_ITEMS"}
 
 
 def python_name(text: str) -> str:
@@ -82,6 +84,13 @@ class Names:
         self.state = {t.id: self._fresh(f"{t.id}_state", "_") for t in ir.tasks}
         self.group_states = {g.id: self._fresh(f"{g.id}_states", "_") for g in ir.groups}
         self.items = {t.id: self._fresh(f"{t.id}_items", "_") for t in ir.tasks if t.map_over}
+        # mapped sub-pipelines (named last, so other pipelines' names never change): the
+        # subflow's item parameter, and in the caller the items and the copies' final states
+        mapped = [g for g in ir.groups if g.map_over is not None]
+        self.item = {g.id: self._fresh(str(g.map_over), "_item") for g in mapped}
+        self.group_items = {g.id: self._fresh(f"{g.id}_items", "_") for g in mapped}
+        self.copies = {g.id: self._fresh(f"{g.id}_copies", "_") for g in mapped}
+        self.index = self._fresh("index", "_") if mapped else "index"
 
     def _fresh(self, base: str, suffix: str) -> str:
         name = base
@@ -190,6 +199,12 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
     ]))
     if ir.alerts:
         body.append(_assign("PIPELINE_ALERTS", codegen.literal(pipeline_alerts_spec(ir))))
+    literal_items = {g.id: g.items.value for g in ir.groups
+                     if isinstance(g.items, LiteralInput)}
+    if literal_items:
+        body.append(_assign("GROUP_ITEMS", codegen.literal(literal_items)).with_changes(
+            leading_lines=[_comment_line("The items of the mapped sub-pipelines given a literal "
+                                         "list, by group.")]))
     group_alerts = {g.id: group_alerts_spec(g) for g in ir.groups if g.alerts}
     if group_alerts:
         body.append(_assign("GROUP_ALERTS", codegen.literal(group_alerts)).with_changes(
@@ -230,8 +245,9 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
             "    from unipipe_prefect.runtime import group_alerts\n\n"
             "    group_alerts(GROUP_ALERTS[flow_run.name], PIPELINE, flow_run, state)\n"))
 
+    copied = {t for g in ir.groups if g.map_over is not None for t in members(ir, g.id)}
     for t in ir.tasks:
-        body.append(_task_def(t, specs[t.id], names, task_events[t.id]))
+        body.append(_task_def(t, specs[t.id], names, task_events[t.id], copied=t.id in copied))
     for g in ir.groups:
         body.append(_group_def(ir, g, names))
     body.append(_flow_def(ir, names, flow_events))
@@ -244,11 +260,16 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
     return codegen.module(body, header=header, docstring=doc)
 
 
-def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str]) -> cst.FunctionDef:
+def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
+              copied: bool = False) -> cst.FunctionDef:
+    """A task's ``@task`` function; ``copied``: a member of a mapped sub-pipeline, run once per
+    copy of its group and told which (``map_index``, as a map element is)."""
     kwargs: list[tuple[str, cst.BaseExpression]] = [("name", codegen.literal(t.id))]
-    # Task runs are named after the IR task (``task[i]`` for map elements): readable in the UI,
-    # and how the runner matches Prefect's task runs to the IR.
-    run_name = t.id + "[{map_index}]" if t.map_over else t.id
+    # Task runs are named after the IR task (``task[i]`` for map elements and for the copies of
+    # a mapped sub-pipeline's tasks): readable in the UI, and how the runner matches Prefect's
+    # task runs to the IR.
+    indexed = bool(t.map_over) or copied
+    run_name = t.id + "[{map_index}]" if indexed else t.id
     kwargs.append(("task_run_name", codegen.literal(run_name)))
     retry = spec.get("retry")
     if retry:
@@ -262,7 +283,7 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str]) -> 
         kwargs.append(("cache_key_fn", cst.Name("cache_key")))
     elif cache:
         inputs: cst.BaseExpression = cst.Name("INPUTS")
-        if t.map_over:
+        if indexed:
             inputs = cst.BinaryOperation(inputs, cst.Subtract(), codegen.literal("map_index"))
             inputs = inputs.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         kwargs.append(("cache_policy", cst.BinaryOperation(inputs, cst.Add(),
@@ -283,11 +304,11 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str]) -> 
     if t.map_over and t.map_over not in engine_inputs:
         engine_inputs.append(t.map_over)  # a literal list is fanned out element by element
     params = [cst.Param(codegen.name(n)) for n in engine_inputs]
-    if t.map_over:
+    if indexed:
         params.append(cst.Param(cst.Name("map_index"), default=cst.Name("None")))
 
     invoke_kwargs: list[tuple[str, cst.BaseExpression]] = []
-    if t.map_over:
+    if indexed:
         invoke_kwargs.append(("map_index", cst.Name("map_index")))
     if retry and float(retry.get("jitter", 0)) > 0:
         invoke_kwargs.append(("emulate", codegen.literal(("retry.jitter",))))
@@ -419,6 +440,19 @@ def state_inputs(ir: Pipeline, group_id: str) -> list[str]:
     return [t for t in ir.topo_order() if t in wanted]
 
 
+def subflow_inputs(ir: Pipeline, group_id: str) -> list[str]:
+    """The outside task states a group's subflow takes: ``state_inputs``, except that a mapped
+    group's caller reads its items (the subflow gets one item), so the task they come from is
+    passed in only if a member reads it too."""
+    wanted = state_inputs(ir, group_id)
+    group = ir.group(group_id)
+    if group.map_over is None:
+        return wanted
+    inside = set(members(ir, group_id))
+    read = {u for tid in inside for u in ir.task(tid).upstream() if u not in inside}
+    return [u for u in wanted if u in read]
+
+
 def params_read(ir: Pipeline, group_id: str) -> list[str]:
     """The pipeline parameters a group's members read (subflow parameters, by value)."""
     used: set[str] = set()
@@ -538,19 +572,78 @@ def _group_call(ir: Pipeline, gid: str, names: Names, refs: set[str],
     return value, or the ``GroupFailed`` it raised)."""
     kwargs: list[tuple[str, cst.BaseExpression]] = [
         (names.state[u], _call(cst.Name("quote"), [cst.Name(names.state[u])]))
-        for u in state_inputs(ir, gid)]
+        for u in subflow_inputs(ir, gid)]
     kwargs += [(p, cst.Name(p)) for p in params_read(ir, gid)]
-    kwargs.append(("return_state", cst.Name("True")))
-    var = names.group_states[gid]
-    call = _call(_attr(names.rt, "group_states"),
-                 [_call(cst.Name(names.group_fn[gid]), kwargs=kwargs)])
     group = ir.group(gid)
-    note = f"# sub-pipeline {group.pipeline} as group {gid} (a subflow)"
-    stmts: list[cst.BaseStatement] = [_assign(var, call).with_changes(
-        leading_lines=[*lead, cst.EmptyLine(comment=cst.Comment(note))])]
+    var = names.group_states[gid]
+    if group.map_over is not None:
+        stmts = _mapped_group_call(ir, group, names, kwargs, lead)
+    else:
+        kwargs.append(("return_state", cst.Name("True")))
+        call = _call(_attr(names.rt, "group_states"),
+                     [_call(cst.Name(names.group_fn[gid]), kwargs=kwargs)])
+        note = f"# sub-pipeline {group.pipeline} as group {gid} (a subflow)"
+        stmts = [_assign(var, call).with_changes(
+            leading_lines=[*lead, cst.EmptyLine(comment=cst.Comment(note))])]
     for m in members(ir, gid):
         if m in refs:
             stmts.append(_assign(names.state[m], _subscript(cst.Name(var), codegen.literal(m))))
+    return stmts
+
+
+def _mapped_group_call(ir: Pipeline, group: Group, names: Names,
+                       kwargs: list[tuple[str, cst.BaseExpression]],
+                       lead: list[cst.EmptyLine]) -> list[cst.BaseStatement]:
+    """A mapped sub-pipeline: its subflow called once per item, in item order, one copy after
+    the other (each its own subflow run, named ``<group>[i]``, given the item and its index);
+    ``rt.copy_states`` turns the copies' final states into each member's list of copy states
+    (None where the copy did not run it), which the caller reads as it reads a mapped task's.
+    When the task the items come from did not complete, no copy runs (rule 12)."""
+    rt = names.rt
+    gid = group.id
+    item, index = names.item[gid], names.index
+    src = group.items
+    if isinstance(src, OutputInput):
+        args: list[cst.BaseExpression] = [cst.Name(names.state[src.task])]
+        if src.path:
+            args.append(codegen.literal(list(src.path)))
+        items = _call(_attr(rt, "items"), args)
+    elif isinstance(src, ParamInput):
+        args = [cst.Name(src.name)]
+        if src.path:
+            args.append(codegen.literal(list(src.path)))
+        items = _call(_attr(rt, "items"), args, [("is_state", cst.Name("False"))])
+    else:
+        assert isinstance(src, LiteralInput)
+        items = _call(_attr(rt, "items"), [_subscript(cst.Name("GROUP_ITEMS"),
+                                                      codegen.literal(gid))],
+                      [("is_state", cst.Name("False"))])
+    call = _call(cst.Name(names.group_fn[gid]), kwargs=[
+        (item, cst.Name(item)), *kwargs, ("map_index", cst.Name(index)),
+        ("return_state", cst.Name("True"))])
+    copies = cst.ListComp(elt=call, for_in=cst.CompFor(
+        target=cst.Tuple([cst.Element(cst.Name(index)), cst.Element(cst.Name(item))],
+                         lpar=[], rpar=[]),
+        iter=_call(cst.Name("enumerate"), [cst.Name(names.group_items[gid])])))
+    run = [_assign(names.group_items[gid], items), _assign(names.copies[gid], copies)]
+    limit = (f", at most {group.max_parallel} at once: one after another"
+             if group.max_parallel is not None else ", one after another")
+    notes = [cst.EmptyLine(comment=cst.Comment(
+                 f"# sub-pipeline {group.pipeline} as group {gid}, mapped over {group.map_over}:")),
+             cst.EmptyLine(comment=cst.Comment(
+                 f"# a subflow run per item ({gid}[i]), in item order{limit}"))]
+    stmts: list[cst.BaseStatement] = []
+    if isinstance(src, OutputInput):
+        stmts.append(_assign(names.copies[gid], cst.Name("None")).with_changes(
+            leading_lines=[*lead, *notes]))
+        stmts.append(cst.If(test=_call(_attr(rt, "ready"), [cst.Name(names.state[src.task])]),
+                            body=cst.IndentedBlock(run)))
+    else:
+        run[0] = run[0].with_changes(leading_lines=[*lead, *notes])
+        stmts.extend(run)
+    stmts.append(_assign(names.group_states[gid], _call(
+        _attr(rt, "copy_states"), [cst.Name(names.copies[gid])],
+        [("members", codegen.literal(members(ir, gid)))])))
     return stmts
 
 
@@ -563,13 +656,19 @@ def _group_def(ir: Pipeline, group: Group, names: Names) -> cst.FunctionDef:
     gid = group.id
     stmts: list[cst.BaseStatement] = []
     doc = group.doc.strip() or f"The sub-pipeline {group.pipeline!r}."
-    doc += "\n\n" + textwrap.fill(f"Called as group {gid!r}: gives its tasks' states back to "
-                                  "the caller, raises if one failed.", 92)
+    if group.map_over is not None:
+        doc += "\n\n" + textwrap.fill(
+            f"Called as group {gid!r} once per item of {group.map_over!r} (copy i is the subflow "
+            f"run {gid}[i]): gives this copy's task states back to the caller, raises if one "
+            "failed.", 92)
+    else:
+        doc += "\n\n" + textwrap.fill(f"Called as group {gid!r}: gives its tasks' states back "
+                                      "to the caller, raises if one failed.", 92)
     stmts.append(_docstring(doc))
     stmts.append(_rt_import(rt))
     body, entries = _scope_body(ir, gid, names)
     stmts.extend(body)
-    outside = state_inputs(ir, gid)
+    outside = subflow_inputs(ir, gid)
     inside = members(ir, gid)
     all_entries: list[cst.BaseDictElement] = [
         cst.DictElement(codegen.literal(u), cst.Name(names.state[u])) for u in outside]
@@ -582,13 +681,14 @@ def _group_def(ir: Pipeline, group: Group, names: Names) -> cst.FunctionDef:
         _attr(rt, "end_group"), [cst.Dict(all_entries)], kwargs))]).with_changes(
             leading_lines=[cst.EmptyLine()]))
 
+    # the run is named after the group: two calls of one sub-pipeline stay apart in the UI,
+    # and the alert hook finds its group by it (a plain string is formatted with the
+    # parameters: prefect/_internal/engine.py ~48 resolve_custom_flow_run_name; a group id has
+    # no braces); a mapped group's copy i is ``<group>[i]``, from its map_index parameter
+    mapped = group.map_over is not None
     deco: list[tuple[str, cst.BaseExpression]] = [
         ("name", codegen.literal(group.pipeline)),
-        # the run is named after the group: two calls of one sub-pipeline stay apart in the UI,
-        # and the alert hook finds its group by it (a plain string is formatted with the
-        # parameters: prefect/_internal/engine.py resolve_custom_flow_run_name; a group id has
-        # no braces)
-        ("flow_run_name", codegen.literal(gid)),
+        ("flow_run_name", codegen.literal(gid + "[{map_index}]" if mapped else gid)),
     ]
     if group.retries:  # the whole group again, in the same subflow run (flow retries)
         deco.append(("retries", codegen.literal(group.retries)))
@@ -599,8 +699,11 @@ def _group_def(ir: Pipeline, group: Group, names: Names) -> cst.FunctionDef:
         deco.append(("on_failure", cst.List([cst.Element(cst.Name("group_alerts"))])))
     if "success" in events:
         deco.append(("on_completion", cst.List([cst.Element(cst.Name("group_alerts"))])))
-    params = [cst.Param(cst.Name(names.state[u])) for u in outside]
+    params = [cst.Param(cst.Name(names.item[gid]))] if mapped else []
+    params += [cst.Param(cst.Name(names.state[u])) for u in outside]
     params += [cst.Param(codegen.name(p)) for p in params_read(ir, gid)]
+    if mapped:
+        params.append(cst.Param(cst.Name("map_index"), annotation=cst.Annotation(cst.Name("int"))))
     return cst.FunctionDef(
         name=cst.Name(names.group_fn[gid]),
         params=cst.Parameters(params=params),
@@ -627,6 +730,8 @@ def _arg_expr(name: str, inp: Any, names: Names) -> cst.BaseExpression:
         return cst.Name(names.state[inp.task])
     if isinstance(inp, ParamInput):
         return cst.Name(inp.name)
+    if isinstance(inp, ElementInput):  # the item this copy of the group runs for
+        return cst.Name(names.item[inp.group])
     raise TypeError(inp)
 
 
@@ -636,6 +741,8 @@ def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
     engine = [(n, inp) for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
     if not t.map_over:
         kwargs = [(n, _arg_expr(n, inp, names)) for n, inp in engine]
+        if t.group is not None and names.item.get(t.group) is not None:
+            kwargs.append(("map_index", cst.Name("map_index")))  # the copy, from the subflow
         kwargs.append(("return_state", cst.Name("True")))
         return [_assign(names.state[t.id], _call(fn, kwargs=kwargs))]
     # Fan-out: the list is read in the flow, each element becomes one task run ``task[i]``.

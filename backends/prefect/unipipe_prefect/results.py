@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from unipipe.ir.models import Pipeline
-from unipipe.result import RunResult, TaskResult, aggregate_map, upstream_verdict
+from unipipe.ir.groups import members
+from unipipe.ir.models import OutputInput, Pipeline
+from unipipe.result import (
+    RunResult,
+    TaskResult,
+    aggregate_elements,
+    aggregate_map,
+    upstream_verdict,
+)
 from unipipe.runtime import store, trace
 
 
@@ -75,13 +82,22 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
     run_started = report.get("run_started") if run_count > 1 else None
     task_runs, started = _current_task_runs(report)
     if started:
-        attempts = defaultdict(list, {k: [e for e in v if e["start"] >= started.get(k[0], 0.0)]
+        attempts = defaultdict(list, {k: [e for e in v if e["start"] >= started.get(k, 0.0)]
                                       for k, v in attempts.items()})
 
     runs: dict[str, dict[int | None, dict[str, Any]]] = defaultdict(dict)
     for run in task_runs:
         tid, idx = _split(run["name"])
         runs[tid][idx] = run
+
+    # a mapped sub-pipeline's copies: its subflow runs <group>[i] (codegen), their tasks' runs
+    # task[i]; the tasks of a copy that never started have none
+    copied = {t: g.id for g in ir.groups if g.map_over is not None for t in members(ir, g.id)}
+    copies: dict[str, int] = defaultdict(int)
+    for f in (report.get("flow_runs") or [])[1:]:
+        gid, idx = _split(str(f["name"]))
+        if idx is not None:
+            copies[gid] = max(copies[gid], idx + 1)
 
     results: dict[str, TaskResult] = {}
     elements: dict[str, TaskResult] = {}
@@ -90,7 +106,10 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
         task = ir.task(tid)
         timeout = ir.effective(task).timeout
         mine = runs.get(tid, {})
-        if task.map_over is None and None in mine:
+        if tid in copied:
+            res = _copied(ir, tid, copied[tid], copies[copied[tid]], mine, attempts, results,
+                          elements, timeout)
+        elif task.map_over is None and None in mine:
             res = _element(mine[None], attempts[(tid, None)], timeout)
         elif task.map_over is not None and mine:
             parts = []
@@ -116,6 +135,36 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
                      output=report.get("output") if flow_ok else None, tasks=results,
                      alerts=alerts, params=params, error=first_error, run_attempts=run_count,
                      run_started=run_started)
+
+
+def _copied(ir: Pipeline, tid: str, gid: str, count: int, mine: dict[int | None, Any],
+            attempts: dict[tuple[str, int | None], list[dict[str, Any]]],
+            results: dict[str, TaskResult], elements: dict[str, TaskResult],
+            timeout: float | None) -> TaskResult:
+    """A task of a mapped sub-pipeline (runner rule 12): ``task[i]`` from copy i's task run, or
+    (none: the copy kept it from running) the verdict of its upstream in that copy; the task's
+    result is the copies' aggregate. No copy at all: the task the items come from did not
+    complete, and its verdict is every member's."""
+    group = ir.group(gid)
+    task = ir.task(tid)
+    if count == 0 and isinstance(group.items, OutputInput):
+        verdict = upstream_verdict("all_success", [results[group.items.task]])
+        if verdict is not None:
+            return TaskResult(verdict)
+    parts = []
+    for i in range(count):
+        if i in mine:
+            part = _element(mine[i], attempts[(tid, i)], timeout)
+        else:
+            ups = [elements[f"{u}[{i}]"] if ir.task(u).group == gid else results[u]
+                   for u in task.upstream()]
+            verdict = upstream_verdict(task.run_if, ups)
+            part = TaskResult(verdict) if verdict is not None else TaskResult(
+                "failed", 0, error="NotRun: Prefect has no task run for this copy",
+                error_type="NotRun")
+        elements[f"{tid}[{i}]"] = part
+        parts.append(part)
+    return aggregate_elements(parts)
 
 
 def _current_task_runs(report: dict[str, Any]
@@ -158,7 +207,7 @@ def _current_task_runs(report: dict[str, Any]
         for r in kept:
             f = by_id[r.get("flow_run_id") or top["id"]]
             if f["run_started"] is not None:
-                started[_split(r["name"])[0]] = f["run_started"]
+                started[_split(r["name"])] = f["run_started"]
     return kept, started
 
 

@@ -442,6 +442,17 @@ def end_group(states: Mapping[str, Any], *, members: Sequence[str],
     return inside
 
 
+def copy_states(copies: Sequence[Any] | None, *, members: Sequence[str]) -> dict[str, Any]:
+    """The states of a mapped group's tasks, from the final states of its copies' subflow runs
+    in item order: each task's list of copy states (None where that copy did not run it), read
+    like a mapped task's list of element states (``ready``, ``value``, ``_failures``). ``None``
+    (no copy ran: the task the items come from did not complete) gives None for every task."""
+    if copies is None:
+        return dict.fromkeys(members)
+    per_copy = [group_states(state) for state in copies]
+    return {m: [states.get(m) for states in per_copy] for m in members}
+
+
 # ---------------------------------------------------------------- flow helpers
 
 

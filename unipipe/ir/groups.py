@@ -133,17 +133,18 @@ def used_outside(ir: Pipeline, group_id: str) -> list[str]:
                     if isinstance(inp, OutputInput) and inp.task in inside)
         used.update(c.task for c in t.when if c.task in inside)
     if ir.output is not None:
-        used.update(t for t in _output_tasks(ir.output) if t in inside)
+        used.update(t for t in output_tasks(ir.output) if t in inside)
     return [t for t in ir.topo_order() if t in used]
 
 
-def _output_tasks(value: object) -> list[str]:
+def output_tasks(value: object) -> list[str]:
+    """The tasks a value (the pipeline's output expression) reads, in the order it names them."""
     from unipipe.ir.models import DictValue, ListValue
 
     if isinstance(value, OutputInput):
         return [value.task]
     if isinstance(value, ListValue):
-        return [t for v in value.items for t in _output_tasks(v)]
+        return [t for v in value.items for t in output_tasks(v)]
     if isinstance(value, DictValue):
-        return [t for v in value.items.values() for t in _output_tasks(v)]
+        return [t for v in value.items.values() for t in output_tasks(v)]
     return []

@@ -496,9 +496,9 @@ def _referenced(ir: Pipeline, scope: str | None) -> set[str]:
         if t.run_if == "one_failed":
             refs.update(_ancestors(ir, t.id))
     if scope is None and ir.output is not None:
-        from unipipe.ir.groups import _output_tasks
+        from unipipe.ir.groups import output_tasks
 
-        refs.update(_output_tasks(ir.output))
+        refs.update(output_tasks(ir.output))
     return refs
 
 

@@ -370,3 +370,42 @@ def test_smoke_run_under_a_real_scheduler_triggered_through_the_rest_api():
     airflow = up.run(features.fanout, backend="airflow", mode="scheduler")
     assert_same(airflow, local(features.fanout))
     assert airflow.run_id.startswith("manual__")
+
+
+def test_a_fresh_db_drops_the_write_ahead_log_a_killed_airflow_left(tmp_path):
+    """A lane reuses its Airflow home: a run's Airflow stopped by a signal leaves ``airflow.db-wal``
+    behind, which SQLite would replay onto the next run's fresh copy of the template."""
+    import shutil
+    import sqlite3
+
+    from unipipe_airflow.engine import fresh_db, template_db
+
+    db = tmp_path / "airflow.db"
+    shutil.copyfile(template_db(), db)
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("CREATE TABLE stale_run (x)")
+    con.commit()
+    # what a SIGKILL leaves: the log as it was while the connection was open
+    left = {s: (tmp_path / f"airflow.db{s}").read_bytes() for s in ("-wal", "-shm")}
+    con.close()
+    for suffix, data in left.items():
+        (tmp_path / f"airflow.db{suffix}").write_bytes(data)
+    shutil.copyfile(template_db(), db)
+    stale = sqlite3.connect(db)  # the bug: the old run's table comes back
+    assert stale.execute("SELECT count(*) FROM sqlite_master WHERE name='stale_run'"
+                         ).fetchone() == (1,)
+    stale.close()
+    for suffix, data in left.items():
+        (tmp_path / f"airflow.db{suffix}").write_bytes(data)
+
+    fresh_db(db)
+
+    assert not (tmp_path / "airflow.db-wal").exists()
+    fresh = sqlite3.connect(db)
+    assert fresh.execute("SELECT count(*) FROM sqlite_master WHERE name='stale_run'"
+                         ).fetchone() == (0,)
+    assert fresh.execute("SELECT count(*) FROM sqlite_master WHERE name='dag_bundle'"
+                         ).fetchone() == (1,)
+    fresh.close()

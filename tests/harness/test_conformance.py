@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from .conftest import ENGINES, ROOT
+from .conftest import ENGINES, REFERENCE_RUNS, ROOT
 
 
 def _explain(suite, backend):
@@ -63,7 +63,8 @@ def test_airflow_real_scheduler_smoke_set(tmp_path):
 
     from .conftest import CASES
 
-    suite = run_suite([load_case(CASES / c) for c in SMOKE], ["airflow@scheduler"], tmp_path)
+    suite = run_suite([load_case(CASES / c) for c in SMOKE], ["airflow@scheduler"], tmp_path,
+                      reference=dict(REFERENCE_RUNS))
     assert suite.backends == ["local", "airflow@scheduler"]
     assert [(o.case, o.status) for o in suite.failures()] == [], _explain(
         suite, "airflow@scheduler")
@@ -98,7 +99,8 @@ def test_airflow_2_11_conforms_on_the_required_cases(tmp_path):
     from .conftest import CASES
 
     required = [c for c in discover([CASES]) if c.required]
-    suite = run_suite(required, ["airflow@2.11"], tmp_path, jobs=4, shards=2)
+    suite = run_suite(required, ["airflow@2.11"], tmp_path, jobs=4, shards=2,
+                      reference=dict(REFERENCE_RUNS))
     assert suite.backends == ["local", "airflow@2.11"]
     assert [(o.case, o.status) for o in suite.failures()] == [], _explain(suite, "airflow@2.11")
     outcomes = [suite.outcome(c.id, "airflow@2.11") for c in required]

@@ -232,6 +232,9 @@ class _Runner:
         base, extra = split_label(self.backend)
         if self.placement.isolated and self.backend != REFERENCE:
             extra = {**extra, "isolated": True}  # every attempt in a sandbox of its own
+        if self.backend != REFERENCE:
+            # the engine gives up (and reports its own logs) before the harness kills the worker
+            extra = {"timeout": max(30.0, self.case.timeout - 20), **extra}
         job = {"mode": mode, "pipeline": self.case.pipeline, "backend": base, "extra": extra,
                "params": params, "run_id": f"{self.case.id}-{n}-{uuid.uuid4().hex[:8]}",
                "workdir": str(self.lane / "workdir"), "search_path": self.case.search_path(),

@@ -178,12 +178,26 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: seconds a connection waits for another process's write lock before "database is locked".
+#: Airflow sets WAL mode on SQLite (``utils/orm_event_handlers.py`` ~50) but keeps pysqlite's
+#: 5 s busy timeout; under a real scheduler on 2 loaded cores (scheduler, dag-processor,
+#: api-server and task processes writing at once) 5 s ran out and the failed write surfaced as
+#: an HTTP 500 from the API server or a dag-processor ``PendingRollbackError``.
+SQLITE_BUSY_TIMEOUT = 60
+
+
+def sqlite_url(db: Path) -> str:
+    """The metadata DB's URL; ``timeout`` is read by SQLAlchemy's pysqlite and aiosqlite dialects
+    (checked: ``PRAGMA busy_timeout`` is 60000 on Airflow 3.3 and 2.11)."""
+    return f"sqlite:///{db}?timeout={SQLITE_BUSY_TIMEOUT}"
+
+
 def home_env(home: Path, dags: Path, db: Path | None = None) -> dict[str, str]:
     """The settings that place one Airflow installation: its home, dags folder, DB and logs."""
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db or home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlite_url(db or home / "airflow.db"),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
     }
 
@@ -233,6 +247,19 @@ def template_db(engine: Engine | None = None) -> Path:
     return db
 
 
+def fresh_db(dst: Path, engine: Engine | None = None) -> Path:
+    """Put a copy of the migrated template DB at ``dst`` for a new run.
+
+    The files SQLite keeps beside a DB in WAL mode (``-wal``, ``-shm``) go first: a run whose
+    Airflow was stopped by a signal leaves its write-ahead log behind, and SQLite would replay
+    the old run's pages onto the fresh copy (seen on the scheduler lane, whose home a lane
+    reuses: the dag-processor then found no ``dag_bundle`` row and never parsed the DAG)."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        dst.with_name(dst.name + suffix).unlink(missing_ok=True)
+    shutil.copyfile(template_db(engine), dst)
+    return dst
+
+
 @dataclass
 class Home:
     """One isolated Airflow home with its DAG file compiled into it."""
@@ -257,7 +284,7 @@ def prepare(ir: Pipeline, options: RunOptions) -> Home:
     root = work / "airflow"
     dags = root / "dags"
     dags.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template_db(engine), root / "airflow.db")
+    fresh_db(root / "airflow.db", engine)
     compile_ir(ir, "airflow", dags, target_version=options.extra.get("dialect") or engine.dialect,
                error_level=options.extra.get("error_level", "raise"),
                backoff=options.extra.get("backoff", "exact"), kubernetes=False)
@@ -367,7 +394,7 @@ def run_batch(planned: list[Planned], *, workdir: Path, search_path: list[str] |
     root = Path(workdir) / "airflow"
     dags = root / "dags"
     dags.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template_db(), root / "airflow.db")
+    fresh_db(root / "airflow.db")
     compiled: dict[tuple[str, str], Pipeline] = {}
     names: dict[str, str] = {}
     manifest, irs, values = [], [], []

@@ -72,26 +72,6 @@ def redis_server() -> str:
     return found
 
 
-def _guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a process group of its own, led by a guard that ends the group when
-    the process that started it is gone (a case killed at its time limit by the harness leaves
-    nothing running); :func:`stop` ends it."""
-    guard = (
-        "import os, signal, subprocess, sys, time\n"
-        "parent = int(sys.argv[1])\n"
-        "child = subprocess.Popen(sys.argv[2:])\n"
-        "signal.signal(signal.SIGTERM, lambda *a: child.terminate())\n"
-        "while child.poll() is None:\n"
-        "    try:\n"
-        "        os.kill(parent, 0)\n"
-        "    except ProcessLookupError:\n"
-        "        os.killpg(0, signal.SIGKILL)\n"
-        "    time.sleep(0.5)\n"
-        "sys.exit(child.returncode)\n")
-    return subprocess.Popen([sys.executable, "-S", "-c", guard, str(os.getpid()), *argv],
-                            start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
-
-
 def stop_all(procs: list[subprocess.Popen[bytes]], grace: float = 5) -> None:
     """SIGTERM every process group at once, SIGKILL what is left after ``grace`` seconds: the
     run is over, the "machines" go."""
@@ -142,7 +122,7 @@ def run(ir: Pipeline, options: RunOptions, values: dict[str, Any]) -> RunResult:
     from unipipe.compiler.driver import compile_ir
     from unipipe.deploy.package import build_code_package
     from unipipe_airflow import server
-    from unipipe_airflow.engine import clean_env, engine_dialect, home_env, template_db
+    from unipipe_airflow.engine import clean_env, engine_dialect, fresh_db, home_env
     from unipipe_airflow.results import build_result, read_records
 
     if ir.store is None:
@@ -195,7 +175,7 @@ def run(ir: Pipeline, options: RunOptions, values: dict[str, Any]) -> RunResult:
     def launch(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
         log = work / f"{name}.log"
         with open(log, "wb") as fh:
-            started.append((name, _guarded(argv, env=env, cwd=str(cwd), stdout=fh,
+            started.append((name, server.guarded(argv, env=env, cwd=str(cwd), stdout=fh,
                                            stderr=subprocess.STDOUT), log))
 
     try:
@@ -207,7 +187,7 @@ def run(ir: Pipeline, options: RunOptions, values: dict[str, Any]) -> RunResult:
         cenv = control.env(run_env)
         cenv.update(home_env(control.root / "airflow", control.root / "dags"))
         (control.root / "airflow").mkdir()
-        shutil.copyfile(template_db(), control.root / "airflow" / "airflow.db")
+        fresh_db(control.root / "airflow" / "airflow.db")
         cenv.update(celery)
         cenv.update({
             "AIRFLOW__CORE__PARALLELISM": "4",

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 from unipipe_airflow.engine import AirflowRunError, Home
@@ -33,13 +34,43 @@ class Api:
     def __init__(self, base: str):
         self.base = base.rstrip("/")
 
-    def call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 30,
+             tries: int = 3) -> Any:
+        """One API call; an HTTP 5xx (the API server's DB write lost to a lock held by another
+        component) is tried again, ``tries`` times in all, 2 s apart. Every call made here is
+        safe to repeat: GETs, the unpause PATCH, and a trigger POST that names its run id."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            text = resp.read()
-        return json.loads(text) if text else None
+        for attempt in range(1, tries + 1):
+            req = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                    text = resp.read()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == tries:
+                    raise
+            time.sleep(2)
+
+
+def guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a process group of its own, led by a guard that ends the group when
+    the process that started it is gone (a case killed at its time limit by the harness leaves
+    nothing running); :func:`stop` ends it."""
+    guard = (
+        "import os, signal, subprocess, sys, time\n"
+        "parent = int(sys.argv[1])\n"
+        "child = subprocess.Popen(sys.argv[2:])\n"
+        "signal.signal(signal.SIGTERM, lambda *a: child.terminate())\n"
+        "while child.poll() is None:\n"
+        "    try:\n"
+        "        os.kill(parent, 0)\n"
+        "    except ProcessLookupError:\n"
+        "        os.killpg(0, signal.SIGKILL)\n"
+        "    time.sleep(0.5)\n"
+        "sys.exit(child.returncode)\n")
+    return subprocess.Popen([sys.executable, "-S", "-c", guard, str(os.getpid()), *argv],
+                            start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
 
 
 def start(home: Home, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -61,25 +92,50 @@ def start(home: Home, port: int, env: dict[str, str] | None = None) -> subproces
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
     })
     run_env.update(env or {})
-    log = open(home.root / "standalone.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=run_env,
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=home.root, start_new_session=True)
+    path = home.root / "standalone.log"
+    if path.exists():  # a home reused by a lane's next run: the earlier run's log stays
+        path.rename(home.root / f"standalone.{time.time_ns()}.log")
+    log = open(path, "wb")
+    # guarded: a harness worker killed at its case's time limit leaves no Airflow running
+    return guarded([sys.executable, "-m", "airflow", "standalone"], env=run_env, stdout=log,
+                   stderr=subprocess.STDOUT, cwd=home.root)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the standalone process group (only the processes this run started)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``, from ``/proc``."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """End the standalone process group (only the processes this run started) and wait until
+    every member is gone: a component still shutting down (the dag-processor ends its parsing
+    processes on SIGTERM) would otherwise write into the DB the lane's next run copies fresh,
+    which on a loaded machine left that run's dag-processor without its bundle row."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+            break
+        limit = time.monotonic() + wait
+        while group_members(proc.pid) and time.monotonic() < limit:
+            time.sleep(0.2)
+        if not group_members(proc.pid):
+            break
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def wait_ready(proc: subprocess.Popen[bytes], api: Api, deadline: float) -> None:
@@ -104,17 +160,21 @@ def wait_for_dag(api: Api, dag_id: str, deadline: float, fileloc: str | None = N
                  alive: Any = None) -> None:
     """Until the dag-processor has parsed ``dag_id`` (from ``fileloc``, when given: a file that
     replaced an earlier one of the same DAG id)."""
+    last = "not found"
     while True:
         try:
-            details = api.call("GET", dag_path(dag_id) + "/details")
+            details = api.call("GET", dag_path(dag_id) + "/details", tries=1)
             if fileloc is None or details.get("fileloc") == fileloc:
                 return
         except urllib.error.HTTPError as exc:
-            if exc.code != 404:
+            # 404: not parsed yet; 5xx: seen on a loaded machine while the dag-processor was
+            # still writing the DAG (its row before its serialized form): both pass with time
+            if exc.code != 404 and exc.code < 500:
                 raise AirflowRunError(f"DAG {dag_id}: {exc}") from exc
+            last = str(exc)
         if time.monotonic() > deadline:
             raise AirflowRunError(f"DAG {dag_id} never appeared" +
-                                  (f" from {fileloc}" if fileloc else ""))
+                                  (f" from {fileloc}" if fileloc else "") + f" (last: {last})")
         if alive is not None and not alive():
             raise AirflowRunError("airflow exited while waiting for the DAG to be parsed")
         time.sleep(0.5)
@@ -125,9 +185,17 @@ def trigger_and_wait(api: Api, dag_id: str, conf: dict[str, Any], deadline: floa
     """Unpause ``dag_id``, start one run with ``conf``, poll until it finished; its run id."""
     path = dag_path(dag_id)
     api.call("PATCH", path, {"is_paused": False})
-    run = api.call("POST", f"{path}/dagRuns", {"logical_date": None, "conf": conf})
-    run_id = run["dag_run_id"]
+    # the run id is ours, so a trigger repeated after a 5xx cannot make a second run: a 409
+    # says the first one was made after all
+    run_id = f"manual__unipipe_{uuid.uuid4().hex}"
     run_path = f"{path}/dagRuns/{urllib.request.quote(run_id, safe='')}"
+    try:
+        run = api.call("POST", f"{path}/dagRuns",
+                       {"dag_run_id": run_id, "logical_date": None, "conf": conf})
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise
+        run = api.call("GET", run_path)
     while run.get("state") not in FINISHED:
         if time.monotonic() > deadline:
             raise AirflowRunError(f"run {run_id} did not finish in time")
@@ -177,5 +245,10 @@ def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float,
         wait_for_pipeline_alerts(api, home.dag_id, run_id, alerts or [], home.trace_dir,
                                  deadline, alive=lambda: proc.poll() is None)
         return run_id
+    except (AirflowRunError, urllib.error.URLError) as exc:
+        from unipipe_airflow.engine import log_tail
+
+        raise AirflowRunError(f"{exc}; airflow standalone's log, tail:\n"
+                              + log_tail(home, "standalone.log")) from exc
     finally:
         stop(proc)

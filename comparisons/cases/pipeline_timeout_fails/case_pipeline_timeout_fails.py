@@ -21,7 +21,7 @@ def publish(value: int) -> str:
     return f"published {value}"
 
 
-@up.pipeline(name="case-pipeline-timeout-fails", timeout="15s",
+@up.pipeline(name="case-pipeline-timeout-fails", timeout="30s",
              alerts=[up.Alert(on=("failure",), webhook="env:UNIPIPE_HARNESS_WEBHOOK")])
 def pipe(n: int = 7):
     return publish(hang(extract(n)))

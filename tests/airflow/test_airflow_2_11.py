@@ -181,3 +181,10 @@ def test_the_2_11_pythonpath_holds_the_unipipe_sources_and_never_this_site_packa
     installed = Engine("3.3.2", sys.executable)
     assert engine_pythonpath(installed, tmp_path, ["/user/modules", site], None).split(":") == [
         "/user/modules", site]
+
+
+def test_tasks_sharing_one_task_function_are_overridden_task_ids_on_2_11():
+    """``add_one_2.override(task_id=...)`` (2.11 decorators/base.py ``_TaskDecorator.override``)."""
+    airflow = on_2_11(features.one_callable, {"start": 10})
+    assert_same(airflow, local(features.one_callable, {"start": 10}))
+    assert airflow.output == 15 and len(airflow.tasks) == 5

@@ -526,3 +526,20 @@ def test_a_mapped_group_over_a_plain_output_expands_over_it_and_returns_only_wha
 def test_pipelines_without_mapped_groups_import_no_task_group_decorator(tmp_path):
     for pipeline in (pa.subpipelines, features.fanout):
         assert "task_group" not in _dag(pipeline, tmp_path / pipeline.name)
+
+
+def test_tasks_of_one_callable_and_policies_share_one_task_function(tmp_path):
+    """A chain of five calls of add_one: add_one (a parameter) and add_one_2 (an upstream) are
+    two definitions, add_one_3..5 call add_one_2 with ``.override(task_id=...)``; Airflow's own
+    DagBag sees five tasks."""
+    [path] = [p for p in up.compile(features.one_callable, target="airflow", out_dir=tmp_path)
+              if p.suffix == ".py"]
+    source = path.read_text()
+    defs = [n.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)
+            and any("task" in ast.unparse(d) for d in n.decorator_list)]
+    assert sorted(defs) == ["add_one", "add_one_2"]
+    for i in (3, 4, 5):
+        assert f'add_one_2.override(task_id="add_one_{i}")(x=' in source
+    parsed = load(tmp_path)
+    assert parsed["import_errors"] == {}
+    assert parsed["dags"] == {"one-callable": ["add_one", *(f"add_one_{i}" for i in range(2, 6))]}

@@ -87,6 +87,7 @@ PLAN = {
     "mapped-groups": (pa.mapped_groups, {}, None),
     "mapped-group-edges": (pa.mapped_group_edges, {}, None),
     "mapped-group-empty": (pa.mapped_group_empty, {}, None),
+    "one-callable": (features.one_callable, {"start": 10}, None),
 }
 
 
@@ -409,3 +410,12 @@ def test_a_fresh_db_drops_the_write_ahead_log_a_killed_airflow_left(tmp_path):
     assert fresh.execute("SELECT count(*) FROM sqlite_master WHERE name='dag_bundle'"
                          ).fetchone() == (1,)
     fresh.close()
+
+
+def test_tasks_sharing_one_task_function_run_as_their_own_tasks(batch):
+    """add_one, add_one_2 (their own definitions: a parameter, an upstream) and add_one_3..5
+    (``add_one_2.override(task_id=...)``) are five task instances with their own ids."""
+    airflow = batch["one-callable"]
+    assert_same(airflow, local(features.one_callable, {"start": 10}))
+    assert airflow.output == 15
+    assert set(airflow.tasks) == {"add_one", *(f"add_one_{i}" for i in range(2, 6))}

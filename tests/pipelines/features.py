@@ -277,3 +277,18 @@ def run_retries(n: int = 4, offset: int = 1):
 def run_timeout(n: int = 4, offset: int = 1):
     """A run past 45 minutes fails, its running task stopped."""
     return shift(total(square.map(x=make_numbers(n))), offset)
+
+
+@up.task
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@up.pipeline(name="one-callable")
+def one_callable(start: int = 0):
+    """One function called five times, as a person writes a chain: the generated code defines
+    the task function once per distinct definition and calls it once per task."""
+    x = add_one(start)
+    for _ in range(4):
+        x = add_one(x)
+    return x

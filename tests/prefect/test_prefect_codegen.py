@@ -383,3 +383,17 @@ def test_a_mapped_group_is_one_subflow_run_per_item_named_by_its_index(tmp_path)
 def test_an_unmapped_group_has_no_copy_machinery(tmp_path):
     text = _compile(pp.subpipelines, tmp_path)["subpipelines_flow.py"]
     assert "map_index" not in text and "copy_states" not in text and "GROUP_ITEMS" not in text
+
+
+def test_tasks_of_one_callable_and_policies_share_one_task_function(tmp_path):
+    """One ``@task`` function for the five calls of add_one (the parameter reaches it as a flow
+    argument, like an upstream): add_one_2..5 are ``add_one.with_options(name=...,
+    task_run_name=...)``, whose body runs the spec of the task it was called as."""
+    source = _compile(features.one_callable, tmp_path)["one_callable_flow.py"]
+    tree = ast.parse(source)
+    defs = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+            and any("task" in ast.unparse(d) for d in n.decorator_list)]
+    assert defs == ["add_one"]
+    for i in (2, 3, 4, 5):
+        assert f'add_one.with_options(name="add_one_{i}", task_run_name="add_one_{i}")' in source
+    assert 'invoke(SPECS[task_run.task_name], {"x": x})' in source

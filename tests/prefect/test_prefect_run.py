@@ -319,3 +319,12 @@ def test_mapped_subflow_over_no_items_and_below_a_failure(prefect_env):
     assert prefect.state == "failed"
     assert prefect.tasks["per_shard__shard_rows"].state == "upstream_failed"
     assert not any("[" in k for k in prefect.tasks)
+
+
+def test_calls_of_one_shared_task_function_are_task_runs_of_their_own(prefect_env):
+    """add_one.with_options(name=...): five task runs, each named and run as its own task."""
+    prefect = up.run(features.one_callable, backend="prefect", params={"start": 10})
+    local = up.run(features.one_callable, backend="local", params={"start": 10})
+    assert summary(prefect) == summary(local)
+    assert prefect.output == 15
+    assert sorted(prefect.tasks) == ["add_one", *(f"add_one_{i}" for i in range(2, 6))]

@@ -35,6 +35,7 @@ function holding its members' calls, called as ``<group>.partial(...).expand(<pa
 from __future__ import annotations
 
 import keyword
+from collections import Counter
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,8 +326,19 @@ class DagWriter:
             referenced.update(self.task_ids)
         self.referenced = referenced
         self.funcs: dict[str, str] = {}
+        # A callable several tasks call is named as the person wrote it: its first task's
+        # function takes the callable's name (the others call it with .override, _emit_task),
+        # unless that name is another task's id.
+        uses = Counter(t.fn for t in self.ir.tasks if t.command is None)
+        named: set[str] = set()
         for t in self.ir.tasks:
-            self.funcs[t.id] = self.names.claim(t.id)
+            short = t.fn.rpartition(":")[2].rpartition(".")[2]
+            if (uses[t.fn] > 1 and t.fn not in named and short.isidentifier()
+                    and (short == t.id or short not in self.used_ids)):
+                named.add(t.fn)
+                self.funcs[t.id] = self.names.claim(short)
+            else:
+                self.funcs[t.id] = self.names.claim(t.id)
 
     def in_pod(self, task: Task) -> bool:
         """The task runs in a Kubernetes pod (@task.kubernetes)."""
@@ -682,6 +694,7 @@ class DagWriter:
         self._gates: dict[Condition, str] = {}  # condition -> result variable of its gate
         self._items: dict[str, str] = {}  # mapped group id -> its @task_group's item parameter
         defs, edges, out = self._defs, self._edges, self._out
+        self._shared: dict[str, str] = {}  # a task function's definition -> its name
         wiring: list[cst.BaseStatement] = []
         if ir.groups:
             # each level in the order of unipipe.ir.groups.children, an inner group one node:
@@ -882,7 +895,15 @@ class DagWriter:
                 if gate_vars:
                     edges.append(_rshift(gate_vars, ivar))
                 expand_source = ivar
-        defs.append(func_def)
+        # One function per distinct definition, as a person writes a DAG: a task whose
+        # definition (callable, policies, spec) equals an earlier one's is that function called
+        # with ``.override(task_id=...)`` (sdk/bases/decorator.py ``_TaskDecorator.override``;
+        # 2.11 decorators/base.py likewise), which keeps the call's own task id.
+        key = _share_key(func_def)
+        shared = self._shared.get(key)
+        if shared is None:
+            self._shared[key] = self.funcs[tid]
+            defs.append(func_def)
         # the call
         kwargs: list[cst.Arg] = []
         mapped: list[cst.Arg] = []
@@ -900,12 +921,15 @@ class DagWriter:
             kwargs.append(_kw("unipipe_context", literal(
                 _pod_context_text(sorted({i.name for i in task.inputs.values()
                                           if isinstance(i, ParamInput)})))))
-        func = self.funcs[tid]
+        func: cst.BaseExpression = cst.Name(self.funcs[tid])
+        if shared is not None:
+            func = _call(cst.Attribute(cst.Name(shared), cst.Name("override")),
+                         _kw("task_id", literal(tid)))
         expr: cst.BaseExpression
         if mapped:
-            base: cst.BaseExpression = cst.Name(func)
+            base: cst.BaseExpression = func
             if kwargs:
-                base = _call(cst.Attribute(cst.Name(func), cst.Name("partial")), *kwargs)
+                base = _call(cst.Attribute(func, cst.Name("partial")), *kwargs)
             expr = _call(cst.Attribute(base, cst.Name("expand")), *mapped)
         else:
             expr = _call(func, *kwargs)
@@ -967,6 +991,19 @@ def trim(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def _trim_alert(alert: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in alert.items() if v not in ((), [], None)}
+
+
+def _share_key(func_def: cst.FunctionDef) -> str:
+    """A task function's definition without its name and ``task_id``: equal keys, one function."""
+    decorators = []
+    for dec in func_def.decorators:
+        expr = dec.decorator
+        if isinstance(expr, cst.Call):
+            expr = expr.with_changes(args=[a for a in expr.args
+                                           if not (a.keyword and a.keyword.value == "task_id")])
+        decorators.append(dec.with_changes(decorator=expr))
+    bare = func_def.with_changes(name=cst.Name("_"), decorators=decorators)
+    return cst.Module(body=[bare]).code
 
 
 def _gate_name(cond: Condition) -> str:

@@ -15,9 +15,11 @@ docstring escaper), so they can never become code.
 from __future__ import annotations
 
 import builtins
+import json
 import keyword
 import re
 import textwrap
+from collections import Counter
 from typing import Any
 
 import libcst as cst
@@ -74,8 +76,22 @@ class Names:
         taken = set(self.params) | MODULE_NAMES
         self._taken = taken
         self.task_fn: dict[str, str] = {}
+        #: task id -> the function of an earlier task it calls with ``.with_options`` (same
+        #: callable, same policies: one ``@task`` function, as a person writes a flow)
+        self.shared: dict[str, str] = {}
+        #: function names defined for several tasks (their spec is looked up by task name)
+        self.shared_fns: set[str] = set()
+        uses = Counter(t.fn for t in ir.tasks if t.command is None)
+        named: set[str] = set()
+        ids = {t.id for t in ir.tasks}
         for t in ir.tasks:
-            self.task_fn[t.id] = self._fresh(t.id, "_task")
+            short = t.fn.rpartition(":")[2].rpartition(".")[2]
+            if (uses[t.fn] > 1 and t.fn not in named and short.isidentifier()
+                    and (short == t.id or short not in ids)):
+                named.add(t.fn)  # the callable's name, as the person wrote it
+                self.task_fn[t.id] = self._fresh(short, "_task")
+            else:
+                self.task_fn[t.id] = self._fresh(t.id, "_task")
         self.flow_fn = self._fresh(python_name(ir.name), "_flow")
         # one subflow function per group (a sub-pipeline called twice is two groups: their
         # tasks differ), named after the group
@@ -246,8 +262,18 @@ def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
             "    group_alerts(GROUP_ALERTS[flow_run.name], PIPELINE, flow_run, state)\n"))
 
     copied = {t for g in ir.groups if g.map_over is not None for t in members(ir, g.id)}
+    first: dict[str, str] = {}  # share key -> the task whose function the others call
     for t in ir.tasks:
-        body.append(_task_def(t, specs[t.id], names, task_events[t.id], copied=t.id in copied))
+        key = _share_key(t, specs[t.id], task_events[t.id], t.id in copied)
+        if key in first:
+            names.shared[t.id] = names.task_fn[first[key]]
+            names.shared_fns.add(names.task_fn[first[key]])
+        else:
+            first[key] = t.id
+    for t in ir.tasks:
+        if t.id not in names.shared:
+            body.append(_task_def(t, specs[t.id], names, task_events[t.id],
+                                  copied=t.id in copied))
     for g in ir.groups:
         body.append(_group_def(ir, g, names))
     body.append(_flow_def(ir, names, flow_events))
@@ -313,8 +339,13 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
     if retry and float(retry.get("jitter", 0)) > 0:
         invoke_kwargs.append(("emulate", codegen.literal(("retry.jitter",))))
     inputs_dict = cst.Dict([cst.DictElement(codegen.literal(n), cst.Name(n)) for n in engine_inputs])
-    invoke = _call(cst.Name("invoke"), [_subscript(cst.Name("SPECS"), codegen.literal(t.id)),
-                                        inputs_dict], invoke_kwargs)
+    shared = names.task_fn[t.id] in names.shared_fns
+    # a function several tasks call runs the spec of the task it was called as: its name
+    # (``.with_options(name=...)``; prefect/runtime/task_run.py ``get_task_name``), as the
+    # retry, alert and cache hooks already look it up
+    key = (_attr("task_run", "task_name") if shared else codegen.literal(t.id))
+    invoke = _call(cst.Name("invoke"), [_subscript(cst.Name("SPECS"), key), inputs_dict],
+                   invoke_kwargs)
 
     doc = (f"Runs {t.fn}." if t.command is None else
            "Runs the command in SPECS: each item one argument, no shell.")
@@ -325,6 +356,7 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
         doc += f"\n\nCached on {cache['key_fn']} (cache version {cache.get('version', '0')!r})."
     statements: list[cst.BaseStatement] = [
         _docstring(doc),
+        *([cst.parse_statement("from prefect.runtime import task_run")] if shared else []),
         cst.parse_statement("from unipipe_prefect.runtime import invoke"),
         cst.SimpleStatementLine([cst.Return(invoke)]).with_changes(leading_lines=[cst.EmptyLine()]),
     ]
@@ -335,6 +367,16 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
         decorators=[cst.Decorator(_call(cst.Name("task"), kwargs=kwargs))],
         leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
     )
+
+
+def _share_key(t: Task, spec: dict[str, Any], events: set[str], copied: bool) -> str:
+    """What a task's ``@task`` function depends on besides its task's id (see ``_task_def``):
+    tasks with equal keys share one function."""
+    engine_inputs = [n for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
+    return json.dumps([t.fn, t.source_hash, t.command is None, engine_inputs, t.map_over,
+                       copied, sorted(events),
+                       {k: spec.get(k) for k in ("retry", "cache", "timeout")}],
+                      sort_keys=True, default=str)
 
 
 def _value_expr(value: Value, names: Names) -> cst.BaseExpression:
@@ -737,7 +779,12 @@ def _arg_expr(name: str, inp: Any, names: Names) -> cst.BaseExpression:
 
 def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
     rt = names.rt
-    fn = cst.Name(names.task_fn[t.id])
+    fn: cst.BaseExpression = cst.Name(names.task_fn[t.id])
+    if t.id in names.shared:  # an earlier task's function, run as this task
+        indexed = bool(t.map_over) or (t.group is not None and names.item.get(t.group) is not None)
+        fn = _call(_attr(names.shared[t.id], "with_options"), kwargs=[
+            ("name", codegen.literal(t.id)),
+            ("task_run_name", codegen.literal(t.id + "[{map_index}]" if indexed else t.id))])
     engine = [(n, inp) for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
     if not t.map_over:
         kwargs = [(n, _arg_expr(n, inp, names)) for n, inp in engine]

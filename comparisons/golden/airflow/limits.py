@@ -42,17 +42,11 @@ def limits():
 
         return run_task({"fn": "pipelines.features:total"}, {"values": values})
 
-    @task
-    def total_2(values):
-        from unipipe_airflow.runtime import run_task
-
-        return run_task({"fn": "pipelines.features:total"}, {"values": values})
-
     make_numbers_result = make_numbers()
     square_result = square.expand(x=make_numbers_result)
     shift_result = shift.expand(x=make_numbers_result)
     total(values=square_result)
-    total_2(values=shift_result)
+    total.override(task_id="total_2")(values=shift_result)
 
 
 limits()

@@ -16,20 +16,20 @@ def subpipelines():
     """Nested groups (checked_total calls sum_squares), a repeated one (sum_squares twice), a
     mapped task, a condition and a run_if task inside groups, and a group with alerts."""
 
-    @task
-    def checked_total__sum_squares__numbers():
+    @task(task_id="checked_total__sum_squares__numbers")
+    def numbers():
         from unipipe_airflow.runtime import run_task
 
         return run_task({"fn": "pipelines_airflow:numbers", "params": {"n": "n"}, "fan_out": True})
 
-    @task
-    def checked_total__sum_squares__square_it(x):
+    @task(task_id="checked_total__sum_squares__square_it")
+    def square_it(x):
         from unipipe_airflow.runtime import run_task
 
         return run_task({"fn": "pipelines_airflow:square_it"}, {"x": x})
 
-    @task
-    def checked_total__sum_squares__total(values):
+    @task(task_id="checked_total__sum_squares__total")
+    def total(values):
         from unipipe_airflow.runtime import run_task
 
         return run_task({"fn": "pipelines_airflow:total"}, {"values": values})
@@ -112,13 +112,11 @@ def subpipelines():
             prefix_group_id=False,
             tooltip="Squares 1..n (one mapped task instance each) and sums them.",
         ):
-            checked_total__sum_squares__numbers_result = checked_total__sum_squares__numbers()
-            checked_total__sum_squares__square_it_result = (
-                checked_total__sum_squares__square_it.expand(
-                    x=checked_total__sum_squares__numbers_result
-                )
+            checked_total__sum_squares__numbers_result = numbers()
+            checked_total__sum_squares__square_it_result = square_it.expand(
+                x=checked_total__sum_squares__numbers_result
             )
-            checked_total__sum_squares__total_result = checked_total__sum_squares__total(
+            checked_total__sum_squares__total_result = total(
                 values=checked_total__sum_squares__square_it_result
             )
         checked_total__is_big_result = checked_total__is_big(

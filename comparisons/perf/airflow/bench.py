@@ -6,7 +6,8 @@ For the synthetic pipelines of 10, 100 and 1000 tasks (comparisons/perf/syntheti
 files are parsed by Airflow's own DagBag, each in a fresh interpreter, ``repeats`` times
 (interleaved; the median is kept):
 
-- ``generated``: what unipipe writes (one ``@task`` function per task, the spec in its body);
+- ``generated``: what unipipe writes (one ``@task`` function per distinct definition, the
+  spec in its body, called with ``.override(task_id=...)`` by every further task it serves);
 - ``hand_written``: the same graph written by hand in TaskFlow style, one ``@task`` function
   per task with the same retry arguments, its body calling the user function;
 - ``hand_written_loop``: the shortest hand-written form, two ``@task`` functions reused with

@@ -75,17 +75,10 @@ def shift(x, by, map_index=None):
 @task(name="total", task_run_name="total", cache_policy=NO_CACHE)
 def total(values):
     """Runs pipelines.features:total."""
+    from prefect.runtime import task_run
     from unipipe_prefect.runtime import invoke
 
-    return invoke(SPECS["total"], {"values": values})
-
-
-@task(name="total_2", task_run_name="total_2", cache_policy=NO_CACHE)
-def total_2(values):
-    """Runs pipelines.features:total."""
-    from unipipe_prefect.runtime import invoke
-
-    return invoke(SPECS["total_2"], {"values": values})
+    return invoke(SPECS[task_run.task_name], {"values": values})
 
 
 @flow(name="limits")
@@ -113,7 +106,9 @@ def limits(n: int = 4, offset: int = 1):
 
     total_2_state = None
     if rt.ready(shift_state):
-        total_2_state = total_2(values=shift_state, return_state=True)
+        total_2_state = total.with_options(name="total_2", task_run_name="total_2")(
+            values=shift_state, return_state=True
+        )
 
     rt.raise_for_failures(
         {

@@ -112,9 +112,10 @@ def group_alerts(prefect_flow, flow_run, state) -> None:
 @task(name="rows_of", task_run_name="rows_of", cache_policy=NO_CACHE)
 def rows_of(n):
     """Runs pipelines_prefect:rows_of."""
+    from prefect.runtime import task_run
     from unipipe_prefect.runtime import invoke
 
-    return invoke(SPECS["rows_of"], {"n": n})
+    return invoke(SPECS[task_run.task_name], {"n": n})
 
 
 @task(
@@ -124,7 +125,7 @@ def rows_of(n):
     retry_condition_fn=retry_condition,
     cache_policy=NO_CACHE,
 )
-def prepare_rows__scale(rows):
+def scale(rows):
     """Runs pipelines_prefect:scale."""
     from unipipe_prefect.runtime import invoke
 
@@ -136,19 +137,21 @@ def prepare_rows__scale(rows):
     task_run_name="prepare_rows__check_rows__count",
     cache_policy=NO_CACHE,
 )
-def prepare_rows__check_rows__count(rows):
+def count(rows):
     """Runs pipelines_prefect:count."""
+    from prefect.runtime import task_run
     from unipipe_prefect.runtime import invoke
 
-    return invoke(SPECS["prepare_rows__check_rows__count"], {"rows": rows})
+    return invoke(SPECS[task_run.task_name], {"rows": rows})
 
 
 @task(name="prepare_rows__summed", task_run_name="prepare_rows__summed", cache_policy=NO_CACHE)
-def prepare_rows__summed(rows):
+def summed(rows):
     """Runs pipelines_prefect:summed."""
+    from prefect.runtime import task_run
     from unipipe_prefect.runtime import invoke
 
-    return invoke(SPECS["prepare_rows__summed"], {"rows": rows})
+    return invoke(SPECS[task_run.task_name], {"rows": rows})
 
 
 @task(
@@ -166,26 +169,6 @@ def prepare_rows_2__scale(rows, factor):
 
 
 @task(
-    name="prepare_rows_2__check_rows__count",
-    task_run_name="prepare_rows_2__check_rows__count",
-    cache_policy=NO_CACHE,
-)
-def prepare_rows_2__check_rows__count(rows):
-    """Runs pipelines_prefect:count."""
-    from unipipe_prefect.runtime import invoke
-
-    return invoke(SPECS["prepare_rows_2__check_rows__count"], {"rows": rows})
-
-
-@task(name="prepare_rows_2__summed", task_run_name="prepare_rows_2__summed", cache_policy=NO_CACHE)
-def prepare_rows_2__summed(rows):
-    """Runs pipelines_prefect:summed."""
-    from unipipe_prefect.runtime import invoke
-
-    return invoke(SPECS["prepare_rows_2__summed"], {"rows": rows})
-
-
-@task(
     name="publish_total__describe_label",
     task_run_name="publish_total__describe_label",
     cache_policy=NO_CACHE,
@@ -195,22 +178,6 @@ def publish_total__describe_label(label):
     from unipipe_prefect.runtime import invoke
 
     return invoke(SPECS["publish_total__describe_label"], {"label": label})
-
-
-@task(name="publish_total__rows_of", task_run_name="publish_total__rows_of", cache_policy=NO_CACHE)
-def publish_total__rows_of(n):
-    """Runs pipelines_prefect:rows_of."""
-    from unipipe_prefect.runtime import invoke
-
-    return invoke(SPECS["publish_total__rows_of"], {"n": n})
-
-
-@task(name="publish_total__count", task_run_name="publish_total__count", cache_policy=NO_CACHE)
-def publish_total__count(rows):
-    """Runs pipelines_prefect:count."""
-    from unipipe_prefect.runtime import invoke
-
-    return invoke(SPECS["publish_total__count"], {"rows": rows})
 
 
 @task(name="page_someone", task_run_name="page_someone", cache_policy=NO_CACHE)
@@ -231,7 +198,7 @@ def prepare_rows(rows_of_state):
 
     prepare_rows__scale_state = None
     if rt.ready(rows_of_state):
-        prepare_rows__scale_state = prepare_rows__scale(rows=rows_of_state, return_state=True)
+        prepare_rows__scale_state = scale(rows=rows_of_state, return_state=True)
 
     # sub-pipeline check-rows as group prepare_rows__check_rows (a subflow)
     prepare_rows__check_rows_states = rt.group_states(
@@ -242,9 +209,7 @@ def prepare_rows(rows_of_state):
 
     prepare_rows__summed_state = None
     if rt.ready(prepare_rows__scale_state):
-        prepare_rows__summed_state = prepare_rows__summed(
-            rows=prepare_rows__scale_state, return_state=True
-        )
+        prepare_rows__summed_state = summed(rows=prepare_rows__scale_state, return_state=True)
 
     return rt.end_group(
         {
@@ -272,7 +237,7 @@ def prepare_rows__check_rows(prepare_rows__scale_state):
 
     prepare_rows__check_rows__count_state = None
     if rt.ready(prepare_rows__scale_state):
-        prepare_rows__check_rows__count_state = prepare_rows__check_rows__count(
+        prepare_rows__check_rows__count_state = count(
             rows=prepare_rows__scale_state, return_state=True
         )
 
@@ -309,9 +274,9 @@ def prepare_rows_2(rows_of_state, factor):
 
     prepare_rows_2__summed_state = None
     if rt.ready(prepare_rows_2__scale_state):
-        prepare_rows_2__summed_state = prepare_rows_2__summed(
-            rows=prepare_rows_2__scale_state, return_state=True
-        )
+        prepare_rows_2__summed_state = summed.with_options(
+            name="prepare_rows_2__summed", task_run_name="prepare_rows_2__summed"
+        )(rows=prepare_rows_2__scale_state, return_state=True)
 
     return rt.end_group(
         {
@@ -343,9 +308,10 @@ def prepare_rows_2__check_rows(prepare_rows_2__scale_state):
 
     prepare_rows_2__check_rows__count_state = None
     if rt.ready(prepare_rows_2__scale_state):
-        prepare_rows_2__check_rows__count_state = prepare_rows_2__check_rows__count(
-            rows=prepare_rows_2__scale_state, return_state=True
-        )
+        prepare_rows_2__check_rows__count_state = count.with_options(
+            name="prepare_rows_2__check_rows__count",
+            task_run_name="prepare_rows_2__check_rows__count",
+        )(rows=prepare_rows_2__scale_state, return_state=True)
 
     return rt.end_group(
         {
@@ -374,15 +340,15 @@ def publish_total(prepare_rows_2__summed_state, label):
 
     publish_total__rows_of_state = None
     if rt.ready(prepare_rows_2__summed_state):
-        publish_total__rows_of_state = publish_total__rows_of(
-            n=prepare_rows_2__summed_state, return_state=True
-        )
+        publish_total__rows_of_state = rows_of.with_options(
+            name="publish_total__rows_of", task_run_name="publish_total__rows_of"
+        )(n=prepare_rows_2__summed_state, return_state=True)
 
     publish_total__count_state = None
     if rt.ready(publish_total__rows_of_state):
-        publish_total__count_state = publish_total__count(
-            rows=publish_total__rows_of_state, return_state=True
-        )
+        publish_total__count_state = count.with_options(
+            name="publish_total__count", task_run_name="publish_total__count"
+        )(rows=publish_total__rows_of_state, return_state=True)
 
     publish_total__describe_label_state = None
     if rt.ready(publish_total__count_state):

@@ -417,9 +417,13 @@ def test_a_group_is_a_with_task_group_block_keeping_the_ir_ids(version, tmp_path
     # the group's own calls are in its block: the mapped task, the gate, the run_if task
     own = ast.unparse(calls["checked_total"])
     for name in ("when_checked_total__is_big(", "checked_total__tidy()",
-                 "checked_total__unipipe_alerts()", "checked_total__sum_squares__square_it.expand("):
+                 "checked_total__unipipe_alerts()",
+                 # square_it, the function the three sum_squares groups share, named after the
+                 # callable; its first task's id is in its decorator
+                 "checked_total__sum_squares__square_it_result = square_it.expand("):
         assert name in own
     assert "sum_squares__numbers()" not in own.replace("checked_total__sum_squares__numbers", "")
+    assert '@task(task_id="checked_total__sum_squares__square_it")\n    def square_it(x)' in text
 
 
 def test_a_group_with_alerts_gets_an_all_done_task_after_every_member(tmp_path):

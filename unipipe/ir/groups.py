@@ -94,18 +94,28 @@ def children(ir: Pipeline, group_id: str | None = None) -> list[Node]:
             other = _top(ir, group_of, g.items.task, group_id)
             if node is not None and other is not None and node != other and node in deps:
                 deps[node].add(other)
+    # in waves: every node ready after the previous wave, in authoring order (linear time)
+    index = {n: i for i, n in enumerate(nodes)}
+    waiting = {n: len(d) for n, d in deps.items()}
+    after: dict[Node, list[Node]] = {n: [] for n in nodes}
+    for n, d in deps.items():
+        for u in d:
+            after[u].append(n)
     order: list[Node] = []
-    done: set[Node] = set()
-    pending = list(nodes)
-    while pending:
-        ready = [n for n in pending if deps[n] <= done]
-        if not ready:
-            raise ValueError("cycle through a sub-pipeline among "
-                             + ", ".join(sorted(n.id for n in pending)))
-        for n in ready:
-            order.append(n)
-            done.add(n)
-            pending.remove(n)
+    wave = [n for n in nodes if not waiting[n]]
+    while wave:
+        order.extend(wave)
+        nxt = []
+        for n in wave:
+            for m in after[n]:
+                waiting[m] -= 1
+                if not waiting[m]:
+                    nxt.append(m)
+        wave = sorted(nxt, key=index.__getitem__)
+    if len(order) < len(nodes):
+        pending = [n for n in nodes if waiting[n]]
+        raise ValueError("cycle through a sub-pipeline among "
+                         + ", ".join(sorted(n.id for n in pending)))
     return order
 
 

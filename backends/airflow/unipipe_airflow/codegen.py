@@ -35,8 +35,8 @@ function holding its members' calls, called as ``<group>.partial(...).expand(<pa
 from __future__ import annotations
 
 import keyword
-from collections import Counter
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 

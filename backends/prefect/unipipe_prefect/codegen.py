@@ -15,6 +15,7 @@ docstring escaper), so they can never become code.
 from __future__ import annotations
 
 import builtins
+import heapq
 import json
 import keyword
 import re
@@ -515,13 +516,25 @@ def ordered_children(ir: Pipeline, scope: str | None) -> list[Any]:
     owner = {t: n for n, ts in tasks.items() for t in ts}
     deps = {n: {owner[u] for t in ts for u in ir.task(t).upstream() if u in owner} - {n}
             for n, ts in tasks.items()}
+    first = {n: min(place[t] for t in ts) for n, ts in tasks.items()}
+    waiting = {n: len(d) for n, d in deps.items()}
+    after: dict[Any, list[Any]] = {n: [] for n in nodes}
+    for n, d in deps.items():
+        for u in d:
+            after[u].append(n)
+    # Kahn's algorithm, the ready node that comes first in topo_order next: linear, not the
+    # quadratic rescan it replaces (a 1000-task chain took 90 s to compile)
+    ready = [(first[n], i, n) for i, n in enumerate(nodes) if not waiting[n]]
+    heapq.heapify(ready)
+    index = {n: i for i, n in enumerate(nodes)}
     order: list[Any] = []
-    pending = list(nodes)
-    while pending:
-        ready = [n for n in pending if deps[n] <= set(order)]
-        nxt = min(ready, key=lambda n: min(place[t] for t in tasks[n]))
+    while ready:
+        _, _, nxt = heapq.heappop(ready)
         order.append(nxt)
-        pending.remove(nxt)
+        for n in after[nxt]:
+            waiting[n] -= 1
+            if not waiting[n]:
+                heapq.heappush(ready, (first[n], index[n], n))
     return order
 
 

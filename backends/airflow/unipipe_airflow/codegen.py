@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import libcst as cst
 
-from unipipe.compiler.codegen import header_lines, literal, module, render
+from unipipe.compiler.codegen import header_lines, literal, module, render, task_function_names
 from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
 from unipipe.ir.groups import children, members
 from unipipe.ir.models import (
@@ -325,20 +324,10 @@ class DagWriter:
         if self.watched:
             referenced.update(self.task_ids)
         self.referenced = referenced
-        self.funcs: dict[str, str] = {}
-        # A callable several tasks call is named as the person wrote it: its first task's
-        # function takes the callable's name (the others call it with .override, _emit_task),
-        # unless that name is another task's id.
-        uses = Counter(t.fn for t in self.ir.tasks if t.command is None)
-        named: set[str] = set()
-        for t in self.ir.tasks:
-            short = t.fn.rpartition(":")[2].rpartition(".")[2]
-            if (uses[t.fn] > 1 and t.fn not in named and short.isidentifier()
-                    and (short == t.id or short not in self.used_ids)):
-                named.add(t.fn)
-                self.funcs[t.id] = self.names.claim(short)
-            else:
-                self.funcs[t.id] = self.names.claim(t.id)
+        # a callable several tasks call names its first task's function (the others call it
+        # with .override, _emit_task)
+        self.funcs = {tid: self.names.claim(name)
+                      for tid, name in task_function_names(self.ir).items()}
 
     def in_pod(self, task: Task) -> bool:
         """The task runs in a Kubernetes pod (@task.kubernetes)."""

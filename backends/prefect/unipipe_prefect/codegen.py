@@ -20,7 +20,6 @@ import json
 import keyword
 import re
 import textwrap
-from collections import Counter
 from typing import Any
 
 import libcst as cst
@@ -82,17 +81,8 @@ class Names:
         self.shared: dict[str, str] = {}
         #: function names defined for several tasks (their spec is looked up by task name)
         self.shared_fns: set[str] = set()
-        uses = Counter(t.fn for t in ir.tasks if t.command is None)
-        named: set[str] = set()
-        ids = {t.id for t in ir.tasks}
-        for t in ir.tasks:
-            short = t.fn.rpartition(":")[2].rpartition(".")[2]
-            if (uses[t.fn] > 1 and t.fn not in named and short.isidentifier()
-                    and (short == t.id or short not in ids)):
-                named.add(t.fn)  # the callable's name, as the person wrote it
-                self.task_fn[t.id] = self._fresh(short, "_task")
-            else:
-                self.task_fn[t.id] = self._fresh(t.id, "_task")
+        for tid, name in codegen.task_function_names(ir).items():
+            self.task_fn[tid] = self._fresh(name, "_task")
         self.flow_fn = self._fresh(python_name(ir.name), "_flow")
         # one subflow function per group (a sub-pipeline called twice is two groups: their
         # tasks differ), named after the group
@@ -296,8 +286,7 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
     # a mapped sub-pipeline's tasks): readable in the UI, and how the runner matches Prefect's
     # task runs to the IR.
     indexed = bool(t.map_over) or copied
-    run_name = t.id + "[{map_index}]" if indexed else t.id
-    kwargs.append(("task_run_name", codegen.literal(run_name)))
+    kwargs.append(("task_run_name", codegen.literal(_run_name(t, copied))))
     retry = spec.get("retry")
     if retry:
         kwargs.append(("retries", codegen.literal(int(retry["max_retries"]))))
@@ -368,6 +357,12 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
         decorators=[cst.Decorator(_call(cst.Name("task"), kwargs=kwargs))],
         leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
     )
+
+
+def _run_name(t: Task, copied: bool) -> str:
+    """A task's ``task_run_name``: ``task[i]`` for map elements and for the copies of a mapped
+    sub-pipeline's tasks (``copied``), else the task id."""
+    return t.id + "[{map_index}]" if t.map_over or copied else t.id
 
 
 def _share_key(t: Task, spec: dict[str, Any], events: set[str], copied: bool) -> str:
@@ -524,9 +519,9 @@ def ordered_children(ir: Pipeline, scope: str | None) -> list[Any]:
             after[u].append(n)
     # Kahn's algorithm, the ready node that comes first in topo_order next: linear, not the
     # quadratic rescan it replaces (a 1000-task chain took 90 s to compile)
-    ready = [(first[n], i, n) for i, n in enumerate(nodes) if not waiting[n]]
-    heapq.heapify(ready)
     index = {n: i for i, n in enumerate(nodes)}
+    ready = [(first[n], index[n], n) for n in nodes if not waiting[n]]
+    heapq.heapify(ready)
     order: list[Any] = []
     while ready:
         _, _, nxt = heapq.heappop(ready)
@@ -794,10 +789,10 @@ def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
     rt = names.rt
     fn: cst.BaseExpression = cst.Name(names.task_fn[t.id])
     if t.id in names.shared:  # an earlier task's function, run as this task
-        indexed = bool(t.map_over) or (t.group is not None and names.item.get(t.group) is not None)
+        copied = t.group is not None and names.item.get(t.group) is not None
         fn = _call(_attr(names.shared[t.id], "with_options"), kwargs=[
             ("name", codegen.literal(t.id)),
-            ("task_run_name", codegen.literal(t.id + "[{map_index}]" if indexed else t.id))])
+            ("task_run_name", codegen.literal(_run_name(t, copied)))])
     engine = [(n, inp) for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
     if not t.map_over:
         kwargs = [(n, _arg_expr(n, inp, names)) for n, inp in engine]

@@ -279,3 +279,55 @@ def mapped_group_edges(one: list = [7]):  # noqa: B006 - a parameter default, ne
 def mapped_group_empty():
     """A sub-pipeline mapped over no items."""
     return joined(shift_shard.map(shard=[], offset=offset_of(0))["label"])
+
+
+# ---------------------------------------------------------------- the harness lane's fork server
+
+
+@up.task
+def whoami(label: str) -> dict:
+    import os
+    import sys
+
+    return {"label": label, "mark": os.environ.get("UNIPIPE_TEST_MARK"),
+            "home": os.environ.get("AIRFLOW_HOME"),
+            "imported_before": "unipipe_test_fork_marker" in sys.modules}
+
+
+@up.pipeline(name="who-runs-me")
+def who_runs(label: str = "first"):
+    return whoami(label)
+
+
+@up.task
+def nap(seconds: float) -> float:
+    import sys
+    import time
+
+    sys.modules["unipipe_test_fork_marker"] = sys  # seen by a later run if state leaked
+    time.sleep(seconds)
+    return seconds
+
+
+@up.pipeline(name="naps")
+def naps(seconds: float = 120.0):
+    return nap(seconds)
+
+
+# ---------------------------------------------------------------- which process runs a try
+
+
+@up.task
+def process_titles() -> dict:
+    import os
+
+    def title(pid: object) -> str:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+
+    return {"self": title("self"), "parent": title(os.getppid())}
+
+
+@up.pipeline(name="process-titles")
+def titles():
+    return process_titles()

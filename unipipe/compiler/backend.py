@@ -64,17 +64,21 @@ class LaneServices(Protocol):
 
     The conformance harness runs a backend's cases one after the other in a *lane* (a folder
     holding the engine homes its workers share) and enters ``lane_service(lane)`` once around
-    them: the backend starts what is costly to start per run (a ``prefect server``) or names
-    what its runs may reuse (Airflow's migrated metadata DB), and yields the environment
-    variables every worker of the lane gets. Leaving the context stops what it started.
+    them: the backend starts what is costly to start per run (a ``prefect server``, a prepared
+    Airflow) or names what its runs may reuse (Airflow's migrated metadata DB), and yields the
+    environment variables every worker of the lane gets. Leaving the context stops what it
+    started. ``extra`` is what the lane's runs get in ``RunOptions.extra`` (the label's
+    ``version``/``mode``, ``isolated``): a service only some lanes need starts only there.
     """
 
-    def lane_service(self, lane: Path) -> AbstractContextManager[dict[str, str]]: ...
+    def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
+                     ) -> AbstractContextManager[dict[str, str]]: ...
 
 
-def lane_service(backend: object | None, lane: Path) -> AbstractContextManager[dict[str, str]]:
-    """``backend.lane_service(lane)``, or no service (an empty environment) if it has none
-    (or ``backend`` is None: the lane's backend could not be loaded)."""
+def lane_service(backend: object | None, lane: Path, extra: dict[str, Any] | None = None
+                 ) -> AbstractContextManager[dict[str, str]]:
+    """``backend.lane_service(lane, extra)``, or no service (an empty environment) if it has
+    none (or ``backend`` is None: the lane's backend could not be loaded)."""
     if isinstance(backend, LaneServices):
-        return backend.lane_service(lane)
+        return backend.lane_service(lane, dict(extra or {}))
     return nullcontext({})

@@ -436,7 +436,9 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
             prepare = getattr(engine, "prepare_engine", None)
             if prepare is not None and extra.get("version"):
                 prepared = prepare(extra["version"])
-            with lane_service(engine, home) as service_env:
+            lane_extra = {**extra, "isolated": True} if (
+                placement is not None and placement.isolated) else extra
+            with lane_service(engine, home, lane_extra) as service_env:
                 run_lane(backend, home, todo, {**service_env, **prepared})
         finally:
             with lock:

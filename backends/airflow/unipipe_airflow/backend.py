@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
 from unipipe.compiler.codegen import write_all
@@ -76,10 +76,32 @@ class Backend:
         return {"UNIPIPE_AIRFLOW2_VENV": str(airflow2_venv())} if engine.own_env else {}
 
     @contextmanager
-    def lane_service(self, lane: Path) -> Iterator[dict[str, str]]:
+    def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
+                     ) -> Iterator[dict[str, str]]:
         """Runs of one harness lane share one migrated metadata DB template (``engine.cache_root``,
-        copied for each run) instead of migrating a fresh one per run; no process to start."""
-        yield {"UNIPIPE_AIRFLOW_CACHE": str(lane / "airflow-cache")}
+        copied for each run) instead of migrating a fresh one per run. A lane of the installed
+        Airflow in ``dags-test`` mode also gets a prepared Airflow (:mod:`.forkserver`, started
+        here, stopped when the lane ends; ``UNIPIPE_AIRFLOW_FORKSERVER=0`` in this process turns
+        it off): each run is still a process of its own with its own home, DB, run id, store and
+        trace, forked from one that has imported Airflow and built its Execution API once."""
+        import os
+
+        from unipipe_airflow import forkserver
+        from unipipe_airflow.engine import clean_env, home_env
+
+        extra = extra or {}
+        env = {"UNIPIPE_AIRFLOW_CACHE": str(lane / "airflow-cache")}
+        if (extra.get("version") or extra.get("isolated") or extra.get("mode", "dags-test")
+                != "dags-test" or os.environ.get(forkserver.ENV) == "0"):
+            yield env
+            return
+        folder = lane / "airflow-forkserver"
+        server = forkserver.ForkServer(folder, {**clean_env(), **home_env(
+            folder / "home", folder / "home" / "dags")}).start()
+        try:
+            yield {**env, forkserver.ENV: server.path}
+        finally:
+            server.stop()
 
 
 def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dict[Feature, Support]:

@@ -248,7 +248,8 @@ class Backend:
                             trace_dir=env["UNIPIPE_TRACE_DIR"])
 
     @contextmanager
-    def lane_service(self, lane: Path) -> Iterator[dict[str, str]]:
+    def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
+                     ) -> Iterator[dict[str, str]]:
         """One ``prefect server`` for all runs of a harness lane: without PREFECT_API_URL each run's
         process would start its own (about 13 s each); the lane hands the URL to its workers, as
         a user pointing ``unipipe run`` at their own server would. With PREFECT_API_URL set in

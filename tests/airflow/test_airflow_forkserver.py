@@ -1,0 +1,93 @@
+"""The harness lane's prepared Airflow (:mod:`unipipe_airflow.forkserver`): each run is a
+process of its own, forked from one that has imported Airflow and built its Execution API once,
+with the run's own environment, home and DB; a run whose client goes away is killed."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import unipipe as up
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lane(tmp_path_factory):
+    """A lane service as the harness enters it for ``airflow`` (installed Airflow, dags test)."""
+    from unipipe.compiler.backend import lane_service
+    from unipipe.compiler.registry import get_backend
+
+    folder = tmp_path_factory.mktemp("lane")
+    with lane_service(get_backend("airflow"), folder, {}) as env:
+        assert Path(env["UNIPIPE_AIRFLOW_FORKSERVER"]).is_socket()
+        yield env
+    assert not Path(env["UNIPIPE_AIRFLOW_FORKSERVER"]).exists()  # stopped with the lane
+
+
+def _descendants(pid: int) -> list[int]:
+    from unipipe_airflow.server import group_members
+
+    return group_members(pid)
+
+
+def test_runs_through_the_fork_server_get_their_own_environment_and_state(lane, monkeypatch,
+                                                                          tmp_path):
+    import pipelines_airflow as p
+
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_FORKSERVER", lane["UNIPIPE_AIRFLOW_FORKSERVER"])
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_CACHE", lane["UNIPIPE_AIRFLOW_CACHE"])
+    short = up.run(p.naps, backend="airflow", params={"seconds": 0.1}, workdir=tmp_path / "nap")
+    assert short.state == "success" and short.output == 0.1
+    outputs = []
+    for label in ("first", "second"):
+        monkeypatch.setenv("UNIPIPE_TEST_MARK", f"mark-{label}")
+        result = up.run(p.who_runs, backend="airflow", params={"label": label},
+                        workdir=tmp_path / label)
+        assert result.state == "success", result.tasks
+        outputs.append(result.output)
+        # the run went through the server: its log is the forked child's, not a subprocess's
+        assert (tmp_path / label / "airflow" / "dags_test.log").read_text().count(
+            "DagRun Finished") == 1
+    assert outputs == [
+        {"label": "first", "mark": "mark-first", "home": str(tmp_path / "first" / "airflow"),
+         "imported_before": False},
+        {"label": "second", "mark": "mark-second", "home": str(tmp_path / "second" / "airflow"),
+         "imported_before": False}]
+
+
+def test_a_run_whose_client_gives_up_is_killed_with_its_processes(lane, monkeypatch, tmp_path):
+    import pipelines_airflow as p
+    from unipipe_airflow import engine, forkserver
+
+    from unipipe.api import search_path
+    from unipipe.compiler.backend import RunOptions
+
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_CACHE", lane["UNIPIPE_AIRFLOW_CACHE"])
+    ir = up.load(p.naps)
+    home = engine.prepare(ir, RunOptions(workdir=tmp_path, search_path=search_path(ir)))
+    pids: list[int] = []
+    with pytest.raises(subprocess.TimeoutExpired):
+        forkserver.run(lane["UNIPIPE_AIRFLOW_FORKSERVER"], ["dags", "test", home.dag_id],
+                       home.env, home.root, home.root / "dags_test.log", timeout=25,
+                       on_start=pids.append)
+    assert len(pids) == 1
+    deadline = time.monotonic() + 10
+    while _descendants(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _descendants(pids[0]) == []  # the run, its task and the shim's child: all gone
+    log = (home.root / "dags_test.log").read_text()
+    assert "nap" in log and "DagRun Finished" not in log  # it had started, it did not finish
+
+
+def test_the_fork_server_is_only_for_lanes_of_the_installed_airflow_in_dags_test_mode(tmp_path):
+    from unipipe.compiler.backend import lane_service
+    from unipipe.compiler.registry import get_backend
+
+    airflow = get_backend("airflow")
+    for extra in ({"version": "2.11"}, {"mode": "scheduler"}, {"isolated": True}):
+        with lane_service(airflow, tmp_path, extra) as env:
+            assert env == {"UNIPIPE_AIRFLOW_CACHE": str(tmp_path / "airflow-cache")}

@@ -169,8 +169,22 @@ def airflow_unipipe(k: int, work: Path, plain: bool = False) -> list[float]:
     return _airflow_tis(work / "airflow" / "airflow.db", ir.name, k)
 
 
-def airflow_native(k: int, work: Path) -> list[float]:
+def airflow_unipipe_scheduler(k: int, work: Path) -> list[float]:
+    """The chain under Airflow's real scheduler (``airflow standalone``, LocalExecutor): each
+    try is a task-runner process of Airflow's own, and the shim runs the task in it."""
+    import unipipe as up
+
+    ir = unipipe_chain(k)
+    result = up.run(ir, backend="airflow", mode="scheduler", params={"start": 0}, workdir=work)
+    if result.state != "success" or result.output != k:
+        raise RuntimeError(f"unipipe on Airflow's scheduler: {result.state} {result.output} "
+                           f"{result.error}")
+    return _airflow_tis(work / "airflow" / "airflow.db", ir.name, k)
+
+
+def airflow_native(k: int, work: Path, scheduler: bool = False) -> list[float]:
     from unipipe_airflow.engine import Home, base_env, dags_test, template_db
+    from unipipe_airflow.server import run_on_scheduler
 
     root = work / "airflow"
     dags = root / "dags"
@@ -180,7 +194,10 @@ def airflow_native(k: int, work: Path) -> list[float]:
     env = base_env(root, dags)
     env["SHIM_CHAIN_K"] = str(k)
     home = Home(root, dags, env, f"native-chain-{k}", work / "trace")
-    dags_test(home, {"start": 0}, timeout=1800)
+    if scheduler:
+        run_on_scheduler(home, {"start": 0}, timeout=1800)
+    else:
+        dags_test(home, {"start": 0}, timeout=1800)
     return _airflow_tis(home.db, home.dag_id, k)
 
 
@@ -374,7 +391,7 @@ def code_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "uncommitted": [ln[3:] for ln in dirty]}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, only: str | None = None) -> dict[str, Any]:
     from importlib.metadata import version
 
     k = 5 if quick else 20
@@ -391,10 +408,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             figures["import_costs"] = import_costs(tmp, 3 if quick else 7)
             engines: dict[str, Callable[[], dict[str, Any]]] = {
                 "airflow": lambda: _airflow(k, rounds, tmp),
+                "airflow-scheduler": lambda: _airflow_scheduler(k, rounds, tmp),
                 "prefect": lambda: _prefect(k, rounds, tmp),
                 "kubeflow": lambda: _kubeflow(k, rounds, tmp),
             }
             for name, bench in engines.items():
+                if only is not None and name != only:
+                    continue
                 try:
                     figures["engines"][name] = bench()
                 except Exception as exc:  # noqa: BLE001 - recorded, the other engines go on
@@ -407,7 +427,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 LABELS = {
     "fork": "attempt in a forked child (default)",
-    "fork-always": "attempt in a forked child (always; no switch)",
+    "fork-always": "`dags test`: attempt in a forked child of the run's process",
+    "scheduler": "real scheduler: attempt in Airflow's own task process (no fork)",
     "inline": "attempt inline (`UNIPIPE_PREFECT_ISOLATION=inline`)",
     "process": "attempt in the component's own process (as native)",
     "plain": "same, task module without `import unipipe` (attribution only)",
@@ -426,6 +447,15 @@ def _airflow(k: int, rounds: int, tmp: Path) -> dict[str, Any]:
     return {"source": "task_instance.start_date/end_date in Airflow's metadata DB "
                       "(`airflow dags test`, isolated AIRFLOW_HOME per run)",
             "modes": _modes(runs, {"fork-always": "unipipe", "plain": "unipipe-plain"})}
+
+
+def _airflow_scheduler(k: int, rounds: int, tmp: Path) -> dict[str, Any]:
+    runs = _rounds({"unipipe": lambda w: airflow_unipipe_scheduler(k, w),
+                    "native": lambda w: airflow_native(k, w, scheduler=True)}, rounds, tmp,
+                   "airflow-scheduler")
+    return {"source": "task_instance.start_date/end_date in Airflow's metadata DB "
+                      "(`airflow standalone`, LocalExecutor, isolated AIRFLOW_HOME per run)",
+            "modes": _modes(runs, {"scheduler": "unipipe"})}
 
 
 def _prefect(k: int, rounds: int, tmp: Path) -> dict[str, Any]:
@@ -502,6 +532,12 @@ def markdown(fig: dict[str, Any]) -> str:
                 f"{'yes' if c['goal_met'] else 'no'} |")
     for engine, err in fig.get("errors", {}).items():
         lines.append(f"| {engine} | not measured: {err[:200]} | | | | | |")
+    for engine, when in (fig.get("partial") or {}).items():
+        lines += ["", f"The {engine} rows were measured again on their own (`--only {engine}`) "
+                  f"on {when['recorded']} (load average {when['loadavg_start'][0]} -> "
+                  f"{when['loadavg_end'][0]}), unipipe at {when['code']['commit'][:7]}"
+                  + (f" plus uncommitted changes to {', '.join(when['code']['uncommitted'])}"
+                     if when["code"]["uncommitted"] else "") + "."]
     lines += ["", (
         "Overhead is unipipe's median (p90) per-task duration minus the hand-written task's "
         "(Airflow TaskFlow DAG, Prefect `@flow`/`@task`, KFP `@dsl.component` run by the same "
@@ -528,9 +564,12 @@ def markdown(fig: dict[str, Any]) -> str:
         f"{_imports(fig, 'without bytecode cache')} without (this machine's default: "
         "PYTHONDONTWRITEBYTECODE=1, uv installs no .pyc). "
         "The fork per attempt is structural (timeouts and SIGKILL then fail only that attempt, "
-        "as on the reference runner): Prefect can turn it off with "
-        "`UNIPIPE_PREFECT_ISOLATION=inline`, Airflow cannot, and on KFP every attempt is its own "
-        "process for native components too.")]
+        "as on the reference runner) where a try shares its process with the whole run: "
+        "Prefect can turn it off with `UNIPIPE_PREFECT_ISOLATION=inline`; Airflow forks only "
+        "under `dags test` (under a real scheduler each try is already a task-runner process "
+        "of Airflow's own, and the shim runs the task there: the `scheduler` row, whose first "
+        "task is left out like the others'); on KFP every attempt is its own process for "
+        "native components too.")]
     return "\n".join(lines) + "\n"
 
 
@@ -540,6 +579,20 @@ def write(figures: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    result = run(quick="--quick" in sys.argv)
+    # ``--only ENGINE`` (airflow, airflow-scheduler, prefect, kubeflow) measures that engine
+    # again and keeps the recorded figures of the others
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    result = run(quick="--quick" in sys.argv, only=only)
+    if only is not None and (HERE / "shim_engines.json").exists():
+        kept = json.loads((HERE / "shim_engines.json").read_text())
+        kept["engines"][only] = result["engines"].get(only)
+        kept.setdefault("errors", {}).pop(only, None)
+        if only in result["errors"]:
+            kept["errors"][only] = result["errors"][only]
+        kept["engines"] = {k: v for k, v in kept["engines"].items() if v is not None}
+        kept.setdefault("partial", {})[only] = {
+            key: result[key] for key in ("recorded", "loadavg_start", "loadavg_end", "code")}
+        kept["markdown"] = markdown(kept)
+        result = kept
     write(result)
     print(result["markdown"])

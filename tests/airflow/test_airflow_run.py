@@ -373,6 +373,38 @@ def test_smoke_run_under_a_real_scheduler_triggered_through_the_rest_api():
     assert airflow.run_id.startswith("manual__")
 
 
+@pytest.mark.slow
+def test_under_a_real_scheduler_a_try_runs_in_airflows_own_task_process_without_a_fork():
+    """Under the scheduler each try is a task-runner process of its own (titled ``airflow worker
+    -- <ti id>``, ``sdk/execution_time/task_runner.py`` ~1185), forked by its supervisor in a
+    LocalExecutor worker (``airflow worker -- LocalExecutor: <ti id>``,
+    ``executors/local_executor.py`` ~105): the shim runs the task right there (with a fork,
+    the task's parent would be the task runner). Under ``dags test`` the try runs inside the
+    run's process, and the shim forks a child for it (its title is the run's, its parent the
+    run)."""
+    scheduled = up.run(pa.titles, backend="airflow", mode="scheduler")
+    assert scheduled.state == "success", scheduled.tasks
+    assert scheduled.output["self"].startswith("airflow worker -- "), scheduled.output
+    assert scheduled.output["parent"].startswith("airflow worker -- LocalExecutor: "), \
+        scheduled.output
+    tested = up.run(pa.titles, backend="airflow")
+    assert tested.state == "success", tested.tasks
+    assert " dags test process-titles " in tested.output["self"] + " "
+    assert tested.output["parent"] == tested.output["self"]
+
+
+def test_try_times_come_from_airflow_where_the_shim_could_not_trace_a_try():
+    """A killed try writes no trace event: its start and end are Airflow's record of it, so a
+    retry's wait is measured from the right try."""
+    from unipipe_airflow.results import _try_times
+
+    ti = {"times": {1: (10.0, 11.0), 2: (12.0, 13.5)}}
+    traced = [{"attempt": 2, "start": 12.2, "end": 13.4}]
+    assert _try_times(ti, traced, 2) == [(10.0, 11.0), (12.2, 13.4)]
+    assert _try_times({"times": {}}, traced, 2) == [(12.2, 13.4)]  # try 1 unknown either way
+    assert _try_times({"times": {1: (10.0, 11.0)}}, [], 1) == [(10.0, 11.0)]
+
+
 def test_a_fresh_db_drops_the_write_ahead_log_a_killed_airflow_left(tmp_path):
     """A lane reuses its Airflow home: a run's Airflow stopped by a signal leaves ``airflow.db-wal``
     behind, which SQLite would replay onto the next run's fresh copy of the template."""

@@ -35,6 +35,13 @@ class Records:
     xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)
 
 
+def _epoch(value: str) -> float:
+    """A UTC timestamp as SQLite holds Airflow's (``2026-12-06 13:54:38.989120``)."""
+    from datetime import datetime, timezone
+
+    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc).timestamp()
+
+
 def _decode(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()
@@ -62,7 +69,22 @@ def read_records(db: Path, dag_id: str, run_id: str | None = None) -> Records:
         for task_id, index, state, tries in con.execute(
                 "SELECT task_id, map_index, state, try_number FROM task_instance "
                 "WHERE dag_id = ? AND run_id = ?", (dag_id, rec.run_id)):
-            rec.tis[(task_id, index)] = {"state": state, "try_number": tries or 0}
+            rec.tis[(task_id, index)] = {"state": state, "try_number": tries or 0, "times": {}}
+        # each try's start and end as Airflow recorded them: the current try on the task
+        # instance, earlier ones in task_instance_history (3.x, dags test included; 2.11
+        # keeps none under dags test, see above). Where the shim could not trace a try (its
+        # process was killed), these are the try's times.
+        tries_sql = ("SELECT task_id, map_index, try_number, start_date, end_date FROM {} "
+                     "WHERE dag_id = ? AND run_id = ?")
+        for table in ("task_instance_history", "task_instance"):
+            try:
+                rows = con.execute(tries_sql.format(table), (dag_id, rec.run_id)).fetchall()
+            except sqlite3.OperationalError:  # no such table (an older schema)
+                continue
+            for task_id, index, number, start, end in rows:
+                ti = rec.tis.get((task_id, index))
+                if ti is not None and number and start and end:
+                    ti["times"][int(number)] = (_epoch(start), _epoch(end))
         # XCom values are JSON on both lines (2.11: ``BaseXCom.serialize_value``,
         # ``airflow/models/xcom.py`` ~689, ``json.dumps(value, cls=XComEncoder)``).
         for task_id, index, value in con.execute(
@@ -87,7 +109,7 @@ def _task_result(ti: dict[str, Any] | None, xcom: Any, evs: list[dict[str, Any]]
         return TaskResult("upstream_failed")
     state = _STATES.get(str(ti["state"]), "failed")
     attempts = int(ti["try_number"]) if state in ("success", "failed") else 0
-    times = [(float(e["start"]), float(e["end"])) for e in evs]
+    times = _try_times(ti, evs, attempts)
     if state == "success":
         last = evs[-1] if evs else {}
         return TaskResult("success", attempts, bool(last.get("cache_hit")), xcom,
@@ -101,6 +123,18 @@ def _task_result(ti: dict[str, Any] | None, xcom: Any, evs: list[dict[str, Any]]
         return TaskResult("failed", attempts, False, None, f"{etype}: {msg}", etype,
                           attempt_times=times)
     return TaskResult(state)
+
+
+def _try_times(ti: dict[str, Any], evs: list[dict[str, Any]],
+               attempts: int) -> list[tuple[float, float]]:
+    """(start, end) of each try in order: the shim's, else Airflow's record of that try. One
+    per try when every try is known either way; the traced ones alone otherwise."""
+    traced = {int(e["attempt"]): (float(e["start"]), float(e["end"])) for e in evs
+              if e.get("start") is not None and e.get("end") is not None}
+    known = {**ti.get("times", {}), **traced}
+    if attempts and all(k in known for k in range(1, attempts + 1)):
+        return [known[k] for k in range(1, attempts + 1)]
+    return [(float(e["start"]), float(e["end"])) for e in evs]
 
 
 def _copies(tid: str, records: Records, by: dict[tuple[str, int | None], list[dict[str, Any]]],

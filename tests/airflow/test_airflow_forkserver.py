@@ -61,8 +61,9 @@ def test_runs_through_the_fork_server_get_their_own_environment_and_state(lane, 
 
 def test_a_run_whose_client_gives_up_is_killed_with_its_processes(lane, monkeypatch, tmp_path):
     import pipelines_airflow as p
-    from unipipe_airflow import engine, forkserver
+    from unipipe_airflow import engine
 
+    from unipipe import forkserver
     from unipipe.api import search_path
     from unipipe.compiler.backend import RunOptions
 

@@ -95,8 +95,10 @@ class Backend:
                 != "dags-test" or os.environ.get(forkserver.ENV) == "0"):
             yield env
             return
+        from unipipe.forkserver import ForkServer
+
         folder = lane / "airflow-forkserver"
-        server = forkserver.ForkServer(folder, {**clean_env(), **home_env(
+        server = ForkServer("unipipe_airflow.forkserver", folder, {**clean_env(), **home_env(
             folder / "home", folder / "home" / "dags")}).start()
         try:
             yield {**env, forkserver.ENV: server.path}

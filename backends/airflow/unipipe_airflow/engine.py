@@ -313,7 +313,7 @@ def dags_test(home: Home, conf: dict[str, Any], timeout: float) -> subprocess.Co
     argv = ["dags", "test", home.dag_id, "-c", json.dumps(conf)]
     server = os.environ.get("UNIPIPE_AIRFLOW_FORKSERVER")
     if server and server != "0" and not home.engine.own_env:  # the harness lane's prepared Airflow
-        from unipipe_airflow import forkserver
+        from unipipe import forkserver
 
         try:
             rc = forkserver.run(server, argv, home.env, home.root, log, timeout)

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import warnings
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,7 @@ class Records:
 
 def _epoch(value: str) -> float:
     """A UTC timestamp as SQLite holds Airflow's (``2026-12-06 13:54:38.989120``)."""
-    from datetime import datetime, timezone
-
-    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()
 
 
 def _decode(value: Any) -> Any:

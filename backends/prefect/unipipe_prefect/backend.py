@@ -11,7 +11,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -227,10 +227,14 @@ class Backend:
                str(flows / flowgen.module_filename(ir)), names.flow_fn,
                json.dumps(params), str(report_path), *([ir.store] if ir.store else [])]
         log = workdir / f"{run_id}.log"
-        if os.environ.get("UNIPIPE_PREFECT_FORKSERVER", "1") != "0":
+        server = os.environ.get("UNIPIPE_PREFECT_FORKSERVER", "1")
+        if server != "0":  # a lane's fork server (its socket), else this process's own
+            from unipipe import forkserver as serving
             from unipipe_prefect import forkserver
 
-            rc = forkserver.get(self.forkserver_env).run(cmd[3:], env, workdir, log)
+            path = server if server != "1" else forkserver.get(self.forkserver_env).path
+            rc = serving.run(path, cmd[3:], env, workdir, log,
+                             timeout=float(options.extra.get("timeout", 1800)))
         else:
             with open(log, "w") as out:
                 rc = subprocess.run(cmd, env=env, cwd=str(workdir), stdout=out,
@@ -250,20 +254,31 @@ class Backend:
     @contextmanager
     def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
                      ) -> Iterator[dict[str, str]]:
-        """One ``prefect server`` for all runs of a harness lane: without PREFECT_API_URL each run's
-        process would start its own (about 13 s each); the lane hands the URL to its workers, as
-        a user pointing ``unipipe run`` at their own server would. With PREFECT_API_URL set in
-        this process, nothing is started."""
-        if os.environ.get("PREFECT_API_URL"):
-            yield {}
-            return
+        """What a harness lane's runs share, each run still a process of its own:
+
+        - one ``prefect server``: without PREFECT_API_URL each run's process would start its own
+          (about 13 s each); the lane hands the URL to its workers, as a user pointing
+          ``unipipe run`` at their own server would (with PREFECT_API_URL set in this process,
+          none is started);
+        - one fork server (:mod:`.forkserver`; not for an isolated lane, whose flow runs are
+          deployments' on sandboxed workers): each run's worker process would otherwise start
+          its own and import Prefect in it, about 3 s of CPU per run."""
+        from unipipe_prefect import forkserver
         from unipipe_prefect.server import LocalPrefectServer
 
-        server = LocalPrefectServer(home=lane / "prefect-server").start()
-        try:
-            yield {"PREFECT_API_URL": server.api_url}
-        finally:
-            server.stop()
+        with ExitStack() as stack:
+            env: dict[str, str] = {}
+            if not os.environ.get("PREFECT_API_URL"):
+                server = LocalPrefectServer(home=lane / "prefect-server").start()
+                stack.callback(server.stop)
+                env["PREFECT_API_URL"] = server.api_url
+            if os.environ.get(forkserver.ENV, "1") != "0" and not (extra or {}).get("isolated"):
+                fenv = self.forkserver_env()
+                stack.callback(shutil.rmtree, fenv["PREFECT_HOME"], ignore_errors=True)
+                forks = forkserver.start(Path(fenv["PREFECT_HOME"]) / "unipipe-forkserver", fenv)
+                stack.callback(forks.stop)
+                env[forkserver.ENV] = forks.path
+            yield env
 
     # ------------------------------------------------------------ shared store (deploy)
 

@@ -19,6 +19,18 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, str(ROOT / "examples"))
 
 
+def pytest_collection_finish(session):
+    """Tell tests/isolation/lanes.py which isolated lanes this session runs (the KFP and Prefect
+    lanes run side by side when both are selected)."""
+    import re
+
+    sys.path.insert(0, str(ROOT / "tests" / "isolation"))
+    import lanes
+
+    pattern = re.compile(r"test_the_required_cases_pass_isolated_on_(\w+?)_with_")
+    lanes.SELECTED = {m.group(1) for item in session.items if (m := pattern.match(item.name))}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def wheel_cache(tmp_path_factory):
     """unipipe's own wheels (for code packages) built once per session, outside the user's home."""

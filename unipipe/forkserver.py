@@ -121,7 +121,7 @@ def serve(path: str, warm: Callable[[], None], child: Callable[[dict[str, Any]],
 
 class ForkServer:
     """The owner's side: :meth:`start` ``python -m MODULE SOCKET`` in ``folder``, :meth:`stop`
-    it (and every run still going) when done."""
+    it (and every run still going) when done; as a context manager, both."""
 
     def __init__(self, module: str, folder: Path, env: dict[str, str]):
         self.module, self.folder, self.env = module, folder, env
@@ -153,6 +153,12 @@ class ForkServer:
             raise RuntimeError(f"the fork server {self.module} did not start: {first}\n{tail}")
         return self
 
+    def __enter__(self) -> ForkServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM the server and its handlers (a handler kills its run's process group
         first), SIGKILL what is left after 5 s."""
@@ -179,8 +185,10 @@ def run(path: str, argv: list[str], env: Mapping[str, str], cwd: Path, log: Path
     exit code.
 
     Raises :class:`subprocess.TimeoutExpired` after ``timeout`` seconds (the run is killed, as
-    ``subprocess.run`` kills its child) and :class:`ConnectionError` (or FileNotFoundError) if
-    the server is gone; ``on_start`` gets the run's pid (its process group's id)."""
+    ``subprocess.run`` kills its child); ``FileNotFoundError`` or ``ConnectionRefusedError`` if
+    no server listens at ``path`` (nothing ran); :class:`ConnectionError` if the server went
+    away after taking the request (the run may have started). ``on_start`` gets the run's pid
+    (its process group's id)."""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(path)

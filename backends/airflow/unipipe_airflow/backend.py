@@ -98,12 +98,9 @@ class Backend:
         from unipipe.forkserver import ForkServer
 
         folder = lane / "airflow-forkserver"
-        server = ForkServer("unipipe_airflow.forkserver", folder, {**clean_env(), **home_env(
-            folder / "home", folder / "home" / "dags")}).start()
-        try:
+        with ForkServer("unipipe_airflow.forkserver", folder, {**clean_env(), **home_env(
+                folder / "home", folder / "home" / "dags")}) as server:
             yield {**env, forkserver.ENV: server.path}
-        finally:
-            server.stop()
 
 
 def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dict[Feature, Support]:

@@ -41,6 +41,7 @@ from unipipe.ir.models import Pipeline
 from unipipe.params import resolve_params
 from unipipe.result import RunResult
 from unipipe.runtime.store import user_cache_dir
+from unipipe_airflow.forkserver import ENV as FORKSERVER_ENV
 
 MODES = ("dags-test", "scheduler")
 
@@ -311,15 +312,17 @@ def dags_test(home: Home, conf: dict[str, Any], timeout: float) -> subprocess.Co
     """
     log = home.root / "dags_test.log"
     argv = ["dags", "test", home.dag_id, "-c", json.dumps(conf)]
-    server = os.environ.get("UNIPIPE_AIRFLOW_FORKSERVER")
+    server = os.environ.get(FORKSERVER_ENV)
     if server and server != "0" and not home.engine.own_env:  # the harness lane's prepared Airflow
         from unipipe import forkserver
 
         try:
             rc = forkserver.run(server, argv, home.env, home.root, log, timeout)
             return subprocess.CompletedProcess([home.engine.python, "-m", "airflow", *argv], rc)
-        except (ConnectionError, FileNotFoundError):
-            pass  # the lane's server is gone: a process of our own, as without one
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass  # no server listens (nothing ran): a process of our own, as without one
+        # a server that went away after taking the request raises: the run may have started,
+        # and running the DAG again would make a second DAG run in the same DB
     with open(log, "w") as fh:
         proc = subprocess.run(
             [home.engine.python, "-m", "airflow", *argv],

@@ -263,6 +263,7 @@ class Backend:
         - one fork server (:mod:`.forkserver`; not for an isolated lane, whose flow runs are
           deployments' on sandboxed workers): each run's worker process would otherwise start
           its own and import Prefect in it, about 3 s of CPU per run."""
+        from unipipe.forkserver import ForkServer
         from unipipe_prefect import forkserver
         from unipipe_prefect.server import LocalPrefectServer
 
@@ -275,8 +276,9 @@ class Backend:
             if os.environ.get(forkserver.ENV, "1") != "0" and not (extra or {}).get("isolated"):
                 fenv = self.forkserver_env()
                 stack.callback(shutil.rmtree, fenv["PREFECT_HOME"], ignore_errors=True)
-                forks = forkserver.start(Path(fenv["PREFECT_HOME"]) / "unipipe-forkserver", fenv)
-                stack.callback(forks.stop)
+                forks = stack.enter_context(ForkServer(
+                    "unipipe_prefect.forkserver", Path(fenv["PREFECT_HOME"]) / "unipipe-forkserver",
+                    fenv))
                 env[forkserver.ENV] = forks.path
             yield env
 

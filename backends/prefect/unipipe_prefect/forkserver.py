@@ -56,10 +56,6 @@ def child(request: dict[str, Any]) -> int:
     return driver.main(request["argv"])
 
 
-def start(folder: Path, env: dict[str, str]) -> ForkServer:
-    return ForkServer("unipipe_prefect.forkserver", folder, env).start()
-
-
 _SERVER: ForkServer | None = None
 _LOCK = threading.Lock()
 
@@ -76,7 +72,8 @@ def get(make_env: Callable[[], dict[str, str]]) -> ForkServer:
 
             env = make_env()
             home = Path(env["PREFECT_HOME"])
-            _SERVER = start(home / "unipipe-forkserver", env)
+            _SERVER = ForkServer("unipipe_prefect.forkserver", home / "unipipe-forkserver",
+                                 env).start()
 
             def close(server: ForkServer = _SERVER) -> None:
                 server.stop()

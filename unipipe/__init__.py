@@ -31,6 +31,15 @@ _EXPORTS = {
     "PipelineError": "unipipe.ir.errors",
     "UnsupportedFeature": "unipipe.compiler.diagnostics",
     "features_used": "unipipe.ir.features",
+    "Input": "unipipe.runtime.artifacts",
+    "Output": "unipipe.runtime.artifacts",
+    "Artifact": "unipipe.runtime.artifacts",
+    "Dataset": "unipipe.runtime.artifacts",
+    "Model": "unipipe.runtime.artifacts",
+    "Metrics": "unipipe.runtime.artifacts",
+    "Markdown": "unipipe.runtime.artifacts",
+    "log_metric": "unipipe.runtime.artifacts",
+    "report": "unipipe.runtime.artifacts",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -95,6 +95,13 @@ class RunResult:
     #: when the last try began (epoch seconds), set when there was more than one: the shim's
     #: attempt events before it belong to earlier tries
     run_started: float | None = None
+    #: metrics each task recorded (``up.log_metric``, ``up.Output[up.Metrics]``), by task id,
+    #: as the engine keeps them (KFP executor output, Prefect table artifacts, Airflow XCom)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: output artifacts by task id and name: ``type``, ``uri``, ``sha256``, ``size``
+    artifacts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: Markdown reports (``up.report``) by task id
+    reports: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -114,3 +121,18 @@ class RunResult:
             v["attempt_times"] = [tuple(x) for x in v.get("attempt_times", [])]
             tasks[k] = TaskResult(**v)
         return cls(**{**data, "tasks": tasks})
+
+
+def add_record(result: RunResult, task_id: str, record: dict[str, Any] | None) -> None:
+    """Put one task's record (unipipe.runtime.artifacts) into the run's metrics, artifacts and
+    reports, as an engine's reader found it."""
+    if not record:
+        return
+    if record.get("metrics"):
+        result.metrics[task_id] = dict(record["metrics"])
+    arts = {name: {k: entry[k] for k in ("type", "uri", "sha256", "size") if k in entry}
+            for name, entry in (record.get("artifacts") or {}).items()}
+    if arts:
+        result.artifacts[task_id] = arts
+    if record.get("report") is not None:
+        result.reports[task_id] = record["report"]

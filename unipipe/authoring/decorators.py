@@ -103,8 +103,48 @@ class TaskRef(Ref):
     def _input(self) -> m.OutputInput:
         return m.OutputInput(task=self.task, path=self.path)
 
+    @property
+    def outputs(self) -> _Outputs:
+        """The task's output artifacts by name (``train(...).outputs["model"]``), as in KFP."""
+        return _Outputs(self)
+
     def __repr__(self) -> str:
         return f"<output of {self.task}{''.join(f'[{p!r}]' for p in self.path)}>"
+
+
+@dataclass(eq=False)
+class ArtifactRef(Ref):
+    """An output artifact of a traced task, for another task's ``up.Input[...]`` parameter."""
+
+    task: str
+    name: str
+    type: str
+
+    def _input(self) -> Any:
+        raise TypeError(f"{self!r} is a file artifact: pass it to a parameter annotated "
+                        f"up.Input[...] (its value is a path, not data)")
+
+    def __repr__(self) -> str:
+        return f"<artifact {self.task}.outputs[{self.name!r}]>"
+
+
+@dataclass(eq=False)
+class _Outputs:
+    ref: TaskRef
+
+    def __getitem__(self, name: str) -> ArtifactRef:
+        node = self.ref.builder.nodes[self.ref.task]
+        slots = {k: v for k, v in node.get("artifacts", {}).items() if v.direction == "output"}
+        if name not in slots:
+            have = ", ".join(sorted(slots)) or "none"
+            raise fail(caller_location(2), f"{self.ref.task}.outputs",
+                       f"task {self.ref.task!r} has no output artifact {name!r} (it declares: "
+                       f"{have}; an output is a parameter annotated up.Output[...])")
+        if node.get("map_over"):
+            raise fail(caller_location(2), f"{self.ref.task}.outputs",
+                       f"task {self.ref.task!r} is mapped: its output artifacts cannot be read "
+                       f"by another task yet (return values can)")
+        return ArtifactRef(self.ref.task, name, slots[name].type)
 
 
 @dataclass(eq=False)
@@ -197,6 +237,9 @@ def _active() -> _Builder | None:
 
 
 def _to_input(value: Any, loc: Loc, field_name: str) -> Any:
+    if isinstance(value, ArtifactRef):
+        raise fail(loc, field_name, f"{value!r} is a file artifact: it goes to a parameter "
+                   f"annotated up.Input[...], not to a value parameter")
     if isinstance(value, Ref):
         return value._input()
     if _contains_ref(value):
@@ -316,8 +359,10 @@ class TaskDef:
     """A function decorated with ``@up.task``."""
 
     def __init__(self, fn: Callable[..., Any], *, id: str | None,
-                 policies: m.Policies | dict[str, Any], loc: Loc, run_if: str = "all_success"):
+                 policies: m.Policies | dict[str, Any], loc: Loc, run_if: str = "all_success",
+                 packages: tuple[str, ...] = ()):
         functools.update_wrapper(self, fn)
+        self.packages = packages
         self.fn = fn
         self.run_if = run_if
         self.id = id or fn.__name__
@@ -333,6 +378,12 @@ class TaskDef:
             hints = {}
         self.returns = type_name(hints.get("return", self.signature.return_annotation))
         self._source_hash: str | None = None
+        self.slots = _artifact_slots(fn, loc)
+        self.logs = _logs(fn)
+        outs = {k for k, (direction, _t) in self.slots.items() if direction == "output"}
+        # what a call binds: every parameter but the outputs, which the runtime fills
+        self.call_signature = self.signature.replace(parameters=[
+            p for p in self.signature.parameters.values() if p.name not in outs])
 
     @property
     def policies(self) -> m.Policies:
@@ -367,18 +418,33 @@ class TaskDef:
 
     def _record(self, builder: _Builder, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                 map_over: str | None, loc: Loc) -> TaskRef:
+        for name, (direction, _t) in self.slots.items():
+            if direction == "output" and name in kwargs:
+                raise fail(loc, f"{self.id}.{name}", f"{name!r} is an output artifact of task "
+                           f"{self.id!r}: the runtime gives it a path to write; read it "
+                           f"downstream as {self.id}(...).outputs[{name!r}]")
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.call_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise fail(loc, self.id, f"bad arguments for task {self.id!r}: {exc}") from None
         inputs: dict[str, Any] = {}
+        artifacts: dict[str, m.ArtifactSlot] = {}
+        for name, (direction, type_) in self.slots.items():  # in the signature's order
+            if direction == "output":
+                artifacts[name] = m.ArtifactSlot(direction="output", type=type_)
+            elif name in bound.arguments:
+                artifacts[name] = _artifact_input(bound.arguments[name], type_, loc,
+                                                  f"{self.id}.{name}", map_over == name)
         for name, value in bound.arguments.items():
             kind = self.signature.parameters[name].kind
             if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 raise fail(loc, self.id, "tasks with *args/**kwargs cannot be traced; name the arguments")
+            if name in self.slots:
+                continue
             inputs[name] = _to_input(value, loc, f"{self.id}.{name}")
         return self._add_node(builder, inputs, map_over=map_over, loc=loc,
-                              doc=inspect.cleandoc(self.fn.__doc__ or ""))
+                              doc=inspect.cleandoc(self.fn.__doc__ or ""),
+                              artifacts=artifacts, logs=self.logs, packages=self.packages)
 
     def _add_node(self, builder: _Builder, inputs: dict[str, Any], *, map_over: str | None,
                   loc: Loc, doc: str, **extra: Any) -> TaskRef:
@@ -406,11 +472,87 @@ class TaskDef:
         return f"<unipipe task {self.id} ({self.fn_path})>"
 
 
+def _artifact_slots(fn: Callable[..., Any], loc: Loc) -> dict[str, tuple[str, str]]:
+    """``{parameter: ("input"|"output", artifact type)}`` from ``up.Input``/``up.Output``."""
+    annotations = getattr(fn, "__annotations__", {})
+    if not any("Input[" in str(a) or "Output[" in str(a) or hasattr(a, "__metadata__")
+               for a in annotations.values()):
+        return {}
+    from unipipe.runtime.artifacts import slot_of
+
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:  # noqa: BLE001 - an annotation that does not resolve
+        if any("Input[" in str(a) or "Output[" in str(a) for a in annotations.values()):
+            raise fail(loc, fn.__name__, f"cannot resolve the artifact annotations of "
+                       f"{fn.__name__!r}: {exc}") from None
+        return {}
+    slots = {}
+    for name, hint in hints.items():
+        slot = slot_of(hint)
+        if slot is not None and name != "return":
+            slots[name] = slot
+    return slots
+
+
+def _artifact_input(value: Any, type_: str, loc: Loc, field_name: str,
+                    mapped: bool) -> m.ArtifactSlot:
+    """The source of an ``up.Input[...]`` argument: another task's output, or a store URI."""
+    if mapped:
+        raise fail(loc, field_name, "map() fans out over values; an input artifact is one file")
+    if isinstance(value, ArtifactRef):
+        if "Artifact" not in (type_, value.type) and type_ != value.type:
+            raise fail(loc, field_name, f"{value!r} is a {value.type}; this parameter takes "
+                       f"up.Input[up.{type_}] (up.Artifact takes any)")
+        return m.ArtifactSlot(direction="input", type=type_, task=value.task, output=value.name)
+    if isinstance(value, str) and "://" in value:
+        try:
+            return m.ArtifactSlot(direction="input", type=type_, uri=value)
+        except ValueError:
+            pass
+    raise fail(loc, field_name, f"an up.Input[up.{type_}] takes another task's output artifact "
+               f"(task(...).outputs['name']) or a URI such as s3://bucket/key, not {value!r}")
+
+
+def _code_names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def _logs(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """What the function's code records: it names ``log_metric`` / ``report`` (``up.report``)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ()
+    names = _code_names(code)
+    return tuple(k for k, n in (("metrics", "log_metric"), ("report", "report")) if n in names)
+
+
+def _packages(value: Any, loc: Loc) -> tuple[str, ...]:
+    import re
+
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise fail(loc, "packages", "packages= takes a list of requirement strings, such as "
+                   "['scikit-learn==1.5.2']")
+    for item in value:
+        if not isinstance(item, str) or not re.match(m.REQUIREMENT_PATTERN, item):
+            raise fail(loc, "packages", f"{item!r} is not a requirement string: write a package "
+                       f"name with optional extras and version specifiers, such as "
+                       f"'scikit-learn==1.5.2' or 'pandas[parquet]>=2,<3' (no URLs or markers)")
+    return tuple(value)
+
+
 def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
          retry: Retry | None = None, retries: int | None = None,
          cache: Cache | bool | None = None, timeout: Duration | None = None,
          resources: Resources | None = None, image: str | None = None,
-         alerts: list[Alert] | None = None, run_if: str = "all_success") -> Any:
+         alerts: list[Alert] | None = None, run_if: str = "all_success",
+         packages: list[str] | None = None) -> Any:
     """Declare a task. ``@up.task`` or ``@up.task(retries=2, cache=True, timeout="5m", ...)``.
 
     ``run_if`` says what its upstream tasks' states must be for it to run: ``"all_success"``
@@ -418,6 +560,7 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
     or ``"one_failed"`` (a failure path: only if one of them failed).
     """
     loc = caller_location(2)
+    pkgs = _packages(packages, loc)
     if run_if not in RUN_IF_VALUES:
         raise fail(loc, "run_if", f"run_if={run_if!r} is not one of "
                    + ", ".join(repr(v) for v in RUN_IF_VALUES))
@@ -429,7 +572,7 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
                 "resources": resources, "image": image, "alerts": alerts}
         # authoring: check now, at the decorator's line; in a task process: when traced, if ever
         pol = args if executing() else policies_ir(loc, **args)
-        return TaskDef(f, id=id, policies=pol, loc=loc, run_if=run_if)
+        return TaskDef(f, id=id, policies=pol, loc=loc, run_if=run_if, packages=pkgs)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -562,6 +705,8 @@ class PipelineDef:
                 run_if=node.get("run_if", "all_success"), doc=node["doc"], location=node["location"].to_ir(),
                 command=node.get("command"), env=node.get("env") or {},
                 max_parallel=node.get("max_parallel"), group=node.get("group"),
+                artifacts=node.get("artifacts") or {}, logs=node.get("logs") or (),
+                packages=node.get("packages") or (),
             ))
         module = self.fn.__module__
         if module == "__main__":

@@ -30,6 +30,12 @@ def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
         spec["command"] = list(task.command)
         if task.env:
             spec["env"] = dict(task.env)
+    if task.artifacts:  # how the shim finds and checks them (unipipe.runtime.artifacts)
+        spec["artifacts"] = artifacts_spec(task)
+    if task.logs:
+        spec["logs"] = list(task.logs)
+    if task.packages:
+        spec["packages"] = list(task.packages)
     if literals:
         spec["literals"] = literals
     if paths:
@@ -49,6 +55,19 @@ def task_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
     if ir.store is not None:  # compiled in, so a worker needs no configuration to find it
         spec["store"] = ir.store
     return spec
+
+
+def artifacts_spec(task: Task) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    outputs: dict[str, str] = {}
+    for name, slot in task.artifacts.items():
+        if slot.direction == "output":
+            outputs[name] = slot.type
+        elif slot.uri is not None:
+            inputs[name] = {"type": slot.type, "uri": slot.uri}
+        else:
+            inputs[name] = {"type": slot.type, "task": slot.task, "name": slot.output}
+    return {k: v for k, v in (("in", inputs), ("out", outputs)) if v}
 
 
 def pipeline_alerts_spec(ir: Pipeline) -> list[dict[str, Any]]:

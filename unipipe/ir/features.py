@@ -57,6 +57,10 @@ class Feature(str, Enum):
     SUBPIPELINE_RETRY = "subpipeline.retry"
     SUBPIPELINE_ALERT = "subpipeline.alert"
     SUBPIPELINE_MAP = "subpipeline.map"
+    ARTIFACTS = "artifacts"
+    METRICS = "metrics"
+    REPORT = "report"
+    PACKAGES = "packages"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -142,6 +146,14 @@ def features_used(ir: Pipeline) -> list[Feature]:
                 out.add(Feature.MAP_MAX_PARALLEL)
         if task.command is not None:
             out.add(Feature.COMMAND)
+        for slot in task.artifacts.values():
+            out.add(Feature.METRICS if slot.type == "Metrics" else Feature.ARTIFACTS)
+        if "metrics" in task.logs:
+            out.add(Feature.METRICS)
+        if "report" in task.logs:
+            out.add(Feature.REPORT)
+        if task.packages:
+            out.add(Feature.PACKAGES)
     if ir.output is not None and _value_has_path(ir.output):
         out.add(Feature.KEY_PATH)
     if ir.alerts:

@@ -228,6 +228,40 @@ COMMAND_FN = "unipipe.runtime.command:run"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
 
 
+ArtifactType = Literal["Artifact", "Dataset", "Model", "Metrics", "Markdown"]
+#: what a task's code records besides its value (found when traced: it calls up.log_metric /
+#: up.report); KFP needs a declared output to carry them
+LogKind = Literal["metrics", "report"]
+#: a package requirement as pip takes it: a name, extras and version specifiers; no URL, no
+#: environment marker (they would reach a shell command line on KFP)
+REQUIREMENT_PATTERN = (r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(\[[A-Za-z0-9._,-]{1,100}\])?"
+                       r"(\s*(===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]{1,64}"
+                       r"(\s*,\s*(===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]{1,64})*)?$")
+
+
+class ArtifactSlot(_Model):
+    """A file artifact a task reads (``up.Input[up.Dataset]``) or writes
+    (``up.Output[up.Model]``), by parameter name in ``Task.artifacts``. An input comes from
+    another task's output (``task``, ``output``) or from a fixed ``uri`` (an existing file in a
+    store, as KFP's importer); the bytes move natively on KFP and through the store elsewhere
+    (unipipe.runtime.artifacts)."""
+
+    direction: Literal["input", "output"]
+    type: ArtifactType = "Artifact"
+    task: str | None = Field(None, pattern=IDENT_PATTERN)
+    output: str | None = Field(None, pattern=IDENT_PATTERN)
+    uri: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://[^\s'\"\\]{1,2000}$")
+
+    @model_validator(mode="after")
+    def _source(self) -> ArtifactSlot:
+        if self.direction == "output" and (self.task or self.output or self.uri):
+            raise ValueError("an output artifact has no source")
+        if self.direction == "input" and (self.uri is None) == (self.task is None or
+                                                                self.output is None):
+            raise ValueError("an input artifact comes from a task's output or from a uri")
+        return self
+
+
 class Task(_Model):
     """One node. A Python task names its callable in ``fn``; a command task (``up.command``)
     carries ``command`` (argv, ``{input}`` placeholders) and ``env`` instead, and its ``fn`` is
@@ -256,6 +290,14 @@ class Task(_Model):
     #: the innermost sub-pipeline (``Pipeline.groups``) this task was created in; None: the
     #: pipeline's own body
     group: str | None = Field(None, pattern=IDENT_PATTERN)
+    #: file artifacts the task reads and writes, by parameter name (``up.Input[...]``,
+    #: ``up.Output[...]``); not in ``inputs``: their bytes never pass as values
+    artifacts: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], ArtifactSlot] = Field(
+        default_factory=dict)
+    #: what the task's code records: metrics (``up.log_metric``), a report (``up.report``)
+    logs: tuple[LogKind, ...] = ()
+    #: pip requirements the task needs where it runs (``@up.task(packages=[...])``)
+    packages: tuple[Annotated[str, Field(pattern=REQUIREMENT_PATTERN)], ...] = ()
 
     @field_validator("inputs")
     @classmethod
@@ -284,6 +326,9 @@ class Task(_Model):
                 seen[inp.task] = None
         for cond in self.when:
             seen[cond.task] = None
+        for slot in self.artifacts.values():
+            if slot.task is not None:
+                seen[slot.task] = None
         for dep in self.after:
             seen[dep] = None
         return list(seen)
@@ -454,6 +499,9 @@ class Pipeline(_Model):
                 task.pop("max_parallel", None)
             if task.get("group") is None:
                 task.pop("group", None)
+            for key in ("artifacts", "logs", "packages"):  # tasks without them hash as before
+                if not task.get(key):
+                    task.pop(key, None)
         if data.get("max_active_runs") is None:
             data.pop("max_active_runs", None)
         if not data.get("groups"):

@@ -172,6 +172,7 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
             if t.when:
                 at(t, field, f"a run_if={t.run_if!r} task cannot sit inside up.when() or "
                    "up.otherwise(); put the cleanup outside the block")
+        _check_artifacts(ir, t, by_id, at)
         if t.command is not None:
             _check_command(t, at)
         elif t.env:
@@ -299,6 +300,39 @@ def _check_mapped_group(ir: Pipeline, g: Group, by_id: dict[str, Task],
         if t.map_over is not None:
             at(t, f"tasks.{t.id}.map_over", "a task inside a mapped sub-pipeline cannot be "
                "mapped itself (no nested fan-out)")
+
+
+def _check_artifacts(ir: Pipeline, t: Task, by_id: dict[str, Task],
+                     at: Callable[[Task | None, str, str], None]) -> None:
+    """Input artifacts come from a task that declares that output, outside mapped parts."""
+    mapped_groups = {g.id for g in ir.groups if g.map_over is not None}
+    for name, slot in t.artifacts.items():
+        field = f"tasks.{t.id}.artifacts.{name}"
+        if name in t.inputs:
+            at(t, field, f"{name!r} is both a value input and an artifact")
+        if slot.direction == "output":
+            if t.map_over is not None or t.group in mapped_groups:
+                at(t, field, f"task {t.id!r} runs once per element: output artifacts of mapped "
+                   "tasks are not supported yet (return values are)")
+            continue
+        if slot.task is None:
+            continue
+        src = by_id.get(slot.task)
+        if src is None:
+            at(t, field, f"input artifact from unknown task {slot.task!r}")
+            continue
+        out = src.artifacts.get(slot.output or "")
+        if out is None or out.direction != "output":
+            at(t, field, f"task {slot.task!r} has no output artifact {slot.output!r}")
+        elif "Artifact" not in (out.type, slot.type) and out.type != slot.type:
+            at(t, field, f"{slot.task}.outputs[{slot.output!r}] is a {out.type}; this parameter "
+               f"takes up.Input[up.{slot.type}]")
+        if t.run_if != "all_success":
+            at(t, field, f"a run_if={t.run_if!r} task cannot read an artifact of task "
+               f"{slot.task!r}: that task may have failed and written none")
+    if t.command is not None and (t.artifacts or t.packages):
+        at(t, f"tasks.{t.id}", "a command task runs an argv: artifacts and packages belong to "
+           "Python tasks")
 
 
 def _check_command(t: Task, at: Callable[[Task | None, str, str], None]) -> None:

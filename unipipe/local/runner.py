@@ -93,6 +93,7 @@ from unipipe.params import resolve_params
 from unipipe.result import (
     RunResult,
     TaskResult,
+    add_record,
     aggregate_elements,
     aggregate_map,
     upstream_verdict,
@@ -151,6 +152,19 @@ def _invoke_in_process(spec: dict[str, Any], inputs: dict[str, Any], run_id: str
     emulate = {"cache", "timeout"} if inline else {"cache"}
     return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend="local",
                        map_index=map_index, emulate=emulate)
+
+
+def _add_records(ir: Pipeline, result: RunResult) -> None:
+    """The artifacts, metrics and reports the successful tasks recorded in the store."""
+    recording = [t for t in ir.tasks if (t.artifacts or t.logs)
+                 and result.tasks.get(t.id) is not None and result.tasks[t.id].state == "success"]
+    if not recording:
+        return
+    from unipipe.runtime import artifacts
+
+    store.use(ir.store)
+    for t in recording:
+        add_record(result, t.id, artifacts.read_record(result.run_id, t.id, None))
 
 
 class LocalRunner:
@@ -286,10 +300,12 @@ class LocalRunner:
         for r in results.values():
             if r.output is not None:
                 r.output = store.from_transport(r.output)
-        return RunResult(pipeline=ir.name, backend="local", run_id=run_id, state=state,
-                         output=output, tasks=results, alerts=delivered, params=values,
-                         error=first_error, run_attempts=run_try,
-                         run_started=run_started if run_try > 1 else None)
+        result = RunResult(pipeline=ir.name, backend="local", run_id=run_id, state=state,
+                           output=output, tasks=results, alerts=delivered, params=values,
+                           error=first_error, run_attempts=run_try,
+                           run_started=run_started if run_try > 1 else None)
+        _add_records(ir, result)
+        return result
 
     def _try(self, ir: Pipeline, values: dict[str, Any], run_id: str,
              delivered: list[dict[str, Any]]

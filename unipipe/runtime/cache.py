@@ -57,6 +57,17 @@ def lookup(spec: Mapping[str, Any], key: str, now: float | None = None) -> tuple
     return True, entry["value"]
 
 
-def save(key: str, value: Any, now: float | None = None) -> None:
+def lookup_record(key: str) -> dict[str, Any] | None:
+    """The artifacts, metrics and report the cached attempt recorded (None: it kept none)."""
+    data = read_bytes(f"{cache_root()}/{key}.json")
+    try:
+        return None if data is None else json.loads(data).get("record")
+    except ValueError:
+        return None
+
+
+def save(key: str, value: Any, now: float | None = None, record: Any = None) -> None:
     entry = {"created": now if now is not None else time.time(), "value": value}
+    if record is not None:  # a task's artifacts, metrics and report come back with its value
+        entry["record"] = record
     write_bytes(f"{cache_root()}/{key}.json", json.dumps(entry).encode())

@@ -144,16 +144,46 @@ def payload(spec: Mapping[str, Any], ctx: TaskContext, exc: BaseException | None
 
 def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: str, attempt: int,
            backend: str, map_index: int | None = None, emulate: Iterable[str] = (),
-           fn: Callable[..., Any] | None = None) -> Any:
+           fn: Callable[..., Any] | None = None, native: Mapping[str, Any] | None = None) -> Any:
     """Run one attempt; return the output in transport form, or raise the task's error."""
     return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend=backend,
-                       map_index=map_index, emulate=emulate, fn=fn)[0]
+                       map_index=map_index, emulate=emulate, fn=fn, native=native)[0]
+
+
+#: what the last successful attempt in this process recorded besides its value (artifact URIs,
+#: metrics, report; unipipe.runtime.artifacts), for the adapter to show in its engine; None
+#: when the task records nothing
+LAST_RECORD: dict[str, Any] | None = None
+
+
+def _check_packages(spec: Mapping[str, Any], backend: str) -> None:
+    """A task's ``packages`` must be installed where it runs; KFP installs them itself
+    (packages_to_install), the deploy puts them into the Airflow/Prefect workers' environment.
+    The local runner refuses nothing: it says which are missing and runs the task."""
+    from unipipe.runtime import artifacts
+
+    unmet = artifacts.unmet_packages(list(spec.get("packages") or ()))
+    if not unmet:
+        return
+    if backend == "local":
+        import sys
+
+        print(f"unipipe: task {spec['id']!r}: packages not installed here (the local runner "
+              f"installs nothing): {', '.join(unmet)}", file=sys.stderr)
+        return
+    raise artifacts.PackagesMissing(
+        f"task {spec['id']!r} needs {', '.join(unmet)} in this {backend} worker's environment "
+        f"(unipipe deploy installs a task's packages into the workers' requirements)")
 
 
 def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: str,
                 attempt: int, backend: str, map_index: int | None = None,
-                emulate: Iterable[str] = (), fn: Callable[..., Any] | None = None) -> tuple[Any, bool]:
-    """As :func:`invoke`, and also say whether the attempt was a cache hit."""
+                emulate: Iterable[str] = (), fn: Callable[..., Any] | None = None,
+                native: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
+    """As :func:`invoke`, and also say whether the attempt was a cache hit.
+
+    ``native``: the artifact objects the engine made for the task's declared artifacts (KFP),
+    by parameter name; without it the artifacts move through the store."""
     emulate = set(emulate)
     store.use(spec.get("store"))
     ctx = TaskContext(run_id=run_id, pipeline=spec["pipeline"], task_id=spec["id"],
@@ -167,25 +197,57 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
             time.sleep(retry_rules.jitter_extra(retry, attempt - 1))
     start = time.time()
     token = set_current(ctx)
+    global LAST_RECORD
+    LAST_RECORD = None
+    extras = spec.get("artifacts") or spec.get("logs") or spec.get("packages")
     try:
         args = load_inputs(spec, inputs)
-        key = None
-        if "cache" in emulate and spec.get("cache"):
-            from unipipe.runtime import cache
-
-            key = cache.cache_key(spec, args)
-            hit, value = cache.lookup(spec, key)
-            if hit:
-                trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
-                                  cache_hit=True, error_type=None, error=None))
-                if "alerts" in emulate:
-                    from unipipe.runtime import alerts
-
-                    alerts.deliver(spec.get("alerts") or [], "success", payload(spec, ctx))
-                return value, True
-        func = fn or task_callable(spec)
         try:
-            value = _call_with_timeout(func, args, spec.get("timeout") if "timeout" in emulate else None)
+            handles: dict[str, Any] = {}
+            if extras:
+                from unipipe.runtime import artifacts
+
+                _check_packages(spec, backend)
+                handles = (artifacts.bind_native(spec, native) if native is not None
+                           else artifacts.prepare(spec, run_id, map_index))
+            key = None
+            if "cache" in emulate and spec.get("cache"):
+                from unipipe.runtime import cache
+
+                key_args = dict(args)
+                if handles:
+                    key_args.update(artifacts.input_digests(handles, spec))
+                key = cache.cache_key(spec, key_args)
+                hit, value = cache.lookup(spec, key)
+                if hit and extras and native is None:
+                    record = cache.lookup_record(key)
+                    if record is None:  # an entry from before the task recorded: run it again
+                        hit = False
+                    else:
+                        LAST_RECORD = record
+                        artifacts.write_record(run_id, spec["id"], map_index, record)
+                if hit:
+                    trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
+                                      cache_hit=True, error_type=None, error=None))
+                    if "alerts" in emulate:
+                        from unipipe.runtime import alerts
+
+                        alerts.deliver(spec.get("alerts") or [], "success", payload(spec, ctx))
+                    return value, True
+            func = fn or task_callable(spec)
+            if extras:
+                records = artifacts.begin()
+                try:
+                    value = _call_with_timeout(func, {**args, **handles},
+                                               spec.get("timeout") if "timeout" in emulate else None)
+                    if native is not None:
+                        LAST_RECORD = artifacts.finish_native(spec, handles, records, native)
+                    else:
+                        LAST_RECORD = artifacts.finish(spec, handles, records)
+                finally:
+                    artifacts.end()
+            else:
+                value = _call_with_timeout(func, args, spec.get("timeout") if "timeout" in emulate else None)
         except BaseException as exc:
             retryable = retry_rules.is_retryable(exc, retry) and not isinstance(
                 exc, (KeyboardInterrupt, SystemExit))
@@ -205,10 +267,12 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
                     pass
             raise
         out = store.to_transport(value)
+        if LAST_RECORD is not None and native is None:
+            artifacts.write_record(run_id, spec["id"], map_index, LAST_RECORD)
         if key is not None:
             from unipipe.runtime import cache
 
-            cache.save(key, out)
+            cache.save(key, out, record=LAST_RECORD if extras else None)
         trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
                           cache_hit=False, error_type=None, error=None))
         if "alerts" in emulate:

@@ -60,6 +60,12 @@ class Expectation:
     alerts: list[dict[str, Any]] | None = None
     #: how many tries of the whole run (``@up.pipeline(retries=N)``)
     run_attempts: int | None = None
+    #: metrics by task label and name, as the engine recorded them (RunResult.metrics)
+    metrics: dict[str, dict[str, Any]] | None = None
+    #: the sha256 of each output artifact, by task label and name (RunResult.artifacts)
+    artifacts: dict[str, dict[str, str]] | None = None
+    #: Markdown reports by task label (RunResult.reports)
+    reports: dict[str, str] | None = None
 
     @classmethod
     def parse(cls, data: Any, where: str) -> Expectation:
@@ -67,7 +73,8 @@ class Expectation:
             return cls()
         if not isinstance(data, dict):
             raise CaseError(f"{where}: expect must be a mapping")
-        unknown = set(data) - {"refused", "state", "output", "tasks", "alerts", "run_attempts"}
+        unknown = set(data) - {"refused", "state", "output", "tasks", "alerts", "run_attempts",
+                               "metrics", "artifacts", "reports"}
         if unknown:
             raise CaseError(f"{where}: unknown expect field(s) {sorted(unknown)}")
         state = data.get("state")
@@ -102,7 +109,21 @@ class Expectation:
         return cls(refused=refused, state=state, output=data.get("output"),
                    check_output="output" in data, tasks=tasks,
                    alerts=[dict(a) for a in alerts] if alerts is not None else [],
-                   run_attempts=tries)
+                   run_attempts=tries, metrics=_by_task(data, "metrics", where),
+                   artifacts=_by_task(data, "artifacts", where),
+                   reports=_by_task(data, "reports", where, flat=True))
+
+
+def _by_task(data: dict[str, Any], key: str, where: str, *, flat: bool = False) -> Any:
+    """``expect.metrics`` / ``.artifacts`` (task -> name -> value) or ``.reports`` (task -> text)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(v, str) if flat else isinstance(v, dict) for v in value.values()):
+        shape = "task labels to text" if flat else "task labels to {name: value}"
+        raise CaseError(f"{where}: expect.{key} maps {shape}")
+    return {k: (v if flat else dict(v)) for k, v in value.items()}
 
 
 @dataclass(frozen=True)

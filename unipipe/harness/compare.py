@@ -59,6 +59,10 @@ def check_expectation(run: dict[str, Any], exp: Expectation, where: str = "") ->
                 diffs.append(f"{pre}task {label}.{key} is {_fmt(have)}, expected {_fmt(want)}")
     if exp.alerts is not None:
         diffs += _alert_diff(run["alerts"], exp.alerts, pre, "expected")
+    for key, want in (("metrics", exp.metrics), ("artifacts", exp.artifacts),
+                      ("reports", exp.reports)):
+        if want is not None and run.get(key, {}) != jsonable(want):
+            diffs.append(f"{pre}{key} are {_fmt(run.get(key))}, expected {_fmt(want)}")
     return diffs
 
 
@@ -222,4 +226,8 @@ def compare_runs(run: dict[str, Any], ref: dict[str, Any], backend: str,
                 diffs.append(f"{pre}task {label}.{key}: {backend} {a.get(key)}, "
                              f"reference {b.get(key)}")
     diffs += _alert_diff(run["alerts"], ref["alerts"], pre, "the reference")
+    for key in ("metrics", "artifacts", "reports"):
+        if run.get(key, {}) != ref.get(key, {}):
+            diffs.append(f"{pre}{key}: {backend} {_fmt(run.get(key))}, "
+                         f"reference {_fmt(ref.get(key))}")
     return diffs

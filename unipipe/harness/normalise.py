@@ -41,6 +41,19 @@ def _label(task: str, map_index: Any) -> str:
     return task if map_index is None else f"{task}[{map_index}]"
 
 
+def artifact_digests(artifacts: dict[str, Any]) -> dict[str, dict[str, str | None]]:
+    """Each output artifact's content digest, by task and name: what must be equal on every
+    backend (URIs differ by engine). Metrics outputs are compared as ``metrics`` instead: KFP
+    keeps them as metadata, not as the file's bytes."""
+    out: dict[str, dict[str, str | None]] = {}
+    for task, named in artifacts.items():
+        digests = {name: entry.get("sha256") for name, entry in named.items()
+                   if entry.get("type") != "Metrics"}
+        if digests:
+            out[task] = digests
+    return out
+
+
 def normalise_run(report: dict[str, Any], events: list[dict[str, Any]],
                   alerts: list[dict[str, Any]]) -> dict[str, Any]:
     """The trace of one run from the worker's report, the shim events and the receivers."""
@@ -55,7 +68,9 @@ def normalise_run(report: dict[str, Any], events: list[dict[str, Any]],
         return trace
     result = report["result"]
     trace.update(state=result.get("state"), output=jsonable(result.get("output")),
-                 run_id=result.get("run_id"))
+                 run_id=result.get("run_id"), metrics=jsonable(result.get("metrics") or {}),
+                 reports=dict(result.get("reports") or {}),
+                 artifacts=artifact_digests(result.get("artifacts") or {}))
     run_id = result.get("run_id")
     attempts = [e for e in events if e.get("kind") == "attempt"]
     if run_id and any(e.get("run_id") == run_id for e in attempts):

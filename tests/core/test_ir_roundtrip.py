@@ -39,11 +39,18 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
                   items=m.LiteralInput(value=[{"k": 1}, {"k": 2}]), max_parallel=2)
     t4 = m.Task(id="d", fn="mod:d", source_hash=H, group="fan",
                 inputs={"item": m.ElementInput(group="fan", path=("k",))})
+    t5 = m.Task(id="e", fn="mod:e", source_hash=H, logs=("metrics", "report"),
+                packages=("scikit-learn==1.5.2", "pandas[parquet]>=2,<3"), artifacts={
+                    "model": m.ArtifactSlot(direction="output", type="Model"),
+                    "seed": m.ArtifactSlot(direction="input", type="Dataset",
+                                           uri="s3://bucket/seed.csv")})
+    t6 = m.Task(id="f", fn="mod:f", source_hash=H, artifacts={
+        "model": m.ArtifactSlot(direction="input", type="Artifact", task="e", output="model")})
     return m.Pipeline(
         name="every-field", description="desc", module="mod", location=loc,
         params=(m.Param(name="n", type="dict", default={"inner": [1]}, required=False, description="d"),
                 m.Param(name="r", type="int", required=True)),
-        tasks=(t1, t2, t3, t4),
+        tasks=(t1, t2, t3, t4, t5, t6),
         output=m.DictValue(items={"a": m.OutputInput(task="a"), "l": m.ListValue(items=(
             m.LiteralInput(value=1), m.ParamInput(name="r")))}),
         schedule=(m.Schedule(interval=900.0, timezone="UTC") if interval
@@ -92,7 +99,7 @@ def test_fixture_sets_every_field():
     walk(full_pipeline(interval=True))
     expected = {f"{cls.__name__}.{f}" for cls in (m.Retry, m.Cache, m.Resources, m.Alert, m.Schedule,
                                                    m.Policies, m.Param, m.Condition, m.Task, m.Pipeline,
-                                                   m.SourceLocation, m.Group)
+                                                   m.SourceLocation, m.Group, m.ArtifactSlot)
                 for f in cls.model_fields} - {"Pipeline.schema_version"}
     assert expected - covered == set()
 

@@ -514,20 +514,34 @@ def _artifact_input(value: Any, type_: str, loc: Loc, field_name: str,
                f"(task(...).outputs['name']) or a URI such as s3://bucket/key, not {value!r}")
 
 
-def _code_names(code: Any) -> set[str]:
-    names = set(code.co_names)
+def _global_calls(code: Any, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` the code reaches as a global (``log_metric``) or an attribute of one
+    (``up.log_metric``), not of a local (``metrics.log_metric`` on an Output[Metrics])."""
+    import dis
+
+    found: set[str] = set()
+    prev = None
+    for ins in dis.get_instructions(code):
+        if ins.argval in wanted and (
+                ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") or
+                (ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and prev is not None
+                 and prev.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF"))):
+            found.add(ins.argval)
+        prev = ins
     for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _code_names(const)
-    return names
+        if hasattr(const, "co_code"):
+            found |= _global_calls(const, wanted)
+    return found
 
 
 def _logs(fn: Callable[..., Any]) -> tuple[str, ...]:
-    """What the function's code records: it names ``log_metric`` / ``report`` (``up.report``)."""
+    """What the function's code records: it calls ``up.log_metric`` / ``up.report`` (found in
+    its bytecode; a helper that calls them is not seen: declare up.Output[up.Metrics] there)."""
     code = getattr(fn, "__code__", None)
-    if code is None:
+    if code is None or not {"log_metric", "report"} & set(code.co_names) and not any(
+            hasattr(c, "co_code") for c in code.co_consts):
         return ()
-    names = _code_names(code)
+    names = _global_calls(code, {"log_metric", "report"})
     return tuple(k for k, n in (("metrics", "log_metric"), ("report", "report")) if n in names)
 
 

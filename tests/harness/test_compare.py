@@ -180,3 +180,27 @@ def test_a_declaration_keyed_by_an_engine_version_holds_for_that_version_only(tm
     assert judge(case, "airflow@2.11", broken, _raw_pass(), ir, _avail()).status == "xfail"
     assert judge(case, "airflow@2.11", _raw_pass(), _raw_pass(), ir, _avail()).status == "xpass"
     assert judge(case, "airflow", broken, _raw_pass(), ir, _avail()).status == "fail"
+
+
+def test_metrics_artifacts_and_reports_are_expected_and_compared():
+    report = {"status": "ok", "result": {
+        "state": "success", "output": 1, "run_id": "r", "tasks": {},
+        "metrics": {"train": {"loss": 0.25}},
+        "artifacts": {"train": {"model": {"type": "Model", "uri": "s3://b/x", "sha256": "ab"},
+                                "scores": {"type": "Metrics", "uri": "/k", "sha256": "cd"}}},
+        "reports": {"train": "# done"}}}
+    run = normalise_run(report, [], [])
+    # the Metrics output is compared as metrics, not by its file's bytes (KFP keeps metadata)
+    assert run["artifacts"] == {"train": {"model": "ab"}}
+    exp = Expectation.parse({"state": "success", "metrics": {"train": {"loss": 0.25}},
+                             "artifacts": {"train": {"model": "ab"}},
+                             "reports": {"train": "# done"}}, "case.yaml")
+    assert check_expectation(run, exp) == []
+    wrong = Expectation.parse({"state": "success", "metrics": {"train": {"loss": 0.5}}},
+                              "case.yaml")
+    assert check_expectation(run, wrong) == [
+        "metrics are {'train': {'loss': 0.25}}, expected {'train': {'loss': 0.5}}"]
+    other = dict(run, artifacts={"train": {"model": "ff"}}, reports={})
+    assert compare_runs(other, run, "airflow") == [
+        "artifacts: airflow {'train': {'model': 'ff'}}, reference {'train': {'model': 'ab'}}",
+        "reports: airflow {}, reference {'train': '# done'}"]

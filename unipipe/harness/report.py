@@ -67,6 +67,17 @@ def markdown(suite: Suite) -> str:
         lines += ["", "Lane wall times (each lane runs its cases one after another): "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in suite.lane_seconds.items()) + "."]
     lines.append("")
+    with_records = [(c.id, recorded(suite, c.id)) for c in sorted(suite.cases, key=lambda c: c.id)]
+    if any(rows for _c, rows in with_records):
+        lines += ["## Metrics, artifacts and reports", "",
+                  "As each engine recorded them (artifacts by the sha256 of their bytes).", "",
+                  "| case | item | " + " | ".join(suite.backends) + " |",
+                  "|---|---|" + "---|" * len(suite.backends)]
+        for case_id, rows in with_records:
+            for label, cells in rows:
+                lines.append(f"| {case_id} | {_md(label)} | " + " | ".join(map(_md, cells))
+                             + " |")
+        lines.append("")
     problems = suite.failures()
     notes = [o for o in suite.outcomes.values() if o.ok and o.reason]
     if problems:
@@ -82,6 +93,30 @@ def markdown(suite: Suite) -> str:
             lines.append(f"- {o.case} on {o.backend}: {o.declared or o.status}: {_md(o.reason)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def recorded(suite: Suite, case_id: str) -> list[tuple[str, list[str]]]:
+    """What each backend's engine recorded besides values (metrics, artifact digests, reports),
+    one row per item with one cell per backend, from each backend's first run of the case."""
+    firsts = {}
+    for b in suite.backends:
+        runs = suite.outcome(case_id, b).runs
+        firsts[b] = runs[0] if runs else {}
+    rows: dict[str, dict[str, str]] = {}
+    for b, run in firsts.items():
+        for task, named in sorted((run.get("metrics") or {}).items()):
+            for name, value in sorted(named.items()):
+                rows.setdefault(f"{task} metric {name}", {})[b] = str(value)
+        for task, named in sorted((run.get("artifacts") or {}).items()):
+            for name, digest in sorted(named.items()):
+                rows.setdefault(f"{task} artifact {name}", {})[b] = (digest or "?")[:12]
+        for task, text in sorted((run.get("reports") or {}).items()):
+            import hashlib
+
+            rows.setdefault(f"{task} report", {})[b] = (
+                f"{len(text)} chars, sha256 {hashlib.sha256(text.encode()).hexdigest()[:12]}")
+    return [(label, [cells.get(b, "-") for b in suite.backends])
+            for label, cells in sorted(rows.items())]
 
 
 def _md(text: str) -> str:
@@ -220,6 +255,12 @@ def html(suite: Suite, matrix_rows: list[tuple[str, list[str]]] | None = None) -
                     out.append("<ul>" + "".join(f"<li>{escape(d)}</li>" for d in o.diffs[1:10])
                                + "</ul>")
                 out.append("</div>")
+        rows = recorded(suite, case.id)
+        if rows:
+            out.append('<table class="records"><tr><th>recorded</th>' + "".join(
+                f"<th>{escape(b)}</th>" for b in suite.backends) + "</tr>" + "".join(
+                f"<tr><td>{escape(label)}</td>" + "".join(f"<td>{escape(c)}</td>" for c in cells)
+                + "</tr>" for label, cells in rows) + "</table>")
         out.append(_timeline(suite, case.id))
         out.append("</section>")
     out.append("</body></html>")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import kfp_cases
 import kfp_subpipelines
+import ml_artifacts
 import ml_training
 import pytest
 import yaml
@@ -24,7 +25,7 @@ ALL = [F.fanout, F.retry_then_succeed, F.retries_exhausted, F.non_retryable, F.j
        F.timeout, F.quality_gate, F.success_alert, ml_training.training, kfp_cases.native_cache,
        kfp_cases.key_fn_cache, kfp_cases.cached_success_alert, kfp_cases.timeout_alerts,
        kfp_cases.shapes, kfp_cases.placement, kfp_subpipelines.nested_groups,
-       kfp_subpipelines.failing_groups, kfp_subpipelines.mapped_groups]
+       kfp_subpipelines.failing_groups, kfp_subpipelines.mapped_groups, ml_artifacts.training]
 
 
 def compile_(pipeline, out: Path) -> tuple[str, dict, dict]:
@@ -138,7 +139,9 @@ GOLDEN_CASES = [ml_training.training, F.fanout, F.quality_gate, F.retries_exhaus
                 kfp_subpipelines.nested_groups,  # nested + repeated sub-pipelines, group alerts
                 kfp_subpipelines.mapped_groups,  # sub-pipelines called inside dsl.ParallelFor
                 # a shared store, in every component's spec
-                with_store(up.load(F.cached), "s3://unipipe-store/runs")]
+                with_store(up.load(F.cached), "s3://unipipe-store/runs"),
+                # Input/Output artifacts, hidden metrics/report outputs, packages_to_install
+                ml_artifacts.training]
 
 
 @pytest.mark.parametrize("pipeline", GOLDEN_CASES, ids=lambda p: p.name)

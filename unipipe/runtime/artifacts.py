@@ -391,6 +391,63 @@ def finish_native(spec: Mapping[str, Any], handles: Mapping[str, Artifact], reco
     return result
 
 
+def stash_native(spec: Mapping[str, Any], record: Mapping[str, Any],
+                 native: Mapping[str, Any]) -> dict[str, Any]:
+    """For a cache entry of a task whose engine moves the bytes (KFP, the shim caching): each
+    output also put into the store (``stored``), and the metrics up.log_metric recorded apart
+    (``logged``), so a hit in a later run can give them back in that run's engine paths."""
+    out = json.loads(json.dumps(record))
+    for name, entry in out.get("artifacts", {}).items():
+        path = native[name].path
+        if os.path.exists(path):
+            entry["stored"] = upload(path, name)
+    if METRICS_SLOT in native:
+        out["logged"] = dict(native[METRICS_SLOT].metadata)
+    return out
+
+
+def restore_native(spec: Mapping[str, Any], record: Mapping[str, Any],
+                   native: Mapping[str, Any]) -> bool:
+    """A cache hit where the engine moves the bytes: the cached outputs (from the store) at the
+    engine's output paths, with their metadata; the hidden metrics and report outputs filled.
+    False when the entry cannot give an output back (the attempt then runs)."""
+    entries = record.get("artifacts") or {}
+    plan = []
+    for name, type_name in ((spec.get("artifacts") or {}).get("out") or {}).items():
+        entry = entries.get(name)
+        if entry is None:
+            return False
+        stored = entry.get("stored")
+        if stored is None and type_name != "Metrics":
+            stored = entry if "folder" in entry else None  # a store-route entry
+            if stored is None:
+                return False
+        plan.append((name, entry, stored))
+    for name, entry, stored in plan:
+        art = native[name]
+        if stored is not None:
+            os.makedirs(os.path.dirname(art.path) or ".", exist_ok=True)
+            download(stored, art.path)
+        art.metadata.update(entry.get("metadata") or {})
+    if METRICS_SLOT in native:
+        logged = record.get("logged")
+        if logged is None:  # a store-route entry: its metrics less the declared outputs'
+            declared = {k for e in entries.values() if e.get("type") == "Metrics"
+                        for k in (e.get("metadata") or {})}
+            logged = {k: v for k, v in (record.get("metrics") or {}).items() if k not in declared}
+        native[METRICS_SLOT].metadata.update(logged)
+        path = native[METRICS_SLOT].path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(logged, fh, sort_keys=True)
+    if REPORT_SLOT in native:
+        path = native[REPORT_SLOT].path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(record.get("report") or "")
+    return True
+
+
 # ---------------------------------------------------------------- per-task packages
 
 

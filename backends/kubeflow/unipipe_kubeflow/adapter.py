@@ -75,10 +75,13 @@ def encode(value: Any, kind: str) -> Any:
 
 def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Mapping[str, str],
                   output: str, emulate: Iterable[str] = (), task_id: str | None = None,
-                  element: bool = False) -> Any:
+                  element: bool = False, artifacts: Mapping[str, Any] | None = None) -> Any:
     """One attempt of one IR task; ``task_id`` is given when the component serves several;
     ``element``: the task runs once per item of a mapped sub-pipeline, in one iteration of its
-    ParallelFor, so it is that iteration's ``task[i]`` (as a task's own fan-out element is)."""
+    ParallelFor, so it is that iteration's ``task[i]`` (as a task's own fan-out element is).
+    ``artifacts``: KFP's artifact objects of the component's Input[...]/Output[...] parameters
+    (declared and the hidden unipipe_metrics/unipipe_report), by name; the shim reads and
+    writes their ``.path`` and ``.metadata`` and KFP's executor records them."""
     from unipipe.runtime import store
     from unipipe.runtime.invoke import NonRetryable, run_attempt
 
@@ -108,12 +111,29 @@ def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Ma
         spec["paths"] = {k: v for k, v in (spec.get("paths") or {}).items() if k != spec.get("map_over")}
     try:
         value, _hit = run_attempt(spec, args, run_id=rid, attempt=attempt, backend=BACKEND,
-                                  map_index=map_index, emulate=emulate)
+                                  map_index=map_index, emulate=emulate,
+                                  native=_local_paths(artifacts) if artifacts is not None else None)
     except BaseException as exc:
         if getattr(exc, "__unipipe_retryable__", True) is False:
             store.write_bytes(marker, f"{type(exc).__name__}: {exc}"[:500].encode())
         raise
     return encode(value, output)
+
+
+class _Local:
+    """An input artifact at a ``file://`` URI (a dsl.importer of a local file): KFP maps only
+    gs://, s3://, minio:// and oci:// URIs to local paths (kfp/dsl/types/artifact_types.py,
+    Artifact._get_path), so its ``.path`` would be the URI itself."""
+
+    def __init__(self, art: Any) -> None:
+        self.uri = art.uri
+        self.path = art.uri[len("file://"):]
+        self.metadata = art.metadata
+
+
+def _local_paths(artifacts: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _Local(art) if str(getattr(art, "uri", "")).startswith("file://") else art
+            for name, art in artifacts.items()}
 
 
 def pipeline_alerts(alerts: list[Mapping[str, Any]], pipeline: str, status: Any) -> None:

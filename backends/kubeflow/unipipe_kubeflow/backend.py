@@ -24,6 +24,11 @@ from unipipe.result import RunResult
 
 N, E, U = Support.native, Support.emulated, Support.unsupported
 
+#: issue 14's features, declared until they are built: refused at compile, never dropped
+_NOT_YET = ("not built on this backend yet (issue 14): the compile refuses it rather than "
+            "drop it; the engine facts it will use are in "
+            "docs/facts/events-schedules-artifacts.md")
+
 SUPPORT: dict[Feature, Support] = {
     Feature.PARAMS: N("pipeline parameters; dict/list/any travel as JSON text (KFP's protobuf "
                       "Struct would turn ints into floats)"),
@@ -127,6 +132,29 @@ SUPPORT: dict[Feature, Support] = {
                                "from a key path or a fan-out, a condition on or a fan-out over "
                                "a member from outside. KFP does not tell an iteration its "
                                "index: copies are task[i] locally, not on a cluster"),
+    Feature.SCHEDULE_WINDOW: Support.unsupported(f"start=/end= of up.Schedule: {_NOT_YET}"),
+    Feature.SCHEDULE_CATCHUP: Support.unsupported(f"catchup=True: {_NOT_YET}"),
+    Feature.ASSET_PRODUCES: Support.unsupported(f"produces=[up.Asset]: {_NOT_YET}"),
+    Feature.TRIGGER_ASSET: Support.unsupported(f"trigger=up.On(...): {_NOT_YET}"),
+    Feature.TRIGGER_ANY: Support.unsupported(f"up.On(..., mode='any'): {_NOT_YET}"),
+    Feature.ARTIFACTS: N("Input[...]/Output[...] component parameters (kfp.dsl Dataset, Model, "
+                         "Metrics, Markdown, Artifact): KFP gives each a path under the pipeline "
+                         "root and records URI and metadata in executor_output.json "
+                         "(kfp/dsl/executor.py ~318-348); producer.outputs[name] wires them, a "
+                         "fixed URI is a dsl.importer. A cached task that reads an artifact is "
+                         "cached by the shim (by the bytes, as the reference): KFP's OSS key "
+                         "holds the input artifacts' identities, new for every run of an "
+                         "uncached producer. Refused: an artifact crossing a sub-pipeline's "
+                         "boundary or read from a fan-out"),
+    Feature.METRICS: N("Output[Metrics] (log_metric sets its metadata, "
+                       "kfp/dsl/types/artifact_types.py ~223); up.log_metric goes to a hidden "
+                       "unipipe_metrics: Output[Metrics]"),
+    Feature.REPORT: N("a hidden unipipe_report: Output[Markdown] whose file holds up.report()'s "
+                      "text"),
+    Feature.PACKAGES: N("packages_to_install: KFP pip-installs them at every container start "
+                        "(kfp/dsl/component_factory.py ~126-212); a failed install fails the "
+                        "task before the function runs. The local executor lets pip use only "
+                        "what the interpreter has (PIP_NO_INDEX)"),
     Feature.PIPELINE_TIMEOUT: U("KFP 2.16 has no pipeline-level timeout (the same decorator "
                                 "and PipelineConfig; the IR spec has no run deadline); "
                                 "refused before writing"),
@@ -175,6 +203,24 @@ def shape_problems(ir: Pipeline) -> list[Diagnostic]:
                 problems.append(Diagnostic("error", Feature.MAP, "kubeflow",
                                            f"task {t.id}: map over a key path or over another "
                                            "fan-out's output"))
+    for t in ir.tasks:
+        for name, slot in t.artifacts.items():
+            if slot.direction != "input" or slot.task is None:
+                continue
+            producer = ir.task(slot.task)
+            where = (f"{t.location.file}:{t.location.line}: " if t.location else "") + \
+                f"[tasks.{t.id}.artifacts.{name}] task {t.id}"
+            if producer.group != t.group:
+                problems.append(Diagnostic("error", Feature.ARTIFACTS, "kubeflow",
+                                           f"{where}: artifact {name} comes from "
+                                           f"{producer.id} in another sub-pipeline; a KFP "
+                                           "sub-pipeline here passes parameters only: keep "
+                                           "producer and consumer in one sub-pipeline"))
+            elif producer.map_over is not None:
+                problems.append(Diagnostic("error", Feature.ARTIFACTS, "kubeflow",
+                                           f"{where}: artifact {name} comes from the "
+                                           f"fan-out {producer.id} (one file per element); "
+                                           "read one artifact per task"))
     for g in ir.groups:
         src = g.items
         if isinstance(src, (OutputInput, ParamInput)) and src.path:

@@ -17,6 +17,13 @@ Shape of the output (one component per IR task, so each carries its own task spe
         train_model_task.set_retry(num_retries=2)
         ...
 
+File artifacts are KFP's own: a task's ``up.Input[up.Dataset]`` / ``up.Output[up.Model]``
+parameters become ``Input[Dataset]`` / ``Output[Model]`` component parameters (kfp.dsl), wired
+``producer_task.outputs["model"]`` (a fixed URI through ``dsl.importer``); a task that calls
+up.log_metric / up.report gets the hidden outputs ``unipipe_metrics: Output[Metrics]`` /
+``unipipe_report: Output[Markdown]``. The body hands all of them to the shim (``artifacts=``),
+and a task's ``packages`` join ``packages_to_install``.
+
 Lightweight components ship their function's *source* in the container command, so the body
 imports the adapter itself and holds the spec as a literal (module globals do not travel).
 Identifiers come from validated IR ids; every user string goes through ``codegen.literal``.
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import libcst as cst
@@ -51,8 +58,10 @@ DEFAULT_IMAGE = "python:3.11"
 ALERTS_COMPONENT = "unipipe_pipeline_alerts"
 #: the function that brings the code package into a component compiled with a shared store
 CODE_FUNCTION = "unipipe_code"
+#: the kfp.dsl names a module with file artifacts imports (as KFP users write them)
+ARTIFACT_NAMES = ("Input", "Output", "Artifact", "Dataset", "Model", "Metrics", "Markdown")
 _RESERVED = {"dsl", "kubernetes", "compiler", "run_component", "pipeline_alerts", "group_alerts",
-             "NamedTuple", ALERTS_COMPONENT, CODE_FUNCTION}
+             "NamedTuple", ALERTS_COMPONENT, CODE_FUNCTION, *ARTIFACT_NAMES}
 
 #: Its source. A lightweight component ships only its function's source, plus the functions
 #: named in ``additional_funcs`` (kfp/dsl/component_factory.py ``_get_function_source_definition``
@@ -179,6 +188,8 @@ class Names:
     pipeline: str
     shared: dict[str, bool]  # task id -> its component serves several tasks
     group: dict[str, GroupNames]
+    #: "task.param" -> the variable of the dsl.importer task that brings a fixed-URI input
+    importer: dict[str, str] = field(default_factory=dict)
 
 
 def _camel(identifier: str) -> str:
@@ -237,7 +248,9 @@ def names_for(ir: Pipeline, groups: dict[str, list[str]],
             group[g.id].inputs[tid] = _unique(f"{tid}_output", local)
         if g.map_over is not None:
             group[g.id].element = _unique(g.map_over, local)
-    return Names(component, task, item, pipeline, shared, group)
+    importer = {f"{t.id}.{name}": fresh(f"{t.id}_{name}_importer")
+                for t in ir.tasks for name, slot in t.artifacts.items() if slot.uri is not None}
+    return Names(component, task, item, pipeline, shared, group, importer)
 
 
 # ---------------------------------------------------------------- sub-pipelines
@@ -388,7 +401,7 @@ def component_groups(ir: Pipeline, plans: dict[str, mapping.TaskPlan], sources: 
     components; the shared component learns its task id from a constant argument."""
     groups: dict[str, list[str]] = {}
     for task in ir.tasks:
-        spec = {k: v for k, v in task_spec(ir, task).items() if k != "id"}
+        spec = {k: v for k, v in component_spec(ir, task).items() if k != "id"}
         inputs = [(a, *mapping.input_kind(ir, task, a, sources)) for a in mapping.component_inputs(task)]
         key = json.dumps([spec, inputs, plans[task.id].output_kind, plans[task.id].emulate,
                           _image(ir, task, default_image),
@@ -397,6 +410,39 @@ def component_groups(ir: Pipeline, plans: dict[str, mapping.TaskPlan], sources: 
         groups.setdefault(key, []).append(task.id)
     return {members[0]: members for members in groups.values()}
 
+
+
+def component_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
+    """The task spec a component carries. KFP wires input artifacts itself (the pipeline passes
+    ``producer.outputs[name]`` or an importer's output), so an input slot keeps only its type:
+    two calls of one function reading different producers share one component."""
+    spec = task_spec(ir, task)
+    slots = spec.get("artifacts")
+    if slots and slots.get("in"):
+        spec["artifacts"] = {**slots, "in": {name: {"type": slot["type"]}
+                                             for name, slot in slots["in"].items()}}
+    return spec
+
+
+def artifact_params(task: Task) -> list[tuple[str, str]]:
+    """The component's artifact parameters, (name, annotation): the declared ones, then the
+    hidden Metrics/Markdown outputs that carry up.log_metric / up.report (KFP records only
+    what a declared output holds)."""
+    from unipipe.runtime.artifacts import METRICS_SLOT, REPORT_SLOT
+
+    out = [(name, f"{'Input' if slot.direction == 'input' else 'Output'}[{slot.type}]")
+           for name, slot in task.artifacts.items()]
+    if "metrics" in task.logs:
+        out.append((METRICS_SLOT, "Output[Metrics]"))
+    if "report" in task.logs:
+        out.append((REPORT_SLOT, "Output[Markdown]"))
+    return out
+
+
+def has_named_outputs(task: Task) -> bool:
+    """The component has outputs besides its return value (``Output``): KFP's ``task.output``
+    then raises, its value is ``task.outputs["Output"]`` (kfp/dsl/pipeline_task.py, output)."""
+    return bool(task.logs) or any(s.direction == "output" for s in task.artifacts.values())
 
 
 def _image(ir: Pipeline, task: Task | None, default_image: str) -> str:
@@ -415,19 +461,26 @@ def code_pointer(ir: Pipeline) -> str | None:
     return pointer(ir.store, ir.ir_hash()) if ir.store is not None else None
 
 
-def _component_decorator(image: str, ir: Pipeline) -> cst.Call:
+def _component_decorator(image: str, ir: Pipeline, packages: Iterable[str] = ()) -> cst.Call:
     """``@dsl.component``. Without a store the image provides kfp, unipipe and the user's
     modules; with one, KFP installs kfp (its default) and the store's fsspec packages at start,
-    and :data:`CODE_FUNCTION` brings the rest from the store."""
+    and :data:`CODE_FUNCTION` brings the rest from the store. A task's ``packages`` join
+    ``packages_to_install``: KFP pip-installs them at every start of the container, before the
+    function runs (kfp/dsl/component_factory.py ~126-212), and a failed install fails the task."""
+    packages = list(packages)
     if ir.store is None:
-        return _call(_attr("dsl", "component"),
-                     kwargs=[("base_image", cg.literal(image)),
-                             ("install_kfp_package", cg.literal(False))])
+        kwargs = [("base_image", cg.literal(image))]
+        if packages:
+            kwargs.append(("packages_to_install", cg.literal(packages)))
+        kwargs.append(("install_kfp_package", cg.literal(False)))
+        return _call(_attr("dsl", "component"), kwargs=kwargs)
     from unipipe.store import worker_packages
 
+    merged = list(worker_packages(ir.store))
+    merged += [p for p in packages if p not in merged]
     return _call(_attr("dsl", "component"),
                  kwargs=[("base_image", cg.literal(image)),
-                         ("packages_to_install", cg.literal(worker_packages(ir.store))),
+                         ("packages_to_install", cg.literal(merged)),
                          ("additional_funcs", cst.List([cst.Element(cg.name(CODE_FUNCTION))]))])
 
 
@@ -449,8 +502,14 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
         params.append(_param(arg, annotation))
         if codec != "raw":
             codecs[arg] = codec
-    spec = task_spec(ir, task)
+    spec = component_spec(ir, task)
     extra: list[tuple[str, cst.BaseExpression]] = []
+    arts = artifact_params(task)
+    params += [_param(name, annotation) for name, annotation in arts]
+    if arts:
+        # KFP's artifact objects (.path, .uri, .metadata), which the shim hands the function
+        extra.append(("artifacts", cst.Dict([cst.DictElement(cg.literal(n), cg.name(n))
+                                             for n, _ in arts])))
     if shared:
         del spec["id"]
         params.append(_param(TASK_ID_ARG, "str"))
@@ -486,7 +545,8 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
             ]))], leading_lines=[cst.EmptyLine()]),
     ]
     return _func(names.component[task.id], params, body, returns=returns,
-                 decorator=_component_decorator(_image(ir, task, default_image), ir))
+                 decorator=_component_decorator(_image(ir, task, default_image), ir,
+                                                task.packages))
 
 
 def items_component_def(ir: Pipeline, group: Group, names: Names,
@@ -607,10 +667,19 @@ def _ref(ir: Pipeline, task_id: str, scope: str | None, names: Names) -> cst.Bas
             # a LIST, valueFromParameter of the sub-pipeline's task)
             return _call(_attr("dsl", "Collected"), out)
         return out
-    ref = _attr(names.task[task_id], "output")
+    ref = _output(ir, task_id, names)
     if ir.task(task_id).map_over is not None:
         return _call(_attr("dsl", "Collected"), ref)
     return ref
+
+
+def _output(ir: Pipeline, task_id: str, names: Names) -> cst.BaseExpression:
+    """A task's return value: ``.output``, or ``.outputs["Output"]`` when its component also
+    has artifact outputs."""
+    if has_named_outputs(ir.task(task_id)):
+        return cst.Subscript(_attr(names.task[task_id], "outputs"),
+                             [cst.SubscriptElement(cst.Index(cg.literal("Output")))])
+    return _attr(names.task[task_id], "output")
 
 
 def _var(ir: Pipeline, task_id: str, scope: str | None, names: Names) -> str | None:
@@ -639,10 +708,29 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
     var = names.task[task.id]
     pol = ir.effective(task)
     kwargs = [(a, _task_arg(ir, task, a, names)) for a in mapping.component_inputs(task)]
+    out: list[cst.BaseStatement] = []
+    for name, slot in task.artifacts.items():
+        if slot.direction != "input":
+            continue
+        if slot.uri is not None:
+            # an existing file: KFP's importer makes it an artifact of the run
+            # (kfp/dsl/importer_node.py; the OSS driver records it without a container)
+            imp = names.importer[f"{task.id}.{name}"]
+            out.append(_assign(imp, _call(_attr("dsl", "importer"), kwargs=[
+                ("artifact_uri", cg.literal(slot.uri)),
+                ("artifact_class", _attr("dsl", slot.type))])))
+            out.append(_line(_call(_attr(imp, "set_display_name"),
+                                   cg.literal(f"{task.id} {name} importer"))))
+            kwargs.append((name, _attr(imp, "output")))
+        else:
+            assert slot.task is not None and slot.output is not None
+            kwargs.append((name, cst.Subscript(
+                _attr(names.task[slot.task], "outputs"),
+                [cst.SubscriptElement(cst.Index(cg.literal(slot.output)))])))
     if names.shared.get(task.id):
         kwargs.append((TASK_ID_ARG, cg.literal(task.id)))
     call = _call(cg.name(names.component[task.id]), kwargs=kwargs)
-    out: list[cst.BaseStatement] = [_assign(var, call)]
+    out.append(_assign(var, call))
 
     def method(name: str, *args: cst.BaseExpression, **kw: cst.BaseExpression) -> None:
         out.append(_line(_call(_attr(var, name), *args, kwargs=kw.items())))
@@ -945,6 +1033,12 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
     if uses_timeout:
         imports.append(cst.SimpleStatementLine([cst.ImportFrom(
             module=cst.Name("kfp"), names=[cst.ImportAlias(cst.Name("kubernetes"))])]))
+    used = {part for t in ir.tasks for _, ann in artifact_params(t)
+            for part in ann.replace("[", " ").replace("]", " ").split()}
+    if used:
+        imports.append(cst.SimpleStatementLine([cst.ImportFrom(
+            module=_attr("kfp", "dsl"),
+            names=[cst.ImportAlias(cst.Name(n)) for n in sorted(used)])]))
     body: list[cst.BaseStatement] = list(imports)
     if ir.store is not None:
         code_fn = cst.parse_statement(CODE_FUNCTION_SOURCE.strip() + "\n")

@@ -51,6 +51,19 @@ Caching (KFP v2 OSS cache, ``backend/src/v2/cacheutils``)
 Timeouts (kfp-kubernetes ``activeDeadlineSeconds``)
     The container's process group is killed when the deadline passes; that attempt failed and
     is retried like any failure (Argo retries a pod that hit its deadline).
+Artifacts (the KFP driver and launcher)
+    An output artifact gets the URI ``<run>/<component>-a<attempt>/<name>`` (a local path, as
+    ``kfp.local`` lays them out under its pipeline root, executor_input_utils.py ~120-146);
+    the component's executor writes its metadata (Metrics' values among it) into
+    ``executor_output.json`` (kfp/dsl/executor.py ~318-348), which is what the run records
+    for each output. An input artifact (``taskOutputArtifact``) is the producer's recorded
+    output: its URI and metadata. A ``dsl.importer`` runs no container: its output is an
+    artifact at the constant URI (kfp/local/importer_handler.py does the same). A cache hit
+    reuses the recorded outputs, so a consumer reads the earlier run's files.
+Packages (``packages_to_install``)
+    The command's own pip prelude runs, with ``PIP_NO_INDEX``: a requirement the interpreter
+    does not satisfy fails the launch before the function starts, as a failed install does
+    on a cluster (the pod exits non-zero).
 Launching one container
     kfp.local's own pieces build it: ``executor_input_utils.construct_executor_input``,
     ``placeholder_utils.replace_placeholders``, ``subprocess_task_handler.replace_python_executable``
@@ -59,7 +72,8 @@ Launching one container
     ``UNIPIPE_KFP_ITERATION`` (the innermost loop index), which KFP itself does not pass.
 
 Not modelled (no cluster here): pod scheduling and resource limits (recorded in the spec, not
-enforced), images (every task runs in this interpreter), artifacts between tasks, importers.
+enforced), images (every task runs in this interpreter), an importer's remote URI (a pod reads
+gs://, s3://, minio:// URIs at /gcs/, /s3/, /minio/; here only file:// URIs can be read).
 """
 
 from __future__ import annotations
@@ -94,6 +108,8 @@ class Launch:
     exit_code: int | None
     timed_out: bool
     log: str
+    #: the container's command pip-installs packages_to_install before the function starts
+    installs: bool = False
 
 
 @dataclass
@@ -210,13 +226,19 @@ def evaluate_condition(expr: str, values: dict[str, Any]) -> bool:
 
 
 def fingerprint(pipeline: str, component: str, component_spec: dict[str, Any],
-                container: dict[str, Any], params: dict[str, Any], cache_key: str | None) -> str:
-    """The OSS cache key (see module docstring)."""
+                container: dict[str, Any], params: dict[str, Any], cache_key: str | None,
+                artifacts: dict[str, Any] | None = None) -> str:
+    """The OSS cache key (see module docstring). ``inputArtifactNames`` holds each input
+    artifact's name (backend/src/v2/cacheutils/cache.go, GenerateCacheKey: ``artifact.GetName()``
+    per input), one per produced artifact: here its URI, which names the producing launch."""
     if cache_key:
         return hashlib.sha256(f"{component}\0{cache_key}".encode()).hexdigest()
     outs = component_spec.get("outputDefinitions", {})
+    artifacts = artifacts or {}
     key = {
-        "inputArtifactNames": sorted(component_spec.get("inputDefinitions", {}).get("artifacts", {})),
+        "inputArtifactNames": {name: [artifacts[name]["uri"]] if name in artifacts else []
+                               for name in sorted(component_spec.get("inputDefinitions", {})
+                                                  .get("artifacts", {}))},
         "inputParameterValues": {k: params[k] for k in sorted(params)},
         "outputArtifactsWithTypes": {k: v.get("artifactType", {}) for k, v in
                                      sorted(outs.get("artifacts", {}).items())},
@@ -228,6 +250,28 @@ def fingerprint(pipeline: str, component: str, component_spec: dict[str, Any],
     }
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_artifact(value: Any) -> bool:
+    """An artifact in a task's outputs (a plain dict, so outputs stay JSON for the cache)."""
+    return isinstance(value, dict) and value.get("kind") == ARTIFACT_KIND
+
+
+ARTIFACT_KIND = "kfp-artifact"
+
+
+def artifact_record(art: Any) -> dict[str, Any]:
+    """A kfp dsl.Artifact from an executor output -> the executor's record of it."""
+    return {"kind": ARTIFACT_KIND, "name": art.name, "uri": art.uri,
+            "schemaTitle": art.schema_title, "metadata": dict(art.metadata or {})}
+
+
+def _dsl_artifact(rec: dict[str, Any]) -> Any:
+    from kfp.dsl.executor import create_artifact_instance
+
+    return create_artifact_instance({"name": rec["name"], "uri": rec["uri"],
+                                     "metadata": rec.get("metadata") or {},
+                                     "type": {"schemaTitle": rec["schemaTitle"]}})
 
 
 class CacheDB:
@@ -384,9 +428,23 @@ class SpecExecutor:
     def _resolve_inputs(self, task: dict[str, Any], inputs: dict[str, Any],
                         outputs: dict[str, dict[str, Any]], states: dict[str, str],
                         errors: dict[str, str | None]) -> dict[str, Any]:
-        if task.get("inputs", {}).get("artifacts"):
-            raise SpecError("input artifacts are not supported by this executor")
         args: dict[str, Any] = {}
+        for key, src in task.get("inputs", {}).get("artifacts", {}).items():
+            # The driver resolves an input artifact to the producer's output artifact (its
+            # URI and metadata as the producer's executor output recorded them)
+            if "componentInputArtifact" in src:
+                # a DAG's input (a dsl.If branch or a loop body reading a task outside it)
+                args[key] = inputs[src["componentInputArtifact"]]
+                continue
+            sel = src.get("taskOutputArtifact")
+            if sel is None:
+                raise SpecError(f"unsupported input artifact source for {key!r}: {sorted(src)}")
+            produced = outputs.get(sel["producerTask"], {})
+            art = produced.get(sel["outputArtifactKey"])
+            if not is_artifact(art):
+                raise _MissingOutput(f"input artifact {key!r}: task {sel['producerTask']} "
+                                     f"produced no artifact {sel['outputArtifactKey']!r}")
+            args[key] = art
         for key, src in task.get("inputs", {}).get("parameters", {}).items():
             if "componentInputParameter" in src:
                 args[key] = inputs[src["componentInputParameter"]]
@@ -440,15 +498,21 @@ class SpecExecutor:
     def _run_container(self, name: str, task: dict[str, Any], comp_name: str, comp: dict[str, Any],
                        args: dict[str, Any], iterations: tuple[int, ...]) -> tuple[str, dict[str, Any], str | None]:
         label = comp["executorLabel"]
-        container = self.spec["deploymentSpec"]["executors"][label]["container"]
+        executor = self.spec["deploymentSpec"]["executors"][label]
         display = task.get("taskInfo", {}).get("name", name)
+        if "importer" in executor:
+            return self._run_importer(name, display, comp_name, executor["importer"], iterations)
+        container = executor["container"]
         exe = Execution(name, display, comp_name, iterations, FAILED)
         self.executions.append(exe)
+        in_arts = set(comp.get("inputDefinitions", {}).get("artifacts", {}))
+        params = {k: v for k, v in args.items() if k not in in_arts}
+        arts = {k: v for k, v in args.items() if k in in_arts}
         caching = task.get("cachingOptions", {})
         if caching.get("enableCache"):
             looked_up = time.time()
-            exe.fingerprint = fingerprint(self.pipeline, comp_name, comp, container, args,
-                                          caching.get("cacheKey"))
+            exe.fingerprint = fingerprint(self.pipeline, comp_name, comp, container, params,
+                                          caching.get("cacheKey"), arts)
             hit = self.cache.get(self.pipeline, exe.fingerprint)
             if hit is not None:
                 exe.state, exe.outputs = CACHED, hit
@@ -480,6 +544,22 @@ class SpecExecutor:
                else f"exit code {last.exit_code}" if last else exe.reason)
         return FAILED, {}, f"task {display} failed: {why}"
 
+    def _run_importer(self, name: str, display: str, comp_name: str, importer: dict[str, Any],
+                      iterations: tuple[int, ...]) -> tuple[str, dict[str, Any], str | None]:
+        """A dsl.importer: no container; its output is an artifact at the constant URI, of the
+        importer's type (kfp/local/importer_handler.py, run_importer, does the same)."""
+        uri = importer.get("artifactUri", {}).get("constant")
+        if not isinstance(uri, str):
+            raise SpecError(f"importer {display}: only a constant artifactUri is supported")
+        rec = {"kind": ARTIFACT_KIND, "name": "artifact", "uri": uri,
+               "schemaTitle": importer.get("typeSchema", {}).get("schemaTitle", "system.Artifact"),
+               "metadata": dict(importer.get("metadata") or {})}
+        exe = Execution(name, display, comp_name, iterations, SUCCEEDED, outputs={"artifact": rec})
+        now = time.time()
+        exe.decided = (now, now)
+        self.executions.append(exe)
+        return SUCCEEDED, {"artifact": rec}, None
+
     def _launch(self, display: str, comp_name: str, comp: dict[str, Any], label: str,
                 container: dict[str, Any], args: dict[str, Any], iterations: tuple[int, ...],
                 attempt: int) -> tuple[Launch, dict[str, Any]]:
@@ -492,8 +572,13 @@ class SpecExecutor:
         suffix = "".join(f"-{i}" for i in iterations)
         task_resource = f"{comp_name[len('comp-'):]}{suffix}-a{attempt}"
         task_root = str(self.run_dir / task_resource)
+        in_arts = set(comp.get("inputDefinitions", {}).get("artifacts", {}))
+        arguments = {k: _dsl_artifact(v) if k in in_arts else v for k, v in args.items()}
+        # Output artifacts get URIs <task_root>/<name> (a local path, as kfp.local gives them;
+        # on a cluster <pipeline_root>/<run>/<task>/<name> in the object store)
         executor_input = executor_input_utils.construct_executor_input(
-            component_spec=comp_pb, arguments=args, task_root=task_root, block_input_artifact=True)
+            component_spec=comp_pb, arguments=arguments, task_root=task_root,
+            block_input_artifact=False)
         ei_dict = executor_input_utils.executor_input_to_dict(executor_input, comp_pb)
         command = list(container.get("command", [])) + list(container.get("args", []))
         command = placeholder_utils.replace_placeholders(
@@ -551,9 +636,12 @@ class SpecExecutor:
                     pass
                 code = proc.wait()
         shutil.rmtree(box.root if box is not None else scratch, ignore_errors=True)
-        launch = Launch(attempt, start, time.time(), code, timed_out, str(log_path))
+        launch = Launch(attempt, start, time.time(), code, timed_out, str(log_path),
+                        installs=any("pip install" in part for part in command))
         outputs: dict[str, Any] = {}
         if code == 0 and not timed_out:
-            outputs = executor_output_utils.get_outputs_for_task(executor_input=executor_input,
-                                                                 component_spec=comp_pb)
+            got = executor_output_utils.get_outputs_for_task(executor_input=executor_input,
+                                                             component_spec=comp_pb)
+            out_arts = set(comp.get("outputDefinitions", {}).get("artifacts", {}))
+            outputs = {k: artifact_record(v) if k in out_arts else v for k, v in got.items()}
         return launch, outputs

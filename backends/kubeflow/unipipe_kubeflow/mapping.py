@@ -163,10 +163,21 @@ def plan_task(ir: Pipeline, task: Task, sources: set[str] | None = None) -> Task
         emulate.add("alerts")
     native_cache = False
     if pol.cache is not None:
+        reads_artifacts = any(s.direction == "input" for s in task.artifacts.values())
         if pol.cache.expire is not None or pol.cache.key_fn is not None or "success" in alert_events:
             emulate.add("cache")
             notes.append((Feature.CACHE, "cached by the shim: KFP's cache has no expiry or key "
                           "function, and a KFP cache hit never starts the task (no success alert)"))
+        elif reads_artifacts:
+            # KFP's OSS cache key holds each input artifact's name, not its bytes
+            # (kubeflow/pipelines backend/src/v2/cacheutils/cache.go, GenerateCacheKey:
+            # InputArtifactNames from artifact.GetName(); api/v2alpha1/cache_key.proto), and
+            # an uncached producer that runs again makes a new artifact; the reference keys
+            # on the bytes. The shim caches by the input files' digests and restores the
+            # outputs into KFP's output paths on a hit (unipipe.runtime.artifacts.restore_native).
+            emulate.add("cache")
+            notes.append((Feature.CACHE, "cached by the shim on the input artifacts' bytes: "
+                          "KFP's key holds their identities, new on every run of the producer"))
         else:
             native_cache = True
     deadline = None

@@ -31,7 +31,7 @@ from unipipe.outputs import evaluate
 from unipipe.result import RunResult, TaskResult, aggregate_elements, aggregate_map
 from unipipe.runtime import store, trace
 from unipipe_kubeflow import mapping
-from unipipe_kubeflow.executor import Execution, PipelineRunRecord
+from unipipe_kubeflow.executor import Execution, PipelineRunRecord, is_artifact
 
 _STATE = {"SUCCEEDED": "success", "CACHED": "success", "FAILED": "failed", "SKIPPED": "skipped",
           "UPSTREAM_FAILED": "upstream_failed"}
@@ -53,6 +53,16 @@ def _log_tail(path: str, limit: int = 400) -> str:
         return ""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[-1][-limit:] if lines else ""
+
+
+def _pip_error(path: str) -> str | None:
+    """pip's last error line in a launch's log (None: pip reported none)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [ln.strip() for ln in lines if ln.startswith("ERROR: ")]
+    return errors[-1][len("ERROR: "):][:400] if errors else None
 
 
 def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: str,
@@ -80,9 +90,16 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
             continue
         # The container died without the shim reporting: killed at its deadline (TaskTimeout)
         # or killed / exited by itself (ProcessKilled), named as the reference runner names them.
+        pip_error = _pip_error(lc.log) if lc.installs and not lc.timed_out else None
         if lc.timed_out:
             etype = "TaskTimeout"
             emsg = f"task exceeded its timeout of {timeout:g}s" if timeout else "pod deadline exceeded"
+        elif pip_error:
+            # KFP's packages_to_install prelude failed: the function never started
+            # (kfp/dsl/component_factory.py: `pip install ... && "$0" "$@"`), named as the
+            # shim names an unmet requirement on the other engines
+            etype = "PackagesMissing"
+            emsg = f"packages_to_install failed: {pip_error}"
         else:
             etype = "ProcessKilled"
             emsg = f"task process ended without a result (exit code {lc.exit_code})"
@@ -116,6 +133,50 @@ def _element(ir: Pipeline, exe: Execution, events: list[dict[str, Any]], kind: s
                       error_type=etype, attempt_times=times)
 
 
+def _metric(value: Any) -> Any:
+    """A metric as KFP's executor output holds it: metadata is a protobuf Struct, where every
+    number is a double; an integral one is given back as the int the task logged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def engine_records(exe: Execution) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]:
+    """(metrics, artifacts, report) of one successful execution, from what KFP's executor
+    recorded: the output artifacts of its executor_output.json (kfp/dsl/executor.py ~318-348:
+    name, uri, metadata per output), the files at their URIs (local paths here), and for a
+    cache hit the outputs of the execution it reused.
+
+    Metrics: every system.Metrics output's metadata (a declared Output[Metrics] and the hidden
+    unipipe_metrics). Artifacts: the declared outputs, each with the sha256 and size of the
+    file (or folder) at its path; the hidden outputs are reported as metrics and the report."""
+    from unipipe.runtime.artifacts import METRICS_SLOT, REPORT_SLOT, _digest
+
+    metrics: dict[str, Any] = {}
+    arts: dict[str, dict[str, Any]] = {}
+    report = None
+    for name, rec in exe.outputs.items():
+        if not is_artifact(rec):
+            continue
+        kind = str(rec.get("schemaTitle", "system.Artifact")).split(".", 1)[-1]
+        path = rec.get("uri", "")
+        if kind == "Metrics":
+            metrics.update({k: _metric(v) for k, v in (rec.get("metadata") or {}).items()})
+        if name == REPORT_SLOT:
+            try:
+                report = Path(path).read_text(encoding="utf-8")
+            except OSError:
+                report = None
+            continue
+        if name == METRICS_SLOT:
+            continue
+        entry: dict[str, Any] = {"type": kind, "uri": rec.get("uri")}
+        if path and Path(path).exists():
+            entry["sha256"], entry["size"] = _digest(path)
+        arts[name] = entry
+    return metrics, arts, report
+
+
 def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any], *,
                  trace_dir: str) -> RunResult:
     events = trace.read(trace_dir, record.run_id)
@@ -126,6 +187,21 @@ def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any]
     results: dict[str, TaskResult] = {}
     elements: dict[str, TaskResult] = {}
     outputs: dict[str, Any] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, dict[str, dict[str, Any]]] = {}
+    reports: dict[str, str] = {}
+    for exe in record.executions:
+        # as the reference runner reports them: tasks that ran once (not a fan-out's elements)
+        if exe.state not in ("SUCCEEDED", "CACHED") or exe.iterations:
+            continue
+        label = exe.display
+        m, a, rep = engine_records(exe)
+        if m:
+            metrics[label] = m
+        if a:
+            artifacts[label] = a
+        if rep:
+            reports[label] = rep
     for tid in ir.topo_order():
         task = ir.task(tid)
         kind = mapping.output_kind(ir, task, sources)
@@ -159,5 +235,9 @@ def build_result(ir: Pipeline, record: PipelineRunRecord, values: dict[str, Any]
     alerts = [{k: e.get(k) for k in ("kind", "event", "channel", "task", "run_id", "pipeline",
                                      "ok", "error", "target")}
               for e in trace.read(trace_dir, record.run_id) if e.get("kind") == "alert"]
+    known = {t.id for t in ir.tasks}
     return RunResult(pipeline=ir.name, backend="kubeflow", run_id=record.run_id, state=state,
-                     output=output, tasks=results, alerts=alerts, params=values, error=first_error)
+                     output=output, tasks=results, alerts=alerts, params=values, error=first_error,
+                     metrics={k: v for k, v in metrics.items() if k in known},
+                     artifacts={k: v for k, v in artifacts.items() if k in known},
+                     reports={k: v for k, v in reports.items() if k in known})

@@ -37,13 +37,20 @@ def _invalid(message: str) -> NoReturn:
 
 
 def _load(spec: str) -> Any:
-    from unipipe.authoring.loader import load_ir
+    from unipipe.authoring.loader import load_ir, unproduced_trigger_assets
     from unipipe.ir.errors import PipelineError
 
     try:
-        return load_ir(spec)
+        ir = load_ir(spec)
     except PipelineError as exc:
         _invalid(f"invalid pipeline {spec}:\n{exc}")
+    for uri in unproduced_trigger_assets(ir):
+        where = f"{ir.location.file}:{ir.location.line}: " if ir.location else ""
+        err.print(f"warning: {where}trigger: no pipeline in {ir.module} produces {uri!r} "
+                  f"(produces=[up.Asset(...)] on a task); the trigger fires only if another "
+                  f"pipeline or an outside process updates it", markup=False, highlight=False,
+                  soft_wrap=True)
+    return ir
 
 
 STORE_HELP = ("shared store for artifacts, cache, attempt markers (fsspec URL: s3://bucket/prefix, "
@@ -204,6 +211,54 @@ def run(
     else:
         _print_result(result)
     raise typer.Exit(0 if result.state == "success" else 1)
+
+
+@app.command()
+def backfill(
+    pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
+    backend: str = typer.Option("local", "--backend", "-b", help="where the runs are created"),
+    start: str = typer.Option(..., "--start", help="first date of the window (ISO 8601; in the "
+                              "schedule's timezone unless it has an offset)"),
+    end: str = typer.Option(..., "--end", help="last date of the window, included"),
+    max_active: int = typer.Option(1, "--max-active", help="at most this many runs at once"),
+    param: list[str] = typer.Option([], "--param", "-p", help="name=value for every run"),
+    as_json: bool = typer.Option(False, "--json", help="print the RunResults as a JSON list"),
+    store: str | None = _store_option(),
+) -> None:
+    """Create the runs the pipeline's schedule would have created between --start and --end,
+    each with its date as up.current().logical_date."""
+    from unipipe.backfill import BackfillError, plan
+    from unipipe.backfill import backfill as run_backfill
+    from unipipe.compiler.diagnostics import UnsupportedFeature
+    from unipipe.ir.errors import PipelineError
+    from unipipe.params import parse_cli_params
+
+    ir = _with_store(_load(pipeline), store)
+    try:
+        params = parse_cli_params(param)
+        dates = plan(ir, start, end)
+    except (PipelineError, BackfillError) as exc:
+        _invalid(str(exc))
+    err.print(f"backfill of {ir.name} on {backend}: {len(dates)} run(s) from "
+              f"{dates[0].isoformat() if dates else '-'} to "
+              f"{dates[-1].isoformat() if dates else '-'}")
+    done: list[str] = []
+
+    def progress(when: str, result: Any) -> None:
+        done.append(when)
+        err.print(f"  [{len(done)}/{len(dates)}] {when}: {result.state}")
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            results = run_backfill(ir, backend, start, end, max_active=max_active,
+                                   params=params, progress=progress)
+    except (PipelineError, BackfillError, UnsupportedFeature) as exc:
+        _invalid(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results], default=str) + "\n")
+    failed = [r for r in results if r.state != "success"]
+    err.print(f"{len(results) - len(failed)} of {len(results)} run(s) succeeded")
+    raise typer.Exit(1 if failed else 0)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,8 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
                     "model": m.ArtifactSlot(direction="output", type="Model"),
                     "seed": m.ArtifactSlot(direction="input", type="Dataset",
                                            uri="s3://bucket/seed.csv")})
-    t6 = m.Task(id="f", fn="mod:f", source_hash=H, artifacts={
+    t6 = m.Task(id="f", fn="mod:f", source_hash=H, produces=("s3://lake/features",),
+                artifacts={
         "model": m.ArtifactSlot(direction="input", type="Artifact", task="e", output="model")})
     return m.Pipeline(
         name="every-field", description="desc", module="mod", location=loc,
@@ -53,8 +54,12 @@ def full_pipeline(interval: bool = False) -> m.Pipeline:
         tasks=(t1, t2, t3, t4, t5, t6),
         output=m.DictValue(items={"a": m.OutputInput(task="a"), "l": m.ListValue(items=(
             m.LiteralInput(value=1), m.ParamInput(name="r")))}),
-        schedule=(m.Schedule(interval=900.0, timezone="UTC") if interval
-                  else m.Schedule(cron="0 2 * * *", timezone="Europe/Paris")),
+        schedule=(m.Schedule(interval=900.0, timezone="UTC", start="2024-01-01T06:00",
+                             end="2024-12-31") if interval
+                  else m.Schedule(cron="0 2 * * *", timezone="Europe/Paris",
+                                  start="2024-01-01", end="2025-01-01T00:00:00+01:00",
+                                  catchup=True)),
+        trigger=m.Trigger(assets=("s3://lake/raw", "gs://b/t?a=1"), mode="any"),
         defaults=m.Policies(retry=m.Retry(max_retries=1), timeout=30.0),
         alerts=(m.Alert(on=("failure",), email=("a@b.c",)),),
         tags=("ml", "x"), store="s3://bucket/unipipe", max_active_runs=2,
@@ -99,7 +104,7 @@ def test_fixture_sets_every_field():
     walk(full_pipeline(interval=True))
     expected = {f"{cls.__name__}.{f}" for cls in (m.Retry, m.Cache, m.Resources, m.Alert, m.Schedule,
                                                    m.Policies, m.Param, m.Condition, m.Task, m.Pipeline,
-                                                   m.SourceLocation, m.Group, m.ArtifactSlot)
+                                                   m.SourceLocation, m.Group, m.ArtifactSlot, m.Trigger)
                 for f in cls.model_fields} - {"Pipeline.schema_version"}
     assert expected - covered == set()
 

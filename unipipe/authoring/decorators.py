@@ -16,6 +16,7 @@ import textwrap
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from unipipe.authoring.modules import main_module_name
@@ -360,9 +361,10 @@ class TaskDef:
 
     def __init__(self, fn: Callable[..., Any], *, id: str | None,
                  policies: m.Policies | dict[str, Any], loc: Loc, run_if: str = "all_success",
-                 packages: tuple[str, ...] = ()):
+                 packages: tuple[str, ...] = (), produces: tuple[str, ...] = ()):
         functools.update_wrapper(self, fn)
         self.packages = packages
+        self.produces = produces
         self.fn = fn
         self.run_if = run_if
         self.id = id or fn.__name__
@@ -444,7 +446,8 @@ class TaskDef:
             inputs[name] = _to_input(value, loc, f"{self.id}.{name}")
         return self._add_node(builder, inputs, map_over=map_over, loc=loc,
                               doc=inspect.cleandoc(self.fn.__doc__ or ""),
-                              artifacts=artifacts, logs=self.logs, packages=self.packages)
+                              artifacts=artifacts, logs=self.logs, packages=self.packages,
+                              produces=self.produces)
 
     def _add_node(self, builder: _Builder, inputs: dict[str, Any], *, map_over: str | None,
                   loc: Loc, doc: str, **extra: Any) -> TaskRef:
@@ -561,12 +564,25 @@ def _packages(value: Any, loc: Loc) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _produces(value: Any, loc: Loc) -> tuple[str, ...]:
+    from unipipe.authoring.events import asset_uri
+
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise fail(loc, "produces", "produces= takes a list of up.Asset(...)")
+    uris = tuple(asset_uri(a, loc, "produces") for a in value)
+    if len(set(uris)) != len(uris):
+        raise fail(loc, "produces", f"an asset is named twice: {list(uris)}")
+    return uris
+
+
 def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
          retry: Retry | None = None, retries: int | None = None,
          cache: Cache | bool | None = None, timeout: Duration | None = None,
          resources: Resources | None = None, image: str | None = None,
          alerts: list[Alert] | None = None, run_if: str = "all_success",
-         packages: list[str] | None = None) -> Any:
+         packages: list[str] | None = None, produces: list[Any] | None = None) -> Any:
     """Declare a task. ``@up.task`` or ``@up.task(retries=2, cache=True, timeout="5m", ...)``.
 
     ``run_if`` says what its upstream tasks' states must be for it to run: ``"all_success"``
@@ -575,6 +591,7 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
     """
     loc = caller_location(2)
     pkgs = _packages(packages, loc)
+    outlets = _produces(produces, loc)
     if run_if not in RUN_IF_VALUES:
         raise fail(loc, "run_if", f"run_if={run_if!r} is not one of "
                    + ", ".join(repr(v) for v in RUN_IF_VALUES))
@@ -586,7 +603,8 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
                 "resources": resources, "image": image, "alerts": alerts}
         # authoring: check now, at the decorator's line; in a task process: when traced, if ever
         pol = args if executing() else policies_ir(loc, **args)
-        return TaskDef(f, id=id, policies=pol, loc=loc, run_if=run_if, packages=pkgs)
+        return TaskDef(f, id=id, policies=pol, loc=loc, run_if=run_if, packages=pkgs,
+                       produces=outlets)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -602,9 +620,10 @@ class PipelineDef:
                  alerts: list[Alert] | None, tags: list[str] | None, loc: Loc,
                  max_active_runs: int | None = None, retries: int = 0,
                  retry_delay: str | Duration | None = None,
-                 timeout: str | Duration | None = None):
+                 timeout: str | Duration | None = None, trigger: Any = None):
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self._trigger = trigger
         self.name = name or fn.__name__.replace("_", "-")
         self.loc = loc
         self._description = description
@@ -633,6 +652,16 @@ class PipelineDef:
                        f"max_active_runs takes a whole number of runs >= 1, not {n!r}")
         self._run_policy()
         self._schedule_ir()
+        self._trigger_ir()
+
+    def _trigger_ir(self) -> m.Trigger | None:
+        from unipipe.authoring.events import On
+
+        if self._trigger is None:
+            return None
+        if not isinstance(self._trigger, On):
+            raise fail(self.loc, "trigger", "trigger= takes up.On(up.Asset(...), ...)")
+        return self._trigger.to_ir()
 
     def _run_policy(self) -> tuple[int, float, float | None]:
         """``retries=``, ``retry_delay=``, ``timeout=`` checked: (retries, delay s, timeout s)."""
@@ -654,9 +683,16 @@ class PipelineDef:
         return n, delay, timeout
 
     def _schedule_ir(self) -> m.Schedule | None:
+        from unipipe.authoring.events import Schedule
+
         s = self._schedule
         if s is None:
             return None
+        if isinstance(s, Schedule):
+            return s.to_ir()
+        if not isinstance(s, (str, int, float, timedelta)) or isinstance(s, bool):
+            raise fail(self.loc, "schedule", "schedule= takes a cron string, an interval "
+                       "('6h') or up.Schedule(cron=..., timezone=..., start=...)")
         if isinstance(s, str) and (s.startswith("@") or " " in s.strip()):
             from unipipe.ir.validate import check_cron
 
@@ -720,7 +756,7 @@ class PipelineDef:
                 command=node.get("command"), env=node.get("env") or {},
                 max_parallel=node.get("max_parallel"), group=node.get("group"),
                 artifacts=node.get("artifacts") or {}, logs=node.get("logs") or (),
-                packages=node.get("packages") or (),
+                packages=node.get("packages") or (), produces=node.get("produces") or (),
             ))
         module = self.fn.__module__
         if module == "__main__":
@@ -730,7 +766,7 @@ class PipelineDef:
                 name=self.name,
                 description=self._description or inspect.cleandoc(self.fn.__doc__ or ""),
                 params=tuple(params), tasks=tuple(tasks), output=output,
-                schedule=self._schedule_ir(),
+                schedule=self._schedule_ir(), trigger=self._trigger_ir(),
                 defaults=self._defaults.to_ir() if self._defaults else m.Policies(),
                 alerts=tuple(a.to_ir() for a in self._alerts),
                 tags=tuple(self._tags), module=module, location=self.loc.to_ir(),
@@ -840,8 +876,11 @@ def pipeline(fn: Callable[..., Any] | None = None, *, name: str | None = None,
              defaults: Defaults | None = None, alerts: list[Alert] | None = None,
              tags: list[str] | None = None, max_active_runs: int | None = None,
              retries: int = 0, retry_delay: str | Duration | None = None,
-             timeout: str | Duration | None = None) -> Any:
+             timeout: str | Duration | None = None, trigger: Any = None) -> Any:
     """Declare a pipeline. The function body wires tasks; it runs once, when traced.
+    ``schedule``: a cron string, an interval (``"6h"``) or ``up.Schedule(cron=...,
+    timezone=..., start=..., end=..., catchup=...)``. ``trigger=up.On(asset, ...)``: runs when
+    the engine sees the asset(s) updated (all of them, or any with ``mode="any"``).
     ``max_active_runs=N``: at most N runs of it at once (a scheduled or triggered run waits).
     ``retries=N``: a failed run is run again as a whole, up to N more times, after
     ``retry_delay``; its tasks start again and cached tasks hit their entries.
@@ -853,6 +892,6 @@ def pipeline(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         return PipelineDef(f, name=name, description=description, schedule=schedule,
                            defaults=defaults, alerts=alerts, tags=tags, loc=loc,
                            max_active_runs=max_active_runs, retries=retries,
-                           retry_delay=retry_delay, timeout=timeout)
+                           retry_delay=retry_delay, timeout=timeout, trigger=trigger)
 
     return wrap(fn) if fn is not None else wrap

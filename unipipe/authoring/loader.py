@@ -80,3 +80,22 @@ def load_ir(spec: Any) -> Pipeline:
     if isinstance(obj, Pipeline):
         return obj
     raise TypeError(f"not a pipeline: {obj!r}")
+
+
+def unproduced_trigger_assets(ir: Pipeline) -> list[str]:
+    """The assets ``ir`` is triggered by that no pipeline of its module produces (a trigger
+    that may never fire: the producer may live elsewhere, so this is a warning, not an error)."""
+    if ir.trigger is None or not ir.module:
+        return []
+    module = sys.modules.get(ir.module)
+    if module is None:
+        return list(ir.trigger.assets)
+    produced: set[str] = set()
+    for value in vars(module).values():
+        if _is_pipeline(value):
+            try:
+                other = load_ir(value)
+            except PipelineError:
+                continue
+            produced.update(uri for t in other.tasks for uri in t.produces)
+    return [uri for uri in ir.trigger.assets if uri not in produced]

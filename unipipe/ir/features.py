@@ -61,6 +61,11 @@ class Feature(str, Enum):
     METRICS = "metrics"
     REPORT = "report"
     PACKAGES = "packages"
+    SCHEDULE_WINDOW = "schedule.window"
+    SCHEDULE_CATCHUP = "schedule.catchup"
+    ASSET_PRODUCES = "asset.produces"
+    TRIGGER_ASSET = "trigger.asset"
+    TRIGGER_ANY = "trigger.any"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.value
@@ -154,6 +159,8 @@ def features_used(ir: Pipeline) -> list[Feature]:
             out.add(Feature.REPORT)
         if task.packages:
             out.add(Feature.PACKAGES)
+        if task.produces:
+            out.add(Feature.ASSET_PRODUCES)
     if ir.output is not None and _value_has_path(ir.output):
         out.add(Feature.KEY_PATH)
     if ir.alerts:
@@ -162,6 +169,14 @@ def features_used(ir: Pipeline) -> list[Feature]:
             _alert_features(alert, out)
     if ir.schedule is not None:
         out.add(Feature.SCHEDULE_CRON if ir.schedule.cron else Feature.SCHEDULE_INTERVAL)
+        if ir.schedule.start is not None or ir.schedule.end is not None:
+            out.add(Feature.SCHEDULE_WINDOW)
+        if ir.schedule.catchup:
+            out.add(Feature.SCHEDULE_CATCHUP)
+    if ir.trigger is not None:
+        out.add(Feature.TRIGGER_ASSET)
+        if ir.trigger.mode == "any":
+            out.add(Feature.TRIGGER_ANY)
     if ir.store is not None:
         out.add(Feature.SHARED_STORE)
     if ir.max_active_runs is not None:

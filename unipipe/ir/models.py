@@ -98,16 +98,51 @@ class Alert(_Model):
         return self
 
 
+#: an ISO 8601 date or date-time (``2024-01-01``, ``2024-01-01T06:00``); without an offset it
+#: is a wall-clock time in the schedule's timezone
+ISO_DATE_PATTERN = (r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
+                    r"(Z|[+-]\d{2}:\d{2})?)?$")
+
+
 class Schedule(_Model):
+    """When the engine creates runs: a cron (in ``timezone``) or a fixed interval, between
+    ``start`` and ``end``; ``catchup`` makes the engine create the runs it missed since
+    ``start`` (each with its own logical date) instead of only the latest."""
+
     cron: str | None = None
     interval: float | None = Field(None, gt=0)
     timezone: str = "UTC"
+    start: str | None = Field(None, pattern=ISO_DATE_PATTERN)
+    end: str | None = Field(None, pattern=ISO_DATE_PATTERN)
+    catchup: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Schedule:
         if (self.cron is None) == (self.interval is None):
             raise ValueError("a schedule is either cron= or interval=, exactly one")
         return self
+
+
+#: a URI an asset is named by: a scheme and a location, ASCII, no whitespace, quotes or
+#: backslashes (unipipe.authoring.assets normalises and checks it further)
+ASSET_PATTERN = r"^[a-z][a-z0-9+.-]*://[!-~]{1,1500}$"
+AssetURI = Annotated[str, Field(pattern=ASSET_PATTERN)]
+
+
+class Trigger(_Model):
+    """Run the pipeline when the engine sees its assets updated (``@up.pipeline(trigger=
+    up.On(a, b, mode="any"))``): ``all`` waits until each asset was updated since the last
+    run, ``any`` runs on an update of any of them."""
+
+    assets: tuple[AssetURI, ...] = Field(min_length=1)
+    mode: Literal["all", "any"] = "all"
+
+    @field_validator("assets")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"an asset is named twice in the trigger: {value}")
+        return value
 
 
 class Policies(_Model):
@@ -298,6 +333,8 @@ class Task(_Model):
     logs: tuple[LogKind, ...] = ()
     #: pip requirements the task needs where it runs (``@up.task(packages=[...])``)
     packages: tuple[Annotated[str, Field(pattern=REQUIREMENT_PATTERN)], ...] = ()
+    #: assets a successful attempt updates (``@up.task(produces=[up.Asset(uri)])``)
+    produces: tuple[AssetURI, ...] = ()
 
     @field_validator("inputs")
     @classmethod
@@ -401,6 +438,9 @@ class Pipeline(_Model):
     timeout: float | None = Field(None, gt=0, le=30 * 86400)
     #: the sub-pipelines called in this one (``Task.group`` names them), outer before inner
     groups: tuple[Group, ...] = ()
+    #: runs created when assets are updated (``@up.pipeline(trigger=up.On(...))``), with or
+    #: without a schedule besides
+    trigger: Trigger | None = None
 
     @field_validator("store")
     @classmethod
@@ -499,13 +539,20 @@ class Pipeline(_Model):
                 task.pop("max_parallel", None)
             if task.get("group") is None:
                 task.pop("group", None)
-            for key in ("artifacts", "logs", "packages"):  # tasks without them hash as before
+            for key in ("artifacts", "logs", "packages", "produces"):  # hash as before them
                 if not task.get(key):
                     task.pop(key, None)
         if data.get("max_active_runs") is None:
             data.pop("max_active_runs", None)
         if not data.get("groups"):
             data.pop("groups", None)
+        if data.get("trigger") is None:
+            data.pop("trigger", None)
+        schedule = data.get("schedule")
+        if schedule is not None:  # schedules without a window hash as before one existed
+            for key, default in (("start", None), ("end", None), ("catchup", False)):
+                if schedule.get(key) == default:
+                    schedule.pop(key)
         for key, default in (("retries", 0), ("retry_delay", 0.0), ("timeout", None)):
             if data.get(key) == default:  # pipelines without run retries hash as before them
                 data.pop(key, None)

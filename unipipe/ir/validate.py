@@ -191,6 +191,17 @@ def validate(ir: Pipeline, *, file: str | None = None, text: str = "") -> Pipeli
         reason = check_cron(ir.schedule.cron)
         if reason:
             at(None, "schedule", reason)
+    if ir.schedule is not None:
+        from unipipe.schedules import problems as schedule_problems
+
+        for where, reason in schedule_problems(ir.schedule):
+            at(None, where, reason)
+    if ir.trigger is not None:
+        own = {uri: t for t in ir.tasks for uri in t.produces}
+        for uri in ir.trigger.assets:
+            if uri in own:
+                at(own[uri], f"tasks.{own[uri].id}.produces", f"pipeline {ir.name!r} is "
+                   f"triggered by {uri!r} and updates it itself: each run would start the next")
 
     # cycles (only meaningful when references resolve)
     if not problems:

@@ -37,7 +37,8 @@ class LocalBackend:
 
         added = add_to_sys_path(options.search_path)
         try:
-            return runner.run(ir, options.params, run_id=options.run_id)
+            return runner.run(ir, options.params, run_id=options.run_id,
+                              logical_date=options.extra.get("logical_date"))
         finally:
             for p in added:
                 if p in sys.path:

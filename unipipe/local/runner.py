@@ -83,6 +83,7 @@ import uuid
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
@@ -127,12 +128,13 @@ class _Outcome:
 
 
 def _child(conn: Any, spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
-           map_index: int | None) -> None:
+           map_index: int | None, logical_date: str | None = None) -> None:
     """Body of the forked attempt process: run ``invoke`` and send back one message."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.environ["UNIPIPE_RUN_ID"] = run_id
     try:
-        value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index)
+        value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index,
+                                        logical_date=logical_date)
         conn.send(("ok", value, hit))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         retryable = getattr(exc, "__unipipe_retryable__", True) is not False
@@ -147,11 +149,12 @@ def _child(conn: Any, spec: dict[str, Any], inputs: dict[str, Any], run_id: str,
 
 
 def _invoke_in_process(spec: dict[str, Any], inputs: dict[str, Any], run_id: str, attempt: int,
-                       map_index: int | None, *, inline: bool = False) -> tuple[Any, bool]:
+                       map_index: int | None, *, inline: bool = False,
+                       logical_date: str | None = None) -> tuple[Any, bool]:
     # Inline attempts cannot be killed, so the shim enforces the timeout (SIGALRM) there.
     emulate = {"cache", "timeout"} if inline else {"cache"}
     return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend="local",
-                       map_index=map_index, emulate=emulate)
+                       map_index=map_index, emulate=emulate, logical_date=logical_date)
 
 
 def _add_records(ir: Pipeline, result: RunResult) -> None:
@@ -176,6 +179,7 @@ class LocalRunner:
         self.sleep = sleep
         self.seed = seed
         self._deadline: float | None = None  # the running try's end (rule 10), None: no timeout
+        self._logical_date: str | None = None  # the run's, ISO 8601 (up.current().logical_date)
         self._run_timeout: float | None = None
 
     # ------------------------------------------------------------ one attempt
@@ -185,14 +189,15 @@ class LocalRunner:
         if self.isolation == "inline":
             try:
                 value, hit = _invoke_in_process(spec, inputs, run_id, attempt, map_index,
-                                                inline=True)
+                                                inline=True, logical_date=self._logical_date)
                 return _Outcome(True, value, cache_hit=hit)
             except BaseException as exc:  # noqa: BLE001
                 return _Outcome(False, error_type=type(exc).__name__, error=str(exc),
                                 retryable=getattr(exc, "__unipipe_retryable__", True) is not False)
         ctx = multiprocessing.get_context("fork")
         recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(send, spec, inputs, run_id, attempt, map_index),
+        proc = ctx.Process(target=_child, args=(send, spec, inputs, run_id, attempt, map_index,
+                                                self._logical_date),
                            daemon=True)
         start = time.time()
         with frozen():  # the child must not copy this process's heap (unipipe.runtime.forking)
@@ -278,9 +283,13 @@ class LocalRunner:
     # ------------------------------------------------------------ the run
 
     def run(self, ir: Pipeline, params: dict[str, Any] | None = None, *,
-            run_id: str | None = None) -> RunResult:
+            run_id: str | None = None, logical_date: str | None = None) -> RunResult:
+        """Run ``ir`` once. ``logical_date`` (ISO 8601): the time the run stands for (a
+        schedule's fire time, a backfilled date); a manual run's is when it starts (UTC), as
+        ``airflow dags test`` and a Prefect run created now have."""
         values = resolve_params(ir, params)
         run_id = run_id or f"local-{uuid.uuid4().hex[:12]}"
+        self._logical_date = logical_date or datetime.now(UTC).isoformat()
         delivered: list[dict[str, Any]] = []
         # Rule 10: the whole run again while it failed and retries remain, same run id.
         for run_try in range(1, ir.retries + 2):

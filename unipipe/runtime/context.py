@@ -9,10 +9,13 @@ import os
 class TaskContext:
     """Read-only facts about the running attempt (a plain class: no dataclasses import)."""
 
-    __slots__ = ("attempt", "backend", "map_index", "max_attempts", "pipeline", "run_id", "task_id")
+    __slots__ = ("_logical_date", "attempt", "backend", "map_index", "max_attempts", "pipeline",
+                 "run_id", "task_id")
 
     def __init__(self, run_id: str, pipeline: str, task_id: str, attempt: int, max_attempts: int,
-                 map_index: int | None = None, backend: str = "local") -> None:
+                 map_index: int | None = None, backend: str = "local",
+                 logical_date: str | None = None) -> None:
+        self._logical_date = logical_date
         self.run_id = run_id
         self.pipeline = pipeline
         self.task_id = task_id
@@ -20,6 +23,17 @@ class TaskContext:
         self.max_attempts = max_attempts
         self.map_index = map_index
         self.backend = backend
+
+    @property
+    def logical_date(self):  # type: ignore[no-untyped-def]
+        """The time this run stands for, a timezone-aware ``datetime``: the schedule's fire time
+        for a scheduled or backfilled run, the trigger time for a manual or asset-triggered one
+        (Airflow 3 gives those none: its ``run_after`` then); None if the backend passed none."""
+        if self._logical_date is None:
+            return None
+        from datetime import datetime
+
+        return datetime.fromisoformat(self._logical_date.replace("Z", "+00:00"))
 
     def __repr__(self) -> str:
         return (f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, "

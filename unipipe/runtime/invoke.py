@@ -144,10 +144,12 @@ def payload(spec: Mapping[str, Any], ctx: TaskContext, exc: BaseException | None
 
 def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: str, attempt: int,
            backend: str, map_index: int | None = None, emulate: Iterable[str] = (),
-           fn: Callable[..., Any] | None = None, native: Mapping[str, Any] | None = None) -> Any:
+           fn: Callable[..., Any] | None = None, native: Mapping[str, Any] | None = None,
+           logical_date: str | None = None) -> Any:
     """Run one attempt; return the output in transport form, or raise the task's error."""
     return run_attempt(spec, inputs, run_id=run_id, attempt=attempt, backend=backend,
-                       map_index=map_index, emulate=emulate, fn=fn, native=native)[0]
+                       map_index=map_index, emulate=emulate, fn=fn, native=native,
+                       logical_date=logical_date)[0]
 
 
 #: what the last successful attempt in this process recorded besides its value (artifact URIs,
@@ -179,7 +181,8 @@ def _check_packages(spec: Mapping[str, Any], backend: str) -> None:
 def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: str,
                 attempt: int, backend: str, map_index: int | None = None,
                 emulate: Iterable[str] = (), fn: Callable[..., Any] | None = None,
-                native: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
+                native: Mapping[str, Any] | None = None,
+                logical_date: str | None = None) -> tuple[Any, bool]:
     """As :func:`invoke`, and also say whether the attempt was a cache hit.
 
     ``native``: the artifact objects the engine made for the task's declared artifacts (KFP),
@@ -188,7 +191,7 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
     store.use(spec.get("store"))
     ctx = TaskContext(run_id=run_id, pipeline=spec["pipeline"], task_id=spec["id"],
                       attempt=attempt, max_attempts=max_attempts(spec), map_index=map_index,
-                      backend=backend)
+                      backend=backend, logical_date=logical_date)
     retry = spec.get("retry") or {}
     if attempt > 1 and retry:
         if "retry.delay" in emulate:
@@ -226,6 +229,11 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
                     else:
                         LAST_RECORD = record
                         artifacts.write_record(run_id, spec["id"], map_index, record)
+                elif hit and extras:  # KFP: the cached outputs go into the engine's own paths
+                    record = cache.lookup_record(key)
+                    hit = record is not None and artifacts.restore_native(spec, record, native)
+                    if hit:
+                        LAST_RECORD = record
                 if hit:
                     trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
                                       cache_hit=True, error_type=None, error=None))
@@ -272,6 +280,8 @@ def run_attempt(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, run_id: s
         if key is not None:
             from unipipe.runtime import cache
 
+            if extras and native is not None and LAST_RECORD is not None:
+                LAST_RECORD = artifacts.stash_native(spec, LAST_RECORD, native)
             cache.save(key, out, record=LAST_RECORD if extras else None)
         trace.emit(_event(spec, ctx, start=start, end=time.time(), outcome="success",
                           cache_hit=False, error_type=None, error=None))

@@ -185,3 +185,95 @@ def test_max_active_runs_is_the_deployments_concurrency_limit_and_a_redeploy_see
     two = deploy(ir.model_copy(update={"max_active_runs": 2}), "prefect", opts)
     assert two.code == 0 and "changed: version, concurrency_limit]" in two.text, two.text
     assert _read(f"nightly-report/{name}").global_concurrency_limit.limit == 2
+
+
+def test_declared_packages_become_a_pip_pull_step_that_a_real_worker_runs(prefect_api, tmp_path):
+    """``@up.task(packages=[...])``: the code folder gets unipipe-requirements.txt and the
+    deployment's pull steps install it (pip_install_requirements, into the flow-run process's
+    Python) before the flow loads; a real process worker runs them and then the flow."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    from unipipe.deploy.to_prefect import REQUIREMENTS
+
+    arts = up.load("ml_artifacts:training")
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"pkgs-{uuid.uuid4().hex[:6]}"
+    code = tmp_path / "code"
+    out = deploy(arts, "prefect", _options(tmp_path, pool, f"name={name}"))
+    assert out.code == 0, out.text
+    assert any(line.startswith(f"+ write {code / REQUIREMENTS}  [the tasks' packages]")
+               for line in out.lines("+")), out.text
+    lines = (code / REQUIREMENTS).read_text().splitlines()
+    assert [x for x in lines if not x.startswith("#")] == ["packaging>=21"]
+    dep = _read(f"ml-artifacts/{name}")
+    assert dep.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(code)}},
+        {"prefect.deployments.steps.pip_install_requirements": {
+            "directory": str(code), "requirements_file": REQUIREMENTS}}]
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep.id)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api.api_url,
+           "PREFECT_HOME": str(tmp_path / "worker-home")}
+    worker = subprocess.run([str(Path(sys.executable).with_name("prefect")), "worker", "start",
+                             "--pool", pool, "--run-once", "--type", "process"],
+                            env=env, cwd=tmp_path, check=True, timeout=300, capture_output=True,
+                            text=True)
+    # pip ran in the flow run's process (its output streams through the worker); the package
+    # is already in this environment, so it installs nothing and needs no index
+    assert "Requirement already satisfied: packaging>=21" in worker.stdout + worker.stderr
+    with get_client(sync_client=True) as client:
+        final = client.read_flow_run(run.id)
+    assert final.state.type == StateType.COMPLETED, final.state
+    events = [json.loads(line) for line in
+              (Path(os.environ["UNIPIPE_TRACE_DIR"]) / f"{run.id}.jsonl").read_text().splitlines()]
+    assert sorted(e["task"] for e in events if e.get("kind") == "attempt"
+                  and e["outcome"] == "success") == ["download", "evaluate", "train"]
+
+
+def test_a_pipeline_without_packages_gets_no_pip_step(ir, prefect_api, tmp_path):
+    from unipipe.deploy.to_prefect import REQUIREMENTS
+
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"nopkgs-{uuid.uuid4().hex[:6]}"
+    out = deploy(ir, "prefect", _options(tmp_path, pool, f"name={name}"))
+    assert out.code == 0, out.text
+    assert _read(f"nightly-report/{name}").pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(tmp_path / "code")}}]
+    assert not (tmp_path / "code" / REQUIREMENTS).exists()
+
+
+def test_packages_from_the_store_code_tree_are_installed_by_a_step_reading_its_directory(
+        prefect_api, aws_env, s3_bucket, tmp_path):
+    """No code_dir (a container pool with a store): the requirements file is in the code tree
+    and the pip step reads the directory the code tree's pull step copied it to (its ``id``)."""
+    import asyncio
+
+    from prefect.deployments.steps.core import run_steps
+
+    from unipipe.deploy.to_prefect import CODE_STEP_ID, REQUIREMENTS
+
+    arts = up.load("ml_artifacts:training")
+    store = f"s3://{s3_bucket}/runs"
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    name = f"pkgtree-{uuid.uuid4().hex[:6]}"
+    out = deploy(arts, "prefect", [f"work_pool={pool}", "work_pool_type=kubernetes",
+                                   f"name={name}"], store=store)
+    assert out.code == 0, out.text
+    dep = _read(f"ml-artifacts/{name}")
+    pull, pip = dep.pull_steps
+    args = pull["prefect.deployments.steps.pull_from_remote_storage"]
+    assert args["id"] == CODE_STEP_ID and args["url"].startswith(f"{store}/code/")
+    assert pip == {"prefect.deployments.steps.pip_install_requirements": {
+        "directory": "{{ unipipe-code.directory }}", "requirements_file": REQUIREMENTS}}
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chdir(work)
+    try:
+        output = asyncio.run(run_steps(dep.pull_steps))
+    finally:
+        os.chdir(tmp_path)
+    # the last step's output is pip's; the requirements file came with the code tree
+    assert "Requirement already satisfied: packaging>=21" in output["stdout"]
+    [req] = list(work.rglob(REQUIREMENTS))
+    assert "packaging>=21" in req.read_text().splitlines()

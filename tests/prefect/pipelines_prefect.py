@@ -285,3 +285,46 @@ def mapped_below_a_failure(n: int = 2):
     """The task the items come from fails: no copy runs, every member is upstream_failed."""
     plan = broken_plan(n)
     return shard_report(per_shard.map(shard=plan["shards"], unit=plan["unit"]), [])
+
+
+# ---------------------------------------------------------------- file artifacts in other shapes
+
+
+@up.task
+def write_rows(n: int, table: up.Output[up.Dataset]) -> int:
+    with open(table.path, "w") as fh:
+        fh.write("".join(f"{i}\n" for i in range(n)))
+    return n
+
+
+@up.task
+def read_rows(shard: int, table: up.Input[up.Dataset]) -> int:
+    with open(table.path) as fh:
+        rows = [int(line) for line in fh]
+    up.log_metric("rows", len(rows))  # a map element's metrics: kept per element run only
+    return sum(rows) * shard
+
+
+@up.task(cache=True)
+def summarise_rows(table: up.Input[up.Dataset]) -> int:
+    with open(table.path) as fh:
+        total = sum(int(line) for line in fh)
+    up.log_metric("total", total)
+    up.report(f"**{total}**")
+    return total
+
+
+@up.pipeline(name="rows-group")
+def rows_group(n: int):
+    """Writes and summarises its own file (a subflow with artifacts inside)."""
+    made = write_rows(n)
+    return summarise_rows(table=made.outputs["table"])
+
+
+@up.pipeline(name="artifact-shapes")
+def artifact_shapes(n: int = 3):
+    """A mapped consumer of one file, and a sub-pipeline with artifacts of its own."""
+    made = write_rows(n)
+    per = read_rows.map(shard=[1, 2, 3], table=made.outputs["table"])
+    inner = rows_group(n)
+    return {"per": per, "inner": inner}

@@ -46,11 +46,11 @@ def sibling_holds_pipes(monkeypatch):
 def test_result_arrives_while_a_sibling_holds_the_pipe(monkeypatch, sibling_holds_pipes):
     shim = importlib.import_module("unipipe.runtime.invoke")
 
-    monkeypatch.setattr(shim, "invoke", lambda spec, inputs, **kw: inputs["x"] * 2)
+    monkeypatch.setattr(shim, "run_attempt", lambda spec, inputs, **kw: (inputs["x"] * 2, False))
     start = time.monotonic()
-    value = runtime._invoke_in_child(SPEC, {"x": 21},
-                                     {"run_id": "r", "attempt": 1, "map_index": 0})
-    assert value == 42
+    value, hit, record = runtime._invoke_in_child(SPEC, {"x": 21},
+                                                  {"run_id": "r", "attempt": 1, "map_index": 0})
+    assert (value, hit, record) == (42, False, None)
     assert len(sibling_holds_pipes) == 1
     assert time.monotonic() - start < 10
 
@@ -61,7 +61,7 @@ def test_error_arrives_while_a_sibling_holds_the_pipe(monkeypatch, sibling_holds
     def fail(spec, inputs, **kw):
         raise KeyError("missing-column")
 
-    monkeypatch.setattr(shim, "invoke", fail)
+    monkeypatch.setattr(shim, "run_attempt", fail)
     start = time.monotonic()
     with pytest.raises(KeyError, match="missing-column"):
         runtime._invoke_in_child(SPEC, {},
@@ -75,7 +75,7 @@ def test_killed_child_is_seen_while_a_sibling_holds_the_pipe(monkeypatch, siblin
     from unipipe.local.runner import ProcessKilled
 
     monkeypatch.setenv("UNIPIPE_TRACE_DIR", str(tmp_path))
-    monkeypatch.setattr(shim, "invoke", lambda spec, inputs, **kw: os.kill(os.getpid(),
+    monkeypatch.setattr(shim, "run_attempt", lambda spec, inputs, **kw: os.kill(os.getpid(),
                                                                              signal.SIGKILL))
     start = time.monotonic()
     with pytest.raises(ProcessKilled, match="exit code -9"):

@@ -6,6 +6,7 @@ import ast
 import os
 from pathlib import Path
 
+import ml_artifacts
 import ml_training
 import pipelines_prefect as pp
 import pytest
@@ -37,6 +38,9 @@ CASES = {
     "subpipelines": pp.subpipelines,
     # mapped sub-pipelines: over a task's key path (max_parallel) and over a literal list
     "mapped-subpipelines": pp.mapped_subpipelines,
+    # file artifacts, metrics, a report and packages (examples/ml_artifacts.py): wait_for on the
+    # producers, the shim's cache for the task with artifacts
+    "ml-artifacts": ml_artifacts.training,
 }
 
 

@@ -8,6 +8,14 @@ puts it on ``PYTHONPATH``. With a shared store and a pool that is not ``process`
 or a job per flow run) and no ``code_dir``, the code travels through the store instead: a code
 tree (the code package unpacked, the compiled flow at its root) that the deployment's pull step
 copies into the flow run's folder, as isolated runs do.
+
+Packages a task declares (``@up.task(packages=[...])``): a process worker has no per-run install
+(its job variables are command, env, labels, name, stream_output, working_dir:
+prefect/workers/process.py), so the code gets a ``unipipe-requirements.txt`` and the deployment's
+pull steps end with ``prefect.deployments.steps.pip_install_requirements`` on it, which runs
+``<the flow-run process's python> -m pip install -r`` before the flow loads
+(prefect/deployments/steps/utility.py ``pip_install_requirements``): the packages land in the
+worker's environment, where the shim checks them before each task (PackagesMissing otherwise).
 """
 
 from __future__ import annotations
@@ -28,6 +36,27 @@ OPTIONS = ("code_dir", "work_pool", "work_pool_type", "work_queue", "name", "tag
            "results_path")
 #: ``param.NAME=value`` (deployment parameter, read as JSON when it parses), ``env.NAME=value``
 PREFIXES = ("param.", "env.")
+#: the file in the flow's code that lists the tasks' packages, for the pip pull step
+REQUIREMENTS = "unipipe-requirements.txt"
+#: the id of the code tree's pull step, whose ``directory`` output the pip step reads
+CODE_STEP_ID = "unipipe-code"
+
+
+def requirements_file(ir: Pipeline) -> LocalFile | None:
+    """``unipipe-requirements.txt``: every package a task declares, sorted (None: none)."""
+    packages = sorted({p for t in ir.tasks for p in t.packages})
+    if not packages:
+        return None
+    text = (f"# The packages the tasks of {ir.name!r} declare (@up.task(packages=...)),\n"
+            "# installed by the deployment's pull step before each flow run.\n"
+            + "".join(f"{p}\n" for p in packages))
+    return LocalFile(REQUIREMENTS, text.encode())
+
+
+def pip_step(directory: str) -> dict[str, Any]:
+    """The pull step that installs ``unipipe-requirements.txt`` from ``directory``."""
+    return {"prefect.deployments.steps.pip_install_requirements": {
+        "directory": directory, "requirements_file": REQUIREMENTS}}
 
 
 def _generated_deployment(files: list[LocalFile]) -> dict[str, Any]:
@@ -125,6 +154,9 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         extra["results_path"] = opts.get("results_path")
     files, diagnostics = compile_files(ir, "prefect", opts=opts, **extra)
     rel_flow, fn = _flow_entry(files)
+    requirements = requirements_file(ir)
+    if requirements is not None:
+        files = [*files, requirements]
     generated = _generated_deployment(files)
     modules = module_files(ir)
     if code_dir is None:
@@ -138,7 +170,9 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         for f in modules:
             _write_step(plan, code_dir, f, "task module")
         for f in files:
-            _write_step(plan, code_dir, f, "compiled flow" if f.relpath == rel_flow else "compiled")
+            detail = ("compiled flow" if f.relpath == rel_flow else
+                      "the tasks' packages" if f.relpath == REQUIREMENTS else "compiled")
+            _write_step(plan, code_dir, f, detail)
 
     flow_name = _flow_name(files, rel_flow, fn, ir)
     dep_name = opts.get("name", ir.name)
@@ -150,11 +184,16 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     if code_dir is None:
         from unipipe.compiler.registry import get_backend
 
-        where: dict[str, Any] = {"path": None,
-                                 "pull_steps": get_backend("prefect").pull_steps(code_url)}
+        steps = get_backend("prefect").pull_steps(code_url)
+        if requirements is not None:  # the pip step reads where the code tree was copied
+            [(name, args)] = steps[-1].items()
+            steps[-1] = {name: {"id": CODE_STEP_ID, **args}}
+            steps.append(pip_step(f"{{{{ {CODE_STEP_ID}.directory }}}}"))
+        where: dict[str, Any] = {"path": None, "pull_steps": steps}
     else:
         where = {"path": str(code_dir), "pull_steps": [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}}]}
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(code_dir)}},
+            *([pip_step(str(code_dir))] if requirements is not None else [])]}
     desired: dict[str, Any] = {
         "entrypoint": f"{rel_flow}:{fn}",
         **where,

@@ -25,6 +25,11 @@ from unipipe.result import RunResult
 from unipipe_prefect import codegen as flowgen
 from unipipe_prefect import deployment
 
+#: issue 14's features, declared until they are built: refused at compile, never dropped
+_NOT_YET = ("not built on this backend yet (issue 14): the compile refuses it rather than "
+            "drop it; the engine facts it will use are in "
+            "docs/facts/events-schedules-artifacts.md")
+
 TARGET_VERSIONS = ("3.7",)
 
 
@@ -115,6 +120,36 @@ def _support() -> dict[Feature, Support]:
                                    "_internal/engine.py ~48 formats flow_run_name with the "
                                    "parameters), its tasks' runs task[i]; one copy at a time "
                                    "is within any max_parallel"),
+        Feature.SCHEDULE_WINDOW: Support.unsupported(f"start=/end= of up.Schedule: {_NOT_YET}"),
+        Feature.SCHEDULE_CATCHUP: Support.unsupported(f"catchup=True: {_NOT_YET}"),
+        Feature.ASSET_PRODUCES: Support.unsupported(f"produces=[up.Asset]: {_NOT_YET}"),
+        Feature.TRIGGER_ASSET: Support.unsupported(f"trigger=up.On(...): {_NOT_YET}"),
+        Feature.TRIGGER_ANY: Support.unsupported(f"up.On(..., mode='any'): {_NOT_YET}"),
+        Feature.ARTIFACTS: E("Prefect moves no files between tasks: the shim uploads each "
+                             "output to the unipipe store, content-addressed, and a consumer "
+                             "reads it by the producer's record in the same run (the flow calls "
+                             "it after the producer, guarded by rt.ready). Prefect keeps each "
+                             "output as a link artifact of the task run (its store URI; type, "
+                             "sha256, size in the description; prefect/artifacts.py "
+                             "create_link_artifact), read back with read_artifacts by flow "
+                             "run. A cached task with artifacts is cached by the shim (its key "
+                             "covers the input files; Prefect's INPUTS policy sees only "
+                             "parameters), its hit ending the task run Completed 'Cached'"),
+        Feature.METRICS: N("a table artifact of the task run (metric, value), created from the "
+                           "successful attempt only (prefect/artifacts.py "
+                           "create_table_artifact)"),
+        Feature.REPORT: N("a markdown artifact of the task run (prefect/artifacts.py "
+                          "create_markdown_artifact)"),
+        Feature.PACKAGES: E("no per-run install on a process worker (its job variables are "
+                            "command, env, labels, name, stream_output, working_dir: "
+                            "prefect/workers/process.py): `unipipe deploy --to prefect` writes "
+                            "the tasks' packages into the code folder's "
+                            "unipipe-requirements.txt and the deployment's pull steps "
+                            "pip-install it (prefect.deployments.steps.pip_install_requirements, "
+                            "into the flow-run process's Python: deployments/steps/utility.py); "
+                            "the shim checks them before the task runs and fails it at once "
+                            "(PackagesMissing, not retried) when the worker lacks one; a flow "
+                            "run without the deployment (unipipe run) installs nothing"),
     }
 
 

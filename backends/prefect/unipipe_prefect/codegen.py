@@ -171,15 +171,31 @@ def delays_are_exact(retry: dict[str, Any]) -> bool:
     return len(delays) <= MAX_DELAY_LIST or len(set(delays[MAX_DELAY_LIST - 1:])) == 1
 
 
+def shim_caches(spec: dict[str, Any]) -> bool:
+    """Whether the shim, not Prefect, caches the task: one with artifacts or logs. Prefect's
+    INPUTS policy hashes the task run's parameters (prefect/cache_policies.py ``Inputs``), and
+    an input artifact is no parameter (the file's bytes would not be in the key); and on a hit
+    Prefect skips the body, so the run would lack the record its consumers read their input
+    files by. The shim's key covers the input files' digests, and a hit restores the record
+    (unipipe/runtime/invoke.py ``run_attempt``)."""
+    return bool(spec.get("cache")) and bool(spec.get("artifacts") or spec.get("logs"))
+
+
+def native_cache(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The cache policy Prefect applies to the task (None: none, or the shim's)."""
+    return None if shim_caches(spec) else spec.get("cache")
+
+
 def build_module(ir: Pipeline, *, target_version: str) -> cst.Module:
     names = Names(ir)
     specs = {t.id: generated_spec(ir, t) for t in ir.tasks}
     effective = {t.id: ir.effective(t) for t in ir.tasks}
     uses_retry = any(s.get("retry") for s in specs.values())
-    uses_cache = any(s.get("cache") and not s["cache"].get("key_fn") for s in specs.values())
-    uses_key_fn = any(s.get("cache") and s["cache"].get("key_fn") for s in specs.values())
-    uses_expiry = any(s.get("cache") and s["cache"].get("expire") for s in specs.values())
-    uses_nocache = any(not s.get("cache") for s in specs.values())
+    caches = [native_cache(s) for s in specs.values()]
+    uses_cache = any(c and not c.get("key_fn") for c in caches)
+    uses_key_fn = any(c and c.get("key_fn") for c in caches)
+    uses_expiry = any(c and c.get("expire") for c in caches)
+    uses_nocache = any(not c for c in caches)
     uses_map = any(t.map_over for t in ir.tasks)
     task_events = {t.id: {ev for a in effective[t.id].alerts for ev in a.on} for t in ir.tasks}
     uses_task_hooks = any(ev & {"failure", "success"} for ev in task_events.values())
@@ -294,7 +310,7 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
         if any(d > 0 for d in delays):
             kwargs.append(("retry_delay_seconds", codegen.literal(delays)))
         kwargs.append(("retry_condition_fn", cst.Name("retry_condition")))
-    cache = spec.get("cache")
+    cache = native_cache(spec)
     if cache and cache.get("key_fn"):
         kwargs.append(("cache_key_fn", cst.Name("cache_key")))
     elif cache:
@@ -326,8 +342,10 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
     invoke_kwargs: list[tuple[str, cst.BaseExpression]] = []
     if indexed:
         invoke_kwargs.append(("map_index", cst.Name("map_index")))
-    if retry and float(retry.get("jitter", 0)) > 0:
-        invoke_kwargs.append(("emulate", codegen.literal(("retry.jitter",))))
+    emulate = ((["cache"] if shim_caches(spec) else [])
+               + (["retry.jitter"] if retry and float(retry.get("jitter", 0)) > 0 else []))
+    if emulate:
+        invoke_kwargs.append(("emulate", codegen.literal(tuple(emulate))))
     inputs_dict = cst.Dict([cst.DictElement(codegen.literal(n), cst.Name(n)) for n in engine_inputs])
     shared = names.task_fn[t.id] in names.shared_fns
     # a function several tasks call runs the spec of the task it was called as: its name
@@ -344,6 +362,14 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
                 f"\n(sha256:{t.source_hash}) and the cache version {cache.get('version', '0')!r}.")
     elif cache:
         doc += f"\n\nCached on {cache['key_fn']} (cache version {cache.get('version', '0')!r})."
+    elif shim_caches(spec):
+        own = spec["cache"]
+        on = own["key_fn"] if own.get("key_fn") else (
+            f"its inputs, its input files' contents and its code (sha256:{t.source_hash})")
+        doc += "\n\n" + textwrap.fill(
+            f"Cached by the unipipe runtime, not Prefect, on {on}, cache version "
+            f"{own.get('version', '0')!r}: a hit brings back the files, metrics and report it "
+            "recorded.", 92, break_long_words=False)
     statements: list[cst.BaseStatement] = [
         _docstring(doc),
         *([cst.parse_statement("from prefect.runtime import task_run")] if shared else []),
@@ -794,10 +820,20 @@ def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
             ("name", codegen.literal(t.id)),
             ("task_run_name", codegen.literal(_run_name(t, copied)))])
     engine = [(n, inp) for n, inp in t.inputs.items() if not isinstance(inp, LiteralInput)]
+    # the tasks whose files it reads and whose values it does not take: ``wait_for`` records
+    # them as the task run's parents (Prefect's graph draws the edge: task_inputs
+    # ``__parents__``, prefect/task_engine.py); the flow's guard has already seen them complete
+    fed = {inp.task for _, inp in engine if isinstance(inp, OutputInput)}
+    producers = [p for p in dict.fromkeys(s.task for s in t.artifacts.values()
+                                          if s.task is not None) if p not in fed]
+    wait_for = (("wait_for", cst.List([cst.Element(cst.Name(names.state[p])) for p in producers]))
+                if producers else None)
     if not t.map_over:
         kwargs = [(n, _arg_expr(n, inp, names)) for n, inp in engine]
         if t.group is not None and names.item.get(t.group) is not None:
             kwargs.append(("map_index", cst.Name("map_index")))  # the copy, from the subflow
+        if wait_for is not None:
+            kwargs.append(wait_for)
         kwargs.append(("return_state", cst.Name("True")))
         return [_assign(names.state[t.id], _call(fn, kwargs=kwargs))]
     # Fan-out: the list is read in the flow, each element becomes one task run ``task[i]``.
@@ -829,6 +865,8 @@ def _task_call(t: Task, names: Names) -> list[cst.BaseStatement]:
         limited = _call(_attr(rt, "map_limited"), [fn, codegen.literal(t.max_parallel)],
                         kwargs=kwargs)
         return [_assign(items_name, items), _assign(names.state[t.id], limited)]
+    if wait_for is not None:
+        kwargs.append(wait_for)
     mapped = _call(cst.Attribute(fn, cst.Name("map")), kwargs=kwargs)
     return [
         _assign(items_name, items),

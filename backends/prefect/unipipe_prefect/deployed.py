@@ -94,7 +94,12 @@ def main(argv: list[str]) -> int:
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists
 
-        from unipipe_prefect.driver import flow_run_tree, flow_run_tries, task_record
+        from unipipe_prefect.driver import (
+            flow_artifacts,
+            flow_run_tree,
+            flow_run_tries,
+            task_record,
+        )
         from unipipe_prefect.storage import save_block
 
         save_block(spec["store"])
@@ -128,6 +133,7 @@ def main(argv: list[str]) -> int:
             report["task_runs"] = [
                 task_record(tr, (values[str(tr.id)],) if str(tr.id) in values else ())
                 for tr in runs if str(tr.id) not in tracking]  # not a subflow's stand-in
+            report["artifacts"] = flow_artifacts(client, [f["id"] for f in report["flow_runs"]])
         report["ok"] = True
     except BaseException:  # noqa: BLE001 - reported to the parent
         report["error"] = traceback.format_exc()

@@ -103,6 +103,30 @@ def flow_run_tries(client: Any, flow_run_id: Any) -> dict[str, Any]:
     return {"run_count": run_count, "run_started": max(running) if running else None}
 
 
+def flow_artifacts(client: Any, flow_run_ids: list[str]) -> list[dict[str, Any]]:
+    """The Prefect artifacts of the flow run and its subflow runs, as the API holds them
+    (``read_artifacts`` filtered on the flow runs: POST /api/artifacts/filter), oldest first
+    (the API sorts newest first: client/schemas/sorting.py ``ArtifactSort``):
+    what results.py turns into RunResult.metrics / .artifacts / .reports. Each carries the task
+    run it was created in (runtime.publish_record runs inside the task run)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    out: list[dict[str, Any]] = []
+    page = 200
+    while True:
+        batch = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)),
+            sort=ArtifactSort.CREATED_DESC, limit=page, offset=len(out))
+        out += [{"id": str(a.id), "key": a.key, "type": a.type, "data": a.data,
+                 "description": a.description,
+                 "task_run_id": str(a.task_run_id) if a.task_run_id else None,
+                 "flow_run_id": str(a.flow_run_id) if a.flow_run_id else None}
+                for a in batch]
+        if len(batch) < page:
+            return out[::-1]
+
+
 def task_record(tr: Any, value: tuple[Any, ...] = ()) -> dict[str, Any]:
     """What results.build_result reads of one task run (``tr`` as the API holds it); its value,
     ``(value,)``, when the flow process saw it complete."""
@@ -144,6 +168,7 @@ def main(argv: list[str]) -> int:
 
         with get_client(sync_client=True) as client:
             report.update(flow_run_tries(client, flow_run_id))
+            report["artifacts"] = flow_artifacts(client, [f["id"] for f in report["flow_runs"]])
         report["ok"] = True
     except BaseException:  # noqa: BLE001 - reported to the parent
         report["error"] = traceback.format_exc()

@@ -1,8 +1,11 @@
 """RunResult from Prefect's own records (task-run states, run counts, Cached), checked against the
-shim's trace (one event per attempt the task body actually ran)."""
+shim's trace (one event per attempt the task body actually ran); the metrics, artifacts and
+reports from the Prefect artifacts the task runs created (runtime.publish_record), as the API
+gives them back (driver.flow_artifacts)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -11,6 +14,7 @@ from unipipe.ir.models import OutputInput, Pipeline
 from unipipe.result import (
     RunResult,
     TaskResult,
+    add_record,
     aggregate_elements,
     aggregate_map,
     upstream_verdict,
@@ -130,11 +134,48 @@ def build_result(ir: Pipeline, report: dict[str, Any], *, run_id: str, params: d
     if flow_ok == bool(failed):
         raise EngineTraceMismatch(f"flow run is {report['state_name']} but failed tasks are "
                                   f"{failed or 'none'}")
-    return RunResult(pipeline=ir.name, backend="prefect", run_id=run_id,
-                     state="success" if flow_ok else "failed",
-                     output=report.get("output") if flow_ok else None, tasks=results,
-                     alerts=alerts, params=params, error=first_error, run_attempts=run_count,
-                     run_started=run_started)
+    result = RunResult(pipeline=ir.name, backend="prefect", run_id=run_id,
+                       state="success" if flow_ok else "failed",
+                       output=report.get("output") if flow_ok else None, tasks=results,
+                       alerts=alerts, params=params, error=first_error, run_attempts=run_count,
+                       run_started=run_started)
+    current = {r["id"]: _split(r["name"]) for r in task_runs}
+    for tid, record in records_from_artifacts(report.get("artifacts") or [], current).items():
+        if tid in results and results[tid].state == "success":
+            add_record(result, tid, record)
+    return result
+
+
+def records_from_artifacts(artifacts: list[dict[str, Any]],
+                           task_runs: dict[str, tuple[str, int | None]]
+                           ) -> dict[str, dict[str, Any]]:
+    """Each task's record (``{"artifacts", "metrics", "report"}``, as the shim wrote it) from
+    the Prefect artifacts its task run created (runtime.publish_record): a link artifact per
+    output (the fields after ``unipipe:`` in its description), the metrics table (stored as a
+    JSON string), the markdown report. ``task_runs``: id -> (task, map index) of the task runs
+    of the run's last try; artifacts of other task runs, of map elements (the reference keeps
+    whole tasks' records) or not made by unipipe are left out."""
+    from unipipe_prefect.runtime import ARTIFACT_TAG
+
+    records: dict[str, dict[str, Any]] = {}
+    for art in artifacts:
+        desc = art.get("description") or ""
+        at = desc.rfind(ARTIFACT_TAG)
+        where = task_runs.get(art.get("task_run_id") or "")
+        if at < 0 or where is None or where[1] is not None:
+            continue
+        fields = json.loads(desc[at + len(ARTIFACT_TAG):])
+        record = records.setdefault(where[0], {"artifacts": {}, "metrics": {}})
+        if fields.get("kind") == "output":
+            record["artifacts"][fields["name"]] = {
+                k: fields[k] for k in ("type", "uri", "sha256", "size") if k in fields}
+        elif fields.get("kind") == "metrics":
+            rows = art["data"]
+            rows = json.loads(rows) if isinstance(rows, str) else rows
+            record["metrics"] = {row["metric"]: row["value"] for row in rows}
+        elif fields.get("kind") == "report":
+            record["report"] = art["data"]
+    return records
 
 
 def _copied(ir: Pipeline, tid: str, gid: str, count: int, mine: dict[int | None, Any],

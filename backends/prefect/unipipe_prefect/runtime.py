@@ -4,9 +4,13 @@ Prefect does most of the work natively (retries with a precomputed delay list, t
 filter through ``retry_condition_fn``, caching with ``INPUTS + TASK_SOURCE``, timeouts, hooks);
 this module only connects Prefect's run context to :mod:`unipipe.runtime`:
 
-- :func:`invoke` runs one attempt through :func:`unipipe.runtime.invoke.invoke`, with the
+- :func:`invoke` runs one attempt through :func:`unipipe.runtime.invoke.run_attempt`, with the
   attempt number read from Prefect's task run (``run_count``) and ``emulate`` naming only what
-  Prefect 3.7 cannot do (``retry.jitter``: ``retry_jitter_factor`` has no effect on task retries).
+  Prefect 3.7 cannot do (``retry.jitter``: ``retry_jitter_factor`` has no effect on task retries;
+  ``cache`` for a task with artifacts or logs, whose key must cover the input files and whose
+  hit must bring back what the task recorded). What the attempt recorded (its output
+  artifacts' store URIs and digests, its metrics, its report) becomes Prefect artifacts of the
+  task run (:func:`publish_record`), which is where the runner reads them back.
 - :func:`should_retry` is the body of the generated ``retry_condition_fn``. It is also where the
   task's ``retry`` alerts are delivered: Prefect has no retry hook that sees the error, and this
   function runs exactly once per failed attempt that still has retries left.
@@ -116,13 +120,102 @@ def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, map_index: int
     for map elements that Prefect runs in worker threads. ``UNIPIPE_PREFECT_ISOLATION=inline``
     runs the attempt in the flow process instead.
     """
-    from unipipe.runtime.invoke import invoke as shim_invoke
-
     kwargs = {"run_id": run_id(), "attempt": _attempt(), "backend": BACKEND,
               "map_index": map_index, "emulate": tuple(emulate)}
     if os.environ.get("UNIPIPE_PREFECT_ISOLATION", "process") == "inline":
-        return shim_invoke(spec, inputs, **kwargs)
-    return _invoke_in_child(spec, inputs, kwargs)
+        shim = _shim()
+        value, hit = shim.run_attempt(spec, inputs, **kwargs)
+        record = shim.LAST_RECORD
+    else:
+        value, hit, record = _invoke_in_child(spec, inputs, kwargs)
+    if record is not None:
+        publish_record(spec, record, map_index)
+    if hit and "cache" in kwargs["emulate"]:
+        # the shim's cache answered: the task run ends as Prefect's own hits do, Completed
+        # named "Cached". A state the task returns, made by hand (no run ids), becomes its
+        # final state as it is (prefect/states.py ~345 return_value_to_state; the task
+        # engine's handle_success, prefect/task_engine.py ~636).
+        from prefect.states import Completed
+
+        return Completed(name="Cached", data=value)
+    return value
+
+
+# ---------------------------------------------------------------- the engine's record
+
+#: the ``description`` of every artifact this adapter creates ends with this and, after it, the
+#: JSON the runner reads back (results.records_from_artifacts)
+ARTIFACT_TAG = "unipipe:"
+
+
+def artifact_key(*parts: Any) -> str:
+    """A Prefect artifact key from names: lowercase letters, digits and dashes only (Prefect
+    rejects anything else: prefect/types/names.py ~116 ``ArtifactKey``, pattern
+    ``^[a-z0-9-]*$``), e.g. ``train-model``, ``score-3-metrics``."""
+    import re
+
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")
+
+
+def _description(text: str, fields: Mapping[str, Any]) -> str:
+    import json
+
+    return f"{text}\n\n{ARTIFACT_TAG}{json.dumps(fields, sort_keys=True)}"
+
+
+def publish_record(spec: Mapping[str, Any], record: Mapping[str, Any],
+                   map_index: int | None = None) -> None:
+    """Show what a successful attempt recorded as Prefect artifacts of its task run: a link
+    artifact per output artifact (its store URI; type, sha256 and size in the description),
+    key ``<task>-<output>``; a table artifact for the metrics, ``<task>-metrics``; a markdown
+    artifact for the report, ``<task>-report`` (an output named ``metrics`` or ``report`` is
+    ``<task>-metrics-file``; a map element's keys have its index after the task).
+
+    Called inside the Prefect task run, so each artifact carries the task run and flow run ids
+    (prefect/artifacts.py ~101 ``Artifact.create``: ``get_task_and_flow_run_ids()``): the runner
+    finds them with ``read_artifacts`` filtered on the flow run. A link artifact is stored
+    with type ``markdown`` (prefect/artifacts.py ~256 ``LinkArtifact``), a table as a JSON
+    string (``TableArtifact.format``)."""
+    from prefect.artifacts import (
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
+
+    task_id = spec["id"]
+    where = f"{task_id}[{map_index}]" if map_index is not None else task_id
+    base = {"task": task_id, "map_index": map_index}
+    for name, entry in sorted((record.get("artifacts") or {}).items()):
+        key = artifact_key(task_id, map_index, name)
+        if artifact_key(name) in ("metrics", "report"):  # not the task's metrics table/report
+            key += "-file"
+        fields = {**base, "kind": "output", "name": name, "type": entry.get("type"),
+                  "uri": entry["uri"], "sha256": entry.get("sha256"), "size": entry.get("size"),
+                  "folder": bool(entry.get("folder"))}
+        create_link_artifact(
+            link=entry["uri"], link_text=f"{where}: {name}", key=key,
+            description=_description(f"Output `{name}` ({entry.get('type')}) of task "
+                                     f"`{where}`, sha256 `{entry.get('sha256')}`", fields))
+    metrics = record.get("metrics") or {}
+    if metrics:
+        create_table_artifact(
+            table=[{"metric": k, "value": v} for k, v in sorted(metrics.items())],
+            key=artifact_key(task_id, map_index, "metrics"),
+            description=_description(f"Metrics of task `{where}`",
+                                     {**base, "kind": "metrics"}))
+    if record.get("report") is not None:
+        create_markdown_artifact(
+            markdown=record["report"], key=artifact_key(task_id, map_index, "report"),
+            description=_description(f"Report of task `{where}`", {**base, "kind": "report"}))
+
+
+def _shim() -> Any:
+    """The module unipipe.runtime.invoke (the package's ``invoke`` attribute is the function);
+    its LAST_RECORD is what the last attempt in this process recorded."""
+    import importlib
+
+    return importlib.import_module("unipipe.runtime.invoke")
 
 
 class RemoteTaskError(Exception):
@@ -138,12 +231,14 @@ def _child_attempt(write_fd: int, spec: Mapping[str, Any], inputs: Mapping[str, 
     import pickle
     import signal
 
-    from unipipe.runtime.invoke import invoke as shim_invoke
-
+    shim = _shim()
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        message: tuple[Any, ...] = ("ok", shim_invoke(spec, inputs, **kwargs))
+        # the value, whether the shim's cache answered, and what the attempt recorded
+        # (invoke.LAST_RECORD is set in this process only, so it travels back with the value)
+        value, hit = shim.run_attempt(spec, inputs, **kwargs)
+        message: tuple[Any, ...] = ("ok", value, hit, shim.LAST_RECORD)
     except BaseException as exc:  # noqa: BLE001 - sent to the parent
         retryable = getattr(exc, "__unipipe_retryable__", True) is not False
         try:
@@ -182,7 +277,8 @@ def _drain(fd: int, buffer: bytearray) -> None:
 
 
 def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
-                     kwargs: dict[str, Any]) -> Any:
+                     kwargs: dict[str, Any]) -> tuple[Any, bool, dict[str, Any] | None]:
+    """(value, cache hit, record) of one attempt run in a forked child process."""
     import pickle
     import select
     import signal
@@ -262,7 +358,7 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
         raise killed
     message = pickle.loads(bytes(buffer[8:]))
     if message[0] == "ok":
-        return message[1]
+        return message[1], message[2], message[3]
     _, type_name, text, retryable, data = message
     error: BaseException = pickle.loads(data) if data is not None else RemoteTaskError(type_name, text)
     try:

@@ -331,3 +331,39 @@ def process_titles() -> dict:
 @up.pipeline(name="process-titles")
 def titles():
     return process_titles()
+
+
+# ---------------------------------------------------------------- artifacts (issue 15)
+# a Model read by the members of a group mapped over its producer's value, and by a gated task
+
+
+@up.task
+def make(model: up.Output[up.Model]) -> list:
+    with open(model.path, "w") as fh:
+        fh.write("m")
+    return [1, 2]
+
+
+@up.task
+def use(x: int, model: up.Input[up.Model]) -> int:
+    with open(model.path) as fh:
+        return x + len(fh.read())
+
+
+@up.task
+def gate() -> bool:
+    return True
+
+
+@up.pipeline(name="per-item")
+def per_item(x: int, model):
+    return use(x, model=model)
+
+
+@up.pipeline(name="mapped-and-gated-consumers")
+def mapped_and_gated():
+    made = make()
+    out = per_item.map(x=made, model=made.outputs["model"])
+    with up.when(gate()):
+        gated = use(1, model=made.outputs["model"])
+    return {"out": out, "gated": gated}

@@ -6,6 +6,7 @@ import ast
 import os
 from pathlib import Path
 
+import ml_artifacts
 import ml_training
 import pipelines_airflow as pa
 import pytest
@@ -54,6 +55,10 @@ CASES = {
     # an items helper for a key path, the consumer's collected list, the watcher
     "mapped-groups": (pa.mapped_groups, "3.3"),
     "mapped-groups-2.11": (pa.mapped_groups, "2.11"),
+    # file artifacts, metrics, a report and packages: consumers after their producers (>>),
+    # no artifact argument passed, the artifacts/logs/packages in each spec
+    "ml-artifacts": (ml_artifacts.training, "3.3"),
+    "ml-artifacts-2.11": (ml_artifacts.training, "2.11"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -63,7 +68,7 @@ ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
        pa.killed_once, features.command_tasks, features.limits, features.run_timeout,
        pa.subpipelines, pa.subpipeline_failures, pa.mapped_groups, pa.mapped_group_edges,
-       pa.mapped_group_empty]
+       pa.mapped_group_empty, ml_artifacts.training]
 _SUM_SQUARES = "Squares 1..n (one mapped task instance each) and sums them."
 #: the TaskGroups of ``subpipelines`` as DagBag sees them, on 3.3 and 2.11 alike: task ids are
 #: the IR's (no "group." prefix), the inner group keeps its IR id and its parent

@@ -284,6 +284,31 @@ def _composer_environment(opts: Options) -> tuple[str, str, dict[str, Any]] | No
     return base, env, resp.json()
 
 
+def _joined(lines: list[str]) -> list[str]:
+    """One line per distribution, in first-seen order: where two lines name the same one
+    (unipipe's wheels require ``packaging>=20``, a task's ``packages`` ask for
+    ``packaging>=21``), one line with the extras and specifiers of both, since one environment
+    serves every task. A line that is not a plain requirement (a URL, options) stays as it is."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, Requirement | str] = {}
+    for line in lines:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            out.setdefault(line, line)
+            continue
+        key = canonicalize_name(req.name)
+        have = out.get(key)
+        if isinstance(have, Requirement) and not (have.url or req.url or have.marker or req.marker):
+            have.extras |= req.extras
+            have.specifier &= req.specifier
+        elif have is None:
+            out[key] = req
+    return [str(v) for v in out.values()]
+
+
 def _pypi_packages(pkgs: list[str]) -> tuple[dict[str, str], list[str]]:
     """Composer's ``pypiPackages`` map (name -> version specifier) and the lines it cannot hold."""
     import re
@@ -336,7 +361,7 @@ def plan_composer(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     with tempfile.TemporaryDirectory(prefix="unipipe-composer-") as tmp:
         pkg = _code_package(ir, Path(tmp))
         sources, pypi = composer_sources(pkg, dialect_version)
-    pkgs = [*pypi, *(p for p in _without_own(pkgs) if _req_name(p) not in {_req_name(q) for q in pypi})]
+    pkgs = _joined([*pypi, *_without_own(pkgs)])
 
     from unipipe.deploy.stores import GCSStore
 

@@ -5,22 +5,78 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
 from unipipe.compiler.codegen import write_all
 from unipipe.compiler.diagnostics import Diagnostic, Support, check_features
 from unipipe.ir.features import Feature
-from unipipe.ir.models import Pipeline
+from unipipe.ir.models import Pipeline, Task
 from unipipe.result import RunResult
 from unipipe_airflow.codegen import Options, dag_filename, generate
 from unipipe_airflow.dialects import VERSIONS, dialect
 from unipipe_airflow.support import executor_notes
 from unipipe_airflow.support import support as support_table
 
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
+
 #: What a deployment needs besides Airflow itself, by what the DAG uses.
 BASE_REQUIREMENTS = ("unipipe", "unipipe-airflow")
 KUBERNETES_PROVIDER = "apache-airflow-providers-cncf-kubernetes"
+
+
+def _asked(ir: Pipeline) -> dict[str, list[tuple[Task, Requirement]]]:
+    """Each distribution the tasks' ``packages`` name (normalised), with who asks for what."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    asked: dict[str, list[tuple[Task, Requirement]]] = {}
+    for t in ir.tasks:
+        for text in t.packages:
+            req = Requirement(text)
+            asked.setdefault(canonicalize_name(req.name), []).append((t, req))
+    return asked
+
+
+def _joined(reqs: list[tuple[Task, Requirement]]) -> Requirement:
+    from packaging.requirements import Requirement
+
+    out = Requirement(str(reqs[0][1]))
+    for _, req in reqs[1:]:
+        out.extras |= req.extras
+        out.specifier &= req.specifier
+    return out
+
+
+def task_packages(ir: Pipeline) -> list[str]:
+    """Every task's ``packages`` as the environment's requirements: one line per distribution
+    (sorted by its normalised name), the extras and version specifiers of all tasks that ask
+    for it joined, since one environment serves every task (``numpy>=1.26`` and ``numpy<2``
+    become ``numpy<2,>=1.26``)."""
+    asked = _asked(ir)
+    return [str(_joined(asked[k])) for k in sorted(asked)]
+
+
+def package_conflicts(ir: Pipeline) -> list[str]:
+    """Pins no one environment can hold: a task pins a version (``==``) that another task's
+    requirement of the same distribution excludes (``pandas==2.1`` and ``pandas==2.2``). On
+    Airflow every task runs in the environment's one set of packages, so the compile refuses
+    them, naming the task's file, line and field."""
+    out = []
+    for reqs in _asked(ir).values():
+        joined = _joined(reqs).specifier
+        for t, req in reqs:
+            pins = [s.version for s in req.specifier
+                    if s.operator in ("==", "===") and not s.version.endswith(".*")]
+            if any(not joined.contains(v, prereleases=True) for v in pins):
+                others = sorted({f"{o.id}: {r}" for o, r in reqs if o.id != t.id})
+                where = f"{t.location.file}:{t.location.line}" if t.location else "<pipeline>"
+                out.append(f"{where}: [tasks.{t.id}.packages] task {t.id!r} pins {req}, which "
+                           f"the other tasks' requirements exclude ({'; '.join(others)}); every "
+                           f"Airflow task runs in the environment's one set of packages")
+                break
+    return out
 
 
 class Backend:
@@ -32,7 +88,8 @@ class Backend:
 
     def compile(self, ir: Pipeline, out_dir: Path, options: CompileOptions) -> CompileResult:
         """Write ``<name>_dag.py`` and ``<name>_dag.requirements.txt`` (pip lines a deployment
-        installs: unipipe, and the cncf.kubernetes provider when a task runs in a pod)."""
+        installs: unipipe, the cncf.kubernetes provider when a task runs in a pod, and every
+        task's ``packages``: on Airflow they are the environment's requirements)."""
         gen_options = Options.from_extra(options.extra)
         refused = refusals(ir, gen_options, options.target_version)
         refusal_diags = check_features(self.name, refused, list(refused), options.error_level)
@@ -44,11 +101,21 @@ class Backend:
         reqs = list(BASE_REQUIREMENTS)
         if writer.pods:
             reqs.append(KUBERNETES_PROVIDER)
+        reqs += task_packages(ir)
         req_path = dag_path.with_suffix(".requirements.txt")
         diags = refusal_diags + [Diagnostic("warning", Feature.RETRY_BACKOFF, self.name, note)
                                  for note in writer.notes]
         diags += [Diagnostic("warning", feature, self.name, note)
                   for feature, note in executor_notes(ir, gen_options.executor)]
+        for tid in writer.pods:  # @task.kubernetes pushes only the return value as XCom
+            t = ir.task(tid)
+            if t.artifacts or t.logs:
+                diags.append(Diagnostic(
+                    "warning", Feature.ARTIFACTS if t.artifacts else Feature.METRICS, self.name,
+                    f"task {tid!r} runs in a pod, whose only XCom is its return value "
+                    f"(/airflow/xcom/return.json): its artifacts, metrics and report move "
+                    f"through the store as usual but are not shown as XComs nor in "
+                    f"RunResult.metrics/.artifacts/.reports"))
         # The DAG file comes last: a dags folder never sees a DAG whose requirements are unwritten.
         paths = write_all({req_path: "\n".join(reqs) + "\n", dag_path: text})
         return CompileResult(paths, diags)
@@ -123,4 +190,9 @@ def refusals(ir: Pipeline, options: Options, options_version: str | None) -> dic
                 f"only the pod's exit status, not the exception, and this dialect has no "
                 f"retry_policy to read the pod's verdict (Airflow 3.3+ has): allowed, every "
                 f"failure is retried")
+    conflicts = package_conflicts(ir)
+    if conflicts:
+        out[Feature.PACKAGES] = Support.unsupported(
+            "; ".join(conflicts) + " (allowed: the requirements list the joined specifiers, "
+            "which pip then refuses to install)")
     return out

@@ -922,14 +922,23 @@ class DagWriter:
             expr = _call(cst.Attribute(base, cst.Name("expand")), *mapped)
         else:
             expr = _call(func, *kwargs)
-        if tid in self.referenced or task.after or gate_vars:
+        # An artifact reaches the task through the store (the shim reads the producer's record
+        # in the same run), not through XCom: the producer needs an explicit edge.
+        wired = {i.task for i in task.inputs.values() if isinstance(i, OutputInput)}
+        wired |= {items.task for i in task.inputs.values() if isinstance(i, ElementInput)
+                  and isinstance(items := self.mapped_groups[i.group].items, OutputInput)}
+        producers = list(dict.fromkeys(
+            s.task for s in task.artifacts.values()
+            if s.direction == "input" and s.task is not None
+            and s.task not in wired and s.task not in task.after))
+        if tid in self.referenced or task.after or gate_vars or producers:
             var = self.names.claim(f"{tid}_result")
             out[tid] = var
             wiring.append(_assign(var, expr))
         else:
             out[tid] = None
             wiring.append(_stmt(expr))
-        deps = gate_vars + [self._var(out, a) for a in task.after]
+        deps = gate_vars + [self._var(out, a) for a in [*task.after, *producers]]
         if deps:
             edges.append(_rshift(deps, out[tid] or ""))
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from unipipe.ir.models import Pipeline
 from unipipe.outputs import evaluate
-from unipipe.result import RunResult, TaskResult, aggregate_elements, aggregate_map
+from unipipe.result import RunResult, TaskResult, add_record, aggregate_elements, aggregate_map
 from unipipe.runtime import store, trace
+from unipipe_airflow.runtime import XCOM_ARTIFACTS, XCOM_METRICS, XCOM_REPORT
 
 _STATES = {"success": "success", "failed": "failed", "upstream_failed": "upstream_failed",
            "skipped": "skipped"}
@@ -34,6 +35,10 @@ class Records:
     tis: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     #: (task_id, map_index) -> XCom return value (JSON-decoded)
     xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: (task_id, map_index) -> {"artifacts"?, "metrics"?, "report"?}: what the try that
+    #: succeeded pushed as XComs unipipe_artifacts / unipipe_metrics / unipipe_report
+    #: (runtime.push_record), in the shape of the shim's record
+    records: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
 def _epoch(value: str) -> float:
@@ -90,6 +95,14 @@ def read_records(db: Path, dag_id: str, run_id: str | None = None) -> Records:
                 "SELECT task_id, map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? "
                 "AND key = 'return_value'", (dag_id, rec.run_id)):
             rec.xcoms[(task_id, index)] = _decode(value)
+        # The records the tries pushed (runtime.push_record). Airflow 3 keeps every XCom value
+        # as JSON in the xcom table (``XComModel.value``, a JSON column: airflow/models/xcom.py
+        # ~76, written through ``XComModel.serialize_value`` ~336); 2.11 likewise, see above.
+        keys = {XCOM_ARTIFACTS: "artifacts", XCOM_METRICS: "metrics", XCOM_REPORT: "report"}
+        for task_id, index, key, value in con.execute(
+                "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ? AND run_id = ? "
+                f"AND key IN ({', '.join('?' * len(keys))})", (dag_id, rec.run_id, *keys)):
+            rec.records.setdefault((task_id, index), {})[keys[key]] = _decode(value)
     return rec
 
 
@@ -233,6 +246,12 @@ def build_result(ir: Pipeline, records: Records, trace_dir: Path,
             r.output = store.from_transport(r.output)
     alerts = [e for e in events if e.get("kind") == "alert"]
     first_error = next((results[t].error for t in failed if results[t].error), None)
-    return RunResult(pipeline=ir.name, backend="airflow", run_id=records.run_id, state=state,
-                     output=output, tasks=results, alerts=alerts, params=params,
-                     error=first_error)
+    result = RunResult(pipeline=ir.name, backend="airflow", run_id=records.run_id, state=state,
+                       output=output, tasks=results, alerts=alerts, params=params,
+                       error=first_error)
+    # artifacts, metrics and reports as Airflow keeps them: the XComs each successful task
+    # pushed (a task that runs once: map index -1, as the reference runner reports them)
+    for tid in ir.topo_order():
+        if results[tid].state == "success":
+            add_record(result, tid, records.records.get((tid, -1)))
+    return result

@@ -277,17 +277,24 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
             values[name] = _collected(now.ti, member)
     for name, param in (spec.get("params") or {}).items():
         values[name] = now.params[param]
-    def attempt() -> Any:
-        return invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
-                      map_index=now.map_index, emulate=spec.get("emulate") or (),
-                      fn=_user_function(spec))
+    def attempt() -> tuple[Any, dict[str, Any] | None]:
+        # the value and the record (artifacts, metrics, report) of the try, which may run in a
+        # forked child: invoke.LAST_RECORD is set in the process that ran it, so it comes back
+        # with the value
+        import sys
+
+        value = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
+                       map_index=now.map_index, emulate=spec.get("emulate") or (),
+                       fn=_user_function(spec))
+        # the module, not the function unipipe.runtime re-exports under the same name
+        return value, sys.modules["unipipe.runtime.invoke"].LAST_RECORD
 
     import time
 
     start = time.time()
     try:
         if isinstance(context, str) or _own_process(spec):  # the try's own process already
-            out = attempt()
+            out, record = attempt()
         else:
             try:
                 from unipipe.runtime.invoke import preload_callable
@@ -297,7 +304,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
                 if deadline is not None and time.time() >= deadline:
                     raise PipelineTimeout("not started before the run's timeout of "
                                           f"{spec['run_timeout']:g}s")
-                out = _in_child(attempt, deadline, spec.get("run_timeout") or 0.0)
+                out, record = _in_child(attempt, deadline, spec.get("run_timeout") or 0.0)
             except PipelineTimeout as exc:
                 _trace_lost_try(spec, now, start, exc)
                 exc.__unipipe_retryable__ = False  # type: ignore[attr-defined]
@@ -330,6 +337,8 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
             elif not spec.get("retry_policy"):
                 raise _fail_exception()(f"{type(exc).__name__}: {exc}") from exc
         raise
+    if record and not isinstance(context, str):
+        push_record(now.ti, record)
     if spec.get("fan_out"):
         # A task mapped over this output expands over a real list: Airflow counts its items.
         items = store.from_transport(out)
@@ -339,6 +348,36 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
         if out is not items:
             out = [store.to_transport(v) for v in items]
     return out
+
+
+#: the XCom keys a successful try records its artifacts, metrics and report under
+XCOM_ARTIFACTS, XCOM_METRICS, XCOM_REPORT = "unipipe_artifacts", "unipipe_metrics", "unipipe_report"
+
+
+def record_xcoms(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The XComs (key -> JSON value) that show one try's record in Airflow: each artifact's
+    type, URI, digest and size; the metrics; the Markdown report. Only what the try recorded."""
+    out: dict[str, Any] = {}
+    arts = {name: {k: entry[k] for k in ("type", "uri", "sha256", "size") if k in entry}
+            for name, entry in (record.get("artifacts") or {}).items()}
+    if arts:
+        out[XCOM_ARTIFACTS] = arts
+    if record.get("metrics"):
+        out[XCOM_METRICS] = dict(record["metrics"])
+    if record.get("report") is not None:
+        out[XCOM_REPORT] = record["report"]
+    return out
+
+
+def push_record(ti: Any, record: Mapping[str, Any]) -> None:
+    """Push a successful try's record as XComs of its task instance (map index included), where
+    the UI's XCom tab and the REST API (``xcomEntries/{key}``) show it. Airflow 3:
+    ``RuntimeTaskInstance.xcom_push(key, value)`` sends it to the execution API
+    (``sdk/execution_time/task_runner.py`` ~625); 2.11: ``TaskInstance.xcom_push`` writes the
+    xcom table (``models/taskinstance.py`` ~3641). Pushed from the task's own process, after the
+    try's child (if any) returned: XCom is written by the process Airflow ran the try in."""
+    for key, value in record_xcoms(record).items():
+        ti.xcom_push(key=key, value=value)
 
 
 def _collected(ti: Any, member: str) -> list[Any]:

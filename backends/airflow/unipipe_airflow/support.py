@@ -12,6 +12,11 @@ from unipipe_airflow.dialects import Dialect
 
 N, E, U = Support.native, Support.emulated, Support.unsupported
 
+#: issue 14's features, declared until they are built: refused at compile, never dropped
+_NOT_YET = ("not built on this backend yet (issue 14): the compile refuses it rather than "
+            "drop it; the engine facts it will use are in "
+            "docs/facts/events-schedules-artifacts.md")
+
 
 def support(d: Dialect) -> dict[F, Support]:
     policy = d.retry_policy
@@ -127,6 +132,32 @@ def support(d: Dialect) -> dict[F, Support]:
                              "(`dags test` runs one task at a time). Difference: no items "
                              "skip the group's tasks and their consumers (reference: success, "
                              "[])"),
+        F.SCHEDULE_WINDOW: U(f"start=/end= of up.Schedule: {_NOT_YET}"),
+        F.SCHEDULE_CATCHUP: U(f"catchup=True: {_NOT_YET}"),
+        F.ASSET_PRODUCES: U(f"produces=[up.Asset]: {_NOT_YET}"),
+        F.TRIGGER_ASSET: U(f"trigger=up.On(...): {_NOT_YET}"),
+        F.TRIGGER_ANY: U(f"up.On(..., mode='any'): {_NOT_YET}"),
+        F.ARTIFACTS: E("Airflow moves no files between tasks (an Asset is a scheduling signal, "
+                       "not a file): the shim uploads each output to the unipipe store, "
+                       "content-addressed, and a consumer reads it by the producer's record in "
+                       "the same DAG run (the DAG orders consumer after producer with >>). "
+                       "Airflow keeps each task's artifacts as the XCom 'unipipe_artifacts' "
+                       "({name: {type, uri, sha256, size}}, pushed with ti.xcom_push: "
+                       "sdk/execution_time/task_runner.py ~625; 2.11 models/taskinstance.py), "
+                       "shown in the task instance's XCom tab and read back from the xcom "
+                       "table. A pod task (@task.kubernetes) pushes no custom XCom (only "
+                       "/airflow/xcom/return.json), so its record stays in the store only"),
+        F.METRICS: E("up.log_metric and Output[Metrics] go to the XCom 'unipipe_metrics' "
+                     "({name: number}) of the successful try; a failed try pushes nothing"),
+        F.REPORT: E("up.report's Markdown goes to the XCom 'unipipe_report' (Airflow has no "
+                    "per-run Markdown artifact; a task's doc_md is static)"),
+        F.PACKAGES: E("the environment's requirements: `unipipe deploy --to mwaa|composer` "
+                      "adds every task's packages to the environment's requirements.txt / "
+                      "PyPI packages, and the shim checks them before the task runs and fails "
+                      "it at once (PackagesMissing, not retried) when the worker lacks one. "
+                      "No per-task install: not @task.virtualenv, which builds a venv on "
+                      "every try without venv_cache_path "
+                      "(providers/standard/operators/python.py ~1040-1058)"),
     }
     missing = set(F) - set(table)
     if missing:  # pragma: no cover - a new feature must be declared here

@@ -7,11 +7,12 @@ import hashlib
 import json
 import subprocess
 import sys
-import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
+
+# the helpers every validation test uses: a module written to tmp_path, its problems, a line
+from test_validation import line_of, problems_of, write_module  # noqa: E402
 
 import unipipe as up
 from unipipe.authoring.loader import load_ir
@@ -22,28 +23,16 @@ from unipipe.runtime import artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ml_artifacts.py"
-HEADER = "import unipipe as up\n\n"
 
 
-def _module(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / f"artpipe_{uuid.uuid4().hex[:8]}.py"
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
 
 
-def _problems(tmp_path: Path, body: str, attr: str = "p"):
-    path = _module(tmp_path, body)
-    with pytest.raises(PipelineError) as info:
-        load_ir(f"{path}:{attr}")
-    return path, info.value.problems
 
 
-def _line(path: Path, needle: str) -> int:
-    return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if needle in text)
 
 
 def _load(tmp_path: Path, body: str, attr: str = "p"):
-    path = _module(tmp_path, body)
+    path = write_module(tmp_path, body)
     return path, load_ir(f"{path}:{attr}")
 
 
@@ -118,7 +107,7 @@ def test_an_input_artifact_may_come_from_a_uri(tmp_path):
     ('[3]', "not a requirement string"),
 ])
 def test_a_package_that_is_not_a_requirement_string_is_refused(tmp_path, packages, needle):
-    path, problems = _problems(tmp_path, f"""
+    path, problems = problems_of(tmp_path, f"""
         @up.task(packages={packages})
         def fit(x: int) -> int:
             return x
@@ -129,7 +118,7 @@ def test_a_package_that_is_not_a_requirement_string_is_refused(tmp_path, package
         """)
     (prob,) = problems
     assert prob.field == "packages" and needle in prob.message
-    assert (prob.file, prob.line) == (str(path), _line(path, "@up.task(packages="))
+    assert (prob.file, prob.line) == (str(path), line_of(path, "@up.task(packages="))
 
 
 def test_artifact_wiring_errors_name_the_call(tmp_path):
@@ -166,7 +155,7 @@ def test_artifact_wiring_errors_name_the_call(tmp_path):
         def output_passed():
             return make(model="/tmp/m")
         """
-    path = _module(tmp_path, body)
+    path = write_module(tmp_path, body)
     want = {
         "wrong_type": ("use_data.data", "is a Model; this parameter takes up.Input[up.Dataset]",
                        'use_data(data=make().outputs["model"])'),
@@ -183,12 +172,12 @@ def test_artifact_wiring_errors_name_the_call(tmp_path):
         with pytest.raises(PipelineError) as info:
             load_ir(f"{path}:{attr}")
         (prob,) = info.value.problems
-        assert (prob.field, prob.file, prob.line) == (field, str(path), _line(path, line)), attr
+        assert (prob.field, prob.file, prob.line) == (field, str(path), line_of(path, line)), attr
         assert text in prob.message, (attr, prob.message)
 
 
 def test_output_artifacts_of_a_mapped_task_are_refused(tmp_path):
-    path, problems = _problems(tmp_path, """
+    path, problems = problems_of(tmp_path, """
         @up.task
         def shard(i: int, part: up.Output[up.Dataset]) -> int:
             return i
@@ -204,11 +193,11 @@ def test_output_artifacts_of_a_mapped_task_are_refused(tmp_path):
         """)
     (prob,) = problems
     assert prob.field == "shard.outputs" and "is mapped" in prob.message
-    assert prob.line == _line(path, 'use(data=parts.outputs["part"])')
+    assert prob.line == line_of(path, 'use(data=parts.outputs["part"])')
 
 
 def test_cli_exits_2_and_writes_nothing_for_a_bad_package(tmp_path):
-    bad = _module(tmp_path, """
+    bad = write_module(tmp_path, """
         @up.task(packages=["numpy; os_name == 'posix'"])
         def t() -> int:
             return 1
@@ -222,7 +211,7 @@ def test_cli_exits_2_and_writes_nothing_for_a_bad_package(tmp_path):
                            "--target", "local", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
-    assert f"{bad}:{_line(bad, '@up.task(packages=')}" in proc.stderr.replace("\n", "")
+    assert f"{bad}:{line_of(bad, '@up.task(packages=')}" in proc.stderr.replace("\n", "")
     assert "packages" in proc.stderr and not out.exists()
 
 
@@ -270,7 +259,7 @@ def test_an_unwritten_output_fails_at_once_naming_the_task(tmp_path):
 def test_folders_and_uri_inputs_round_trip(tmp_path):
     seed = tmp_path / "seed.csv"
     seed.write_text("a,b\n1,2\n")
-    path = _module(tmp_path, f"""
+    path = write_module(tmp_path, f"""
         import os
 
         @up.task

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+# the helpers every validation test uses: a module written to tmp_path, its problems, a line
+from test_validation import line_of, problems_of, write_module  # noqa: E402
 
 import unipipe as up
 from unipipe.authoring.loader import load_ir
@@ -22,24 +23,9 @@ from unipipe.ir import models as m
 from unipipe.ir.features import Feature
 from unipipe.schedules import fire_times, parse_when
 
-HEADER = "import unipipe as up\n\n"
-
-
-def _module(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / f"evpipe_{uuid.uuid4().hex[:8]}.py"
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
-
-
-def _line(path: Path, needle: str) -> int:
-    return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if needle in text)
-
 
 def _problem(tmp_path: Path, body: str, attr: str = "p"):
-    path = _module(tmp_path, body)
-    with pytest.raises(PipelineError) as info:
-        load_ir(f"{path}:{attr}")
-    (prob,) = info.value.problems
+    path, (prob,) = problems_of(tmp_path, body, attr)
     return path, prob
 
 
@@ -97,7 +83,7 @@ def test_bad_schedules_name_the_line_and_field(tmp_path, schedule, field, text):
         def p():
             return t()
         """)
-    assert (prob.field, prob.file, prob.line) == (field, str(path), _line(path, "up.Schedule("))
+    assert (prob.field, prob.file, prob.line) == (field, str(path), line_of(path, "up.Schedule("))
     assert text in prob.message
 
 
@@ -115,7 +101,7 @@ def test_an_ir_document_with_a_bad_timezone_is_refused_by_validation():
 
 
 def test_assets_are_normalised_and_reach_the_ir(tmp_path):
-    path = _module(tmp_path, """
+    path = write_module(tmp_path, """
         features = up.Asset("S3://lake/Features/?b=2&a=1#frag")
 
         @up.task(produces=[features, "gs://other/table/"])
@@ -162,7 +148,7 @@ def test_an_unusable_asset_uri_names_the_line(tmp_path, uri, text):
         def p():
             return None
         """)
-    assert (prob.field, prob.line) == ("asset", _line(path, "up.Asset("))
+    assert (prob.field, prob.line) == ("asset", line_of(path, "up.Asset("))
     assert text in prob.message
 
 
@@ -176,7 +162,7 @@ def test_trigger_errors(tmp_path):
         def p():
             return t()
         """)
-    assert (prob.field, prob.line) == ("trigger.mode", _line(path, "trigger=up.On("))
+    assert (prob.field, prob.line) == ("trigger.mode", line_of(path, "trigger=up.On("))
     path, prob = _problem(tmp_path, """
         loop = up.Asset("s3://b/loop")
 
@@ -192,7 +178,7 @@ def test_trigger_errors(tmp_path):
 
 
 def test_a_trigger_no_pipeline_produces_is_a_warning_with_file_and_line(tmp_path):
-    path = _module(tmp_path, """
+    path = write_module(tmp_path, """
         @up.task
         def t() -> int:
             return 1
@@ -204,12 +190,12 @@ def test_a_trigger_no_pipeline_produces_is_a_warning_with_file_and_line(tmp_path
     proc = _cli("validate", f"{path}:p")
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stderr.split())
-    assert f"warning: {path}:{_line(path, '@up.pipeline(')}: trigger: no pipeline" in text
+    assert f"warning: {path}:{line_of(path, '@up.pipeline(')}: trigger: no pipeline" in text
     assert "'s3://elsewhere/x'" in text
 
 
 def test_engines_refuse_what_they_do_not_build_yet(tmp_path):
-    path = _module(tmp_path, """
+    path = write_module(tmp_path, """
         @up.task(produces=[up.Asset("s3://b/x")])
         def t() -> int:
             return 1
@@ -241,7 +227,7 @@ NIGHTLY = """
 
 
 def test_a_manual_run_has_its_start_as_logical_date(tmp_path):
-    ir = load_ir(f"{_module(tmp_path, NIGHTLY)}:p")
+    ir = load_ir(f"{write_module(tmp_path, NIGHTLY)}:p")
     before = datetime.now(UTC)
     result = up.run(ir)
     when = datetime.fromisoformat(result.output.split(" ", 1)[1])
@@ -251,7 +237,7 @@ def test_a_manual_run_has_its_start_as_logical_date(tmp_path):
 
 
 def test_a_seven_day_backfill_creates_seven_runs_with_their_dates(tmp_path):
-    ir = load_ir(f"{_module(tmp_path, NIGHTLY)}:p")
+    ir = load_ir(f"{write_module(tmp_path, NIGHTLY)}:p")
     assert [d.isoformat() for d in plan(ir, "2024-03-28", "2024-04-03")] == [
         "2024-03-28T02:30:00+01:00", "2024-03-29T02:30:00+01:00", "2024-03-30T02:30:00+01:00",
         "2024-03-31T03:30:00+02:00", "2024-04-01T02:30:00+02:00", "2024-04-02T02:30:00+02:00",
@@ -267,7 +253,7 @@ def test_a_seven_day_backfill_creates_seven_runs_with_their_dates(tmp_path):
 
 
 def test_backfill_refusals(tmp_path):
-    ir = load_ir(f"{_module(tmp_path, NIGHTLY)}:p")
+    ir = load_ir(f"{write_module(tmp_path, NIGHTLY)}:p")
     with pytest.raises(BackfillError, match="is after --end"):
         plan(ir, "2024-04-03", "2024-03-28")
     with pytest.raises(BackfillError, match="not built yet"):
@@ -275,7 +261,7 @@ def test_backfill_refusals(tmp_path):
     unscheduled = m.Pipeline(name="no-schedule")
     with pytest.raises(BackfillError, match="has no schedule"):
         plan(unscheduled, "2024-01-01", "2024-01-02")
-    path = _module(tmp_path, NIGHTLY)
+    path = write_module(tmp_path, NIGHTLY)
     proc = _cli("backfill", f"{path}:p", "--start", "2024-03-28", "--end", "yesterday")
     assert proc.returncode == 2 and "is not an ISO date" in proc.stderr
     proc = _cli("backfill", f"{path}:p", "--start", "2024-03-30", "--end", "2024-04-01",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # the helpers every validation test uses: a module written to tmp_path, its problems, a line
-from test_validation import line_of, problems_of, write_module  # noqa: E402
+from test_validation import line_of, problems_of, write_module
 
 import unipipe as up
 from unipipe.authoring.loader import load_ir
@@ -23,12 +23,6 @@ from unipipe.runtime import artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ml_artifacts.py"
-
-
-
-
-
-
 
 
 def _load(tmp_path: Path, body: str, attr: str = "p"):

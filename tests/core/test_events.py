@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 # the helpers every validation test uses: a module written to tmp_path, its problems, a line
-from test_validation import line_of, problems_of, write_module  # noqa: E402
+from test_validation import line_of, problems_of, write_module
 
 import unipipe as up
 from unipipe.authoring.loader import load_ir

@@ -97,6 +97,10 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     host = opts.get("host") or os.environ.get("KF_PIPELINES_ENDPOINT")
     if not host:
         raise InvalidDeploy("--to kubeflow needs --set host=URL (or KF_PIPELINES_ENDPOINT)")
+    # the schedule is checked first: a timezone KFP cannot keep is refused before the engine
+    # is asked anything
+    trigger = (_kfp_trigger(ir) if ir.schedule is not None and opts.flag("schedule", True)
+               else None)
     package, diagnostics = _package(ir, opts)
     digest = sha256(package.data)
     name = opts.get("pipeline_name", ir.name)
@@ -160,31 +164,106 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     plan.add(Step("upload", f"KFP pipeline version {version_name!r}", version_change,
                   f"POST /apis/v2beta1/pipelines/upload_version, {package.relpath}, sha256 {digest[:12]}",
                   upload_version))
-    if ir.schedule is not None and opts.flag("schedule", True):
-        _plan_recurring_run(plan, ir, opts, client, state, name, version_change, inspect=inspect)
+    if trigger is not None:
+        _plan_recurring_run(plan, ir, opts, client, state, name, version_change, trigger,
+                            inspect=inspect)
     return plan
 
 
+def _where(ir: Pipeline, field: str) -> str:
+    """``file:line: field:`` of the pipeline's schedule, for an error that names its input
+    (no ``[field]``: the deploy report prints with rich markup, which would take it for a
+    style and drop it)."""
+    loc = ir.location
+    return (f"{loc.file}:{loc.line}: " if loc is not None else "") + f"{field}:"
+
+
+def _rfc3339(ir: Pipeline, field: str, earlier: float = 0.0) -> str | None:
+    """The schedule's start/end as RFC 3339 in UTC (what V2beta1CronSchedule.start_time and
+    end_time take, kfp/client/client.py ~820-824), ``earlier`` seconds before it; a date is
+    midnight in the schedule's zone."""
+    from datetime import UTC, timedelta
+
+    from unipipe.schedules import ScheduleError, parse_when
+
+    sched = ir.schedule
+    assert sched is not None
+    text = getattr(sched, field)
+    if text is None:
+        return None
+    try:
+        when = parse_when(text, sched.timezone)
+    except ScheduleError as exc:
+        raise InvalidDeploy(f"{_where(ir, f'schedule.{field}')} {exc}") from None
+    return (when - timedelta(seconds=earlier)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _kfp_trigger(ir: Pipeline) -> dict[str, Any]:
-    """KFP's trigger: a 6-field cron (seconds first) or an interval in whole seconds."""
+    """KFP's trigger: a 6-field cron (seconds first) or an interval in whole seconds, with the
+    schedule's window (start_time/end_time) and catchup (no_catchup = not catchup).
+
+    A timezone other than UTC is refused: V2beta1CronSchedule has only start_time, end_time
+    and cron (kfp_server_api/models/v2beta1_cron_schedule.py), the scheduled-workflow
+    controller reads every cron in one zone for the whole cluster, and no fixed UTC cron
+    matches a zone with daylight saving time all year (unipipe.schedules.fire_times is the
+    reference)."""
     sched = ir.schedule
     assert sched is not None
     if sched.timezone != "UTC":
-        raise InvalidDeploy(f"KFP recurring runs use the cluster's clock (UTC): schedule timezone "
-                            f"{sched.timezone!r} cannot be kept; use --set schedule=false")
+        raise InvalidDeploy(f"{_where(ir, 'schedule.timezone')} KFP recurring runs have no "
+                            f"timezone (V2beta1CronSchedule: start_time, end_time, cron only): "
+                            f"schedule timezone {sched.timezone!r} cannot be kept, and a fixed "
+                            f"UTC cron is wrong across daylight-saving changes; use "
+                            f"timezone='UTC', or --set schedule=false and create the runs with "
+                            f"`unipipe backfill --backend kubeflow`")
+    trigger: dict[str, Any]
     if sched.cron is not None:
         fields = sched.cron.split()
         if len(fields) != 5:
-            raise InvalidDeploy(f"cron {sched.cron!r}: KFP takes a 5-field cron here (seconds are added)")
-        return {"cron_expression": "0 " + sched.cron}
-    return {"interval_second": int(sched.interval or 0)}
+            raise InvalidDeploy(f"{_where(ir, 'schedule.cron')} cron {sched.cron!r}: KFP takes a "
+                                f"5-field cron here (seconds are added)")
+        trigger = {"cron_expression": "0 " + sched.cron}
+    else:
+        trigger = {"interval_second": int(sched.interval or 0)}
+    # The scheduled-workflow controller counts from start_time as if a run had fired then
+    # (backend/src/crd/controller/scheduledworkflow/util/cron_schedule.go and
+    # periodic_schedule.go, GetNextScheduledEpoch): a cron fires strictly after it
+    # (robfig cron Next), an interval first at start_time + interval. The reference fires at
+    # start itself (unipipe.schedules.fire_times), so start_time is set one second, or one
+    # interval, earlier. end_time is inclusive on both ("EndTime < next" stops).
+    value = _rfc3339(ir, "start", 1.0 if sched.cron is not None else float(sched.interval or 0))
+    if value is not None:
+        trigger["start_time"] = value
+    value = _rfc3339(ir, "end")
+    if value is not None:
+        trigger["end_time"] = value
+    trigger["no_catchup"] = not sched.catchup
+    return trigger
+
+
+def _same_window(run: Any, trigger: dict[str, Any]) -> bool:
+    """A listed recurring run has the trigger's window and catchup."""
+    from datetime import datetime
+
+    t = run.trigger
+    sched = (t.cron_schedule or t.periodic_schedule) if t is not None else None
+
+    def instant(value: Any) -> Any:
+        if value is None or isinstance(value, datetime):
+            return value
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+    for field in ("start_time", "end_time"):
+        if instant(getattr(sched, field, None)) != instant(trigger.get(field)):
+            return False
+    return bool(run.no_catchup) == bool(trigger.get("no_catchup"))
 
 
 def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, state: dict[str, Any],
-                        name: str, version_change: str, *, inspect: bool) -> None:
+                        name: str, version_change: str, trigger: dict[str, Any], *,
+                        inspect: bool) -> None:
     """The pipeline's schedule as one recurring run of the current version, replaced when the
     version or the trigger changes (a KFP recurring run cannot be edited)."""
-    trigger = _kfp_trigger(ir)
     experiment = opts.get("experiment", "Default")
     job = f"{name}-schedule"
     stale: list[Any] = []
@@ -207,6 +286,7 @@ def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, st
                     and ref.pipeline_version_id == state.get("version_id")
                     and cron == trigger.get("cron_expression")
                     and (interval is None or int(interval) == trigger.get("interval_second"))
+                    and _same_window(run, trigger)
                     and int(run.max_concurrency or 1) == (ir.max_active_runs or 1))
             if same and change == "create":
                 change = "unchanged"

@@ -75,13 +75,15 @@ def encode(value: Any, kind: str) -> Any:
 
 def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Mapping[str, str],
                   output: str, emulate: Iterable[str] = (), task_id: str | None = None,
-                  element: bool = False, artifacts: Mapping[str, Any] | None = None) -> Any:
+                  element: bool = False, artifacts: Mapping[str, Any] | None = None,
+                  logical_date: str | None = None) -> Any:
     """One attempt of one IR task; ``task_id`` is given when the component serves several;
     ``element``: the task runs once per item of a mapped sub-pipeline, in one iteration of its
     ParallelFor, so it is that iteration's ``task[i]`` (as a task's own fan-out element is).
     ``artifacts``: KFP's artifact objects of the component's Input[...]/Output[...] parameters
     (declared and the hidden unipipe_metrics/unipipe_report), by name; the shim reads and
-    writes their ``.path`` and ``.metadata`` and KFP's executor records them."""
+    writes their ``.path`` and ``.metadata`` and KFP's executor records them.
+    ``logical_date``: the run's (see :func:`resolve_logical_date`)."""
     from unipipe.runtime import store
     from unipipe.runtime.invoke import NonRetryable, run_attempt
 
@@ -112,12 +114,26 @@ def run_component(spec: Mapping[str, Any], inputs: Mapping[str, Any], codecs: Ma
     try:
         value, _hit = run_attempt(spec, args, run_id=rid, attempt=attempt, backend=BACKEND,
                                   map_index=map_index, emulate=emulate,
+                                  logical_date=resolve_logical_date(logical_date),
                                   native=_local_paths(artifacts) if artifacts is not None else None)
     except BaseException as exc:
         if getattr(exc, "__unipipe_retryable__", True) is False:
             store.write_bytes(marker, f"{type(exc).__name__}: {exc}"[:500].encode())
         raise
     return encode(value, output)
+
+
+def resolve_logical_date(value: str | None) -> str | None:
+    """The run's logical date for ``up.current().logical_date``. A scheduled pipeline's
+    components receive ``unipipe_logical_date or unipipe_schedule_time``: the hidden pipeline
+    parameter a backfilled run sets, else KFP's ``PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``
+    (a recurring run's fire time; a one-off run's creation time). A placeholder left unfilled
+    (kfp.local does not fill it) is no date. Otherwise ``UNIPIPE_LOGICAL_DATE``, which the
+    local executor sets for a pipeline without a schedule; on a cluster such a pipeline's
+    tasks get None."""
+    if value and not value.startswith("{{$"):
+        return value
+    return os.environ.get("UNIPIPE_LOGICAL_DATE") or None
 
 
 class _Local:

@@ -24,10 +24,14 @@ from unipipe.result import RunResult
 
 N, E, U = Support.native, Support.emulated, Support.unsupported
 
-#: issue 14's features, declared until they are built: refused at compile, never dropped
-_NOT_YET = ("not built on this backend yet (issue 14): the compile refuses it rather than "
-            "drop it; the engine facts it will use are in "
-            "docs/facts/events-schedules-artifacts.md")
+#: assets and asset triggers: what was looked for, and not found, in KFP 2.16
+_NO_EVENTS = ("KFP v2 has no event or data-aware trigger: a run starts by hand "
+              "(Client.create_run_from_pipeline_*) or from a recurring run, whose "
+              "V2beta1Trigger holds only cron_schedule / periodic_schedule "
+              "(kfp_server_api/models/v2beta1_trigger.py, v2beta1_cron_schedule.py: start_time, "
+              "end_time, cron); the RecurringRun/Run services have no event, asset or sensor "
+              "resource (kfp_server_api/api/), and an artifact (dsl.Dataset, ML Metadata) "
+              "triggers nothing. Refused before writing rather than dropped")
 
 SUPPORT: dict[Feature, Support] = {
     Feature.PARAMS: N("pipeline parameters; dict/list/any travel as JSON text (KFP's protobuf "
@@ -79,8 +83,20 @@ SUPPORT: dict[Feature, Support] = {
     Feature.ALERT_EMAIL: E("delivered by the shim inside the component (or exit task)"),
     Feature.ALERT_CALLBACK: E("called by the shim inside the component"),
     Feature.PIPELINE_ALERT: N("dsl.ExitHandler with a PipelineTaskFinalStatus exit task"),
-    Feature.SCHEDULE_CRON: N("a recurring run (Client.create_recurring_run, 6-field cron) at deploy"),
-    Feature.SCHEDULE_INTERVAL: N("a recurring run with interval_second at deploy"),
+    Feature.SCHEDULE_CRON: N("a recurring run at deploy (Client.create_recurring_run, "
+                             "cron_expression '0 ' + the 5 fields: robfig cron, seconds first, "
+                             "kfp/client/client.py ~795-829). UTC only: V2beta1CronSchedule has "
+                             "no timezone (the scheduled-workflow controller has one zone for "
+                             "the whole cluster), and a fixed UTC cron is an hour off for half "
+                             "of the year, so `unipipe deploy --to kubeflow` refuses another "
+                             "timezone (exit 2; compile and run are unaffected: the compiled "
+                             "package holds no schedule). Tasks get the run's logical date: a "
+                             "hidden parameter unipipe_logical_date (set by unipipe backfill), "
+                             "else dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER (a recurring "
+                             "run's fire time; a run created by hand: its creation time), as "
+                             "component inputs; so their caching is the shim's"),
+    Feature.SCHEDULE_INTERVAL: N("a recurring run with interval_second at deploy, the logical "
+                                 "date as for a cron"),
     Feature.SHARED_STORE: E("compiled into each component's spec: values over 64 KiB, cache "
                             "entries, the attempt counter and the non-retryable marker live there"),
     Feature.COMMAND: E("a Python component whose body has the shim run the argv as a subprocess, "
@@ -132,11 +148,24 @@ SUPPORT: dict[Feature, Support] = {
                                "from a key path or a fan-out, a condition on or a fan-out over "
                                "a member from outside. KFP does not tell an iteration its "
                                "index: copies are task[i] locally, not on a cluster"),
-    Feature.SCHEDULE_WINDOW: Support.unsupported(f"start=/end= of up.Schedule: {_NOT_YET}"),
-    Feature.SCHEDULE_CATCHUP: Support.unsupported(f"catchup=True: {_NOT_YET}"),
-    Feature.ASSET_PRODUCES: Support.unsupported(f"produces=[up.Asset]: {_NOT_YET}"),
-    Feature.TRIGGER_ASSET: Support.unsupported(f"trigger=up.On(...): {_NOT_YET}"),
-    Feature.TRIGGER_ANY: Support.unsupported(f"up.On(..., mode='any'): {_NOT_YET}"),
+    Feature.SCHEDULE_WINDOW: N("start_time/end_time of the recurring run's trigger (RFC 3339, "
+                               "UTC), set at deploy. The scheduled-workflow controller fires "
+                               "strictly after start_time (a cron), or first at start_time + "
+                               "interval, and up to end_time included "
+                               "(backend/src/crd/controller/scheduledworkflow/util/"
+                               "cron_schedule.go, periodic_schedule.go), so start_time is one "
+                               "second (one interval) before start=, whose own fire time then "
+                               "runs, as in the reference"),
+    Feature.SCHEDULE_CATCHUP: N("no_catchup = not catchup on the recurring run: without a "
+                                "previous run the controller counts from start_time, so "
+                                "catchup=True creates every run missed since then; "
+                                "catchup=False only the latest (client.py ~832-839, "
+                                "cron_schedule.go getEffectiveLastJobEpoch). `unipipe backfill "
+                                "--backend kubeflow` creates a window's runs by hand, each "
+                                "with its date as the unipipe_logical_date parameter"),
+    Feature.ASSET_PRODUCES: U(f"produces=[up.Asset]: {_NO_EVENTS}"),
+    Feature.TRIGGER_ASSET: U(f"trigger=up.On(...): {_NO_EVENTS}"),
+    Feature.TRIGGER_ANY: U(f"up.On(..., mode='any'): {_NO_EVENTS}"),
     Feature.ARTIFACTS: N("Input[...]/Output[...] component parameters (kfp.dsl Dataset, Model, "
                          "Metrics, Markdown, Artifact): KFP gives each a path under the pipeline "
                          "root and records URI and metadata in executor_output.json "
@@ -168,7 +197,17 @@ def shape_problems(ir: Pipeline) -> list[Diagnostic]:
     from unipipe_kubeflow.codegen import effective_conditions
 
     scoped = effective_conditions(ir)
-    from unipipe_kubeflow.codegen import group_plan
+    from unipipe_kubeflow.codegen import LOGICAL_DATE_ARG, group_plan, takes_logical_date
+
+    if takes_logical_date(ir):
+        for p in ir.params:
+            if p.name == LOGICAL_DATE_ARG:
+                where = (f"{ir.location.file}:{ir.location.line}: "
+                         if ir.location else "")
+                problems.append(Diagnostic(
+                    "error", Feature.PARAMS, "kubeflow",
+                    f"{where}[params.{p.name}] the parameter name {LOGICAL_DATE_ARG!r} is the "
+                    "hidden parameter that carries a scheduled run's logical date; rename it"))
 
     for who, why in group_plan(ir).problems:
         problems.append(Diagnostic("error", Feature.SUBPIPELINE, "kubeflow", f"{who}: {why}"))
@@ -297,6 +336,13 @@ class Backend:
                              f"task {tid}: waits on both branches of an up.when()/up.otherwise(), "
                              "so it is always skipped; left out of the KFP pipeline")
                   for tid in codegen.never_runs(ir)]
+        if ir.schedule is not None and ir.schedule.timezone != "UTC":
+            diags.append(Diagnostic(
+                "info", Feature.SCHEDULE_CRON, self.name,
+                f"schedule timezone {ir.schedule.timezone!r}: KFP recurring runs have none, so "
+                "`unipipe deploy --to kubeflow` refuses this schedule (runs by hand and "
+                "`unipipe backfill --backend kubeflow`, whose dates unipipe computes in the "
+                "zone, are unaffected)"))
         return CompileResult(paths, diags)
 
     # ------------------------------------------------------------ run
@@ -312,18 +358,32 @@ class Backend:
         result = compile_ir(ir, self.name, workdir / "build",
                             error_level=options.extra.get("error_level", "raise"))
         yaml_path = next(p for p in result.paths if p.suffix == ".yaml")
+        arguments = kfp_arguments(ir, values)
+        logical_date = options.extra.get("logical_date")
+        if logical_date is not None:
+            from datetime import datetime
+
+            from unipipe_kubeflow.codegen import LOGICAL_DATE_ARG, takes_logical_date
+
+            if datetime.fromisoformat(str(logical_date).replace("Z", "+00:00")).tzinfo is None:
+                raise ValueError(f"logical_date {logical_date!r} has no UTC offset")
+            if takes_logical_date(ir):
+                # a run created by hand: KFP fills the schedule-time placeholder with its
+                # creation time, so the date travels as the hidden parameter
+                arguments[LOGICAL_DATE_ARG] = str(logical_date)
         if options.extra.get("host"):
             from unipipe_kubeflow import remote
 
             if ir.store is not None:  # the components fetch the code from there (a pod each)
                 self._publish_code(ir, options, workdir / "code")
-            return remote.submit(ir, yaml_path, kfp_arguments(ir, values), run_id=run_id,
+            return remote.submit(ir, yaml_path, arguments, run_id=run_id,
                                  host=options.extra["host"], params=values,
                                  wait=options.extra.get("wait", True))
-        return self._run_local(ir, yaml_path, values, run_id, pipeline_root, options)
+        return self._run_local(ir, yaml_path, values, run_id, pipeline_root, options, arguments)
 
     def _run_local(self, ir: Pipeline, yaml_path: Path, values: dict[str, Any], run_id: str,
-                   pipeline_root: Path, options: RunOptions) -> RunResult:
+                   pipeline_root: Path, options: RunOptions,
+                   arguments: dict[str, Any]) -> RunResult:
         from unipipe_kubeflow.executor import SpecExecutor
 
         env = dict(os.environ)
@@ -337,9 +397,20 @@ class Backend:
             code = self._publish_code(ir, options, pipeline_root / run_id / "code")
             # a pod has none of this machine's folders: not the checkout, not the compile output
             env.pop("PYTHONPATH", None)
+        # schedule_time: a recurring run's fire time, to play one (None: a run created by hand)
         executor = SpecExecutor(yaml_path, pipeline_root=pipeline_root, run_id=run_id, env=env,
-                                code_url=code)
-        record = executor.run(kfp_arguments(ir, values))
+                                code_url=code, schedule_time=options.extra.get("schedule_time"))
+        from unipipe_kubeflow.codegen import takes_logical_date
+
+        if not takes_logical_date(ir):
+            # no input carries it (a pipeline without a schedule): the reference's meaning, the
+            # given date or the run's creation time, through the environment (this executor
+            # only; on a cluster such tasks see None)
+            executor.env["UNIPIPE_LOGICAL_DATE"] = str(options.extra.get("logical_date")
+                                                       or executor.create_time)
+        else:
+            executor.env.pop("UNIPIPE_LOGICAL_DATE", None)
+        record = executor.run(arguments)
         from unipipe_kubeflow.results import build_result
 
         return build_result(ir, record, values, trace_dir=env["UNIPIPE_TRACE_DIR"])

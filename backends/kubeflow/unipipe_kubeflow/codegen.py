@@ -391,6 +391,21 @@ def group_plan(ir: Pipeline) -> GroupPlan:
 
 #: the argument that tells a shared component which IR task it runs
 TASK_ID_ARG = "unipipe_task_id"
+#: a scheduled pipeline's hidden parameter (a backfilled run's logical date, "" otherwise) and
+#: the component input KFP fills with the run's schedule time
+LOGICAL_DATE_ARG = "unipipe_logical_date"
+SCHEDULE_TIME_ARG = "unipipe_schedule_time"
+
+
+def takes_logical_date(ir: Pipeline) -> bool:
+    """A scheduled pipeline's components receive the run's logical date as two inputs: the
+    hidden pipeline parameter :data:`LOGICAL_DATE_ARG` (``unipipe backfill`` sets it: KFP fills
+    the schedule-time placeholder of a run created by hand with its creation time) and
+    :data:`SCHEDULE_TIME_ARG` = ``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER`` (the KFP
+    driver resolves it in a task input's constant: a recurring run's fire time). Only there:
+    the values differ per run, so they would change every KFP cache key (such tasks are
+    cached by the shim, mapping.plan_task)."""
+    return ir.schedule is not None
 
 
 def component_groups(ir: Pipeline, plans: dict[str, mapping.TaskPlan], sources: set[str],
@@ -514,6 +529,10 @@ def component_def(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskPlan
         del spec["id"]
         params.append(_param(TASK_ID_ARG, "str"))
         extra.append(("task_id", cg.name(TASK_ID_ARG)))
+    if takes_logical_date(ir):
+        params += [_param(LOGICAL_DATE_ARG, "str"), _param(SCHEDULE_TIME_ARG, "str")]
+        extra.append(("logical_date", cst.BooleanOperation(
+            cg.name(LOGICAL_DATE_ARG), cst.Or(), cg.name(SCHEDULE_TIME_ARG))))
     if mapping.mapped_group(ir, task) is not None:
         # runs once per item of a mapped sub-pipeline: the adapter reports each copy as
         # task[i], i the loop iteration (the spec has no map_over: the group fans out)
@@ -729,6 +748,9 @@ def _task_statements(ir: Pipeline, task: Task, names: Names, plan: mapping.TaskP
                 [cst.SubscriptElement(cst.Index(cg.literal(slot.output)))])))
     if names.shared.get(task.id):
         kwargs.append((TASK_ID_ARG, cg.literal(task.id)))
+    if takes_logical_date(ir):
+        kwargs.append((LOGICAL_DATE_ARG, cg.name(LOGICAL_DATE_ARG)))
+        kwargs.append((SCHEDULE_TIME_ARG, _attr("dsl", "PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER")))
     call = _call(cg.name(names.component[task.id]), kwargs=kwargs)
     out.append(_assign(var, call))
 
@@ -805,6 +827,8 @@ def _group_call(ir: Pipeline, group: Group, names: Names) -> list[cst.BaseStatem
     tasks, params = group_inputs(ir, group.id)
     kwargs = [(gn.inputs[t], _ref(ir, t, group.parent, names)) for t in tasks]
     kwargs += [(p, cg.name(p)) for p in params]
+    if takes_logical_date(ir):
+        kwargs.append((LOGICAL_DATE_ARG, cg.name(LOGICAL_DATE_ARG)))
     if group.map_over is not None:
         kwargs.insert(0, (gn.element, cg.name(gn.item)))
     out: list[cst.BaseStatement] = [
@@ -961,6 +985,8 @@ def group_def(ir: Pipeline, group: Group, names: Names, plans: dict[str, mapping
     tasks, params = group_inputs(ir, group.id)
     args = [_param(gn.inputs[t], _value_annotation(ir, t, sources, group.id)) for t in tasks]
     args += [_param(p, mapping.param_annotation(ir.param(p).type)) for p in params]
+    if takes_logical_date(ir):
+        args.append(_param(LOGICAL_DATE_ARG, "str"))
     if group.map_over is not None:
         # the item of this copy: one JSON text of the list the ParallelFor iterates
         args.insert(0, _param(gn.element, "str"))
@@ -991,6 +1017,8 @@ def pipeline_def(ir: Pipeline, names: Names, plans: dict[str, mapping.TaskPlan],
             params.append(_param(p.name, annotation, json.dumps(p.default)))
         else:
             params.append(_param(p.name, annotation, p.default))
+    if takes_logical_date(ir):
+        params.append(_param(LOGICAL_DATE_ARG, "str", ""))
     body: list[cst.BaseStatement] = []
     if ir.description:
         body.append(_docstring(ir.description))
@@ -1091,7 +1119,9 @@ def module_text(ir: Pipeline, *, target_version: str, default_image: str = DEFAU
     if ir.schedule is not None:
         sched = f"cron {ir.schedule.cron!r}" if ir.schedule.cron else f"every {ir.schedule.interval:g}s"
         doc += (f"\n\nSchedule ({sched}, {ir.schedule.timezone}): applied when deployed, as a KFP "
-                "recurring run.")
+                "recurring run.\nEach component gets the run's logical date: unipipe_logical_date "
+                "(a backfilled run's),\nelse KFP's schedule time (a recurring run's fire time, a "
+                "run by hand: its creation).")
     mod = cg.module(body, header=cg.header_lines(target="kubeflow", target_version=target_version,
                                                  ir_hash=ir.ir_hash(), pipeline=ir.name),
                     docstring=doc)

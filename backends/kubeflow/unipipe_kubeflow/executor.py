@@ -155,6 +155,35 @@ class _ProducerNeverRan(LookupError):
 
 # ---------------------------------------------------------------- small helpers
 
+#: kfp.dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER / PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER
+#: (kfp/dsl/__init__.py:191, 204)
+CREATE_TIME_PLACEHOLDER = "{{$.pipeline_job_create_time_utc}}"
+SCHEDULE_TIME_PLACEHOLDER = "{{$.pipeline_job_schedule_time_utc}}"
+
+
+def pipeline_job_times(schedule_time: str | None = None,
+                       now: float | None = None) -> tuple[str, str]:
+    """(create time, schedule time) of a run, as the KFP backend fills the two placeholders in
+    a task input's ``runtimeValue.constant``: RFC 3339 in UTC, whole seconds (Go's
+    ``time.RFC3339``: ``2026-01-09T13:00:00Z``). A recurring run's schedule time is the time
+    its ScheduledWorkflow fired for (the ``workflowEpoch`` label); a run without one (a one-off
+    run) gets its creation time (kubeflow/pipelines backend/src/v2, executor plugin:
+    ``resolvePipelineJobScheduleTimeUTCFromWorkflow`` falls back to the Workflow's
+    CreationTimestamp; driver test ``TestResolvePipelineJobScheduleTimePlaceholder``).
+    kfp.local 2.16.1 does not fill them at all (kfp/local/placeholder_utils.py ~366-383 knows
+    only the job name/id, task name/id and pipeline root): it would pass the text itself."""
+    from datetime import UTC, datetime
+
+    created = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    create = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if schedule_time is None:
+        return create, create
+    when = datetime.fromisoformat(schedule_time.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(f"schedule time {schedule_time!r} has no UTC offset")
+    return create, when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 
 def _seconds(text: str | None) -> float:
     if not text:
@@ -305,9 +334,13 @@ class CacheDB:
 class SpecExecutor:
     def __init__(self, spec_path: str | Path, *, pipeline_root: str | Path, run_id: str | None = None,
                  env: dict[str, str] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time, code_url: str | None = None):
+                 clock: Callable[[], float] = time.time, code_url: str | None = None,
+                 schedule_time: str | None = None):
         """``code_url``: launch every component in its own sandbox (:mod:`unipipe.sandbox`), as a
-        pod of its own, with the pipeline's code only from the code package published there."""
+        pod of its own, with the pipeline's code only from the code package published there.
+        ``schedule_time``: the time a recurring run was scheduled for (RFC 3339, UTC); None for a
+        one-off run, whose schedule time is then its creation time (see
+        :func:`pipeline_job_times`)."""
         import yaml
 
         docs = [d for d in yaml.safe_load_all(Path(spec_path).read_text()) if d]
@@ -330,6 +363,7 @@ class SpecExecutor:
         self.run_dir = self.pipeline_root / self.run_id
         self.code_url = code_url
         self._wheels: dict[str, bytes] | None = None  # fetched from the store once per run
+        self.create_time, self.schedule_time = pipeline_job_times(schedule_time)
 
     # ------------------------------------------------------------ entry
 
@@ -456,7 +490,7 @@ class SpecExecutor:
                                          f"output {sel['outputParameterKey']!r}")
                 args[key] = produced[sel["outputParameterKey"]]
             elif "runtimeValue" in src:
-                args[key] = src["runtimeValue"]["constant"]
+                args[key] = self._runtime_constant(src["runtimeValue"]["constant"])
             elif "taskFinalStatus" in src:
                 producer = src["taskFinalStatus"]["producerTask"]
                 if states[producer] == UPSTREAM_FAILED:
@@ -481,6 +515,15 @@ class SpecExecutor:
             if src.get("parameterExpressionSelector"):
                 raise SpecError("parameterExpressionSelector is not supported")
         return args
+
+    def _runtime_constant(self, value: Any) -> Any:
+        """A task input's constant; the KFP driver fills the pipeline-job time placeholders
+        when the whole constant is one (see :func:`pipeline_job_times`)."""
+        if value == CREATE_TIME_PLACEHOLDER:
+            return self.create_time
+        if value == SCHEDULE_TIME_PLACEHOLDER:
+            return self.schedule_time
+        return value
 
     def _mark(self, task: dict[str, Any], state: str, iterations: tuple[int, ...], reason: str) -> None:
         """Record every leaf task under a task that will not run."""

@@ -178,6 +178,15 @@ def plan_task(ir: Pipeline, task: Task, sources: set[str] | None = None) -> Task
             emulate.add("cache")
             notes.append((Feature.CACHE, "cached by the shim on the input artifacts' bytes: "
                           "KFP's key holds their identities, new on every run of the producer"))
+        elif ir.schedule is not None:
+            # a scheduled pipeline's components take the run's logical date as inputs
+            # (codegen.takes_logical_date), and KFP's key holds every input parameter value
+            # (backend/src/v2/cacheutils/cache.go, GenerateCacheKey): no run would hit another
+            # run's entry. The reference's key has no logical date: the shim caches.
+            emulate.add("cache")
+            notes.append((Feature.CACHE, "cached by the shim: the run's logical date is an "
+                          "input of every component of a scheduled pipeline, and KFP's key "
+                          "holds every input value"))
         else:
             native_cache = True
     deadline = None

@@ -7,7 +7,9 @@ Compile with `python {this file}` (writes ml-training.yaml) or kfp.compiler.Comp
 Every component runs its task through unipipe.runtime: the base image must provide
 kfp, unipipe, unipipe-kubeflow and the pipeline's own modules.
 
-Schedule (cron '0 2 * * *', UTC): applied when deployed, as a KFP recurring run."""
+Schedule (cron '0 2 * * *', UTC): applied when deployed, as a KFP recurring run.
+Each component gets the run's logical date: unipipe_logical_date (a backfilled run's),
+else KFP's schedule time (a recurring run's fire time, a run by hand: its creation)."""
 
 from kfp import dsl
 from kfp import kubernetes
@@ -26,7 +28,9 @@ def unipipe_pipeline_alerts(status: dsl.PipelineTaskFinalStatus):
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def validate_data(n_rows: int, seed: int) -> str:
+def validate_data(
+    n_rows: int, seed: int, unipipe_logical_date: str, unipipe_schedule_time: str
+) -> str:
     """Runs ml_training:validate_data through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -42,11 +46,12 @@ def validate_data(n_rows: int, seed: int) -> str:
         codecs={},
         output="json",
         emulate=[],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def compute_features(data: str) -> str:
+def compute_features(data: str, unipipe_logical_date: str, unipipe_schedule_time: str) -> str:
     """Runs ml_training:compute_features through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -63,11 +68,14 @@ def compute_features(data: str) -> str:
         codecs={"data": "json"},
         output="json",
         emulate=["cache"],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def train_model(features: str, learning_rate: float) -> str:
+def train_model(
+    features: str, learning_rate: float, unipipe_logical_date: str, unipipe_schedule_time: str
+) -> str:
     """Runs ml_training:train_model through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -90,11 +98,14 @@ def train_model(features: str, learning_rate: float) -> str:
         codecs={"features": "json"},
         output="json",
         emulate=["timeout"],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def evaluate_model(model: str, features: str) -> str:
+def evaluate_model(
+    model: str, features: str, unipipe_logical_date: str, unipipe_schedule_time: str
+) -> str:
     """Runs ml_training:evaluate_model through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -110,11 +121,14 @@ def evaluate_model(model: str, features: str) -> str:
         codecs={"model": "json", "features": "json"},
         output="json",
         emulate=[],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def quality_gate(metrics: str, threshold: float) -> bool:
+def quality_gate(
+    metrics: str, threshold: float, unipipe_logical_date: str, unipipe_schedule_time: str
+) -> bool:
     """Runs ml_training:quality_gate through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -130,11 +144,14 @@ def quality_gate(metrics: str, threshold: float) -> bool:
         codecs={"metrics": "json"},
         output="bool",
         emulate=[],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def register_model(model: str, metrics: str) -> str:
+def register_model(
+    model: str, metrics: str, unipipe_logical_date: str, unipipe_schedule_time: str
+) -> str:
     """Runs ml_training:register_model through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -150,11 +167,12 @@ def register_model(model: str, metrics: str) -> str:
         codecs={"model": "json", "metrics": "json"},
         output="json",
         emulate=[],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def shard_ids(features: str) -> list:
+def shard_ids(features: str, unipipe_logical_date: str, unipipe_schedule_time: str) -> list:
     """Runs ml_training:shard_ids through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -170,11 +188,14 @@ def shard_ids(features: str) -> list:
         codecs={"features": "json"},
         output="items",
         emulate=[],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def score_shard(shard: str, model: str, features: str) -> str:
+def score_shard(
+    shard: str, model: str, features: str, unipipe_logical_date: str, unipipe_schedule_time: str
+) -> str:
     """Runs ml_training:score_shard through the unipipe runtime."""
     from unipipe_kubeflow.adapter import run_component
 
@@ -191,6 +212,7 @@ def score_shard(shard: str, model: str, features: str) -> str:
         codecs={"shard": "json", "model": "json", "features": "json"},
         output="json",
         emulate=[],
+        logical_date=unipipe_logical_date or unipipe_schedule_time,
     )
 
 
@@ -199,23 +221,39 @@ def score_shard(shard: str, model: str, features: str) -> str:
     description="Train, evaluate and (if good enough) register a model; score every shard.",
 )
 def ml_training_pipeline(
-    n_rows: int = 200, seed: int = 7, learning_rate: float = 0.1, threshold: float = 0.85
+    n_rows: int = 200,
+    seed: int = 7,
+    learning_rate: float = 0.1,
+    threshold: float = 0.85,
+    unipipe_logical_date: str = "",
 ):
     """Train, evaluate and (if good enough) register a model; score every shard."""
     pipeline_alerts = unipipe_pipeline_alerts()
     pipeline_alerts.set_display_name("pipeline alerts")
     pipeline_alerts.set_caching_options(False)
     with dsl.ExitHandler(pipeline_alerts):
-        validate_data_task = validate_data(n_rows=n_rows, seed=seed)
+        validate_data_task = validate_data(
+            n_rows=n_rows,
+            seed=seed,
+            unipipe_logical_date=unipipe_logical_date,
+            unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+        )
         validate_data_task.set_display_name("validate_data")
         validate_data_task.set_caching_options(False)
         validate_data_task.set_retry(num_retries=1, backoff_duration="1s", backoff_factor=1.0)
-        compute_features_task = compute_features(data=validate_data_task.output)
+        compute_features_task = compute_features(
+            data=validate_data_task.output,
+            unipipe_logical_date=unipipe_logical_date,
+            unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+        )
         compute_features_task.set_display_name("compute_features")
         compute_features_task.set_caching_options(False)
         compute_features_task.set_retry(num_retries=1, backoff_duration="1s", backoff_factor=1.0)
         train_model_task = train_model(
-            features=compute_features_task.output, learning_rate=learning_rate
+            features=compute_features_task.output,
+            learning_rate=learning_rate,
+            unipipe_logical_date=unipipe_logical_date,
+            unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         )
         train_model_task.set_display_name("train_model")
         train_model_task.set_caching_options(False)
@@ -224,16 +262,28 @@ def ml_training_pipeline(
         train_model_task.set_memory_limit("1Gi")
         kubernetes.set_timeout(train_model_task, 150)
         evaluate_model_task = evaluate_model(
-            model=train_model_task.output, features=compute_features_task.output
+            model=train_model_task.output,
+            features=compute_features_task.output,
+            unipipe_logical_date=unipipe_logical_date,
+            unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         )
         evaluate_model_task.set_display_name("evaluate_model")
         evaluate_model_task.set_caching_options(False)
         evaluate_model_task.set_retry(num_retries=1, backoff_duration="1s", backoff_factor=1.0)
-        quality_gate_task = quality_gate(metrics=evaluate_model_task.output, threshold=threshold)
+        quality_gate_task = quality_gate(
+            metrics=evaluate_model_task.output,
+            threshold=threshold,
+            unipipe_logical_date=unipipe_logical_date,
+            unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+        )
         quality_gate_task.set_display_name("quality_gate")
         quality_gate_task.set_caching_options(False)
         quality_gate_task.set_retry(num_retries=1, backoff_duration="1s", backoff_factor=1.0)
-        shard_ids_task = shard_ids(features=compute_features_task.output)
+        shard_ids_task = shard_ids(
+            features=compute_features_task.output,
+            unipipe_logical_date=unipipe_logical_date,
+            unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+        )
         shard_ids_task.set_display_name("shard_ids")
         shard_ids_task.set_caching_options(False)
         shard_ids_task.set_retry(num_retries=1, backoff_duration="1s", backoff_factor=1.0)
@@ -242,13 +292,18 @@ def ml_training_pipeline(
                 shard=shard_item,
                 model=train_model_task.output,
                 features=compute_features_task.output,
+                unipipe_logical_date=unipipe_logical_date,
+                unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
             )
             score_shard_task.set_display_name("score_shard")
             score_shard_task.set_caching_options(False)
             score_shard_task.set_retry(num_retries=1)
         with dsl.If(quality_gate_task.output == True):
             register_model_task = register_model(
-                model=train_model_task.output, metrics=evaluate_model_task.output
+                model=train_model_task.output,
+                metrics=evaluate_model_task.output,
+                unipipe_logical_date=unipipe_logical_date,
+                unipipe_schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
             )
             register_model_task.set_display_name("register_model")
             register_model_task.set_caching_options(False)

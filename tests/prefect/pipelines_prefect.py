@@ -328,3 +328,70 @@ def artifact_shapes(n: int = 3):
     per = read_rows.map(shard=[1, 2, 3], table=made.outputs["table"])
     inner = rows_group(n)
     return {"per": per, "inner": inner}
+
+
+# ---------------------------------------------------------------- issue 14: dates, assets
+
+
+@up.task
+def when_am_i(label: str) -> dict:
+    """The run's logical date as the task sees it (up.current().logical_date)."""
+    when = up.current().logical_date
+    return {"label": label, "logical_date": when.isoformat() if when is not None else None}
+
+
+@up.task
+def when_am_i_slowly(label: str, seconds: float) -> dict:
+    """As when_am_i, taking ``seconds`` (runs side by side overlap)."""
+    time.sleep(seconds)
+    when = up.current().logical_date
+    return {"label": label, "logical_date": when.isoformat() if when is not None else None}
+
+
+@up.pipeline(name="p14-nightly",
+             schedule=up.Schedule(cron="30 2 * * *", timezone="Europe/Berlin"))
+def nightly(label: str = "nightly", seconds: float = 0.0):
+    return when_am_i_slowly(label, seconds)
+
+
+p14_features = up.Asset("s3://p14-lake/features/")
+p14_other = up.Asset("s3://p14-lake/other")
+
+
+@up.task(produces=[p14_features])
+def build_p14_features(fail: bool) -> int:
+    if fail:
+        raise ValueError("no features today")
+    return 42
+
+
+@up.pipeline(name="p14-producer")
+def producer(fail: bool = False):
+    return build_p14_features(fail)
+
+
+@up.pipeline(name="p14-consumer", trigger=up.On(p14_features, p14_other, mode="any"))
+def consumer(label: str = "triggered"):
+    return when_am_i(label)
+
+
+@up.pipeline(name="p14-consumer-all", trigger=up.On(p14_features, p14_other))
+def consumer_all(label: str = "both"):
+    return when_am_i(label)
+
+
+@up.pipeline(name="p14-windowed",
+             schedule=up.Schedule(cron="30 2 * * *", timezone="Europe/Berlin",
+                                  start="2024-03-28", end="2024-04-03", catchup=True))
+def windowed(label: str = "caught up"):
+    return when_am_i(label)
+
+
+@up.pipeline(name="p14-dated-group")
+def dated_group(label: str = "inner"):
+    return when_am_i(label)
+
+
+@up.pipeline(name="p14-dated-outer")
+def dated_outer(label: str = "outer"):
+    return {"outer": when_am_i(label), "inner": dated_group("inner")}

@@ -41,6 +41,10 @@ CASES = {
     # file artifacts, metrics, a report and packages (examples/ml_artifacts.py): wait_for on the
     # producers, the shim's cache for the task with artifacts
     "ml-artifacts": ml_artifacts.training,
+    # issue 14: a task that produces an asset (its spec's "produces": the shim's events), and a
+    # pipeline triggered on all of two assets (the prefect.yaml's compound trigger)
+    "asset-produces": pp.producer,
+    "asset-trigger-all": pp.consumer_all,
 }
 
 
@@ -401,3 +405,37 @@ def test_tasks_of_one_callable_and_policies_share_one_task_function(tmp_path):
     for i in (2, 3, 4, 5):
         assert f'add_one.with_options(name="add_one_{i}", task_run_name="add_one_{i}")' in source
     assert 'invoke(SPECS[task_run.task_name], {"x": x})' in source
+
+
+def test_asset_triggers_become_deployment_triggers_that_prefect_validates():
+    import uuid
+
+    from unipipe_prefect.triggers import ALL_WITHIN, deployment_triggers, trigger_specs
+
+    ids = ["unipipe.asset.s3://p14-lake/features", "unipipe.asset.s3://p14-lake/other"]
+    [any_] = deployment_triggers(up.load(pp.consumer))
+    assert any_.type == "event" and any_.expect == {"unipipe.asset.updated"}
+    assert any_.match.model_dump()["prefect.resource.id"] == ids
+    assert any_.threshold == 1 and any_.parameters is None  # no template in the parameters
+    [all_] = deployment_triggers(up.load(pp.consumer_all))
+    assert all_.type == "compound" and all_.require == "all" and all_.within == ALL_WITHIN
+    assert [t.match.model_dump()["prefect.resource.id"] for t in all_.triggers] == ids
+    all_.set_deployment_id(uuid.uuid4())
+    automation = all_.as_automation()
+    assert automation.actions[0].type == "run-deployment"
+    assert trigger_specs(up.load(pp.producer)) == []
+
+
+def test_catchup_runs_are_the_reference_dates_clipped_to_the_window():
+    from unipipe_prefect.backfill import catchup_dates, window_closed
+
+    from unipipe.backfill import plan
+
+    windowed = up.load(pp.windowed)
+    dates = catchup_dates(windowed)
+    assert dates == [d.isoformat() for d in plan(windowed, "2024-01-01", "2024-12-31")]
+    assert dates[0] == "2024-03-28T02:30:00+01:00" and dates[-1] == "2024-04-02T02:30:00+02:00"
+    assert "2024-03-31T03:30:00+02:00" in dates  # the reference's spring-forward rule
+    assert window_closed(windowed)
+    nightly = up.load(pp.nightly)
+    assert catchup_dates(nightly) == [] and not window_closed(nightly)

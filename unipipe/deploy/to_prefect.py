@@ -106,6 +106,8 @@ def _schedules(ir: Pipeline, paused: bool) -> list[Any]:
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
+    from unipipe.compiler.registry import get_backend
+
     if ir.schedule is None:
         return []
     if ir.schedule.cron is not None:
@@ -113,7 +115,9 @@ def _schedules(ir: Pipeline, paused: bool) -> list[Any]:
     else:
         sched = IntervalSchedule(interval=timedelta(seconds=ir.schedule.interval or 0),
                                  timezone=ir.schedule.timezone)
-    return [DeploymentScheduleCreate(schedule=sched, active=not paused)]
+    # Prefect's cron has no start/end: a schedule whose end has passed is inactive
+    active = not paused and get_backend("prefect").schedule_active(ir)
+    return [DeploymentScheduleCreate(schedule=sched, active=active)]
 
 
 def _schedule_key(schedule: Any, active: bool) -> str:
@@ -248,12 +252,25 @@ def plan_prefect(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
             flow_id = client.create_flow_from_name(flow_name)
             dep_id = client.create_deployment(flow_id=flow_id, name=dep_name, schedules=schedules,
                                               **desired)
-        return f"id {dep_id}"
+            done = f"id {dep_id}"
+            from unipipe.compiler.registry import get_backend
+
+            backend = get_backend("prefect")
+            if ir.trigger is not None:  # up.On(...): automations owned by the deployment
+                done += f", {len(backend.apply_triggers(client, dep_id, ir))} trigger(s)"
+            if ir.schedule is not None and ir.schedule.catchup and not paused:
+                # Prefect schedules from now: the runs missed since start, created here
+                count = backend.create_catchup_runs(client, dep_id, ir, raw)
+                done += f", {count} catchup run(s)"
+        return done
 
     plan.add(Step("create", f"work pool {pool!r}", pool_change, f"type {pool_type}", create_pool))
     if ir.store is not None:
         _store_block_step(plan, ir.store, inspect)
     sched_text = ", ".join(_schedule_key(s.schedule, s.active) for s in schedules) or "no schedule"
+    if ir.trigger is not None:
+        sched_text += (f", triggered on {ir.trigger.mode} of "
+                       f"{', '.join(ir.trigger.assets)}")
     detail = (f"flow {flow_name!r}, entrypoint {desired['entrypoint']}, {sched_text}, "
               f"parameters {json.dumps(raw, sort_keys=True)}, tags {desired['tags']}")
     if diff:

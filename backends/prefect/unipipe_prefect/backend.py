@@ -25,11 +25,6 @@ from unipipe.result import RunResult
 from unipipe_prefect import codegen as flowgen
 from unipipe_prefect import deployment
 
-#: issue 14's features, declared until they are built: refused at compile, never dropped
-_NOT_YET = ("not built on this backend yet (issue 14): the compile refuses it rather than "
-            "drop it; the engine facts it will use are in "
-            "docs/facts/events-schedules-artifacts.md")
-
 TARGET_VERSIONS = ("3.7",)
 
 
@@ -120,11 +115,45 @@ def _support() -> dict[Feature, Support]:
                                    "_internal/engine.py ~48 formats flow_run_name with the "
                                    "parameters), its tasks' runs task[i]; one copy at a time "
                                    "is within any max_parallel"),
-        Feature.SCHEDULE_WINDOW: Support.unsupported(f"start=/end= of up.Schedule: {_NOT_YET}"),
-        Feature.SCHEDULE_CATCHUP: Support.unsupported(f"catchup=True: {_NOT_YET}"),
-        Feature.ASSET_PRODUCES: Support.unsupported(f"produces=[up.Asset]: {_NOT_YET}"),
-        Feature.TRIGGER_ASSET: Support.unsupported(f"trigger=up.On(...): {_NOT_YET}"),
-        Feature.TRIGGER_ANY: Support.unsupported(f"up.On(..., mode='any'): {_NOT_YET}"),
+        Feature.SCHEDULE_WINDOW: E("Prefect's cron schedule has no start or end "
+                                   "(client/schemas/schedules.py CronSchedule: cron, timezone, "
+                                   "day_or): `unipipe deploy --to prefect` makes the "
+                                   "deployment's schedule inactive when `end` has passed, and "
+                                   "unipipe clips catchup runs and backfills to the window "
+                                   "(schedules.fire_times); a live server scheduler would still "
+                                   "create runs before a future `start` and after a future "
+                                   "`end` (it schedules from now: server/models/deployments.py "
+                                   "~831). On this environment's SQLAlchemy 2.1.9 that "
+                                   "scheduler creates no runs at all "
+                                   "(docs/facts/events-schedules-artifacts.md B3). Prefect's "
+                                   "cron DST differs from the reference: the spring-forward "
+                                   "day's missing 02:30 fires at 01:30 CET, the fall-back "
+                                   "day's at the first 02:30 (unipipe-created runs use the "
+                                   "reference's dates)"),
+        Feature.SCHEDULE_CATCHUP: E("Prefect schedules from now (no catchup: "
+                                    "server/models/deployments.py ~831): `unipipe deploy --to "
+                                    "prefect` creates the runs missed since `start` client-side, "
+                                    "as a backfill does (Scheduled(scheduled_time=d), an "
+                                    "idempotency key per date: redeploying creates none twice); "
+                                    "each run's logical date is its scheduled time"),
+        Feature.ASSET_PRODUCES: E("after the task's successful attempt (a cache hit "
+                                  "included) the shim POSTs one event "
+                                  "`unipipe.asset.updated` per asset to the server "
+                                  "(/api/events, prefect/server/api/events.py), resource "
+                                  "`unipipe.asset.<uri>`, related to its flow run, task run "
+                                  "and deployment; a failed attempt emits none"),
+        Feature.TRIGGER_ASSET: N("a DeploymentEventTrigger (an Automation running the "
+                                 "deployment, created at deploy): mode='all' is a "
+                                 "DeploymentCompoundTrigger(require='all', within=1 day), so "
+                                 "updates more than a day apart start nothing and a leftover "
+                                 "update re-arms it (the reference waits indefinitely). Prefect "
+                                 "starts one run per matching event, never collapsing them "
+                                 "(Airflow collapses queued events per consumer). Needs the "
+                                 "server's triggers services (on by default in `prefect server "
+                                 "start`); a flow run without a deployment (unipipe run) is "
+                                 "never triggered"),
+        Feature.TRIGGER_ANY: N("one DeploymentEventTrigger matching every asset's resource id: "
+                               "one run per event"),
         Feature.ARTIFACTS: E("Prefect moves no files between tasks: the shim uploads each "
                              "output to the unipipe store, content-addressed, and a consumer "
                              "reads it by the producer's record in the same run (the flow calls "
@@ -286,6 +315,17 @@ class Backend:
         return build_result(ir, report, run_id=run_id, params=params,
                             trace_dir=env["UNIPIPE_TRACE_DIR"])
 
+    def backfill(self, ir: Pipeline, dates: list[str], *, max_active: int = 1,
+                 params: dict[str, Any] | None = None, progress: Any = None,
+                 extra: dict[str, Any] | None = None) -> list[RunResult]:
+        """One scheduled flow run per date on the server, run by a real worker, at most
+        ``max_active`` at once (:mod:`unipipe_prefect.backfill`)."""
+        from unipipe_prefect import backfill as engine_backfill
+
+        return engine_backfill.run(self, ir, dates, max_active=max_active,
+                                   params=resolve_params(ir, params or {}), progress=progress,
+                                   extra=dict(extra or {}))
+
     @contextmanager
     def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
                      ) -> Iterator[dict[str, str]]:
@@ -349,6 +389,29 @@ class Backend:
         from unipipe_prefect.deployed import pull_steps
 
         return pull_steps(code_url)
+
+    def apply_triggers(self, client: Any, deployment_id: Any, ir: Pipeline) -> list[Any]:
+        """The deployment's automations for ``trigger=up.On(...)`` (:mod:`.triggers`)."""
+        from unipipe_prefect import triggers
+
+        return triggers.apply(client, deployment_id, ir)
+
+    def trigger_specs(self, ir: Pipeline) -> list[dict[str, Any]]:
+        from unipipe_prefect import triggers
+
+        return triggers.trigger_specs(ir)
+
+    def schedule_active(self, ir: Pipeline) -> bool:
+        """False once the schedule's ``end`` has passed (Prefect's cron has no end)."""
+        from unipipe_prefect.backfill import window_closed
+
+        return not window_closed(ir)
+
+    def create_catchup_runs(self, client: Any, deployment_id: Any, ir: Pipeline,
+                            parameters: dict[str, Any] | None = None) -> int:
+        from unipipe_prefect.backfill import create_catchup_runs
+
+        return create_catchup_runs(client, deployment_id, ir, parameters)
 
     def forkserver_env(self) -> dict[str, str]:
         """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""

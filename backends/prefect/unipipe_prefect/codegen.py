@@ -150,6 +150,8 @@ def _and(values: list[cst.BaseExpression]) -> cst.BaseExpression:
 def generated_spec(ir: Pipeline, task: Task) -> dict[str, Any]:
     """The task spec embedded in SPECS (a mapped task's element spec has no path on the list)."""
     spec = task_spec(ir, task)
+    if task.produces:  # the assets a successful attempt updates: runtime.emit_asset_events
+        spec["produces"] = list(task.produces)
     if task.map_over and task.map_over in spec.get("paths", {}):
         paths = {k: v for k, v in spec["paths"].items() if k != task.map_over}
         if paths:

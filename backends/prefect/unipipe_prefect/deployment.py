@@ -16,6 +16,7 @@ import yaml
 
 from unipipe.compiler import codegen
 from unipipe.ir.models import Pipeline
+from unipipe_prefect.triggers import trigger_specs
 
 DEFAULT_WORK_POOL = "unipipe"
 DEFAULT_RESULTS_PATH = "/var/tmp/unipipe/prefect-results"
@@ -88,6 +89,8 @@ def deployment_config(ir: Pipeline, *, entrypoint: str, work_pool: str = DEFAULT
         "work_pool": {"name": work_pool, "job_variables": job_variables},
         "schedules": schedules(ir),
         "concurrency_limit": ir.max_active_runs,  # prefect/deployments/base.py ~247
+        # up.On(...): automations on the assets' events, created by `prefect deploy`
+        "triggers": trigger_specs(ir) or None,
     }
     return {
         "name": f"unipipe-{ir.name}",

@@ -98,6 +98,92 @@ def _root_flow_run_id(flow_run_id: str) -> str:
     return _ROOTS[flow_run_id]
 
 
+def logical_date() -> str:
+    """The run's logical date, ISO 8601: the flow run's scheduled start time
+    (``prefect.runtime.flow_run.scheduled_start_time``, prefect/runtime/flow_run.py
+    ``get_scheduled_start_time``: the flow run's ``expected_start_time``). A run created
+    ``Scheduled(scheduled_time=d)`` (a backfill, a deployment schedule) has ``d``; a manual or
+    triggered run has its creation time; outside a flow run, now (UTC). Inside a group's subflow
+    it is the pipeline's (root) flow run's, as every task of one run shares one logical date."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        if ctx.flow_run.parent_task_run_id is not None:
+            key = str(ctx.flow_run.id)
+            if key not in _LOGICAL:
+                from prefect import get_client
+
+                root = _root_flow_run_id(key)
+                with get_client(sync_client=True) as client:
+                    when = client.read_flow_run(root).expected_start_time
+                _LOGICAL[key] = when.isoformat() if when is not None else _now()
+            return _LOGICAL[key]
+        when = ctx.flow_run.expected_start_time
+        return when.isoformat() if when is not None else _now()
+    from prefect.runtime import flow_run
+
+    return flow_run.scheduled_start_time.isoformat()
+
+
+_LOGICAL: dict[str, str] = {}
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat()
+
+
+#: the event a successful attempt of a task with ``produces=[...]`` emits, once per asset
+ASSET_EVENT = "unipipe.asset.updated"
+
+
+def asset_resource_id(uri: str) -> str:
+    """The Prefect event resource id of an asset: ``unipipe.asset.<normalised uri>``."""
+    return f"unipipe.asset.{uri}"
+
+
+def emit_asset_events(spec: Mapping[str, Any], map_index: int | None = None, *,
+                      cache_hit: bool = False) -> None:
+    """Tell the server that the task's assets were updated: one event per asset, POSTed to
+    ``/api/events`` (prefect/server/api/events.py ``create_events``: a JSON list, 204) before the
+    task run ends, so the event exists once its task run is Completed (``emit_event`` would queue
+    it on the EventsWorker's websocket instead). Its ``related`` resources name the flow run,
+    the task run and the deployment, as Prefect's own events do. Only called after an attempt
+    that succeeded (a failed attempt raises before it): a failed task updates nothing."""
+    from uuid import uuid4
+
+    from prefect import get_client
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.types._datetime import now
+
+    related: list[dict[str, str]] = []
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        fr = flow_ctx.flow_run
+        related.append({"prefect.resource.id": f"prefect.flow-run.{fr.id}",
+                        "prefect.resource.role": "flow-run", "prefect.resource.name": fr.name})
+        if fr.deployment_id is not None:
+            related.append({"prefect.resource.id": f"prefect.deployment.{fr.deployment_id}",
+                            "prefect.resource.role": "deployment"})
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None:
+        related.append({"prefect.resource.id": f"prefect.task-run.{task_ctx.task_run.id}",
+                        "prefect.resource.role": "task-run",
+                        "prefect.resource.name": task_ctx.task_run.name})
+    events = [{
+        "id": str(uuid4()), "occurred": now("UTC").isoformat(), "event": ASSET_EVENT,
+        "resource": {"prefect.resource.id": asset_resource_id(uri),
+                     "prefect.resource.name": uri, "unipipe.asset.uri": uri},
+        "related": related,
+        "payload": {"uri": uri, "pipeline": spec["pipeline"], "task": spec["id"],
+                    "map_index": map_index, "run_id": run_id(), "cache_hit": cache_hit},
+    } for uri in spec["produces"]]
+    with get_client(sync_client=True) as client:
+        client.request("POST", "/events", json=events)
+
+
 def _attempt() -> int:
     from prefect.context import TaskRunContext
 
@@ -121,7 +207,8 @@ def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, map_index: int
     runs the attempt in the flow process instead.
     """
     kwargs = {"run_id": run_id(), "attempt": _attempt(), "backend": BACKEND,
-              "map_index": map_index, "emulate": tuple(emulate)}
+              "map_index": map_index, "emulate": tuple(emulate),
+              "logical_date": logical_date()}
     if os.environ.get("UNIPIPE_PREFECT_ISOLATION", "process") == "inline":
         shim = _shim()
         value, hit = shim.run_attempt(spec, inputs, **kwargs)
@@ -130,6 +217,8 @@ def invoke(spec: Mapping[str, Any], inputs: Mapping[str, Any], *, map_index: int
         value, hit, record = _invoke_in_child(spec, inputs, kwargs)
     if record is not None:
         publish_record(spec, record, map_index)
+    if spec.get("produces"):
+        emit_asset_events(spec, map_index, cache_hit=bool(hit))
     if hit and "cache" in kwargs["emulate"]:
         # the shim's cache answered: the task run ends as Prefect's own hits do, Completed
         # named "Cached". A state the task returns, made by hand (no run ids), becomes its

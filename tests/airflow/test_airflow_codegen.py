@@ -9,6 +9,7 @@ from pathlib import Path
 import ml_artifacts
 import ml_training
 import pipelines_airflow as pa
+import pipelines_assets
 import pytest
 from pipelines import features
 from unipipe_airflow.backend import Backend
@@ -59,6 +60,10 @@ CASES = {
     # no artifact argument passed, the artifacts/logs/packages in each spec
     "ml-artifacts": (ml_artifacts.training, "3.3"),
     "ml-artifacts-2.11": (ml_artifacts.training, "2.11"),
+    "schedule-assets": (pipelines_assets.combined, "3.3"),
+    "schedule-assets-2.11": (pipelines_assets.combined, "2.11"),
+    "assets-all": (pipelines_assets.all_of, "3.3"),
+    "assets-all-2.11": (pipelines_assets.all_of, "2.11"),
 }
 #: every pipeline the suite compiles, loaded by DagBag on Airflow 3.3 and 2.11
 ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
@@ -68,7 +73,9 @@ ALL = [features.fanout, features.retry_then_succeed, features.retries_exhausted,
        pa.reserved, pa.map_sources, pa.capped_backoff, pa.pod_tasks, pa.empty_map,
        pa.killed_once, features.command_tasks, features.limits, features.run_timeout,
        pa.subpipelines, pa.subpipeline_failures, pa.mapped_groups, pa.mapped_group_edges,
-       pa.mapped_group_empty, ml_artifacts.training]
+       pa.mapped_group_empty, ml_artifacts.training, pipelines_assets.producer,
+       pipelines_assets.consumer, pipelines_assets.nightly, pipelines_assets.combined,
+       pipelines_assets.all_of]
 _SUM_SQUARES = "Squares 1..n (one mapped task instance each) and sums them."
 #: the TaskGroups of ``subpipelines`` as DagBag sees them, on 3.3 and 2.11 alike: task ids are
 #: the IR's (no "group." prefix), the inner group keeps its IR id and its parent
@@ -145,7 +152,8 @@ def test_top_level_imports_only_airflow_and_stdlib(pipeline, tmp_path):
         "airflow.sdk", "pendulum", "datetime"}
     assert _top_level_imports(_dag(pipeline, tmp_path / "2", "2.11", error_level="warn")) <= {
         "airflow.decorators", "airflow.models.param", "airflow.utils.task_group", "pendulum",
-        "datetime"}
+        "datetime", "airflow.datasets", "airflow.timetables.trigger",
+        "airflow.timetables.datasets"}
 
 
 def test_user_strings_stay_literals(tmp_path):

@@ -127,6 +127,18 @@ class Backend:
 
         return run_pipeline(self, ir, options)
 
+    def backfill(self, ir: Pipeline, dates: list[str], *, max_active: int = 1,
+                 params: dict[str, Any] | None = None, progress: Any = None,
+                 extra: dict[str, Any] | None = None) -> list[RunResult]:
+        """Airflow's own backfill of the dates' window (3.3: ``POST /api/v2/backfills`` run by a
+        real scheduler; 2.11: ``airflow dags backfill``), each run reported as it ends
+        (:mod:`unipipe_airflow.backfill`)."""
+        from unipipe_airflow import backfill as engine_backfill
+
+        return engine_backfill.run(self, ir, dates, max_active=max_active,
+                                   params=dict(params or {}), progress=progress,
+                                   extra=dict(extra or {}))
+
     @property
     def run_versions(self) -> tuple[str, ...]:
         """Engine versions ``airflow@VERSION`` runs on: the installed Airflow's, then 2.11."""

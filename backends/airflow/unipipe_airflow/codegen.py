@@ -26,6 +26,14 @@ never an operand of ``>>``), so trigger rules, short-circuit gates, mapped tasks
 watcher behave as without groups. Task and group ids share one namespace in a DAG
 (``sdk/definitions/dag.py`` ~1099 ``used_group_ids``): helper task ids avoid the group ids.
 
+Schedules and assets (issue 14; docs/facts/events-schedules-artifacts.md A1, A2, B1, B2): a
+cron is ``CronTriggerTimetable(cron, timezone=tz)`` (the logical date is the fire time), the
+window is ``start_date``/``end_date`` in the schedule's timezone and ``catchup`` is always
+written (its default differs: False on 3.3, True on 2.11). ``produces`` is ``outlets=`` on the
+task (``Asset(name=uri, uri=uri)``; 2.11 ``Dataset(uri)``), ``trigger`` is ``AssetAll`` /
+``AssetAny`` (2.11 ``DatasetAll`` / ``DatasetAny``) as the schedule, combined with a cron or an
+interval through ``AssetOrTimeSchedule`` (2.11 ``DatasetOrTimeSchedule``).
+
 A mapped sub-pipeline (``sub.map(x=items)``) is a ``@task_group(prefix_group_id=False)``
 function holding its members' calls, called as ``<group>.partial(...).expand(<param>=<items>)``
 (a MappedTaskGroup: every member gets one task instance per item; see
@@ -64,7 +72,9 @@ from unipipe_airflow.runtime import GROUP_ALERTS_TASK
 
 #: Names the generated module binds at top level or inside the DAG function.
 _MODULE_NAMES = {"dag", "task", "Param", "timedelta", "pendulum", "send_alerts", "UnipipeRetry",
-                 "RetryPolicy", "TaskGroup", "task_group"}
+                 "RetryPolicy", "TaskGroup", "task_group", "CronTriggerTimetable", "Asset",
+                 "AssetAll", "AssetAny", "AssetOrTimeSchedule", "Dataset", "DatasetAll",
+                 "DatasetAny", "DatasetOrTimeSchedule", "DeltaTriggerTimetable"}
 #: Names Airflow injects into a TaskFlow function by parameter name (2.x and 3.x contexts):
 #: an input called like one of these would clash, so its parameter gets another name.
 _CONTEXT_KEYS = {
@@ -387,6 +397,12 @@ class DagWriter:
             # each member gets it: at most N copies of each member run at once in one DAG run
             # (the same scheduler count per task id, jobs/scheduler_job_runner.py ~919)
             args.append(_kw("max_active_tis_per_dagrun", literal(group.max_parallel)))
+        if task.produces:
+            # a successful try updates the assets: Airflow emits an event per outlet only on
+            # success (3.3 sdk/execution_time/task_runner.py ~1764-1777, the failure path sends
+            # a plain TaskState(FAILED) ~1843; 2.11 models/taskinstance.py ~369-372)
+            args.append(_kw("outlets", cst.List([cst.Element(self._asset(uri))
+                                                 for uri in task.produces])))
         for key, value in plan.kwargs.items():
             if isinstance(value, Seconds):
                 self.uses_timedelta = True
@@ -624,22 +640,109 @@ class DagWriter:
 
     # ------------------------------------------------------------ the module
 
+    # ------------------------------------------------------------ schedules and assets
+
+    def _asset(self, uri: str) -> cst.Call:
+        """An asset by its (already normalised) URI. 3.x: ``Asset(name=uri, uri=uri)``: with one
+        argument it would be the *name*, which Airflow does not sanitise while it sanitises the
+        uri, so the (name, uri) key could differ from another DAG's (sdk/definitions/asset/
+        __init__.py ~268-271, ~337-342, key ~85-100). 2.11: ``Dataset(uri)``, the uri its only
+        key (datasets/__init__.py ~246-251)."""
+        if self.dialect.major >= 3:
+            self.imports.add(("airflow.sdk", "Asset"))
+            return _call("Asset", _kw("name", literal(uri)), _kw("uri", literal(uri)))
+        self.imports.add(("airflow.datasets", "Dataset"))
+        return _call("Dataset", cst.Arg(literal(uri)))
+
+    def _condition(self) -> cst.BaseExpression:
+        """``AssetAll(...)`` / ``AssetAny(...)`` (2.11: ``DatasetAll`` / ``DatasetAny``) over
+        the trigger's assets (sdk/definitions/asset/__init__.py ~234-243; 2.11
+        datasets/__init__.py ~361-450)."""
+        trig = self.ir.trigger
+        assert trig is not None
+        kind = "All" if trig.mode == "all" else "Any"
+        if self.dialect.major >= 3:
+            name, module_name = f"Asset{kind}", "airflow.sdk"
+        else:
+            name, module_name = f"Dataset{kind}", "airflow.datasets"
+        self.imports.add((module_name, name))
+        return _call(name, *[cst.Arg(self._asset(u)) for u in trig.assets])
+
+    def _cron_timetable(self) -> cst.Call:
+        """``CronTriggerTimetable(cron, timezone=tz)``: a run at each fire time whose logical
+        date is the fire time (not the end of a data interval, as a cron string gives on 2.11:
+        config ``create_cron_data_intervals``). DST: fire_times' difference, declared."""
+        sched = self.ir.schedule
+        assert sched is not None and sched.cron is not None
+        module_name = ("airflow.sdk" if self.dialect.major >= 3
+                       else "airflow.timetables.trigger")
+        self.imports.add((module_name, "CronTriggerTimetable"))
+        return _call("CronTriggerTimetable", cst.Arg(literal(sched.cron)),
+                     _kw("timezone", literal(sched.timezone)))
+
+    def _schedule(self) -> cst.BaseExpression:
+        ir = self.ir
+        sched = ir.schedule
+        timed: cst.BaseExpression | None = None
+        if sched is not None and sched.cron is not None:
+            timed = self._cron_timetable()
+        elif sched is not None:
+            self.uses_timedelta = True
+            timed = _timedelta(sched.interval or 0)
+        if ir.trigger is None:
+            return timed if timed is not None else literal(None)
+        condition = self._condition()
+        if timed is None:
+            return condition
+        if sched is not None and sched.cron is None:
+            # AssetOrTimeSchedule takes a timetable, not a timedelta
+            module_name = ("airflow.sdk" if self.dialect.major >= 3
+                           else "airflow.timetables.trigger")
+            self.imports.add((module_name, "DeltaTriggerTimetable"))
+            timed = _call("DeltaTriggerTimetable", cst.Arg(timed))
+        # a cron or the assets: runs at each fire time and after each asset update
+        # (sdk/definitions/timetables/assets.py ~69-86; 2.11 timetables/datasets.py ~36-54)
+        if self.dialect.major >= 3:
+            self.imports.add(("airflow.sdk", "AssetOrTimeSchedule"))
+            return _call("AssetOrTimeSchedule", _kw("timetable", timed),
+                         _kw("assets", condition))
+        self.imports.add(("airflow.timetables.datasets", "DatasetOrTimeSchedule"))
+        return _call("DatasetOrTimeSchedule", _kw("timetable", timed),
+                     _kw("datasets", condition))
+
+    def _date(self, text: str, tz: str) -> cst.Call:
+        """``pendulum.datetime(y, m, d[, H, M, S], tz=tz)`` for an ISO date of the schedule."""
+        from datetime import UTC, datetime
+
+        from unipipe.schedules import parse_when
+
+        when = parse_when(text, tz)
+        if datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is not None:
+            when, tz = when.astimezone(UTC), "UTC"  # an explicit offset: that instant, in UTC
+        parts = [when.year, when.month, when.day]
+        if (when.hour, when.minute, when.second) != (0, 0, 0):
+            parts += [when.hour, when.minute, when.second]
+        return _call("pendulum.datetime", *[cst.Arg(literal(v)) for v in parts],
+                     _kw("tz", literal(tz)))
+
     def dag_decorator(self) -> cst.Call:
         ir = self.ir
         args = [_kw("dag_id", literal(ir.name))]
-        if ir.schedule is None:
-            args.append(_kw("schedule", literal(None)))
-        elif ir.schedule.cron is not None:
-            args.append(_kw("schedule", literal(ir.schedule.cron)))
+        args.append(_kw("schedule", self._schedule()))
+        sched = ir.schedule
+        tz = sched.timezone if sched is not None else "UTC"
+        if sched is not None and sched.start is not None:
+            args.append(_kw("start_date", self._date(sched.start, tz)))
         else:
-            self.uses_timedelta = True
-            args.append(_kw("schedule", _timedelta(ir.schedule.interval or 0)))
-        tz = ir.schedule.timezone if ir.schedule is not None else "UTC"
-        y, m, d = self.options.start_date
-        args.append(_kw("start_date", _call("pendulum.datetime", cst.Arg(literal(y)),
-                                            cst.Arg(literal(m)), cst.Arg(literal(d)),
-                                            _kw("tz", literal(tz)))))
-        args.append(_kw("catchup", literal(False)))
+            y, m, d = self.options.start_date
+            args.append(_kw("start_date", _call("pendulum.datetime", cst.Arg(literal(y)),
+                                                cst.Arg(literal(m)), cst.Arg(literal(d)),
+                                                _kw("tz", literal(tz)))))
+        if sched is not None and sched.end is not None:
+            args.append(_kw("end_date", self._date(sched.end, tz)))
+        # written always: the default is False on 3.3 and True on 2.11 ([scheduler]
+        # catchup_by_default)
+        args.append(_kw("catchup", literal(bool(sched is not None and sched.catchup))))
         if ir.max_active_runs is not None:
             args.append(_kw("max_active_runs", literal(ir.max_active_runs)))
         if ir.timeout is not None:
@@ -682,6 +785,7 @@ class DagWriter:
         self._out: dict[str, str | None] = {}  # task id -> the variable holding its XComArg
         self._gates: dict[Condition, str] = {}  # condition -> result variable of its gate
         self._items: dict[str, str] = {}  # mapped group id -> its @task_group's item parameter
+        self.imports: set[tuple[str, str]] = set()  # (module, name) the schedule/assets need
         defs, edges, out = self._defs, self._edges, self._out
         self._shared: dict[str, str] = {}  # a task function's definition -> its name
         wiring: list[cst.BaseStatement] = []
@@ -963,6 +1067,7 @@ class DagWriter:
             names.insert(0, "RetryPolicy")
         if self.ir.params and d.params == d.decorators:
             names.insert(0, "Param")
+        names = sorted({n for m, n in self.imports if m == d.decorators}) + names
         stmts.append(cst.SimpleStatementLine([cst.ImportFrom(
             module=cst.parse_expression(d.decorators),  # type: ignore[arg-type]
             names=[cst.ImportAlias(cst.Name(n)) for n in names])]))
@@ -970,6 +1075,15 @@ class DagWriter:
             stmts.append(_import(d.params, "Param"))
         if any(g.map_over is None for g in self.ir.groups) and d.task_group != d.decorators:
             stmts.append(_import(d.task_group, "TaskGroup"))
+        by_module: dict[str, list[str]] = {}
+        for module_name, name in sorted(self.imports):
+            if module_name == d.decorators:
+                continue
+            by_module.setdefault(module_name, []).append(name)
+        for module_name, found in by_module.items():
+            stmts.append(cst.SimpleStatementLine([cst.ImportFrom(
+                module=cst.parse_expression(module_name),  # type: ignore[arg-type]
+                names=[cst.ImportAlias(cst.Name(n)) for n in found])]))
         return stmts
 
 
@@ -1017,6 +1131,9 @@ def _pod_context_text(param_names: list[str]) -> str:
     return ('{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, '
             '"task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, '
             '"try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, '
+            # the run's logical date; an asset-triggered or REST run on Airflow 3 has none, and
+            # stands for its run_after (runtime.logical_date does the same outside a pod)
+            '"logical_date": {{ (logical_date or dag_run.run_after) | string | tojson }}, '
             '"params": {' + params + "}}")
 
 

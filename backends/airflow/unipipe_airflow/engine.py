@@ -299,7 +299,27 @@ def prepare(ir: Pipeline, options: RunOptions) -> Home:
     return Home(root, dags, env, ir.name, trace_dir, engine)
 
 
-def dags_test(home: Home, conf: dict[str, Any], timeout: float) -> subprocess.CompletedProcess[str]:
+def manual_logical_date(ir: Pipeline, asked: str | None = None) -> str | None:
+    """The logical date of a run by hand under ``airflow dags test``: ``asked`` (a backfill's
+    date, ``extra["logical_date"]``), else None (Airflow's own: now), except after the end of
+    the schedule's window: Airflow runs no task of a run whose logical date is after the DAG's
+    end_date (``ti_deps/deps/runnable_exec_date_dep.py`` ~47-60, 2.11 alike), so such a run
+    stands for the window's end (declared in the support table)."""
+    if asked is not None:
+        return asked
+    sched = ir.schedule
+    if sched is None or sched.end is None:
+        return None
+    from datetime import UTC, datetime
+
+    from unipipe.schedules import parse_when
+
+    end = parse_when(sched.end, sched.timezone)
+    return end.astimezone(UTC).isoformat() if datetime.now(UTC) > end else None
+
+
+def dags_test(home: Home, conf: dict[str, Any], timeout: float,
+              logical_date: str | None = None) -> subprocess.CompletedProcess[str]:
     """``airflow dags test DAG -c CONF`` with the home's engine; the exit code is not the
     verdict (a failed run exits 1), the DB records are.
 
@@ -311,7 +331,8 @@ def dags_test(home: Home, conf: dict[str, Any], timeout: float) -> subprocess.Co
     The run ends with ``SystemExit("DagRun failed")`` when it failed.
     """
     log = home.root / "dags_test.log"
-    argv = ["dags", "test", home.dag_id, "-c", json.dumps(conf)]
+    argv = ["dags", "test", home.dag_id, *([logical_date] if logical_date else []),
+            "-c", json.dumps(conf)]
     server = os.environ.get(FORKSERVER_ENV)
     if server and server != "0" and not home.engine.own_env:  # the harness lane's prepared Airflow
         from unipipe import forkserver
@@ -361,14 +382,16 @@ def _run_prepared(ir: Pipeline, home: Home, values: dict[str, Any], mode: str,
 
     timeout = float(options.extra.get("timeout", 1800))
     started = time.time()
+    run_id: str | None = None
     if mode == "dags-test":
-        dags_test(home, values, timeout)
+        dags_test(home, values, timeout,
+                  manual_logical_date(ir, options.extra.get("logical_date")))
     else:
         from unipipe.compiler.spec import pipeline_alerts_spec
         from unipipe_airflow.server import run_on_scheduler
 
-        run_on_scheduler(home, values, timeout, alerts=pipeline_alerts_spec(ir))
-    records = read_records(home.db, home.dag_id)
+        run_id = run_on_scheduler(home, values, timeout, alerts=pipeline_alerts_spec(ir))
+    records = read_records(home.db, home.dag_id, run_id)
     if records.run_id is None:
         raise AirflowRunError(f"Airflow made no run of {home.dag_id} ({mode}, "
                               f"{time.time() - started:.0f}s); logs in {home.root}, tail:\n"
@@ -424,7 +447,8 @@ def run_batch(planned: list[Planned], *, workdir: Path, search_path: list[str] |
         params = resolve_params(item.ir, item.params)
         irs.append(ir)
         values.append(params)
-        manifest.append({"dag_id": ir.name, "conf": params, "env": item.env})
+        manifest.append({"dag_id": ir.name, "conf": params, "env": item.env,
+                         "logical_date": manual_logical_date(item.ir)})
     env = base_env(root, dags)
     trace_dir = Path(env.setdefault("UNIPIPE_TRACE_DIR", str(Path(workdir) / "trace")))
     paths = [p for p in search_path or [] if p] + (

@@ -71,6 +71,8 @@ class _Try:
             self.task_id = str(data.get("task_id", ""))
             self.dag_id = str(data.get("dag_id", ""))
             self.retries = int(data.get("retries") or 0)
+            found = data.get("logical_date")  # rendered by Jinja: "None" when it had none
+            self.logical_date: str | None = None if found in (None, "", "None") else str(found)
         else:
             ctx = context if context is not None else _current_context()
             ti = ctx["ti"]
@@ -84,7 +86,31 @@ class _Try:
             self.dag_id = str(ti.dag_id)
             self.retries = int(getattr(ctx.get("task"), "retries", 0) or 0)
             self.ti = ti
+            self.logical_date = logical_date(ctx)
         self.map_index = index if index >= 0 else None
+
+
+def logical_date(ctx: Mapping[str, Any]) -> str | None:
+    """The run's logical date as ISO 8601 (``up.current().logical_date``).
+
+    Airflow 3 gives a run no logical date when it was triggered by assets or through the REST
+    API with ``logical_date: null``: the time it stands for is then ``dag_run.run_after``
+    (3.3 jobs/scheduler_job_runner.py ~2645-2656 creates asset-triggered runs with
+    ``logical_date=None, run_after=<newest queued event>``). 2.11 always has one
+    (``context["logical_date"]``; api/common/trigger_dag.py ~63 defaults it to now)."""
+    when = ctx.get("logical_date")
+    if when is None:
+        when = getattr(ctx.get("dag_run"), "run_after", None)
+    if when is None:
+        return None
+    # in the schedule's timezone (the DAG's: its start_date's), as the reference's dates are
+    tz = getattr(ctx.get("dag"), "timezone", None)
+    if tz is not None and hasattr(when, "astimezone"):
+        try:
+            when = when.astimezone(tz)
+        except (TypeError, ValueError):
+            pass
+    return when.isoformat() if hasattr(when, "isoformat") else str(when)
 
 
 def _run_deadline(spec: Mapping[str, Any], context: Any) -> float | None:
@@ -285,7 +311,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
 
         value = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
                        map_index=now.map_index, emulate=spec.get("emulate") or (),
-                       fn=_user_function(spec))
+                       fn=_user_function(spec), logical_date=now.logical_date)
         # the module, not the function unipipe.runtime re-exports under the same name
         return value, sys.modules["unipipe.runtime.invoke"].LAST_RECORD
 

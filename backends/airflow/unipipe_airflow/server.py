@@ -234,7 +234,10 @@ def run_on_scheduler(home: Home, conf: dict[str, Any], timeout: float,
     """Trigger one run through the REST API and wait for it to finish (and for its pipeline
     ``alerts``, the IR's, to go out); return its run id."""
     port = free_port()
-    proc = start(home, port)
+    # one run by hand: the scheduler creates no scheduled runs of its own when the DAG is
+    # unpaused (with catchup=True and a start in the past it would create one per missed
+    # fire time; jobs/scheduler_job_runner.py ~1923)
+    proc = start(home, port, env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
     api = Api(f"http://127.0.0.1:{port}/api/v2")
     deadline = time.monotonic() + timeout
     try:

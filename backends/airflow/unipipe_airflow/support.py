@@ -12,12 +12,6 @@ from unipipe_airflow.dialects import Dialect
 
 N, E, U = Support.native, Support.emulated, Support.unsupported
 
-#: issue 14's features, declared until they are built: refused at compile, never dropped
-_NOT_YET = ("not built on this backend yet (issue 14): the compile refuses it rather than "
-            "drop it; the engine facts it will use are in "
-            "docs/facts/events-schedules-artifacts.md")
-
-
 def support(d: Dialect) -> dict[F, Support]:
     policy = d.retry_policy
     table = {
@@ -132,11 +126,47 @@ def support(d: Dialect) -> dict[F, Support]:
                              "(`dags test` runs one task at a time). Difference: no items "
                              "skip the group's tasks and their consumers (reference: success, "
                              "[])"),
-        F.SCHEDULE_WINDOW: U(f"start=/end= of up.Schedule: {_NOT_YET}"),
-        F.SCHEDULE_CATCHUP: U(f"catchup=True: {_NOT_YET}"),
-        F.ASSET_PRODUCES: U(f"produces=[up.Asset]: {_NOT_YET}"),
-        F.TRIGGER_ASSET: U(f"trigger=up.On(...): {_NOT_YET}"),
-        F.TRIGGER_ANY: U(f"up.On(..., mode='any'): {_NOT_YET}"),
+        F.SCHEDULE_WINDOW: N("DAG(start_date=, end_date=) in the schedule's timezone, with "
+                             "CronTriggerTimetable(cron, timezone=tz): the scheduler creates "
+                             "runs at fire times in the window, each with the fire time as "
+                             "logical date (read by up.current().logical_date). Difference: on "
+                             "the fall-back day Airflow fires a repeated wall time at its "
+                             "second occurrence (02:30 CET), the reference at its first (02:30 "
+                             "CEST) (timetables/_cron.py _get_next; tested against "
+                             "unipipe.schedules.fire_times). A manual `dags test` run after "
+                             "the window's end stands for the end (Airflow runs no task "
+                             "whose logical date is after end_date: ti_deps/deps/"
+                             "runnable_exec_date_dep.py ~47-60)"),
+        F.SCHEDULE_CATCHUP: N("DAG(catchup=...) written explicitly (the default is False on "
+                              "3.3 and True on 2.11); `unipipe backfill --backend airflow` "
+                              "uses Airflow's own backfill"
+                              + (" (POST /api/v2/backfills run by a real scheduler with "
+                                 "use_job_schedule off, at most --max-active runs at once)"
+                                 if d.major >= 3 else " (`airflow dags backfill -s -e`, "
+                                 "in-process with the SequentialExecutor: one task at a "
+                                 "time whatever --max-active says)")
+                              + ". A backfill window where the DAG's timetable fires other "
+                                "times than the reference (the fall-back day) is refused "
+                                "before anything is created"),
+        F.ASSET_PRODUCES: N(("@task(outlets=[Asset(name=uri, uri=uri)])" if d.major >= 3 else
+                             "@task(outlets=[Dataset(uri)])")
+                            + ": Airflow records an asset event only when the try succeeds "
+                              "(a failed task triggers nothing). The event reaches "
+                              "consumers only under a real scheduler (mode='scheduler'; "
+                              "`airflow dags test` writes it but starts no consumer run)"),
+        F.TRIGGER_ASSET: N(("schedule=AssetAll(...) (AssetOrTimeSchedule with a cron)"
+                            if d.major >= 3 else
+                            "schedule=DatasetAll(...) (DatasetOrTimeSchedule with a cron)")
+                           + ". Differences: events queued for one consumer collapse into one "
+                             "run (the queue keeps one row per asset and consumer: models/"
+                             "asset.py ~748; measured: 3 producer runs while the consumer "
+                             "(max_active_runs=1) was busy gave 2 consumer runs); 'all' waits "
+                             "without a time limit and consumes every event since the last "
+                             "run; a paused consumer misses events; an asset-triggered run "
+                             "has no logical date on 3.3, so up.current().logical_date is its "
+                             "run_after (the newest queued event's time)"),
+        F.TRIGGER_ANY: N("schedule=AssetAny(...)" if d.major >= 3 else
+                         "schedule=DatasetAny(...)"),
         F.ARTIFACTS: E("Airflow moves no files between tasks (an Asset is a scheduling signal, "
                        "not a file): the shim uploads each output to the unipipe store, "
                        "content-addressed, and a consumer reads it by the producer's record in "

@@ -56,7 +56,7 @@ def command_tasks():
     count_words_result = count_words()
     tag_image_result = tag_image(
         words=count_words_result,
-        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "params": {}}',
+        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "logical_date": {{ (logical_date or dag_run.run_after) | string | tojson }}, "params": {}}',
     )
     report(words=count_words_result, tagged=tag_image_result)
 

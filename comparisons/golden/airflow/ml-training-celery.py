@@ -4,7 +4,7 @@
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, RetryPolicy, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, RetryPolicy, dag, task
 
 
 def send_alerts(event, alerts, pipeline=False):
@@ -39,7 +39,7 @@ class UnipipeRetry(RetryPolicy):
 
 @dag(
     dag_id="ml-training",
-    schedule="0 2 * * *",
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     params={

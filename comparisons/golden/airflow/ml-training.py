@@ -4,7 +4,7 @@
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, RetryPolicy, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, RetryPolicy, dag, task
 
 
 def send_alerts(event, alerts, pipeline=False):
@@ -39,7 +39,7 @@ class UnipipeRetry(RetryPolicy):
 
 @dag(
     dag_id="ml-training",
-    schedule="0 2 * * *",
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     params={
@@ -180,7 +180,7 @@ def ml_training():
     compute_features_result = compute_features(data=validate_data_result)
     train_model_result = train_model(
         features=compute_features_result,
-        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "params": {"learning_rate": {{ params[\'learning_rate\'] | tojson }}}}',
+        unipipe_context='{"run_id": {{ run_id | tojson }}, "dag_id": {{ ti.dag_id | tojson }}, "task_id": {{ ti.task_id | tojson }}, "retries": {{ task.retries }}, "try_number": {{ ti.try_number }}, "map_index": {{ ti.map_index }}, "logical_date": {{ (logical_date or dag_run.run_after) | string | tojson }}, "params": {"learning_rate": {{ params[\'learning_rate\'] | tojson }}}}',
     )
     evaluate_model_result = evaluate_model(
         model=train_model_result, features=compute_features_result

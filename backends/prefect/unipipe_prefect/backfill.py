@@ -215,9 +215,9 @@ def main(argv: list[str]) -> int:
     from datetime import datetime
 
     from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
     from prefect.states import Scheduled
+
+    from unipipe_prefect.deployed import ensure_deployment
 
     spec_path, report_dir = argv
     spec = json.loads(Path(spec_path).read_text())
@@ -226,17 +226,9 @@ def main(argv: list[str]) -> int:
 
         save_block(spec["store"])
     with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=spec["pool"], type="process"))
-        except ObjectAlreadyExists:
-            pass
-        flow_id = client.create_flow_from_name(spec["flow_name"])
-        deployment_id = client.create_deployment(
-            flow_id=flow_id, name=spec["deployment"], work_pool_name=spec["pool"],
-            entrypoint=spec["entrypoint"],
-            pull_steps=[{"prefect.deployments.steps.set_working_directory": {
-                "directory": spec["flows_dir"]}}],
-            enforce_parameter_schema=False)
+        deployment_id = ensure_deployment(client, spec, [
+            {"prefect.deployments.steps.set_working_directory": {
+                "directory": spec["flows_dir"]}}])
         pending: dict[Any, str] = {}
         for date in spec["dates"]:
             fr = client.create_flow_run_from_deployment(

@@ -40,6 +40,23 @@ def pull_steps(code_url: str) -> list[dict[str, Any]]:
     return [{"prefect.deployments.steps.pull_from_remote_storage": {"url": code_url}}]
 
 
+def ensure_deployment(client: Any, spec: dict[str, Any], pull: list[dict[str, Any]],
+                      **extra: Any) -> Any:
+    """The id of a new deployment of ``spec["flow_name"]`` on the process work pool
+    ``spec["pool"]`` (created if missing), running ``spec["entrypoint"]`` after ``pull``."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        client.create_work_pool(WorkPoolCreate(name=spec["pool"], type="process"))
+    except ObjectAlreadyExists:
+        pass
+    flow_id = client.create_flow_from_name(spec["flow_name"])
+    return client.create_deployment(
+        flow_id=flow_id, name=spec["deployment"], work_pool_name=spec["pool"],
+        entrypoint=spec["entrypoint"], pull_steps=pull, enforce_parameter_schema=False, **extra)
+
+
 def _wait_flow_run(client: Any, flow_run_id: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -91,8 +108,6 @@ def main(argv: list[str]) -> int:
     report: dict[str, Any] = {"ok": False}
     try:
         from prefect import get_client
-        from prefect.client.schemas.actions import WorkPoolCreate
-        from prefect.exceptions import ObjectAlreadyExists
 
         from unipipe_prefect.driver import (
             flow_artifacts,
@@ -104,19 +119,12 @@ def main(argv: list[str]) -> int:
 
         save_block(spec["store"])
         with get_client(sync_client=True) as client:
-            try:
-                client.create_work_pool(WorkPoolCreate(name=spec["pool"], type="process"))
-            except ObjectAlreadyExists:
-                pass
-            flow_id = client.create_flow_from_name(spec["flow_name"])
-            deployment_id = client.create_deployment(
-                flow_id=flow_id, name=spec["deployment"], work_pool_name=spec["pool"],
-                entrypoint=spec["entrypoint"], pull_steps=pull_steps(spec["code_url"]),
+            deployment_id = ensure_deployment(
+                client, spec, pull_steps(spec["code_url"]),
                 # the sandbox's python3 (first on the worker's PATH, started with -S), not the
                 # worker's sys.executable, which the process worker would use otherwise
                 # (prefect/workers/process.py::ProcessJobConfiguration.prepare_for_flow_run)
-                job_variables={"command": "python3 -m prefect.engine"},
-                enforce_parameter_schema=False)
+                job_variables={"command": "python3 -m prefect.engine"})
             flow_run = client.create_flow_run_from_deployment(
                 deployment_id, parameters=spec["params"])
             fr = _wait_flow_run(client, flow_run.id, spec.get("timeout", 1800))

@@ -193,7 +193,7 @@ def end() -> None:
 # ---------------------------------------------------------------- the store route
 
 
-def _digest(path: str) -> tuple[str, int]:
+def content_digest(path: str) -> tuple[str, int]:
     """sha256 and size of a file, or of a folder's files (relative names and contents)."""
     h = hashlib.sha256()
     size = 0
@@ -203,7 +203,7 @@ def _digest(path: str) -> tuple[str, int]:
             for name in sorted(files):
                 full = os.path.join(root, name)
                 rel = os.path.relpath(full, path).replace(os.sep, "/")
-                fh_digest, n = _digest(full)
+                fh_digest, n = content_digest(full)
                 h.update(f"{rel}\0{fh_digest}\n".encode())
                 size += n
         return h.hexdigest(), size
@@ -240,7 +240,7 @@ def upload(local: str, name: str) -> dict[str, Any]:
     """Put a written output into the store, content-addressed; its entry in the record."""
     from unipipe.runtime.store import _fs, artifact_root
 
-    digest, size = _digest(local)
+    digest, size = content_digest(local)
     url = f"{artifact_root()}/files/{digest}/{name}"
     fs, path = _fs(url)
     if not fs.exists(path):
@@ -306,8 +306,26 @@ def prepare(spec: Mapping[str, Any], run_id: str, map_index: int | None) -> dict
 
 def input_digests(handles: Mapping[str, Artifact], spec: Mapping[str, Any]) -> dict[str, str]:
     """What a cache key hashes for the input artifacts: their contents."""
-    return {f"artifact:{name}": _digest(handles[name].path)[0]
+    return {f"artifact:{name}": content_digest(handles[name].path)[0]
             for name in (spec.get("artifacts") or {}).get("in") or {}}
+
+
+def _check_written(spec: Mapping[str, Any], name: str, type_name: str, handle: Artifact) -> None:
+    """An output the task declared and never wrote fails the attempt, naming both (a Metrics
+    output counts as written once it has a metric)."""
+    if os.path.exists(handle.path) or (type_name == "Metrics" and handle.metadata):
+        return
+    how = f"call {name}.log_metric(...)" if type_name == "Metrics" else \
+        f"write a file or folder at {name}.path"
+    raise ArtifactMissing(f"task {spec['id']!r} never wrote its output {name!r} "
+                          f"(Output[{type_name}]): {how}")
+
+
+def _write(path: str, text: str) -> None:
+    """``text`` into ``path``, its folder made first (an engine's output path may not exist)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text)
 
 
 def finish(spec: Mapping[str, Any], handles: Mapping[str, Artifact], records: Records) -> dict[str, Any]:
@@ -315,19 +333,11 @@ def finish(spec: Mapping[str, Any], handles: Mapping[str, Artifact], records: Re
     result: dict[str, Any] = {"artifacts": {}, "metrics": {}}
     for name, type_name in ((spec.get("artifacts") or {}).get("out") or {}).items():
         handle = handles[name]
-        wrote = os.path.exists(handle.path)
+        _check_written(spec, name, type_name, handle)
         if type_name == "Metrics":
-            if not wrote and not handle.metadata:
-                raise ArtifactMissing(f"task {spec['id']!r} never wrote its output {name!r} "
-                                      f"(Output[Metrics]): call {name}.log_metric(...)")
-            for metric, value in handle.metadata.items():
-                result["metrics"][metric] = value
-            if not wrote:
-                with open(handle.path, "w") as fh:
-                    json.dump(handle.metadata, fh, sort_keys=True)
-        elif not wrote:
-            raise ArtifactMissing(f"task {spec['id']!r} never wrote its output {name!r} "
-                                  f"(Output[{type_name}]): write a file or folder at {name}.path")
+            result["metrics"].update(handle.metadata)
+            if not os.path.exists(handle.path):
+                _write(handle.path, json.dumps(handle.metadata, sort_keys=True))
         entry = upload(handle.path, name)
         entry["type"] = type_name
         entry["metadata"] = handle.metadata
@@ -361,33 +371,22 @@ def finish_native(spec: Mapping[str, Any], handles: Mapping[str, Artifact], reco
     result: dict[str, Any] = {"artifacts": {}, "metrics": {}}
     for name, type_name in ((spec.get("artifacts") or {}).get("out") or {}).items():
         handle = handles[name]
+        _check_written(spec, name, type_name, handle)
         if type_name == "Metrics":
-            if not handle.metadata and not os.path.exists(handle.path):
-                raise ArtifactMissing(f"task {spec['id']!r} never wrote its output {name!r} "
-                                      f"(Output[Metrics]): call {name}.log_metric(...)")
             result["metrics"].update(handle.metadata)
-        elif not os.path.exists(handle.path):
-            raise ArtifactMissing(f"task {spec['id']!r} never wrote its output {name!r} "
-                                  f"(Output[{type_name}]): write a file or folder at {name}.path")
         result["artifacts"][name] = {"uri": handle.uri, "type": type_name,
                                      "metadata": handle.metadata}
         if os.path.exists(handle.path):
-            digest, size = _digest(handle.path)
+            digest, size = content_digest(handle.path)
             result["artifacts"][name].update(sha256=digest, size=size)
     result["metrics"].update(records.metrics)
     if METRICS_SLOT in native:
         native[METRICS_SLOT].metadata.update(records.metrics)
-        path = native[METRICS_SLOT].path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(records.metrics, fh, sort_keys=True)
+        _write(native[METRICS_SLOT].path, json.dumps(records.metrics, sort_keys=True))
     if records.report is not None:
         result["report"] = records.report
     if REPORT_SLOT in native:
-        path = native[REPORT_SLOT].path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as fh:
-            fh.write(records.report or "")
+        _write(native[REPORT_SLOT].path, records.report or "")
     return result
 
 
@@ -436,15 +435,9 @@ def restore_native(spec: Mapping[str, Any], record: Mapping[str, Any],
                         for k in (e.get("metadata") or {})}
             logged = {k: v for k, v in (record.get("metrics") or {}).items() if k not in declared}
         native[METRICS_SLOT].metadata.update(logged)
-        path = native[METRICS_SLOT].path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(logged, fh, sort_keys=True)
+        _write(native[METRICS_SLOT].path, json.dumps(logged, sort_keys=True))
     if REPORT_SLOT in native:
-        path = native[REPORT_SLOT].path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as fh:
-            fh.write(record.get("report") or "")
+        _write(native[REPORT_SLOT].path, record.get("report") or "")
     return True
 
 

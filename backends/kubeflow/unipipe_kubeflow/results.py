@@ -150,7 +150,7 @@ def engine_records(exe: Execution) -> tuple[dict[str, Any], dict[str, dict[str, 
     Metrics: every system.Metrics output's metadata (a declared Output[Metrics] and the hidden
     unipipe_metrics). Artifacts: the declared outputs, each with the sha256 and size of the
     file (or folder) at its path; the hidden outputs are reported as metrics and the report."""
-    from unipipe.runtime.artifacts import METRICS_SLOT, REPORT_SLOT, _digest
+    from unipipe.runtime.artifacts import METRICS_SLOT, REPORT_SLOT, content_digest
 
     metrics: dict[str, Any] = {}
     arts: dict[str, dict[str, Any]] = {}
@@ -172,7 +172,7 @@ def engine_records(exe: Execution) -> tuple[dict[str, Any], dict[str, dict[str, 
             continue
         entry: dict[str, Any] = {"type": kind, "uri": rec.get("uri")}
         if path and Path(path).exists():
-            entry["sha256"], entry["size"] = _digest(path)
+            entry["sha256"], entry["size"] = content_digest(path)
         arts[name] = entry
     return metrics, arts, report
 

@@ -7,9 +7,10 @@ Backends: ``local`` (the reference runner) runs them here, at most ``max_active`
 ``kubeflow``: one KFP run per date through the backend's run (the project's executor, or a KFP
 API with ``host=``), the date as the pipeline's hidden ``unipipe_logical_date`` parameter (KFP
 fills the schedule-time placeholder of a run created by hand with its creation time).
-The other engines' mechanisms (Airflow's backfill, Prefect runs scheduled in the past:
-docs/facts/events-schedules-artifacts.md) are not built yet, so any other backend is refused
-before anything is created.
+A backend whose Backend object has ``backfill(ir, dates, *, max_active, params, progress,
+extra) -> list[RunResult]`` creates the runs the engine's own way (Airflow's backfill, Prefect
+flow runs scheduled at each date: docs/facts/events-schedules-artifacts.md). Any other backend
+is refused before anything is created.
 """
 
 from __future__ import annotations
@@ -23,13 +24,8 @@ from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
 from unipipe.schedules import ScheduleError, fire_times, parse_when
 
-#: backends whose backfill creates the runs on the engine itself
+#: backends with no backfill of their own whose runs, one per date, are the engine's runs
 BACKENDS = ("local", "kubeflow")
-
-
-#: backends whose Backend object has ``backfill(ir, dates, *, max_active, params, progress,
-#: extra) -> list[RunResult]``: the engine's own way of creating runs for past dates
-ENGINE_BACKFILL: tuple[str, ...] = ("prefect", "airflow")
 
 
 class BackfillError(ValueError):
@@ -72,18 +68,19 @@ def backfill(ir: Pipeline, backend: str, start: str, end: str, *, max_active: in
              params: dict[str, Any] | None = None,
              progress: Callable[[str, RunResult], None] | None = None) -> list[RunResult]:
     """Create (and, on ``local``, run) one run per date of :func:`plan`; results by date."""
-    name = backend.split("@", 1)[0]
-    if name not in BACKENDS and name not in ENGINE_BACKFILL:
-        raise BackfillError(f"backfill on {backend!r} is not built yet (issue 14): the engine's "
-                            f"own backfill is what it must use; built: "
-                            f"{', '.join(BACKENDS)}")
+    from unipipe.compiler.registry import UnknownBackend, get_backend_for
+
+    try:
+        engine, selected = get_backend_for(backend)
+    except UnknownBackend:
+        engine, selected = None, {}
+    own = getattr(engine, "backfill", None)
+    if own is None and backend.split("@", 1)[0] not in BACKENDS:
+        raise BackfillError(f"backfill on {backend!r} is not built yet: its backend has no "
+                            f"backfill of its own and is not one of {', '.join(BACKENDS)}")
     if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
         raise BackfillError(f"--max-active takes a whole number >= 1, not {max_active!r}")
     dates = [d.isoformat() for d in plan(ir, start, end)]
-    from unipipe.compiler.registry import get_backend_for
-
-    engine, selected = get_backend_for(backend)
-    own = getattr(engine, "backfill", None)
     if own is not None:  # the engine creates the runs itself (Prefect: scheduled flow runs)
         return own(ir, dates, max_active=max_active, params=dict(params or {}),
                    progress=progress, extra=selected)

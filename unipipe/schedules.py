@@ -20,6 +20,7 @@ An interval schedule fires at ``start + k * interval``. The window of a schedule
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -126,3 +127,94 @@ def fire_times(schedule: Schedule, start: datetime, end: datetime,
             seen.add(when)
             out.append(when)
     return out
+
+
+# ---------------------------------------------------------------- a zone's cron as UTC crons
+
+
+@dataclass(frozen=True)
+class UtcSegment:
+    """A stretch of a schedule's fire times that one UTC cron gives exactly: ``cron`` fires at
+    ``first``, at every reference time after it up to ``last``, and at nothing else between."""
+
+    cron: str
+    first: datetime
+    last: datetime
+
+
+def _utc_cron(cron: str, offset: timedelta) -> str | None:
+    """``cron`` (wall-clock in a zone ``offset`` ahead of UTC) read in UTC: the minute and hour
+    fields moved back by the offset; None when that cannot be written (minutes that move into
+    different hours, or an hour that moves to another day while the day fields are not all
+    ``*``)."""
+    from croniter import croniter
+
+    total = int(offset.total_seconds()) // 60
+    if total * 60 != int(offset.total_seconds()):
+        return None
+    fields = cron.split()
+    minutes, hours = croniter(cron).expanded[:2]
+    shift_h, shift_m = divmod(total, 60)
+    if shift_m:
+        if minutes == ["*"]:
+            return None
+        carries = {(int(m) - shift_m) // 60 for m in minutes}
+        if len(carries) != 1:
+            return None
+        shift_h -= carries.pop()
+        fields[0] = ",".join(str(m) for m in sorted((int(m) - shift_m) % 60 for m in minutes))
+    if hours == ["*"]:
+        return " ".join(fields)
+    moved = sorted(int(h) - shift_h for h in hours)
+    if moved[0] < 0 or moved[-1] > 23:
+        if fields[2:] != ["*", "*", "*"]:  # the day fields would move too
+            return None
+        moved = sorted(h % 24 for h in moved)  # every day: only the hour changes
+    fields[1] = ",".join(str(h) for h in moved)
+    return " ".join(fields)
+
+
+def utc_segments(schedule: Schedule, start: datetime, end: datetime,
+                 limit: int = 64) -> list[UtcSegment]:
+    """The cron schedule's fire times in ``[start, end]`` as consecutive UTC crons, for an
+    engine whose cron has no timezone (KFP): each stretch between daylight-saving changes gets
+    the cron moved by that stretch's offset, and a stretch is checked time by time against
+    :func:`fire_times` (the moved-forward time of a spring gap stays with the stretch before it,
+    the repeated hour of a fall-back day ends one). Raises ScheduleError when a fire time has
+    no UTC cron or the window needs more than ``limit`` stretches."""
+    from croniter import croniter
+
+    if schedule.cron is None:
+        raise ScheduleError("only a cron schedule is split into UTC crons")
+    tz = zone(schedule.timezone)
+    segments: list[UtcSegment] = []
+    expected: datetime | None = None  # the current stretch's cron's next time
+    it = None
+    for when in fire_times(schedule, start, end):
+        at = when.astimezone(UTC)
+        if it is not None and expected == at:
+            segments[-1] = UtcSegment(segments[-1].cron, segments[-1].first, at)
+            expected = it.get_next(datetime)
+            continue
+        tried = []
+        for probe in (at, at - timedelta(hours=3), at + timedelta(hours=3)):
+            offset = probe.astimezone(tz).utcoffset()
+            assert offset is not None
+            cron = _utc_cron(schedule.cron, offset)
+            if cron is None or cron in tried:
+                continue
+            tried.append(cron)
+            if croniter(cron, at - timedelta(seconds=1)).get_next(datetime) == at:
+                break
+        else:
+            raise ScheduleError(
+                f"cron {schedule.cron!r} in {schedule.timezone} fires at {when.isoformat()}, "
+                f"which no UTC cron gives (an offset of part of an hour, or an hour that moves "
+                f"to another day in UTC)")
+        if len(segments) == limit:
+            raise ScheduleError(f"cron {schedule.cron!r} in {schedule.timezone} needs more than "
+                                f"{limit} UTC crons in the window")
+        segments.append(UtcSegment(cron, at, at))
+        it = croniter(cron, at)
+        expected = it.get_next(datetime)
+    return segments

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -271,3 +271,40 @@ def test_backfill_refusals(tmp_path):
         "run 2024-03-30T02:30:00+01:00", "run 2024-03-31T03:30:00+02:00",
         "run 2024-04-01T02:30:00+02:00"]
     assert "[3/3]" in proc.stderr
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Sydney",
+                                "Asia/Kolkata", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("cron", ["30 2 * * *", "0 * * * *", "0 1 * * *", "*/20 6-8 * * *",
+                                  "15 9 * * 1-5"])
+def test_utc_segments_fire_exactly_the_reference_times_or_refuse(tz, cron):
+    """Each UTC cron, fired strictly after its first time minus a second up to its last time,
+    gives the reference's fire times from March to November 2024 (both daylight-saving
+    changes of each hemisphere) in the zone, in order and nothing else; where
+    no UTC cron can (an hour that moves to another day with day fields set, or minutes that
+    move into different hours), a ScheduleError names the fire time."""
+    from croniter import croniter
+
+    from unipipe.ir.models import Schedule
+    from unipipe.schedules import ScheduleError, fire_times, utc_segments
+
+    sched = Schedule(cron=cron, timezone=tz)
+    window = (datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 11, 30, tzinfo=UTC))
+    reference = [t.astimezone(UTC) for t in fire_times(sched, *window)]
+    try:
+        segments = utc_segments(sched, *window)
+    except ScheduleError as exc:
+        assert (tz, cron) in {("Australia/Sydney", "15 9 * * 1-5"),
+                              ("Asia/Kolkata", "*/20 6-8 * * *"),
+                              ("Australia/Lord_Howe", "15 9 * * 1-5"),
+                              ("Australia/Lord_Howe", "*/20 6-8 * * *")}, exc
+        assert f"{cron!r} in {tz} fires at 2024-0" in str(exc)
+        return
+    fired = []
+    for seg in segments:
+        it = croniter(seg.cron, seg.first - timedelta(seconds=1))
+        while (t := it.get_next(datetime)) <= seg.last:
+            fired.append(t)
+    assert fired == reference
+    assert len(segments) == (1 if tz == "Asia/Kolkata" else 2 if cron == "0 * * * *"
+                             and tz != "Australia/Lord_Howe" else 3)

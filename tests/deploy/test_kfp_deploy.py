@@ -49,8 +49,14 @@ class FakeKfp:
 
     def __call__(self, r: Recorded):
         def named(items):
-            want = json.loads(r.q("filter"))["predicates"][0]["stringValue"] if r.q("filter") else None
-            return [i for i in items if want is None or i["display_name"] == want]
+            if not r.q("filter"):
+                return list(items)
+            (pred,) = json.loads(r.q("filter"))["predicates"]
+            want = pred["stringValue"]
+            if pred["operation"] == 9:  # IS_SUBSTRING
+                return [i for i in items if want in i["display_name"]]
+            assert pred["operation"] == 1, pred  # EQUALS
+            return [i for i in items if i["display_name"] == want]
 
         if r.path == "/apis/v2beta1/healthz":
             return 200, {"multi_user": False}
@@ -174,6 +180,34 @@ def test_kfp_recorded_requests_unchanged_redeploy_uploads_nothing(ir, package, k
     ]
     latest = kfp_api.requests[first + 2]
     assert latest.q("sort_by") == "created_at desc" and latest.q("page_size") == "1"
+
+
+def test_kfp_a_berlin_schedule_is_three_utc_recurring_runs_kept_on_redeploy(ir, kfp_api, home):
+    """A cron in Europe/Berlin over 2024: one UTC recurring run per daylight-saving stretch;
+    the same deploy again changes nothing; back to UTC, the three are replaced by one."""
+    from unipipe.ir.models import Schedule
+
+    berlin = ir.model_copy(update={"schedule": Schedule(
+        cron="30 2 * * *", timezone="Europe/Berlin", start="2024-01-01", end="2024-12-31")})
+    out = deploy(berlin, "kubeflow", [f"host={kfp_api.url}"])
+    assert out.code == 0, out.text
+    made = sorted(kfp_api.fake.recurring.values(), key=lambda r: r["display_name"])
+    assert [(r["display_name"], r["trigger"]["cron_schedule"]["cron"]) for r in made] == [
+        ("nightly-report-schedule-20240101T0130", "0 30 1 * * *"),
+        ("nightly-report-schedule-20240401T0030", "0 30 0 * * *"),
+        ("nightly-report-schedule-20241028T0130", "0 30 1 * * *")]
+    assert made[1]["trigger"]["cron_schedule"]["end_time"] == "2024-10-27T00:30:00Z"
+    assert "as 3 UTC recurring runs" in out.text
+    first = len(kfp_api.requests)
+    again = deploy(berlin, "kubeflow", [f"host={kfp_api.url}"])
+    assert again.code == 0 and "nothing changed" in again.text, again.text
+    listing = kfp_api.requests[first:][-1]
+    assert listing.path == "/apis/v2beta1/recurringruns"
+    assert json.loads(listing.q("filter"))["predicates"][0]["operation"] == 9
+    assert not [c for c in kfp_api.calls()[first:] if c[0] in ("POST", "DELETE")]
+    utc = deploy(ir, "kubeflow", [f"host={kfp_api.url}"])
+    assert utc.code == 0, utc.text
+    assert [r["display_name"] for r in kfp_api.fake.recurring.values()] == ["nightly-report-schedule"]
 
 
 def test_kfp_recorded_requests_changed_pipeline_uploads_a_new_version(ir, kfp_api, home):

@@ -28,6 +28,18 @@ def berlin(label: str = "berlin"):
     return stamp(label)
 
 
+@up.pipeline(name="kfp-berlin-2024", schedule=up.Schedule(
+    cron="30 2 * * *", timezone="Europe/Berlin", start="2024-01-01", end="2024-12-31"))
+def berlin_2024(label: str = "berlin"):
+    return stamp(label)
+
+
+@up.pipeline(name="kfp-berlin-monthly", schedule=up.Schedule(
+    cron="0 0 1 * *", timezone="Europe/Berlin", start="2024-01-01"))
+def berlin_monthly(label: str = "berlin"):
+    return stamp(label)
+
+
 @up.pipeline
 def inner(label: str):
     return stamp(label)

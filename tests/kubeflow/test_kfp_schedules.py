@@ -35,7 +35,7 @@ def test_support_declares_schedules_native_and_assets_refused_with_what_was_look
     for f in (Feature.SCHEDULE_CRON, Feature.SCHEDULE_WINDOW, Feature.SCHEDULE_CATCHUP):
         assert table[f].status is Status.NATIVE
     assert "no_catchup" in table[Feature.SCHEDULE_CATCHUP].note
-    assert "UTC only" in table[Feature.SCHEDULE_CRON].note
+    assert "one UTC recurring run per daylight-saving stretch" in table[Feature.SCHEDULE_CRON].note
     for f in (Feature.ASSET_PRODUCES, Feature.TRIGGER_ASSET, Feature.TRIGGER_ANY):
         assert table[f].status is Status.UNSUPPORTED
         assert "v2beta1_trigger.py" in table[f].note and "issue 14" not in table[f].note
@@ -172,24 +172,78 @@ def test_backfill_cli_reports_progress():
 
 
 def test_deploy_trigger_has_the_window_and_catchup():
-    from unipipe.deploy.to_kfp import _kfp_trigger
+    from unipipe.deploy.to_kfp import _kfp_triggers
 
     # KFP fires strictly after start_time (a cron) or first at start_time + interval: the
     # reference fires at start itself
-    assert _kfp_trigger(_ir(S.daily)) == {
+    assert _kfp_triggers(_ir(S.daily), _opts()) == [{
         "cron_expression": "0 0 6 * * *", "start_time": "2023-12-31T23:59:59Z",
-        "end_time": "2024-12-31T00:00:00Z", "no_catchup": False}
-    assert _kfp_trigger(_ir(S.hourly_groups)) == {
-        "interval_second": 3600, "start_time": "2023-12-31T23:00:00Z", "no_catchup": True}
+        "end_time": "2024-12-31T00:00:00Z", "no_catchup": False}]
+    assert _kfp_triggers(_ir(S.hourly_groups), _opts()) == [{
+        "interval_second": 3600, "start_time": "2023-12-31T23:00:00Z", "no_catchup": True}]
 
 
-def test_deploy_refuses_a_timezone_kfp_cannot_keep():
+def _opts(*pairs: str):
+    from unipipe.deploy.options import Options
+    from unipipe.deploy.to_kfp import KFP_OPTIONS
+
+    return Options.parse(pairs, target="kubeflow", known=KFP_OPTIONS)
+
+
+def _controller_fires(trigger: dict) -> list[datetime]:
+    """What KFP's scheduled-workflow controller fires for a cron trigger: robfig cron times
+    strictly after start_time, up to end_time inclusive, in UTC (the controller's zone)."""
+    from croniter import croniter
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    seconds, *fields = trigger["cron_expression"].split()
+    assert seconds == "0"
+    it, end, out = croniter(" ".join(fields), at(trigger["start_time"])), at(trigger["end_time"]), []
+    while (t := it.get_next(datetime)) <= end:
+        out.append(t)
+    return out
+
+
+def test_a_berlin_cron_is_one_utc_recurring_run_per_daylight_saving_stretch():
+    from unipipe.deploy.to_kfp import _kfp_triggers
+    from unipipe.schedules import fire_times
+
+    ir = _ir(S.berlin_2024)
+    triggers = _kfp_triggers(ir, _opts())
+    assert triggers == [
+        {"cron_expression": "0 30 1 * * *", "start_time": "2024-01-01T01:29:59Z",
+         "end_time": "2024-03-31T01:30:00Z", "no_catchup": True},   # CET, and the spring gap's 03:30 CEST
+        {"cron_expression": "0 30 0 * * *", "start_time": "2024-04-01T00:29:59Z",
+         "end_time": "2024-10-27T00:30:00Z", "no_catchup": True},   # CEST, and the first 02:30 of fall-back
+        {"cron_expression": "0 30 1 * * *", "start_time": "2024-10-28T01:29:59Z",
+         "end_time": "2024-12-30T01:30:00Z", "no_catchup": True}]  # end: 2024-12-31 00:00 CET
+    fired = [t for trigger in triggers for t in _controller_fires(trigger)]
+    window = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    assert fired == [t.astimezone(UTC) for t in fire_times(ir.schedule, *window)]
+    assert len(fired) == 365
+
+
+def test_without_an_end_the_stretches_reach_schedule_days():
+    from unipipe.deploy.to_kfp import _kfp_triggers
+
+    ir = _ir(S.berlin_2024)
+    ir = ir.model_copy(update={"schedule": ir.schedule.model_copy(update={"end": None})})
+    triggers = _kfp_triggers(ir, _opts("schedule_days=800"))
+    assert len(triggers) == 5 and triggers[-1]["end_time"] == "2026-03-10T01:30:00Z"
+
+
+def test_deploy_refuses_a_cron_no_utc_cron_can_give():
     from unipipe.deploy.options import InvalidDeploy
-    from unipipe.deploy.to_kfp import _kfp_trigger
+    from unipipe.deploy.to_kfp import _kfp_triggers
 
+    # 00:00 on the 1st in Berlin is 23:00 UTC on the last day of the month before
     with pytest.raises(InvalidDeploy, match=r"kfp_schedules.py:\d+: schedule.timezone: .*"
-                                            r"Europe/Berlin"):
-        _kfp_trigger(_ir(S.berlin))
+                                            r"'0 0 1 \* \*' in Europe/Berlin fires at 2024-01-01"):
+        _kfp_triggers(_ir(S.berlin_monthly), _opts())
+    with pytest.raises(InvalidDeploy, match="schedule_days"):
+        _kfp_triggers(_ir(S.berlin_2024), _opts("schedule_days=0"))
 
 
 class _FakeClient:
@@ -232,8 +286,8 @@ def test_deploy_creates_the_recurring_run_with_window_and_catchup(monkeypatch):
         "version_id": "v-1"}
 
 
-def test_deploy_cli_refuses_a_berlin_schedule_with_exit_2(kfp_pipeline_root):
-    proc = _cli("deploy", f"{HERE / 'kfp_schedules.py'}:berlin", "--to", "kubeflow",
+def test_deploy_cli_refuses_a_berlin_monthly_schedule_with_exit_2(kfp_pipeline_root):
+    proc = _cli("deploy", f"{HERE / 'kfp_schedules.py'}:berlin_monthly", "--to", "kubeflow",
                 "--set", "host=http://127.0.0.1:9", "--store", "local")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr

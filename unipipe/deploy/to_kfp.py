@@ -21,7 +21,8 @@ from unipipe.deploy.options import DeployFailed, InvalidDeploy, Options
 from unipipe.deploy.plan import Plan, Step
 from unipipe.ir.models import Pipeline
 
-KFP_OPTIONS = ("host", "namespace", "pipeline_name", "description", "experiment", "schedule")
+KFP_OPTIONS = ("host", "namespace", "pipeline_name", "description", "experiment", "schedule",
+               "schedule_days")
 VERTEX_OPTIONS = ("project", "region", "pipeline_root", "service_account", "network", "api_endpoint",
                   "display_name", "enable_caching")
 VERTEX_PREFIXES = ("param.",)
@@ -99,8 +100,8 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
         raise InvalidDeploy("--to kubeflow needs --set host=URL (or KF_PIPELINES_ENDPOINT)")
     # the schedule is checked first: a timezone KFP cannot keep is refused before the engine
     # is asked anything
-    trigger = (_kfp_trigger(ir) if ir.schedule is not None and opts.flag("schedule", True)
-               else None)
+    triggers = (_kfp_triggers(ir, opts) if ir.schedule is not None
+                and opts.flag("schedule", True) else [])
     package, diagnostics = _package(ir, opts)
     digest = sha256(package.data)
     name = opts.get("pipeline_name", ir.name)
@@ -164,9 +165,16 @@ def plan_kfp(ir: Pipeline, opts: Options, *, inspect: bool) -> Plan:
     plan.add(Step("upload", f"KFP pipeline version {version_name!r}", version_change,
                   f"POST /apis/v2beta1/pipelines/upload_version, {package.relpath}, sha256 {digest[:12]}",
                   upload_version))
-    if trigger is not None:
-        _plan_recurring_run(plan, ir, opts, client, state, name, version_change, trigger,
-                            inspect=inspect)
+    if len(triggers) > 1:
+        last = triggers[-1].get("end_time")
+        plan.notes.append(
+            f"schedule {ir.schedule.cron!r} in {ir.schedule.timezone} as {len(triggers)} UTC "  # type: ignore[union-attr]
+            f"recurring runs, one per daylight-saving stretch, up to {last}: "
+            + ("the schedule's end" if ir.schedule.end else  # type: ignore[union-attr]
+               "deploy again before then (--set schedule_days=N covers more days)"))
+    if triggers:
+        _plan_recurring_runs(plan, ir, opts, client, state, name, version_change, triggers,
+                             inspect=inspect)
     return plan
 
 
@@ -198,32 +206,28 @@ def _rfc3339(ir: Pipeline, field: str, earlier: float = 0.0) -> str | None:
     return (when - timedelta(seconds=earlier)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _kfp_trigger(ir: Pipeline) -> dict[str, Any]:
-    """KFP's trigger: a 6-field cron (seconds first) or an interval in whole seconds, with the
+def _kfp_triggers(ir: Pipeline, opts: Options) -> list[dict[str, Any]]:
+    """KFP's triggers: a 6-field cron (seconds first) or an interval in whole seconds, with the
     schedule's window (start_time/end_time) and catchup (no_catchup = not catchup).
 
-    A timezone other than UTC is refused: V2beta1CronSchedule has only start_time, end_time
-    and cron (kfp_server_api/models/v2beta1_cron_schedule.py), the scheduled-workflow
-    controller reads every cron in one zone for the whole cluster, and no fixed UTC cron
-    matches a zone with daylight saving time all year (unipipe.schedules.fire_times is the
-    reference)."""
+    KFP's cron has no timezone: V2beta1CronSchedule has only start_time, end_time and cron
+    (kfp_server_api/models/v2beta1_cron_schedule.py), and the scheduled-workflow controller
+    reads every cron in one zone for the whole cluster (UTC here). A cron in another zone is
+    written as one recurring run per daylight-saving stretch, each with the UTC cron of that
+    stretch and a window that holds exactly its fire times (unipipe.schedules.utc_segments,
+    checked time by time against fire_times), from the schedule's start (or now) up to its end
+    (or ``schedule_days`` days, 400 by default). One that no UTC cron can give is refused."""
     sched = ir.schedule
     assert sched is not None
-    if sched.timezone != "UTC":
-        raise InvalidDeploy(f"{_where(ir, 'schedule.timezone')} KFP recurring runs have no "
-                            f"timezone (V2beta1CronSchedule: start_time, end_time, cron only): "
-                            f"schedule timezone {sched.timezone!r} cannot be kept, and a fixed "
-                            f"UTC cron is wrong across daylight-saving changes; use "
-                            f"timezone='UTC', or --set schedule=false and create the runs with "
-                            f"`unipipe backfill --backend kubeflow`")
+    if sched.cron is not None and len(sched.cron.split()) != 5:
+        raise InvalidDeploy(f"{_where(ir, 'schedule.cron')} cron {sched.cron!r}: KFP takes a "
+                            f"5-field cron here (seconds are added)")
+    if sched.cron is not None and sched.timezone != "UTC":
+        return _zone_triggers(ir, opts)
     trigger: dict[str, Any]
     if sched.cron is not None:
-        fields = sched.cron.split()
-        if len(fields) != 5:
-            raise InvalidDeploy(f"{_where(ir, 'schedule.cron')} cron {sched.cron!r}: KFP takes a "
-                                f"5-field cron here (seconds are added)")
         trigger = {"cron_expression": "0 " + sched.cron}
-    else:
+    else:  # an interval counts seconds from start: the zone only places start
         trigger = {"interval_second": int(sched.interval or 0)}
     # The scheduled-workflow controller counts from start_time as if a run had fired then
     # (backend/src/crd/controller/scheduledworkflow/util/cron_schedule.go and
@@ -238,7 +242,44 @@ def _kfp_trigger(ir: Pipeline) -> dict[str, Any]:
     if value is not None:
         trigger["end_time"] = value
     trigger["no_catchup"] = not sched.catchup
-    return trigger
+    return [trigger]
+
+
+def _zone_triggers(ir: Pipeline, opts: Options) -> list[dict[str, Any]]:
+    """A cron in a zone with daylight saving time as UTC recurring runs (_kfp_triggers)."""
+    from datetime import UTC, datetime, timedelta
+
+    from unipipe.schedules import ScheduleError, parse_when, utc_segments
+
+    sched = ir.schedule
+    assert sched is not None and sched.cron is not None
+    try:
+        days = int(opts.get("schedule_days", "400"))
+        if not 1 <= days <= 3660:
+            raise ValueError
+    except ValueError:
+        raise InvalidDeploy(f"--set schedule_days={opts.get('schedule_days')!r}: a whole number "
+                            f"of days from 1 to 3660") from None
+    try:
+        start = (parse_when(sched.start, sched.timezone) if sched.start is not None
+                 else datetime.now(UTC).replace(second=0, microsecond=0))
+        end = (parse_when(sched.end, sched.timezone) if sched.end is not None
+               else start + timedelta(days=days))
+        segments = utc_segments(sched, start, end)
+    except ScheduleError as exc:
+        raise InvalidDeploy(f"{_where(ir, 'schedule.timezone')} KFP recurring runs have no "
+                            f"timezone (V2beta1CronSchedule: start_time, end_time, cron only), so "
+                            f"the cron is written in UTC per daylight-saving stretch, and here it "
+                            f"cannot be: {exc}; use timezone='UTC', or --set schedule=false and "
+                            f"create the runs with `unipipe backfill --backend kubeflow`") from None
+
+    def stamp(when: datetime) -> str:
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # each window holds its stretch's fire times only: the controller fires strictly after
+    # start_time (robfig cron Next) and up to end_time inclusive (as for one trigger above)
+    return [{"cron_expression": "0 " + seg.cron, "start_time": stamp(seg.first - timedelta(seconds=1)),
+             "end_time": stamp(seg.last), "no_catchup": not sched.catchup} for seg in segments]
 
 
 def _same_window(run: Any, trigger: dict[str, Any]) -> bool:
@@ -259,37 +300,66 @@ def _same_window(run: Any, trigger: dict[str, Any]) -> bool:
     return bool(run.no_catchup) == bool(trigger.get("no_catchup"))
 
 
-def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, state: dict[str, Any],
-                        name: str, version_change: str, trigger: dict[str, Any], *,
-                        inspect: bool) -> None:
-    """The pipeline's schedule as one recurring run of the current version, replaced when the
-    version or the trigger changes (a KFP recurring run cannot be edited)."""
-    experiment = opts.get("experiment", "Default")
+def _substring_filter(key: str, value: str) -> str:
+    """A v2beta1 filter for names holding ``value`` (operation 9, IS_SUBSTRING: the
+    operations kfp.Client knows, kfp/client/client.py ~43-52)."""
+    return json.dumps({"predicates": [{"operation": 9, "key": key, "stringValue": value}]})
+
+
+def _job_names(name: str, triggers: list[dict[str, Any]]) -> list[str]:
+    """One recurring run: ``NAME-schedule``; one per daylight-saving stretch: each named after
+    its first fire time in UTC, ``NAME-schedule-20240331T0030``."""
     job = f"{name}-schedule"
+    if len(triggers) == 1:
+        return [job]
+    from datetime import datetime, timedelta
+
+    def first(t: dict[str, Any]) -> str:
+        at = datetime.fromisoformat(t["start_time"].replace("Z", "+00:00")) + timedelta(seconds=1)
+        return at.strftime("%Y%m%dT%H%M")
+
+    return [f"{job}-{first(t)}" for t in triggers]
+
+
+def _plan_recurring_runs(plan: Plan, ir: Pipeline, opts: Options, client: Any,
+                         state: dict[str, Any], name: str, version_change: str,
+                         triggers: list[dict[str, Any]], *, inspect: bool) -> None:
+    """The pipeline's schedule as recurring runs of the current version (one, or one per
+    daylight-saving stretch), each replaced when the version or its trigger changes (a KFP
+    recurring run cannot be edited); earlier ones of the pipeline that no trigger keeps are
+    deleted."""
+    experiment = opts.get("experiment", "Default")
+    base = f"{name}-schedule"
+    jobs = _job_names(name, triggers)
     stale: list[Any] = []
-    change = "unknown"
+    kept: set[str] = set()
     if inspect:
         c = client()
         found = c.list_experiments(filter=_eq_filter("display_name", experiment)).experiments or []
         runs: list[Any] = []
         if found:
             state["experiment_id"] = found[0].experiment_id
-            runs = c.list_recurring_runs(experiment_id=found[0].experiment_id,
-                                         filter=_eq_filter("display_name", job)).recurring_runs or []
-        change = "create"
+            runs = c.list_recurring_runs(experiment_id=found[0].experiment_id, page_size=1000,
+                                         filter=_substring_filter("display_name", base)
+                                         ).recurring_runs or []
+        runs = [r for r in runs if r.display_name == base
+                or str(r.display_name).startswith(base + "-")]
         for run in runs:
             cron = run.trigger.cron_schedule.cron if run.trigger and run.trigger.cron_schedule else None
             interval = (run.trigger.periodic_schedule.interval_second
                         if run.trigger and run.trigger.periodic_schedule else None)
             ref = run.pipeline_version_reference
-            same = (version_change == "unchanged" and ref is not None
+            job = run.display_name
+            trigger = dict(zip(jobs, triggers)).get(job)
+            same = (trigger is not None and job not in kept
+                    and version_change == "unchanged" and ref is not None
                     and ref.pipeline_version_id == state.get("version_id")
                     and cron == trigger.get("cron_expression")
                     and (interval is None or int(interval) == trigger.get("interval_second"))
                     and _same_window(run, trigger)
                     and int(run.max_concurrency or 1) == (ir.max_active_runs or 1))
-            if same and change == "create":
-                change = "unchanged"
+            if same:
+                kept.add(job)
             else:
                 stale.append(run)
     for run in stale:
@@ -300,21 +370,26 @@ def _plan_recurring_run(plan: Plan, ir: Pipeline, opts: Options, client: Any, st
         plan.add(Step("call", f"delete KFP recurring run {run.recurring_run_id}", "update",
                       f"DELETE /apis/v2beta1/recurringruns/{run.recurring_run_id} (replaced)", delete))
 
-    def create() -> str:
-        c = client()
-        with _quiet():
-            if "experiment_id" not in state:
-                state["experiment_id"] = c.create_experiment(experiment).experiment_id
-            made = c.create_recurring_run(experiment_id=state["experiment_id"], job_name=job,
-                                          pipeline_id=state["pipeline_id"], version_id=state["version_id"],
-                                          max_concurrency=ir.max_active_runs or 1, enabled=True,
-                                          **trigger)
-        plan.facts["recurring_run_id"] = made.recurring_run_id
-        return f"id {made.recurring_run_id}"
+    for job, trigger in zip(jobs, triggers):
+        def create(job: str = job, trigger: dict[str, Any] = trigger) -> str:
+            c = client()
+            with _quiet():
+                if "experiment_id" not in state:
+                    state["experiment_id"] = c.create_experiment(experiment).experiment_id
+                made = c.create_recurring_run(experiment_id=state["experiment_id"], job_name=job,
+                                              pipeline_id=state["pipeline_id"],
+                                              version_id=state["version_id"],
+                                              max_concurrency=ir.max_active_runs or 1,
+                                              enabled=True, **trigger)
+            plan.facts.setdefault("recurring_run_ids", []).append(made.recurring_run_id)
+            plan.facts["recurring_run_id"] = made.recurring_run_id
+            return f"id {made.recurring_run_id}"
 
-    what = ", ".join(f"{k} {v!r}" for k, v in trigger.items())
-    plan.add(Step("create", f"KFP recurring run {job!r}", change,
-                  f"POST /apis/v2beta1/recurringruns, experiment {experiment!r}, {what}", create))
+        change = ("unchanged" if job in kept else "create") if inspect else "unknown"
+        what = ", ".join(f"{k} {v!r}" for k, v in trigger.items())
+        plan.add(Step("create", f"KFP recurring run {job!r}", change,
+                      f"POST /apis/v2beta1/recurringruns, experiment {experiment!r}, {what}",
+                      create))
 
 
 # ------------------------------------------------------------------ Vertex AI

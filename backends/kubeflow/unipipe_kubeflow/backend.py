@@ -85,12 +85,14 @@ SUPPORT: dict[Feature, Support] = {
     Feature.PIPELINE_ALERT: N("dsl.ExitHandler with a PipelineTaskFinalStatus exit task"),
     Feature.SCHEDULE_CRON: N("a recurring run at deploy (Client.create_recurring_run, "
                              "cron_expression '0 ' + the 5 fields: robfig cron, seconds first, "
-                             "kfp/client/client.py ~795-829). UTC only: V2beta1CronSchedule has "
-                             "no timezone (the scheduled-workflow controller has one zone for "
-                             "the whole cluster), and a fixed UTC cron is an hour off for half "
-                             "of the year, so `unipipe deploy --to kubeflow` refuses another "
-                             "timezone (exit 2; compile and run are unaffected: the compiled "
-                             "package holds no schedule). Tasks get the run's logical date: a "
+                             "kfp/client/client.py ~795-829). V2beta1CronSchedule has no "
+                             "timezone (the scheduled-workflow controller has one zone for "
+                             "the whole cluster), so a cron in another zone is deployed as one "
+                             "UTC recurring run per daylight-saving stretch, each windowed to "
+                             "its fire times (unipipe.schedules.utc_segments, up to the "
+                             "schedule's end or --set schedule_days, 400 by default); a cron no "
+                             "UTC cron can give (e.g. a day-of-month cron that moves to another "
+                             "day in UTC) is refused at deploy, exit 2. Tasks get the run's logical date: a "
                              "hidden parameter unipipe_logical_date (set by unipipe backfill), "
                              "else dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER (a recurring "
                              "run's fire time; a run created by hand: its creation time), as "
@@ -340,9 +342,9 @@ class Backend:
             diags.append(Diagnostic(
                 "info", Feature.SCHEDULE_CRON, self.name,
                 f"schedule timezone {ir.schedule.timezone!r}: KFP recurring runs have none, so "
-                "`unipipe deploy --to kubeflow` refuses this schedule (runs by hand and "
-                "`unipipe backfill --backend kubeflow`, whose dates unipipe computes in the "
-                "zone, are unaffected)"))
+                "`unipipe deploy --to kubeflow` writes one UTC recurring run per "
+                "daylight-saving stretch (up to the schedule's end, or --set schedule_days), "
+                "or refuses a cron that no UTC cron can give"))
         return CompileResult(paths, diags)
 
     # ------------------------------------------------------------ run

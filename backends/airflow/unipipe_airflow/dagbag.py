@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,32 +84,6 @@ def load(folder: str | Path, python: str | Path | None = None,
 def airflow2_python(cache: str | Path) -> Path:
     """The interpreter of an Airflow 2.11 virtual environment under ``cache``, created with uv
     on first use (the uv cache makes later creations fast) and reused while it is complete."""
-    import fcntl
+    from unipipe.venvs import ensure_venv
 
-    venv = Path(cache)
-    python = venv / "bin" / "python"
-    ready = venv / ".unipipe-ready"
-    wanted = "\n".join(AIRFLOW2_PACKAGES) + "\n"
-
-    def complete() -> bool:
-        return python.exists() and ready.exists() and ready.read_text() == wanted
-
-    if complete():
-        return python
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if complete():
-            return python
-        # ``uv run`` names itself in $UV; else uv on PATH or where its installer puts it
-        uv = os.environ.get("UV") or shutil.which("uv") or shutil.which(
-            "uv", path=str(Path.home() / ".local" / "bin"))
-        if uv is None:
-            raise RuntimeError("uv is needed to create the Airflow 2 environment")
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([uv, "venv", "--quiet", "--python", "3.11", str(venv)], check=True,
-                       timeout=600, stdin=subprocess.DEVNULL)
-        subprocess.run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python),
-                        *AIRFLOW2_PACKAGES], check=True, timeout=1800, stdin=subprocess.DEVNULL)
-        ready.write_text(wanted)
-    return python
+    return ensure_venv(cache, AIRFLOW2_PACKAGES)

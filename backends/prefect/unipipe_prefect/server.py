@@ -40,7 +40,12 @@ class LocalPrefectServer:
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, port: int | None = None,
-                 startup_timeout: float = 120.0):
+                 startup_timeout: float = 120.0, executable: str | None = None,
+                 settings: dict[str, str] | None = None):
+        #: the ``prefect`` command (another environment's, e.g. :func:`scheduler_prefect`)
+        self.executable = executable
+        #: PREFECT_* settings of this server (its services' loops and horizons)
+        self.settings = dict(settings or {})
         self._own_home = home is None
         self.home = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="unipipe-prefect-"))
         self.port = port or _free_port()
@@ -67,6 +72,7 @@ class LocalPrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            **self.settings,
         })
         return env
 
@@ -76,7 +82,7 @@ class LocalPrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port",
+            [self.executable or prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port",
              str(self.port), "--no-ui", "--analytics-off"],
             env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -127,6 +133,25 @@ class LocalPrefectServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def scheduler_prefect() -> str:
+    """The ``prefect`` command of an environment of its own whose server's scheduler works.
+
+    Prefect 3.7.7's scheduler service and ``POST /deployments/{id}/schedule`` fail on the
+    SQLAlchemy 2.1 that unipipe's lock resolves (``_insert_scheduled_flow_runs``,
+    prefect/server/models/deployments.py ~1009; docs/facts/events-schedules-artifacts.md B3);
+    with SQLAlchemy 2.0 they create runs. The environment has the same Prefect and every
+    other package at this environment's versions (constraints), SQLAlchemy below 2.1, and is
+    built with uv on first use (:func:`unipipe.venvs.ensure_venv`)."""
+    from importlib.metadata import version
+
+    from unipipe.venvs import cache_dir, ensure_venv, installed_pins
+
+    python = ensure_venv(cache_dir("prefect-server-sqlalchemy-2.0"),
+                         [f"prefect=={version('prefect')}", "sqlalchemy[asyncio]<2.1"],
+                         constraints=installed_pins("sqlalchemy"))
+    return str(python.with_name("prefect"))
 
 
 _SHARED: LocalPrefectServer | None = None

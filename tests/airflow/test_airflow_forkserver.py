@@ -84,6 +84,33 @@ def test_a_run_whose_client_gives_up_is_killed_with_its_processes(lane, monkeypa
     assert "nap" in log and "DagRun Finished" not in log  # it had started, it did not finish
 
 
+def test_a_lane_migrates_its_template_db_in_the_fork_server(lane, monkeypatch, tmp_path):
+    """The lane's first run makes the migrated DB every run copies: ``airflow db migrate`` in a
+    child of the server (no Airflow start-up of its own), its write-ahead log folded into the
+    one file that is kept."""
+    import sqlite3
+
+    from unipipe_airflow import engine
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"the migration started a process of its own: {args}")
+
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_FORKSERVER", lane["UNIPIPE_AIRFLOW_FORKSERVER"])
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(engine.subprocess, "run", no_subprocess)
+    db = engine.template_db()
+    assert db == tmp_path / "cache" / engine.airflow_version() / "airflow.db"
+    assert sorted(p.name for p in db.parent.iterdir()) == [".lock", "airflow.db"]
+    con = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        heads = [r[0] for r in con.execute("SELECT version_num FROM alembic_version")]
+    finally:
+        con.close()
+    assert {"dag", "dag_run", "task_instance", "xcom", "dag_bundle"} <= tables
+    assert len(heads) == 1 and heads[0]
+
+
 def test_the_fork_server_is_only_for_lanes_of_the_installed_airflow_in_dags_test_mode(tmp_path):
     from unipipe.compiler.backend import lane_service
     from unipipe.compiler.registry import get_backend

@@ -236,16 +236,45 @@ def template_db(engine: Engine | None = None) -> Path:
         home = Path(tempfile.mkdtemp(prefix="migrate-", dir=root))
         try:
             (home / "dags").mkdir()
-            proc = subprocess.run([engine.python, "-m", "airflow", "db", "migrate"],
-                                  env=base_env(home, home / "dags"), capture_output=True,
-                                  text=True, timeout=600, stdin=subprocess.DEVNULL)
-            if proc.returncode != 0 or not (home / "airflow.db").exists():
-                raise AirflowRunError("airflow db migrate failed:\n" + proc.stdout[-3000:]
-                                      + proc.stderr[-3000:])
+            env = base_env(home, home / "dags")
+            rc = _migrate_in_lane(engine, env, home)
+            if rc is None:
+                proc = subprocess.run([engine.python, "-m", "airflow", "db", "migrate"],
+                                      env=env, capture_output=True, text=True, timeout=600,
+                                      stdin=subprocess.DEVNULL)
+                rc, out = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+            else:
+                out = (home / "migrate.log").read_text(errors="replace")[-6000:]
+            if rc != 0 or not (home / "airflow.db").exists():
+                raise AirflowRunError("airflow db migrate failed:\n" + out)
+            # what is still in the write-ahead log goes into the DB file, which alone is kept
+            # (Airflow sets WAL mode on SQLite: ``utils/orm_event_handlers.py`` ~50)
+            import sqlite3
+
+            con = sqlite3.connect(home / "airflow.db")
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
             os.replace(home / "airflow.db", db)
         finally:
             shutil.rmtree(home, ignore_errors=True)
     return db
+
+
+def _migrate_in_lane(engine: Engine, env: dict[str, str], home: Path) -> int | None:
+    """``airflow db migrate`` in a child of the harness lane's prepared Airflow (the lane's first
+    run makes its template DB: without the server, most of the migration's seconds are importing
+    Airflow); its exit code, or None when no server runs it (then a process of our own does)."""
+    server = os.environ.get(FORKSERVER_ENV)
+    if not server or server == "0" or engine.own_env or engine.version != airflow_version():
+        return None
+    from unipipe import forkserver
+
+    try:
+        return forkserver.run(server, ["db", "migrate"], env, home, home / "migrate.log", 600)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None  # no server listens: nothing ran
 
 
 def fresh_db(dst: Path, engine: Engine | None = None) -> Path:

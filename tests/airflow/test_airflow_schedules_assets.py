@@ -156,7 +156,8 @@ def test_a_producer_run_starts_the_consumer_under_a_real_scheduler(tmp_path):
     successful producer runs in a row give two consumer runs here (the consumer is idle or
     running when the second event arrives: the event waits in the queue, one row per asset
     and consumer, and makes one more run). The consumer's task sees the run's run_after as its
-    logical date (an asset-triggered run has none on Airflow 3)."""
+    logical date (an asset-triggered run has none on Airflow 3). Updates while the consumer is
+    paused collapse into its next run."""
     from unipipe_airflow import server
     from unipipe_airflow.engine import prepare
     from unipipe_airflow.results import build_result, read_records
@@ -206,6 +207,28 @@ def test_a_producer_run_starts_the_consumer_under_a_real_scheduler(tmp_path):
             seen = datetime.fromisoformat(result.output["logical_date"])
             assert run["logical_date"] is None
             assert seen == datetime.fromisoformat(run["run_after"].replace("Z", "+00:00"))
+
+        # the documented collapse: Airflow queues no run for a paused consumer (only unpaused
+        # DAGs get an AssetDagRunQueue row, assets/manager.py ~354), so three producer runs
+        # while it is paused, then unpausing it, make no run; the next update makes ONE run that
+        # consumes all four events since the previous asset-triggered run
+        # (jobs/scheduler_job_runner.py ~2600-2640). The reference (unipipe.local.chain) has no
+        # pause; the chain cases (comparisons/cases/asset_chain_*) cover the rest.
+        from unipipe_airflow.chain import queued, settle
+
+        api.call("PATCH", server.dag_path("a14-consumer"), {"is_paused": True})
+        for _ in range(3):
+            _trigger(api, "a14-producer", {"fail": False}, deadline, alive)
+        assert queued(api, "a14-consumer") == 0
+        api.call("PATCH", server.dag_path("a14-consumer"), {"is_paused": False})
+        assert len(settle(api, "a14-consumer", deadline, alive, quiet=8)) == 2
+        _trigger(api, "a14-producer", {"fail": False}, deadline, alive)
+        runs = settle(api, "a14-consumer", deadline, alive)
+        assert len(runs) == 3 and {r["state"] for r in runs} == {"success"}
+        newest = max(runs, key=lambda r: r["run_after"])
+        events = api.call("GET", f"{server.dag_path('a14-consumer')}/dagRuns/"
+                          f"{urllib.request.quote(newest['dag_run_id'], safe='')}/upstreamAssetEvents")
+        assert events["total_entries"] == 4
     finally:
         server.stop(proc)
     assert Path(home.db).exists()

@@ -4,9 +4,6 @@ through the server's own triggers."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -96,104 +93,64 @@ def test_backfill_of_a_pipeline_without_a_schedule_is_refused_before_anything_is
 # ---------------------------------------------------------------- assets and triggers
 
 
-def _count_runs(client, deployment_id) -> list:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    return client.read_flow_runs(deployment_filter=DeploymentFilter(
-        id=DeploymentFilterId(any_=[deployment_id])))
-
-
-def _wait_final(client, run_id, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        fr = client.read_flow_run(run_id)
-        if fr.state is not None and fr.state.is_final():
-            return fr
-        assert time.monotonic() < deadline, f"flow run {run_id} not final: {fr.state}"
-        time.sleep(0.5)
-
-
-def _wait_count(client, deployment_id, n, timeout=60.0, settle=6.0) -> list:
-    """The deployment's runs once there are ``n`` of them and no more came for ``settle`` s."""
-    deadline = time.monotonic() + timeout
-    while len(_count_runs(client, deployment_id)) < n and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(settle)
-    return _count_runs(client, deployment_id)
-
-
 def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_api, tmp_path):
     """A's task produces the asset; the server (its ReactiveTriggers and Actions services)
     starts B; a failed A starts nothing; two successful A runs start two B runs (Prefect runs
-    once per event: no collapsing, unlike Airflow's queue)."""
+    once per event: no collapsing, unlike Airflow's queue). Deployment, worker and waiting are
+    the conformance chain's (unipipe_prefect/chain.py)."""
     from prefect import get_client
+    from prefect.events import Event
+    from unipipe_prefect.chain import deployed, runs_of, settle, wait_final
 
-    from unipipe.deploy import deploy
+    from unipipe.api import search_path
 
-    pool = f"p14-{uuid.uuid4().hex[:8]}"
-    code = tmp_path / "code"
-    opts = [f"code_dir={code}", f"work_pool={pool}", f"results_path={tmp_path / 'results'}"]
-    a = up.load(pp.producer)
-    b = up.load(pp.consumer)
-    deploy(a, "prefect", opts)
-    deploy(b, "prefect", opts)
-    deploy(up.load(pp.consumer_all), "prefect", opts)
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "worker-home"),
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-    with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", pool,
-             "--type", "process", "--limit", "2"],
-            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with get_client(sync_client=True) as client:
-            dep_a = client.read_deployment_by_name("p14-producer/p14-producer")
-            dep_b = client.read_deployment_by_name("p14-consumer/p14-consumer")
-            dep_all = client.read_deployment_by_name("p14-consumer-all/p14-consumer-all")
-            autos = client.read_resource_related_automations(f"prefect.deployment.{dep_b.id}")
-            assert len(autos) == 1
-            assert autos[0].trigger.match.model_dump()["prefect.resource.id"] == [
-                "unipipe.asset.s3://p14-lake/features", "unipipe.asset.s3://p14-lake/other"]
-            assert _count_runs(client, dep_b.id) == []
+    a, b, both = up.load(pp.producer), up.load(pp.consumer), up.load(pp.consumer_all)
+    deadline = time.monotonic() + 300
+    with deployed([a, b, both], tmp_path, search_path(a)) as d, \
+            get_client(sync_client=True) as client:
+        dep_a = d.deployments["p14-producer"]
+        dep_b = d.deployments["p14-consumer"]
+        dep_all = d.deployments["p14-consumer-all"]
+        autos = client.read_resource_related_automations(f"prefect.deployment.{dep_b.id}")
+        assert len(autos) == 1
+        assert autos[0].trigger.match.model_dump()["prefect.resource.id"] == [
+            "unipipe.asset.s3://p14-lake/features", "unipipe.asset.s3://p14-lake/other"]
+        assert runs_of(client, dep_b.id) == []
 
-            # 1. A succeeds: its task's event makes the server create one B run
-            run_a = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
-            assert _wait_final(client, run_a.id).state.is_completed()
-            runs_b = _wait_count(client, dep_b.id, 1)
-            assert len(runs_b) == 1
-            b1 = _wait_final(client, runs_b[0].id)
-            assert b1.state.is_completed(), b1.state
-            assert b1.created >= client.read_flow_run(run_a.id).start_time
+        # 1. A succeeds: its task's event makes the server create one B run
+        run_a = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
+        assert wait_final(client, run_a.id, deadline).state.is_completed()
+        runs_b = settle(client, dep_b.id, deadline)
+        assert len(runs_b) == 1
+        assert runs_b[0].state.is_completed(), runs_b[0].state
+        assert runs_b[0].created >= client.read_flow_run(run_a.id).start_time
+        b1 = d.result(client, b, runs_b[0], {"label": "triggered"})
+        assert b1.state == "success" and b1.tasks["when_am_i"].output["label"] == "triggered"
+        assert b1.tasks["when_am_i"].output["logical_date"] is not None
 
-            # 2. A fails: its task emitted nothing, no B run
-            failed = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": True})
-            assert _wait_final(client, failed.id).state.is_failed()
-            assert len(_wait_count(client, dep_b.id, 2, timeout=8.0)) == 1
+        # 2. A fails: its task emitted nothing, no B run
+        failed = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": True})
+        assert wait_final(client, failed.id, deadline).state.is_failed()
+        assert len(settle(client, dep_b.id, deadline)) == 1
 
-            # 3. two A runs in a row: two events, two B runs
-            twice = [client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
-                     for _ in range(2)]
-            for r in twice:
-                assert _wait_final(client, r.id).state.is_completed()
-            runs_b = _wait_count(client, dep_b.id, 3)
-            assert len(runs_b) == 3
-            for r in runs_b:
-                assert _wait_final(client, r.id).state.is_completed()
+        # 3. two A runs in a row (both created before either ends): two events, two B runs
+        twice = [client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
+                 for _ in range(2)]
+        for r in twice:
+            assert wait_final(client, r.id, deadline).state.is_completed()
+        runs_b = settle(client, dep_b.id, deadline)
+        assert len(runs_b) == 3
+        assert all(r.state.is_completed() for r in runs_b)
 
-            # 4. mode="all": three updates of one asset start nothing; the other asset's update
-            # (an event from outside, as any producer's) completes the compound trigger: one run
-            assert _count_runs(client, dep_all.id) == []
-            from prefect.events import Event
-
-            other = Event(event="unipipe.asset.updated",
-                          resource={"prefect.resource.id": "unipipe.asset.s3://p14-lake/other"})
-            client.request("POST", "/events", json=[other.model_dump(mode="json")])
-            runs_all = _wait_count(client, dep_all.id, 1)
-            assert len(runs_all) == 1
-            assert _wait_final(client, runs_all[0].id).state.is_completed()
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        # 4. mode="all": three updates of one asset start nothing; the other asset's update
+        # (an event from outside, as any producer's) completes the compound trigger: one run
+        assert runs_of(client, dep_all.id) == []
+        other = Event(event="unipipe.asset.updated",
+                      resource={"prefect.resource.id": "unipipe.asset.s3://p14-lake/other"})
+        client.request("POST", "/events", json=[other.model_dump(mode="json")])
+        runs_all = settle(client, dep_all.id, deadline)
+        assert len(runs_all) == 1
+        assert runs_all[0].state.is_completed()
 
 
 def test_deploy_creates_the_missed_runs_of_a_catchup_schedule_and_ends_its_window(prefect_api,
@@ -202,6 +159,7 @@ def test_deploy_creates_the_missed_runs_of_a_catchup_schedule_and_ends_its_windo
     (clipped to end) itself, Scheduled at the reference's dates; a schedule whose end has passed
     is inactive."""
     from prefect import get_client
+    from unipipe_prefect.chain import runs_of
 
     from unipipe.deploy import deploy
 
@@ -216,7 +174,7 @@ def test_deploy_creates_the_missed_runs_of_a_catchup_schedule_and_ends_its_windo
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("p14-windowed/p14-windowed")
         assert [s.active for s in dep.schedules] == [False]  # 2024-04-03 has passed
-        runs = _count_runs(client, dep.id)
+        runs = runs_of(client, dep.id)
     assert sorted(r.expected_start_time for r in runs) == dates
     assert all(r.state.is_scheduled() for r in runs)
 

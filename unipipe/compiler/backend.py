@@ -39,7 +39,7 @@ class RunOptions:
 @runtime_checkable
 class Backend(Protocol):
     """What every target implements. Optional hooks (a backend defines them only if it needs
-    them): ``lane_service`` (see :class:`LaneServices`)."""
+    them): ``lane_service`` (see :class:`LaneServices`), ``run_chain`` (see :class:`Chains`)."""
 
     name: ClassVar[str]
     #: dialects this backend can write, newest first; the first is the default
@@ -82,3 +82,20 @@ def lane_service(backend: object | None, lane: Path, extra: dict[str, Any] | Non
     if isinstance(backend, LaneServices):
         return backend.lane_service(lane, dict(extra or {}))
     return nullcontext({})
+
+
+@runtime_checkable
+class Chains(Protocol):
+    """Optional hook: an event chain observed on the engine (issue 14).
+
+    ``run_chain(producer, consumer, runs, options)`` runs ``producer`` (A, a task of which has
+    ``produces=[asset]``) once per entry of ``runs`` (its parameters), one after the other, with
+    ``consumer`` (B, ``trigger=up.On(asset, ...)``) deployed where the engine itself starts it;
+    after each A run it waits until the B runs that run caused were created and finished, and
+    returns A's results and, per A run, the B runs the engine created after it (in the order the
+    engine created them). A backend without an event trigger refuses the pipelines at compile
+    instead (``UnsupportedFeature``); one without this hook reads as notimpl.
+    """
+
+    def run_chain(self, producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
+                  options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]: ...

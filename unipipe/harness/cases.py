@@ -26,6 +26,27 @@ A case is a folder ``<id>/`` holding a pipeline file and a ``case.yaml``::
       kubeflow: {status: notyet, reason: "..."}
       airflow@2.11: {status: notyet, reason: "..."}   # keyed by the column's label, exactly
 
+A *chain* case (issue 14: pipeline A's task updates an asset and the engine itself starts
+pipeline B) names A as ``pipeline`` and has no ``params``, ``expect`` nor ``second_run`` of its
+own; its A runs and what each made the engine start are listed under ``chain``::
+
+    pipeline: case_asset_chain_any.py:producer    # A: a task with produces=[asset]
+    tags: [...]        # features_used() of A and B together, in the enum's order
+    chain:
+      consumer: case_asset_chain_any.py:consumer  # B: trigger=up.On(asset, ...)
+      runs:                                       # A's runs, one after the other
+        - params: {fail: true}
+          expect: {state: failed}                 # what this A run shows (as `expect` above)
+          consumer_runs: 0                        # B runs the engine created after it
+        - {params: {fail: false}, expect: {state: success}, consumer_runs: 1}
+      expect: {state: success, output: {...}}     # what every B run shows
+
+Each A run waits until the B runs it caused were created and finished before the next A run
+starts (so the count per A run is deterministic); an engine's other counts are declared
+differences (``backends:``). The reference's meaning (:mod:`unipipe.local.chain`): after a
+successful A run, B runs once per update in ``any`` mode, and for ``all`` once every asset was
+updated since B's last run; a failed task updates nothing.
+
 Statuses of an expected difference (ibis' markers, all strict: a case that passes anyway fails the
 run): ``unsupported`` (compile must refuse), ``notimpl`` (we have not built it), ``notyet`` (the
 engine lacks it), ``never`` (will not be, with a reason).
@@ -134,6 +155,72 @@ class SecondRun:
 
 
 @dataclass(frozen=True)
+class ChainRun:
+    """One run of the producer in a chain and how many consumer runs it must cause."""
+
+    params: dict[str, Any]
+    expect: Expectation
+    consumer_runs: int
+
+
+@dataclass(frozen=True)
+class Chain:
+    """``chain:``: the consumer (its spec, resolved like ``pipeline``), the producer's runs,
+    and what every consumer run shows."""
+
+    consumer: str
+    runs: tuple[ChainRun, ...]
+    expect: Expectation
+
+    def params(self) -> list[dict[str, Any]]:
+        return [dict(r.params) for r in self.runs]
+
+
+def _spec(ref: str, folder: Path) -> str:
+    """``case.py:name`` relative to the case's folder becomes absolute; ``module:name`` stays."""
+    target, _, attr = ref.rpartition(":")
+    return f"{(folder / target).resolve()}:{attr}" if target.endswith(".py") else ref
+
+
+def _parse_chain(data: Any, where: str, folder: Path) -> Chain:
+    if not isinstance(data, dict) or set(data) != {"consumer", "runs", "expect"}:
+        raise CaseError(f"{where}: chain takes exactly consumer, runs, expect, got "
+                        f"{sorted(data) if isinstance(data, dict) else data!r}")
+    consumer = data["consumer"]
+    if not isinstance(consumer, str) or ":" not in consumer:
+        raise CaseError(f"{where}: chain.consumer is a pipeline spec `file.py:name` or "
+                        f"`module:name`, not {consumer!r}")
+    runs = data["runs"]
+    if not isinstance(runs, list) or not runs:
+        raise CaseError(f"{where}: chain.runs is a non-empty list of {{params, expect, "
+                        f"consumer_runs}}")
+    parsed = []
+    for i, run in enumerate(runs):
+        at = f"{where}: chain.runs[{i}]"
+        if not isinstance(run, dict) or set(run) - {"params", "expect", "consumer_runs"}:
+            raise CaseError(f"{at} takes params, expect, consumer_runs, got {run!r}")
+        for key in ("expect", "consumer_runs"):
+            if key not in run:
+                raise CaseError(f"{at}.{key} is required")
+        params = run.get("params") or {}
+        if not isinstance(params, dict):
+            raise CaseError(f"{at}.params maps parameter names to values")
+        count = run["consumer_runs"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise CaseError(f"{at}.consumer_runs is a whole number >= 0 (the consumer runs the "
+                            f"engine created after this run), not {count!r}")
+        exp = Expectation.parse(run["expect"], at)
+        if exp.refused:
+            raise CaseError(f"{at}.expect: a chain's runs are not refused (declare the backend "
+                            f"unsupported instead)")
+        parsed.append(ChainRun(dict(params), exp, count))
+    exp = Expectation.parse(data["expect"], f"{where}: chain")
+    if exp.refused:
+        raise CaseError(f"{where}: chain.expect: a consumer run is not refused")
+    return Chain(_spec(consumer, folder), tuple(parsed), exp)
+
+
+@dataclass(frozen=True)
 class Declared:
     status: str
     reason: str
@@ -156,6 +243,7 @@ class Case:
     adhoc: bool = False  # made from a bare pipeline: compared with the reference only
     paths: tuple[str, ...] = ()  # more folders the worker needs on sys.path
     shared_store: bool = False  # ``store: shared``: always runs with a shared store
+    chain: Chain | None = None  # ``chain:``: the producer's runs and the consumer they start
 
     def declared(self, backend: str) -> Declared | None:
         return self.backends.get(backend)
@@ -176,7 +264,7 @@ def load_case(path: str | Path) -> Case:
     if not isinstance(data, dict):
         raise CaseError(f"{where}: a case is a mapping")
     known = {"id", "doc", "pipeline", "required", "params", "tags", "expect", "second_run",
-             "delay_tolerance", "backends", "timeout", "paths", "store"}
+             "delay_tolerance", "backends", "timeout", "paths", "store", "chain"}
     unknown = set(data) - known
     if unknown:
         raise CaseError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -186,10 +274,14 @@ def load_case(path: str | Path) -> Case:
     folder = file.parent.resolve()
     if data["id"] != folder.name:
         raise CaseError(f"{where}: id {data['id']!r} must equal the folder name {folder.name!r}")
-    ref = data["pipeline"]
-    target, _, attr = ref.rpartition(":")
-    if target.endswith(".py"):
-        ref = f"{(folder / target).resolve()}:{attr}"
+    ref = _spec(data["pipeline"], folder)
+    chain = None
+    if "chain" in data:
+        mixed = sorted({"params", "expect", "second_run"} & set(data))
+        if mixed:
+            raise CaseError(f"{where}: a chain case gives params and expect per run under "
+                            f"chain.runs, not {mixed} at the top")
+        chain = _parse_chain(data["chain"], where, folder)
     backends: dict[str, Declared] = {}
     for name, decl in (data.get("backends") or {}).items():
         if not isinstance(decl, dict) or decl.get("status") not in EXPECTED_STATUSES:
@@ -230,7 +322,7 @@ def load_case(path: str | Path) -> Case:
         params=dict(data.get("params") or {}), tags=tuple(tags), required=required,
         expect=Expectation.parse(data.get("expect"), where), second_run=second,
         tolerance=tolerance, backends=backends, timeout=float(data.get("timeout", 300.0)),
-        paths=tuple(extra), shared_store=data.get("store") == "shared",
+        paths=tuple(extra), shared_store=data.get("store") == "shared", chain=chain,
     )
 
 
@@ -330,7 +422,14 @@ def check_tags(case: Case) -> list[str]:
     """Problems with a case's tags: they must equal ``features_used()`` of its pipeline."""
     from unipipe.ir.features import features_used
 
-    used = [f.value for f in features_used(case_ir(case))]
+    if case.chain is not None:  # the producer's and the consumer's features, in the enum's order
+        from unipipe.authoring.loader import load_ir
+        from unipipe.ir.features import Feature
+
+        both = set(features_used(case_ir(case))) | set(features_used(load_ir(case.chain.consumer)))
+        used = [f.value for f in Feature if f in both]
+    else:
+        used = [f.value for f in features_used(case_ir(case))]
     if list(case.tags) != used:
         return [f"{case.id}: tags {list(case.tags)} differ from features_used() {used}"]
     return []

@@ -231,3 +231,29 @@ def compare_runs(run: dict[str, Any], ref: dict[str, Any], backend: str,
             diffs.append(f"{pre}{key}: {backend} {_fmt(run.get(key))}, "
                          f"reference {_fmt(ref.get(key))}")
     return diffs
+
+
+def check_chain(chain: dict[str, Any] | None, spec: Any, ref: dict[str, Any] | None,
+                backend: str = "") -> list[str]:
+    """What an event chain started (``{"consumer_runs": [n per producer run], "consumer":
+    [[B run traces] per producer run]}``) against the case's ``chain:`` (:class:`Chain`) and,
+    for a backend, the reference's chain: the count of consumer runs after each producer run,
+    and each consumer run's expectation and fields."""
+    if chain is None:
+        return ["the chain was not observed"]
+    diffs: list[str] = []
+    want = [r.consumer_runs for r in spec.runs]
+    if chain["consumer_runs"] != want:
+        diffs.append(f"consumer runs the engine created after each producer run: "
+                     f"{chain['consumer_runs']}, expected {want}")
+    ref_runs = [r for rs in (ref or {}).get("consumer", []) for r in rs]
+    for i, runs in enumerate(chain["consumer"], start=1):
+        for k, run in enumerate(runs, start=1):
+            where = f"consumer run {k} after producer run {i}"
+            diffs += check_expectation(run, spec.expect, where)
+            diffs += check_consistency(run, where)
+            if ref is not None and ref_runs:  # every reference B run is alike: the first one
+                diffs += compare_runs(run, ref_runs[0], backend, where)
+    if ref is not None and not ref_runs and any(chain["consumer_runs"]):
+        diffs.append("the reference started no consumer run to compare with")
+    return diffs

@@ -223,8 +223,8 @@ class _Runner:
             (self.lane / d).mkdir(parents=True, exist_ok=True)
         return env
 
-    def worker(self, mode: str, n: int, params: dict[str, Any],
-               receivers: Receivers) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def worker(self, mode: str, n: int, params: dict[str, Any], receivers: Receivers,
+               more: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from unipipe.runtime import trace as trace_io
 
         trace_dir = self.dir / f"trace-{n}"
@@ -238,7 +238,7 @@ class _Runner:
         job = {"mode": mode, "pipeline": self.case.pipeline, "backend": base, "extra": extra,
                "params": params, "run_id": f"{self.case.id}-{n}-{uuid.uuid4().hex[:8]}",
                "workdir": str(self.lane / "workdir"), "search_path": self.case.search_path(),
-               "out": str(self.dir / f"{name}.json"), "store": self.store}
+               "out": str(self.dir / f"{name}.json"), "store": self.store, **(more or {})}
         job_file = self.dir / f"{name}.job.json"
         job_file.write_text(json.dumps(job, indent=2))
         code, seconds = self._spawn([sys.executable, "-m", "unipipe.harness.worker",
@@ -255,6 +255,33 @@ class _Runner:
             report = {"status": "error", "error": f"worker exited {code} without a report: {tail}"}
         report["seconds"] = round(seconds, 3)
         return report, trace_io.read(trace_dir)
+
+    def _chain_job(self) -> dict[str, Any] | None:
+        chain = self.case.chain
+        return None if chain is None else {"consumer": chain.consumer, "runs": chain.params()}
+
+    def run_chain(self, receivers: Receivers) -> dict[str, Any]:
+        """A chain case (``chain:``): one worker runs the backend's ``run_chain`` hook; A's runs
+        are normalised as any run, and the B runs each A run started as ``chain.consumer``."""
+        report, events = self.worker("chain", 1, {}, receivers, self._chain_job())
+
+        def norm(result: dict[str, Any]) -> dict[str, Any]:
+            rid = result.get("run_id")
+            mine = [e for e in events if rid and e.get("run_id") == rid]
+            run = normalise_run({"status": "ok", "result": result}, mine, [])
+            run["raw_alerts"] = []
+            return run
+
+        if report.get("status") != "ok":
+            run = normalise_run(report, [], [])
+            run["seconds"] = report.get("seconds")
+            return {"runs": [run], "chain": None}
+        runs = [norm(r) for r in report["producer"]]
+        if runs:
+            runs[0]["seconds"] = report.get("seconds")  # the whole chain's worker
+        started = [[norm(r) for r in rs] for rs in report["consumer"]]
+        return {"runs": runs, "chain": {"consumer_runs": [len(rs) for rs in started],
+                                        "consumer": started}}
 
     def cli_run(self, n: int, params: dict[str, Any], receivers: Receivers) -> dict[str, Any]:
         """The user's path: ``unipipe run PIPELINE --backend B --param k=v``; exit 2 = refused."""
@@ -286,8 +313,12 @@ class _Runner:
         receivers = Receivers(self.dir)
         try:
             if expect_refusal:
-                report, _ = self.worker("compile", 0, {}, receivers)
+                report, _ = self.worker("compile", 0, {}, receivers, self._chain_job())
                 raw["compile"] = report
+                return raw
+            if self.case.chain is not None:
+                raw.update(self.run_chain(receivers))
+                (self.dir / "trace.json").write_text(json.dumps(raw, indent=2, default=repr))
                 return raw
             plan = [(self.case.params, 0.0)]
             if self.case.second_run is not None:
@@ -356,6 +387,8 @@ def judge(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | N
         outcome.status = "xfail" if decl_status == "notimpl" else "notimpl"
         outcome.reason = declared.reason if declared else runs[0].get("error", "")
         return outcome
+    if case.chain is not None:
+        return _judge_chain(case, backend, raw, ref, ir, outcome)
     for i, run in enumerate(runs, start=1):
         if run["status"] in ("error", "timeout"):
             what = "hit the case's time limit" if run["status"] == "timeout" else "crashed"
@@ -390,7 +423,82 @@ def judge(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | N
     return outcome
 
 
+def _judge_chain(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | None,
+                 ir: Any, outcome: Outcome) -> Outcome:
+    """The verdict for a chain case: each A run as any run (its ``expect``, order, the
+    reference's run), then what the engine started (:func:`check_chain`)."""
+    from unipipe.harness.compare import check_chain
+
+    assert case.chain is not None
+    declared = case.declared(backend)
+    runs = raw.get("runs", [])
+    diffs: list[str] = []
+    broken = [r for r in runs if r["status"] in ("error", "timeout")]
+    for run in broken:
+        what = "hit the case's time limit" if run["status"] == "timeout" else "crashed"
+        diffs.append(f"the chain {what}: {run.get('error')}")
+    if not broken:
+        ref_runs = (ref or {}).get("runs", [])
+        for i, (run, spec) in enumerate(zip(runs, case.chain.runs), start=1):
+            where = f"producer run {i}"
+            diffs += check_expectation(run, spec.expect, where)
+            diffs += check_order(run, ir, where)
+            diffs += check_consistency(run, where)
+            if backend != REFERENCE:
+                if len(ref_runs) < i:
+                    diffs.append(f"{where}: no reference run to compare with")
+                else:
+                    diffs += compare_runs(run, ref_runs[i - 1], backend, where)
+        if len(runs) != len(case.chain.runs):
+            diffs.append(f"{len(runs)} producer run(s), the case asks for "
+                         f"{len(case.chain.runs)}")
+        diffs += check_chain(raw.get("chain"), case.chain,
+                             None if backend == REFERENCE else (ref or {}).get("chain"), backend)
+    outcome.diffs = diffs
+    decl_status = declared.status if declared else None
+    if declared is not None and decl_status in ("notimpl", "notyet", "never"):
+        outcome.status = "xfail" if diffs else "xpass"
+        outcome.reason = declared.reason if diffs else \
+            f"declared {decl_status} ({declared.reason}) but behaved as the reference: " \
+            f"remove the declaration"
+    elif broken:
+        outcome.status, outcome.reason = "error", diffs[0]
+    elif diffs:
+        outcome.status, outcome.reason = "fail", diffs[0]
+    return outcome
+
+
 ProgressFn = Callable[[str, str, str], None]  # (event "start"|"done", case id, backend)
+
+#: what one run of a case costs besides its waits (a worker's start, compile, engine start-up)
+RUN_SECONDS = 3.0
+#: what one producer run of a ``chain:`` case costs on an engine (Airflow runs it under its real
+#: scheduler, 70-90 s for three runs on this machine)
+CHAIN_RUN_SECONDS = 30.0
+
+
+def expected_seconds(case: Case, ir: Any) -> float:
+    """About how long a case's runs wait, from its pipeline's policies: the pause before a
+    second run, a chain's producer runs, short run and task timeouts (a case that hangs waits
+    them out in every try; a task timeout over 20 s or a run timeout over a minute is a safety
+    limit no case waits for) and each task's first retry delay. Only an
+    order for the lanes (longest first), never a limit; 0 when the IR says nothing."""
+    total = case.second_run.wait if case.second_run is not None else 0.0
+    if case.chain is not None:  # an engine's own scheduler starts the consumer: about 30 s a run
+        total += CHAIN_RUN_SECONDS * len(case.chain.runs)
+    try:
+        if ir.timeout is not None and ir.timeout <= 60:
+            total += ir.timeout * (1 + ir.retries)
+        for task in ir.tasks:
+            pol = ir.effective(task)
+            tries = 1 + (pol.retry.max_retries if pol.retry is not None else 0)
+            if pol.timeout is not None and pol.timeout <= 20:
+                total += pol.timeout * min(tries, 3)  # a task that hangs, hangs every try
+            if tries > 1:
+                total += min(pol.retry.delay, 60.0)  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - an IR of another shape: no estimate, not an error
+        pass
+    return total
 
 
 def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jobs: int = 2,
@@ -399,8 +507,9 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
               placement: Placement | None = None) -> Suite:
     """Run ``cases`` on the reference runner and ``backends``; judge every pair.
 
-    Each backend's cases run one after the other in a lane (``shards`` lanes per engine, each
-    with its own homes, so slow engines can use more than one core); ``jobs`` lanes run at
+    Each backend's cases run one after the other in a lane (``shards`` lanes per engine and for
+    the reference runner, each with its own homes, the cases dealt longest first so the lanes
+    finish together; slow engines then use more than one core); ``jobs`` lanes run at
     once. ``reference`` (case id -> raw reference record) reuses reference runs made earlier.
     """
     started = time.time()
@@ -412,11 +521,27 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     raws: dict[tuple[str, str], dict[str, Any]] = {}
     lock = threading.Lock()
     homes = out / "homes"
-    lanes: list[tuple[str, Path, list[Case]]] = []
+    # each engine's cases are dealt to its lanes longest first, each to the lane with the least
+    # expected time so far: its lanes then finish together instead of one waiting out a 30 s
+    # timeout case alone at the end (``cases[k::n]`` put them where the case list happened to).
+    # The reference runner's lanes too: it waits out the same timeouts as the engines.
+    weight = {c.id: expected_seconds(c, irs[c.id]) + RUN_SECONDS * (
+        2 if c.second_run is not None else 1) for c in cases}
+    longest_first = sorted(cases, key=lambda c: -weight[c.id])
+    per_backend: list[list[tuple[str, Path, list[Case]]]] = []
     for b in names:
-        n = 1 if b == REFERENCE or not avail[b].ok else max(1, min(shards, len(cases)))
-        for k in range(n):
-            lanes.append((b, homes / (b if n == 1 else f"{b}-{k + 1}"), cases[k::n]))
+        n = 1 if not avail[b].ok else max(1, min(shards, len(cases)))
+        loads = [0.0] * n
+        dealt: list[list[Case]] = [[] for _ in range(n)]
+        for case in longest_first:
+            k = loads.index(min(loads))
+            dealt[k].append(case)
+            loads[k] += weight[case.id]
+        per_backend.append([(b, homes / (b if n == 1 else f"{b}-{k + 1}"), dealt[k])
+                            for k in range(n)])
+    # every engine's first lane before any engine's second (``jobs`` may run fewer at once)
+    lanes = [specs[k] for k in range(max(map(len, per_backend)))
+             for specs in per_backend if k < len(specs)]
 
     lane_seconds: dict[str, float] = {}
 

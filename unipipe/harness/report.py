@@ -78,6 +78,7 @@ def markdown(suite: Suite) -> str:
                 lines.append(f"| {case_id} | {_md(label)} | " + " | ".join(map(_md, cells))
                              + " |")
         lines.append("")
+    lines += chain_lines(suite)
     problems = suite.failures()
     notes = [o for o in suite.outcomes.values() if o.ok and o.reason]
     if problems:
@@ -93,6 +94,28 @@ def markdown(suite: Suite) -> str:
             lines.append(f"- {o.case} on {o.backend}: {o.declared or o.status}: {_md(o.reason)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def chain_lines(suite: Suite) -> list[str]:
+    """Event chains (cases with ``chain:``): per backend, the consumer runs the engine created
+    after each producer run, and their states."""
+    rows = []
+    for case in sorted(suite.cases, key=lambda c: c.id):
+        if case.chain is None:
+            continue
+        for b in suite.backends:
+            chain = (suite.raws.get((case.id, b)) or {}).get("chain")
+            if chain is None:
+                continue
+            states = [r.get("state") or r.get("status") for rs in chain["consumer"] for r in rs]
+            rows.append(f"| {case.id} | {b} | {chain['consumer_runs']} | "
+                        f"{_md(', '.join(map(str, states)) or '-')} |")
+    if not rows:
+        return []
+    return ["## Event chains", "", "Consumer runs the engine itself started after each producer "
+            "run (each producer run waits until they finished).", "",
+            "| case | backend | consumer runs per producer run | their states |",
+            "|---|---|---|---|", *rows, ""]
 
 
 def recorded(suite: Suite, case_id: str) -> list[tuple[str, list[str]]]:

@@ -1,9 +1,12 @@
 """The fresh subprocess that runs one case once on one backend: ``python -m unipipe.harness.worker JOB``.
 
-``JOB`` is a JSON file: ``{"mode": "run"|"compile", "pipeline", "backend", "params", "run_id",
-"workdir", "search_path", "out"}``. The worker writes ``out`` (JSON) with ``status``:
+``JOB`` is a JSON file: ``{"mode": "run"|"compile"|"chain", "pipeline", "backend", "params",
+"run_id", "workdir", "search_path", "out"}``; a chain (``mode: chain``) also names ``consumer``
+and ``runs`` (the producer's parameters, per run) and calls the backend's ``run_chain`` hook;
+compiling a chain compiles both pipelines. The worker writes ``out`` (JSON) with ``status``:
 
-- ``ok``: the run finished (successfully or not); ``result`` is the RunResult as a dict;
+- ``ok``: the run finished (successfully or not); ``result`` is the RunResult as a dict (for a
+  chain: ``producer``, A's RunResults, and ``consumer``, per A run the B runs it started);
 - ``refused``: rejected before running (invalid parameters, unsupported feature); exit-2 errors;
 - ``compiled``: (compile mode) the backend wrote its files;
 - ``notimpl``: the backend raised NotImplementedError;
@@ -46,6 +49,12 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
                 version = None
             res = compile_ir(ir, job["backend"], Path(job["workdir"]) / "compiled",
                              target_version=version)
+            if job.get("consumer"):  # a chain: the consumer (its trigger) compiles as well
+                consumer = with_store(load_ir(job["consumer"]), job.get("store"))
+                more = compile_ir(consumer, job["backend"], Path(job["workdir"]) / "compiled",
+                                  target_version=version)
+                res.paths += more.paths
+                res.diagnostics += more.diagnostics
             return {"status": "compiled", "paths": [str(p) for p in res.paths],
                     "diagnostics": [str(d) for d in res.diagnostics]}
         if not callable(getattr(backend, "run", None)):
@@ -56,6 +65,16 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         options = RunOptions(params=dict(job.get("params") or {}), run_id=job.get("run_id"),
                              workdir=Path(job["workdir"]) if job.get("workdir") else None,
                              search_path=folders, extra=dict(job.get("extra") or {}))
+        if job["mode"] == "chain":
+            if not callable(getattr(backend, "run_chain", None)):
+                return {"status": "notimpl", "error": f"backend {job['backend']!r} has no "
+                        f"run_chain() (an event chain observed on the engine)"}
+            consumer = with_store(load_ir(job["consumer"]), job.get("store"))
+            produced, started = backend.run_chain(ir, consumer, list(job["runs"]), options)
+            data = json.loads(json.dumps({
+                "producer": [r.to_dict() for r in produced],
+                "consumer": [[r.to_dict() for r in rs] for rs in started]}, default=repr))
+            return {"status": "ok", **data, "start": start, "end": time.time()}
         result = backend.run(ir, options)
     except (PipelineError, UnsupportedFeature) as exc:
         return {"status": "refused", "error": f"{type(exc).__name__}: {exc}", "start": start,

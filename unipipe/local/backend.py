@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from unipipe.compiler.backend import CompileOptions, CompileResult, RunOptions
 from unipipe.compiler.codegen import write_atomic
@@ -27,6 +27,19 @@ class LocalBackend:
         """The reference runner executes the IR itself; compiling writes the IR document."""
         path = write_atomic(Path(out_dir) / f"{ir.name}.ir.json", dump_ir(ir))
         return CompileResult([path], [])
+
+    def run_chain(self, producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
+                  options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]:
+        """The reference meaning of an event chain (:mod:`unipipe.local.chain`): A's runs one
+        after the other, each followed by the B runs its asset updates start."""
+        from dataclasses import replace
+
+        from unipipe.local.chain import run_chain
+
+        def one(ir: Pipeline, params: dict[str, Any]) -> RunResult:
+            return self.run(ir, replace(options, params=params, run_id=None))
+
+        return run_chain(producer, consumer, runs, one)
 
     def run(self, ir: Pipeline, options: RunOptions) -> RunResult:
         isolation = options.extra.get("isolation", "process")

@@ -28,6 +28,8 @@ KUBERNETES_PROVIDER = "apache-airflow-providers-cncf-kubernetes"
 
 def _asked(ir: Pipeline) -> dict[str, list[tuple[Task, Requirement]]]:
     """Each distribution the tasks' ``packages`` name (normalised), with who asks for what."""
+    if not any(t.packages for t in ir.tasks):
+        return {}  # packaging's import (~15 ms) only when a task names packages
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -138,6 +140,14 @@ class Backend:
         return engine_backfill.run(self, ir, dates, max_active=max_active,
                                    params=dict(params or {}), progress=progress,
                                    extra=dict(extra or {}))
+
+    def run_chain(self, producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
+                  options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]:
+        """An event chain under a real scheduler (``airflow standalone``): the producer's task
+        updates an asset, Airflow starts the consumer (:mod:`unipipe_airflow.chain`)."""
+        from unipipe_airflow.chain import run_chain
+
+        return run_chain(producer, consumer, runs, options)
 
     @property
     def run_versions(self) -> tuple[str, ...]:

@@ -328,6 +328,15 @@ class Backend:
                                    params=resolve_params(ir, params or {}), progress=progress,
                                    extra=dict(extra or {}))
 
+    def run_chain(self, producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
+                  options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]:
+        """An event chain on the server: both pipelines deployed (the consumer's trigger as the
+        server's automation), a real worker, the producer's runs one after the other
+        (:mod:`unipipe_prefect.chain`)."""
+        from unipipe_prefect.chain import run_chain
+
+        return run_chain(producer, consumer, runs, options)
+
     @contextmanager
     def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
                      ) -> Iterator[dict[str, str]]:

@@ -1,0 +1,205 @@
+"""An event chain on a real Prefect server (issue 14): the producer's task emits
+``unipipe.asset.updated`` for its asset (:func:`unipipe_prefect.runtime.emit_asset_events`),
+and the server's own automation (a deployment trigger, made by ``unipipe deploy``) starts the
+consumer's deployment; a real ``prefect worker`` (process pool) runs both flows.
+
+Both pipelines are deployed with :func:`unipipe.deploy.deploy` to the server at
+``PREFECT_API_URL`` (a harness lane's, or the process's shared one); the producer's flow runs
+are created one after the other, and after each :func:`settle` waits until every consumer run
+is final and no new one came for ``quiet`` seconds.
+
+Engine facts (Prefect 3, installed source): the consumer's trigger is a reactive
+``DeploymentEventTrigger`` with ``threshold: 1`` (unipipe_prefect/triggers.py ~45-50); the
+server's triggers service counts each matching event into the trigger's bucket and fires once
+the bucket meets the threshold (prefect/server/events/triggers.py ~170-176, ``reactive_evaluation``
+~561), and each firing's RunDeployment action creates one flow run (``fire`` ~310, ``act``
+~430): one consumer run per update, with no queue that could collapse them, unlike Airflow's
+(see unipipe_airflow.chain). A failed task emits nothing: the event is sent after the attempt
+returned (unipipe_prefect/runtime.py ~220 ``invoke`` → ``emit_asset_events``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unipipe.compiler.backend import RunOptions
+from unipipe.ir.models import Pipeline
+from unipipe.params import resolve_params
+from unipipe.result import RunResult
+
+#: seconds without a new consumer run (all final) before a producer run's consequences count
+#: as complete: the server reacts to an event within about a second here
+QUIET = 6.0
+
+
+@dataclass
+class Deployed:
+    """Pipelines deployed to one work pool on the server, with a worker running them."""
+
+    work: Path
+    pool: str
+    values: Path
+    trace: Path
+    deployments: dict[str, Any] = field(default_factory=dict)  # pipeline name -> deployment
+
+    def result(self, client: Any, ir: Pipeline, flow_run: Any,
+               params: dict[str, Any]) -> RunResult:
+        """The RunResult of a final flow run, as a backfill's (:mod:`.backfill`)."""
+        from unipipe_prefect.backfill import _report
+        from unipipe_prefect.results import build_result
+
+        report = _report(client, flow_run, str(self.values))
+        result = build_result(ir, report, run_id=str(flow_run.id), params=params,
+                              trace_dir=str(self.trace))
+        if report.get("output_missing") and result.state == "success":
+            from unipipe.outputs import evaluate
+
+            result.output = evaluate(ir.output, {t: r.output for t, r in result.tasks.items()
+                                                 if r.state == "success"}, params)
+        return result
+
+
+def runs_of(client: Any, deployment_id: Any) -> list[Any]:
+    """A deployment's flow runs, oldest first."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        sort=FlowRunSort.EXPECTED_START_TIME_ASC)
+
+
+def wait_final(client: Any, flow_run_id: Any, deadline: float) -> Any:
+    while True:
+        fr = client.read_flow_run(flow_run_id)
+        if fr.state is not None and fr.state.is_final():
+            return fr
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {flow_run_id} not final in time: {fr.state}")
+        time.sleep(0.5)
+
+
+def settle(client: Any, deployment_id: Any, deadline: float, quiet: float = QUIET) -> list[Any]:
+    """Until every run of the deployment is final and no new one came for ``quiet`` s."""
+    calm_since: float | None = None
+    seen = -1
+    while True:
+        runs = runs_of(client, deployment_id)
+        idle = all(r.state is not None and r.state.is_final() for r in runs)
+        if not idle:
+            calm_since = None
+        elif calm_since is None or len(runs) != seen:
+            calm_since = time.monotonic()
+        elif time.monotonic() - calm_since >= quiet:
+            return runs
+        seen = len(runs)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the runs of deployment {deployment_id} did not settle: "
+                               f"{[(str(r.id), r.state and r.state.type) for r in runs]}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def deployed(pipelines: list[Pipeline], work: Path, search_path: list[str] | None = None,
+             limit: int = 2) -> Iterator[Deployed]:
+    """Deploy ``pipelines`` (their triggers become the server's automations) to a work pool of
+    their own and run a real ``prefect worker`` on it until the context ends. The caller's
+    settings point at the server (PREFECT_API_URL)."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from unipipe.deploy import deploy
+    from unipipe_prefect.runtime import VALUES_URL_ENV
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise RuntimeError("PREFECT_API_URL is not set: the chain needs a Prefect server")
+    pool = f"unipipe-chain-{uuid.uuid4().hex[:8]}"
+    d = Deployed(work, pool, work / "values", work / "trace")
+    d.values.mkdir(parents=True, exist_ok=True)
+    opts = [f"code_dir={work / 'code'}", f"work_pool={pool}",
+            f"results_path={work / 'results'}", f"env.{VALUES_URL_ENV}={d.values}",
+            f"env.UNIPIPE_TRACE_DIR={d.trace}"]
+    for ir in pipelines:
+        deploy(ir, "prefect", opts)
+    with get_client(sync_client=True) as client:
+        for ir in pipelines:
+            d.deployments[ir.name] = client.read_deployment_by_name(f"{ir.name}/{ir.name}")
+    backend_root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(work / "worker-home"),
+                "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PYTHONPATH": os.pathsep.join([*(search_path or []), backend_root,
+                                               *filter(None, [os.environ.get("PYTHONPATH")])])})
+    env.pop("UNIPIPE_RUN_ID", None)  # each flow run's own id
+    with open(work / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
+             "process", "--limit", str(limit), "--name", f"{pool}-worker"],
+            env=env, cwd=str(work), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield d
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+
+def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
+              options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]:
+    """The producer's flow runs one after the other and, per run, the consumer runs the server
+    started."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    if options.extra.get("isolated"):
+        raise NotImplementedError("the event chain runs on a local process worker; isolated "
+                                  "(sandboxed) workers are not built for it")
+    own = options.workdir is None
+    base = Path(options.workdir) if options.workdir else Path(tempfile.mkdtemp(
+        prefix="unipipe-prefect-chain-"))
+    work = base / f"chain-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        from unipipe_prefect.server import shared_server
+
+        api = shared_server().api_url
+    deadline = time.monotonic() + float(options.extra.get("timeout", 900))
+    produced: list[RunResult] = []
+    started: list[list[RunResult]] = []
+    defaults = resolve_params(consumer, {})
+    with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_HOME: str(work / "home")}), \
+            deployed([producer, consumer], work, options.search_path) as d, \
+            get_client(sync_client=True) as client:
+        dep_a, dep_b = d.deployments[producer.name], d.deployments[consumer.name]
+        known: set[str] = {str(r.id) for r in runs_of(client, dep_b.id)}
+        for params in runs:
+            values = resolve_params(producer, params)
+            fr = client.create_flow_run_from_deployment(dep_a.id, parameters=values)
+            produced.append(d.result(client, producer, wait_final(client, fr.id, deadline),
+                                     values))
+            new = [r for r in settle(client, dep_b.id, deadline) if str(r.id) not in known]
+            known |= {str(r.id) for r in new}
+            started.append([d.result(client, consumer, r, defaults) for r in new])
+    if own:
+        shutil.rmtree(base, ignore_errors=True)
+    return produced, started

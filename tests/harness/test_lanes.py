@@ -1,0 +1,41 @@
+"""How the harness deals cases to lanes: longest expected wait first, each to the lane with the
+least expected time so far, for the reference runner as for the engines."""
+
+from __future__ import annotations
+
+import json
+
+from unipipe.harness.cases import case_ir, load_case
+from unipipe.harness.execute import expected_seconds, run_suite
+
+from .conftest import CASES
+
+
+def _expected(name: str) -> float:
+    case = load_case(CASES / name)
+    return expected_seconds(case, case_ir(case))
+
+
+def test_expected_seconds_counts_the_waits_a_case_declares():
+    # a 30 s run timeout the run waits out
+    assert _expected("pipeline_timeout_fails") == 30.0
+    # a 5 s task timeout hit by each of its 2 tries, plus its first retry delay
+    hang = _expected("timeout_hang")
+    assert hang > 5.0
+    assert _expected("data_flow_fanout") == 0.0  # nothing to wait for
+    assert _expected("pipeline_timeout_fails") > hang > _expected("retry_fail_twice")
+
+
+def test_the_reference_lanes_share_the_cases_longest_first(tmp_path):
+    names = ["pipeline_timeout_fails", "data_flow_fanout", "retry_fail_twice", "params_override"]
+    cases = [load_case(CASES / n) for n in names]
+    suite = run_suite(cases, [], tmp_path, jobs=2, shards=2)
+    assert suite.ok, [(o.case, o.reason) for o in suite.failures()]
+    assert set(suite.lane_seconds) == {"local-1", "local-2"}
+    lane_of = {}
+    for name in names:  # the lane a run's worker belonged to: its working folder's lane home
+        job = json.loads((tmp_path / "runs" / name / "local" / "run-1.job.json").read_text())
+        lane_of[name] = job["workdir"].split("/")[-2]
+    # the 30 s case has a lane of its own; the three short ones went to the other
+    assert lane_of == {"pipeline_timeout_fails": "local-1", "data_flow_fanout": "local-2",
+                       "retry_fail_twice": "local-2", "params_override": "local-2"}

@@ -1,11 +1,18 @@
 """Run unipipe's benchmarks and record the figures (JSON + a short Markdown table).
 
-    uv run python comparisons/perf/run.py [--quick] [--skip compile,shim,conformance,backends]
+    uv run python comparisons/perf/run.py [--quick] [--skip compile,cli,shim,conformance,backends]
+        [--backends airflow,prefect,shim_engines] [--shapes mixed,one,per_task]
 
 Benchmarks (never timed tests; figures only):
-- compile: `compile_ir` for every installed target on synthetic pipelines of 10..10000 tasks,
-  all targets together, and kfp's own compiler on the same shape written natively
-  (native_kfp.py, in a fresh process, stopped after --native-timeout seconds);
+- compile: `compile_ir` for every installed target on synthetic pipelines of 10..10000 tasks in
+  three shapes (synthetic.py: `mixed`, the original chain with a join every 10th task; `one`, a
+  plain chain of N calls of ONE task function; `per_task`, a chain of N distinct functions), all
+  targets together, and kfp's own compiler on the same shape written natively (native_kfp.py, in
+  a fresh process, stopped after --native-timeout seconds); the kubeflow target's time split
+  into kfp's own compile (importing the generated module, compiling the YAML) and the rest;
+- cli: wall time of `unipipe compile --target all` for a 10-task pipeline in a fresh process
+  against `python k10.py` (the same pipeline written natively for kfp and compiled), both with
+  this interpreter, median of 5 interleaved runs after one untimed run each;
 - shim: overhead of `unipipe.runtime.invoke` per task attempt against calling the function;
 - conformance: wall time of the conformance suite (comparisons/cases) per backend;
 - per-backend benchmarks under comparisons/perf/<backend>/bench.py and shim_engines.py (each
@@ -16,15 +23,19 @@ Results land in comparisons/perf/results.json and comparisons/perf/RESULTS.md.""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -56,12 +67,13 @@ def _warm_up() -> None:
             compile_ir(synthetic.pipeline(10), target, tmp)
 
 
-def _kfp_native(n: int, *, speedups: bool, timeout_s: float) -> dict:
+def _kfp_native(n: int, *, speedups: bool, timeout_s: float, shape: str = "mixed") -> dict:
     """kfp's own compile of the same shape written natively, in a fresh process (timed inside)."""
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(HERE / "native_kfp.py"), str(n), str(Path(tmp) / "n.yaml")]
+        cmd = [sys.executable, str(HERE / "native_kfp.py"), str(n), str(Path(tmp) / "n.yaml"),
+               "--shape", shape]
         try:
             done = subprocess.run(cmd + (["--speedups"] if speedups else []), capture_output=True,
                                   text=True, timeout=timeout_s, check=True)
@@ -72,9 +84,37 @@ def _kfp_native(n: int, *, speedups: bool, timeout_s: float) -> dict:
     return {"seconds": json.loads(done.stdout.strip().splitlines()[-1])["seconds"]}
 
 
-def bench_compile(sizes: list[int], budget_s: float, native_timeout_s: float) -> list[dict]:
-    """`compile_ir` per target and size; kfp's own compile of the same shape, plain and with
-    unipipe's speedups; a target is not tried at the next size once one took over budget_s."""
+@contextlib.contextmanager
+def _timing_kfp_compile(into: list[float]) -> Iterator[None]:
+    """Time ``unipipe_kubeflow.kfp_compile.compile_yaml`` (kfp's own part of the kubeflow
+    target: importing the generated module, whose decorators and ``@dsl.pipeline`` build the
+    PipelineSpec, and writing the YAML); the backend looks it up on the module per call."""
+    try:
+        from unipipe_kubeflow import kfp_compile
+    except ImportError:
+        yield
+        return
+    real = kfp_compile.compile_yaml
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            into.append(time.perf_counter() - start)
+
+    kfp_compile.compile_yaml = timed
+    try:
+        yield
+    finally:
+        kfp_compile.compile_yaml = real
+
+
+def bench_compile(sizes: list[int], budget_s: float, native_timeout_s: float,
+                  shapes: tuple[str, ...] = ("mixed",)) -> list[dict]:
+    """`compile_ir` per shape, target and size; kfp's own compile of the same shape, plain and
+    with unipipe's speedups; a target is not tried at the next size once one took over budget_s.
+    The kubeflow rows say how much of their time kfp's own compile took (``kfp_s``)."""
     import synthetic
 
     from unipipe.compiler.driver import compile_ir
@@ -82,60 +122,158 @@ def bench_compile(sizes: list[int], budget_s: float, native_timeout_s: float) ->
 
     _warm_up()
     rows = []
-    over: set[str] = set()
-    for n in sizes:
-        ir = synthetic.pipeline(n)
-        total, complete = 0.0, True
-        for target in compile_targets():
-            if target in over:
-                rows.append({"target": target, "tasks": n, "seconds": None,
-                             "note": f"not tried: the previous size took over {budget_s:.0f} s"})
-                complete = False
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                start = time.perf_counter()
-                try:
-                    compile_ir(ir, target, tmp)
-                    seconds = time.perf_counter() - start
-                    rows.append({"target": target, "tasks": n, "seconds": round(seconds, 4),
-                                 "ms_per_task": round(1000 * seconds / n, 3)})
-                    total += seconds
-                except Exception as exc:  # noqa: BLE001 - recorded, not hidden
-                    rows.append({"target": target, "tasks": n, "seconds": None,
-                                 "note": f"failed: {type(exc).__name__}: {str(exc)[:200]}"})
-                    seconds, complete = 0.0, False
-            if seconds > budget_s:
-                over.add(target)
-            print(f"compile {target:9s} {n:6d} tasks: {rows[-1].get('seconds')} s", flush=True)
-        if complete:
-            rows.append({"target": "all targets", "tasks": n, "seconds": round(total, 4),
-                         "ms_per_task": round(1000 * total / n, 3)})
-        for label, speedups in (("kfp alone", False), ("kfp alone + speedups", True)):
-            if label in over:
-                rows.append({"target": label, "tasks": n, "seconds": None,
-                             "note": "not tried: the previous size did not finish"})
-                continue
-            row = {"target": label, "tasks": n, **_kfp_native(n, speedups=speedups,
-                                                              timeout_s=native_timeout_s)}
-            if row["seconds"] is not None:
-                row["ms_per_task"] = round(1000 * row["seconds"] / n, 3)
-            else:
-                over.add(label)
-            rows.append(row)
-            print(f"compile {label:20s} {n:6d} tasks: {row.get('seconds')} s", flush=True)
+    modules = tempfile.TemporaryDirectory(prefix="unipipe-perf-shapes-")
+    for shape in shapes:
+        over: set[str] = set()
+        for n in sizes:
+            if shape == "per_task":
+                synthetic.write_per_task_module(n, Path(modules.name))
+            ir = synthetic.build(shape, n)
+            total, complete = 0.0, True
+            for target in compile_targets():
+                if target in over:
+                    rows.append({"shape": shape, "target": target, "tasks": n, "seconds": None,
+                                 "note": f"not tried: the previous size took over {budget_s:.0f} s"})
+                    complete = False
+                    continue
+                kfp_parts: list[float] = []
+                with tempfile.TemporaryDirectory() as tmp, _timing_kfp_compile(kfp_parts):
+                    start = time.perf_counter()
+                    try:
+                        compile_ir(ir, target, tmp)
+                        seconds = time.perf_counter() - start
+                        row = {"shape": shape, "target": target, "tasks": n,
+                               "seconds": round(seconds, 4),
+                               "ms_per_task": round(1000 * seconds / n, 3)}
+                        if kfp_parts:
+                            row["kfp_s"] = round(sum(kfp_parts), 4)
+                            row["unipipe_s"] = round(seconds - sum(kfp_parts), 4)
+                        rows.append(row)
+                        total += seconds
+                    except Exception as exc:  # noqa: BLE001 - recorded, not hidden
+                        rows.append({"shape": shape, "target": target, "tasks": n, "seconds": None,
+                                     "note": f"failed: {type(exc).__name__}: {str(exc)[:200]}"})
+                        seconds, complete = 0.0, False
+                if seconds > budget_s:
+                    over.add(target)
+                print(f"compile {shape:8s} {target:9s} {n:6d} tasks: {rows[-1].get('seconds')} s",
+                      flush=True)
+            if complete:
+                rows.append({"shape": shape, "target": "all targets", "tasks": n,
+                             "seconds": round(total, 4), "ms_per_task": round(1000 * total / n, 3)})
+            for label, speedups in (("kfp alone", False), ("kfp alone + speedups", True)):
+                if label in over:
+                    rows.append({"shape": shape, "target": label, "tasks": n, "seconds": None,
+                                 "note": "not tried: the previous size did not finish"})
+                    continue
+                row = {"shape": shape, "target": label, "tasks": n, **_kfp_native(
+                    n, speedups=speedups, timeout_s=native_timeout_s, shape=shape)}
+                if row["seconds"] is not None:
+                    row["ms_per_task"] = round(1000 * row["seconds"] / n, 3)
+                else:
+                    over.add(label)
+                rows.append(row)
+                print(f"compile {shape:8s} {label:20s} {n:6d} tasks: {row.get('seconds')} s",
+                      flush=True)
+    modules.cleanup()
     return rows
 
 
 def compile_ratios(rows: list[dict]) -> list[dict]:
-    """All targets together against kfp alone (the issue's goal: within 1.5x), per size."""
-    by = {(r["target"], r["tasks"]): r.get("seconds") for r in rows}
+    """All targets together against kfp alone (the issue's goal: within 1.5x), per shape and size."""
+    by = {(r.get("shape", "mixed"), r["target"], r["tasks"]): r.get("seconds") for r in rows}
     out = []
-    for n in sorted({r["tasks"] for r in rows}):
-        total = by.get(("all targets", n))
+    for shape, n in sorted({(r.get("shape", "mixed"), r["tasks"]) for r in rows}):
+        total = by.get((shape, "all targets", n))
         for label in ("kfp alone", "kfp alone + speedups"):
-            base = by.get((label, n))
-            out.append({"tasks": n, "versus": label, "all_targets_s": total, "kfp_s": base,
-                        "ratio": round(total / base, 2) if total and base else None})
+            base = by.get((shape, label, n))
+            out.append({"shape": shape, "tasks": n, "versus": label, "all_targets_s": total,
+                        "kfp_s": base, "ratio": round(total / base, 2) if total and base else None})
+    return out
+
+
+CLI_P10 = '''import unipipe as up
+
+
+@up.task
+def step(x: int) -> int:
+    return x + 1
+
+
+@up.pipeline(name="ten")
+def ten(start: int = 0) -> int:
+    v = start
+    for _ in range(10):
+        v = step(v)
+    return v
+'''
+
+CLI_K10 = '''import sys
+
+from kfp import compiler, dsl
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def step(x: int) -> int:
+    return x + 1
+
+
+@dsl.pipeline(name="ten")
+def ten(start: int = 0) -> int:
+    v = step(x=start)
+    for _ in range(9):
+        v = step(x=v.output)
+    return v.output
+
+
+compiler.Compiler().compile(ten, sys.argv[1])
+'''
+
+
+def bench_cli(repeats: int = 5) -> dict:
+    """Wall time of a fresh `unipipe compile --target all` of a 10-task chain (one task function
+    called 10 times) against a fresh `python k10.py` compiling the same pipeline with kfp, both
+    with this interpreter; interleaved, one untimed run each first, median of ``repeats``.
+    Measured twice: with bytecode caches (PYTHONPYCACHEPREFIX set to a temp folder, filled by the
+    untimed run: what an installed package has) and with the environment as it is."""
+    import subprocess
+
+    out: dict = {"repeats": repeats, "modes": {}}
+    with tempfile.TemporaryDirectory(prefix="unipipe-perf-cli-") as tmp:
+        p10, k10 = Path(tmp) / "p10.py", Path(tmp) / "k10.py"
+        p10.write_text(CLI_P10)
+        k10.write_text(CLI_K10)
+        cmds = {"unipipe": [sys.executable, "-m", "unipipe.cli", "compile", f"{p10}:ten",
+                            "--target", "all", "--out", str(Path(tmp) / "out")],
+                "kfp": [sys.executable, str(k10), str(Path(tmp) / "k10.yaml")]}
+        for mode in ("bytecode cached", "environment as is"):
+            env = dict(os.environ)
+            if mode == "bytecode cached":
+                env.pop("PYTHONDONTWRITEBYTECODE", None)
+                env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+            times: dict[str, list[float]] = {k: [] for k in cmds}
+            cpu: dict[str, list[float]] = {k: [] for k in cmds}
+            for i in range(repeats + 1):
+                for kind, cmd in cmds.items():
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    start = time.perf_counter()
+                    subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)
+                    wall = time.perf_counter() - start
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    if i:
+                        times[kind].append(wall)
+                        cpu[kind].append(after.ru_utime + after.ru_stime
+                                         - before.ru_utime - before.ru_stime)
+            row: dict = {k: round(statistics.median(v), 3) for k, v in times.items()}
+            row["ratio"] = round(row["unipipe"] / row["kfp"], 2)
+            # CPU seconds (user + system) of the same runs: steadier than wall time on a
+            # shared machine, where waiting for a core lengthens both sides unevenly
+            row["cpu"] = {k: round(statistics.median(v), 3) for k, v in cpu.items()}
+            row["cpu_ratio"] = round(row["cpu"]["unipipe"] / row["cpu"]["kfp"], 2)
+            row["samples"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
+            out["modes"][mode] = row
+            print(f"cli 10 tasks ({mode}): unipipe {row['unipipe']} s, kfp {row['kfp']} s, "
+                  f"ratio {row['ratio']} (CPU ratio {row['cpu_ratio']})", flush=True)
     return out
 
 
@@ -194,11 +332,14 @@ def bench_conformance(quick: bool) -> dict:
     return out
 
 
-def backend_benches(quick: bool) -> dict:
-    """comparisons/perf/<backend>/bench.py and comparisons/perf/shim_engines.py: `run(quick)`."""
+def backend_benches(quick: bool, only: set[str] | None = None) -> dict:
+    """comparisons/perf/<backend>/bench.py and comparisons/perf/shim_engines.py: `run(quick)`;
+    ``only``: the names to run (airflow, prefect, shim_engines), every one if None."""
     out = {}
     paths = sorted(HERE.glob("*/bench.py")) + sorted(HERE.glob("shim_engines.py"))
     for path in paths:
+        if only is not None and (path.parent.name if path.name == "bench.py" else path.stem) not in only:
+            continue
         spec = importlib.util.spec_from_file_location(f"bench_{path.parent.name}", path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
@@ -217,41 +358,112 @@ def markdown(data: dict) -> str:
     m = data["machine"]
     lines = ["# unipipe benchmark results", "",
              f"Machine: {m['cpus']} CPUs, Python {m['python']}, {m['platform']}, load average "
-             f"{data.get('load_average', '?')} at the start. Versions: unipipe {m['unipipe']}, "
-             f"Airflow {m['apache-airflow']}, Prefect {m['prefect']}, kfp {m['kfp']}. "
-             f"Recorded {data['recorded']} with `uv run python comparisons/perf/run.py"
-             f"{' --quick' if data.get('quick') else ''}`.", "",
+             f"{data.get('load_average', '?')} at the start and {data.get('load_average_end', '?')} "
+             f"at the end (1-minute; a shared machine: figures move with it). Versions: unipipe "
+             f"{m['unipipe']}, Airflow {m['apache-airflow']}, Prefect {m['prefect']}, kfp "
+             f"{m['kfp']}. Recorded {data['recorded']} with `uv run python "
+             f"comparisons/perf/run.py{data.get('args') or (' --quick' if data.get('quick') else '')}`.",
+             "",
              "## Compile time (synthetic pipelines, comparisons/perf/synthetic.py)", "",
+             *_carried(data, "compile"),
              "`kfp alone` is kfp's compiler on the same shape written natively "
              "(comparisons/perf/native_kfp.py: the `@dsl.pipeline` build and the YAML write); "
              "`+ speedups` is the same with the byte-identical speedups unipipe applies to kfp "
              "while compiling (unipipe_kubeflow.kfp_compile.kfp_speedups).", "",
-             "| target | tasks | seconds | ms/task |", "|---|---:|---:|---:|"]
+             "Shapes: `mixed`, a chain with a `join` every 10th task (two task functions); "
+             "`one`, a plain chain of N calls of ONE task function (one `@dsl.component` "
+             "natively); `per_task`, a chain of N distinct task functions (N components "
+             "natively, their decorators timed too). For the kubeflow target, `kfp s` is the "
+             "part spent in kfp's own compile of the generated module (importing it, which "
+             "builds the components and the PipelineSpec, and writing the YAML) and `unipipe s` "
+             "the rest (validation, code generation, formatting).", "",
+             "| shape | target | tasks | seconds | ms/task | kfp s | unipipe s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in data["compile"]:
-        lines.append(f"| {r['target']} | {r['tasks']} | {_cell(r.get('seconds')) if r.get('seconds') is not None else r.get('note', '-')} "
-                     f"| {_cell(r.get('ms_per_task'))} |")
-    lines += ["", "All targets together against kfp alone (goal: at most 1.5x):", "",
-              "| tasks | versus | all targets s | kfp s | ratio |", "|---:|---|---:|---:|---:|"]
+        secs = _cell(r.get('seconds')) if r.get('seconds') is not None else r.get('note', '-')
+        lines.append(f"| {r.get('shape', 'mixed')} | {r['target']} | {r['tasks']} | {secs} "
+                     f"| {_cell(r.get('ms_per_task'))} | {_cell(r.get('kfp_s'))} "
+                     f"| {_cell(r.get('unipipe_s'))} |")
+    kfp_rows = [r for r in data["compile"] if r["target"] == "kubeflow" and r.get("kfp_s")]
+    if kfp_rows:
+        top = max(r["tasks"] for r in kfp_rows)
+        shares = ", ".join(f"{r['shape']} {round(100 * r['kfp_s'] / r['seconds'])}%"
+                           for r in kfp_rows if r["tasks"] == top)
+        lines += ["", f"Where the kubeflow target's time goes at {top} tasks: kfp's own compile "
+                  f"takes {shares} of it. A profile (cProfile, `one` shape) puts kfp's time in "
+                  "`build_spec_by_group` (kfp/compiler/pipeline_spec_builder.py ~1383 lists every "
+                  "task name of the DAG once per task: n^2 `PipelineTask.name` calls, 1M at 1000 "
+                  "tasks, left by unipipe's speedups) and in PyYAML's pure-Python emitter writing "
+                  "the YAML; unipipe's own part (code generation, one `ruff format`) grows "
+                  "linearly (its ms/task in the `unipipe s` column)."]
+    lines += ["", "All targets together against kfp alone (goal: at most 1.5x at 1000 tasks, "
+              "for the `one` and `per_task` shapes):", "",
+              "| shape | tasks | versus | all targets s | kfp s | ratio |",
+              "|---|---:|---|---:|---:|---:|"]
     for r in data.get("compile_ratios", []):
-        lines.append(f"| {r['tasks']} | {r['versus']} | {_cell(r['all_targets_s'])} | "
-                     f"{_cell(r['kfp_s'])} | {_cell(r['ratio'])} |")
-    lines += ["", "## Runtime shim overhead per attempt (in-process, vs calling the function)", "",
-              "| mode | median ms | p95 ms |", "|---|---:|---:|"]
+        lines.append(f"| {r.get('shape', 'mixed')} | {r['tasks']} | {r['versus']} | "
+                     f"{_cell(r['all_targets_s'])} | {_cell(r['kfp_s'])} | {_cell(r['ratio'])} |")
+    cli = data.get("cli")
+    if cli:
+        lines += ["", "## `unipipe compile --target all` at 10 tasks, fresh process (wall time)", "",
+                  *_carried(data, "cli"),
+                  "A chain of 10 calls of one task function; against `python k10.py`, the same "
+                  "pipeline written for kfp and compiled (`import kfp` included on both sides), "
+                  f"same interpreter, median of {cli['repeats']} interleaved runs after one "
+                  "untimed run each (goal: at most 2x). `bytecode cached`: PYTHONPYCACHEPREFIX "
+                  "set to a temp folder the untimed run fills (as an installed package has its "
+                  ".pyc); `environment as is`: this machine's settings "
+                  f"(PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}).",
+                  "CPU columns: user + system seconds of the same runs (steadier than wall "
+                  "time when other work shares the cores).",
+                  "", "| mode | unipipe s | kfp s | ratio | unipipe CPU s | kfp CPU s | CPU ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for mode, r in cli["modes"].items():
+            lines.append(f"| {mode} | {r['unipipe']} | {r['kfp']} | {r['ratio']} | "
+                         f"{r['cpu']['unipipe']} | {r['cpu']['kfp']} | {r['cpu_ratio']} |")
+    if data["shim"]:
+        lines += ["", "## Runtime shim overhead per attempt (in-process, vs calling the function)",
+                  "", *_carried(data, "shim"), "| mode | median ms | p95 ms |", "|---|---:|---:|"]
     for label, r in data["shim"].items():
         lines.append(f"| {label} | {r['median_ms']} | {r['p95_ms']} |")
     conf = data.get("conformance")
     if conf:
         lines += ["", f"## Conformance suite wall time per backend ({conf['cases']} cases)", "",
                   "Each backend's lane alone, one case after another (engine start-up included); "
-                  "the engines reuse the reference runner's records.", "",
+                  "the engines reuse the reference runner's records.", "", *_carried(data, "conformance"),
                   "| backend | seconds | all match |", "|---|---:|---|"]
         for b, r in conf["lanes"].items():
             lines.append(f"| {b} | {_cell(r['seconds'])} | {'yes' if r['ok'] else 'no: ' + '; '.join(r.get('problems', []))} |")
     for name, result in data.get("backends", {}).items():
-        lines += ["", f"## {name}", ""]
+        lines += ["", f"## {name}", "", *_carried(data, name)]
         md = result.get("markdown") if isinstance(result, dict) else None
         lines.append(md if md else "```json\n" + json.dumps(result, indent=2) + "\n```")
     return "\n".join(lines) + "\n"
+
+
+def _carry_over(data: dict, previous: Path) -> None:
+    """Sections this run skipped keep the figures of the previous run in the same folder (each
+    marked with the date it was recorded), so a partial run does not erase the others."""
+    if not previous.exists():
+        return
+    old = json.loads(previous.read_text())
+    when = old.get("carried_over", {})
+    for key in ("compile", "cli", "shim", "conformance"):
+        if key not in data and old.get(key):
+            data[key] = old[key]
+            data.setdefault("carried_over", {})[key] = when.get(key, old.get("recorded"))
+            if key == "compile":
+                data["compile_ratios"] = old.get("compile_ratios", [])
+    for name, result in (old.get("backends") or {}).items():
+        if name not in data.setdefault("backends", {}):
+            data["backends"][name] = result
+            data.setdefault("carried_over", {})[name] = when.get(name, old.get("recorded"))
+
+
+def _carried(data: dict, key: str) -> list[str]:
+    when = data.get("carried_over", {}).get(key)
+    return [f"(Not measured in this run: carried over from the run recorded {when}.)", ""] \
+        if when else []
 
 
 def main() -> int:
@@ -263,24 +475,35 @@ def main() -> int:
     parser.add_argument("--native-timeout", type=float, default=300.0,
                         help="seconds before kfp's native compile of one size is stopped")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                        "compile, shim, conformance, backends")
+                        "compile, cli, shim, conformance, backends")
+    parser.add_argument("--backends", default="", help="comma-separated backend benchmarks to "
+                        "run (airflow, prefect, shim_engines); default: all of them")
+    parser.add_argument("--shapes", default="mixed,one,per_task",
+                        help="comma-separated synthetic shapes to compile (mixed, one, per_task)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     sizes = [n for n in ([10, 100] if args.quick else [10, 100, 1000, 2000, 5000, 10000])
              if n <= args.max_tasks]
     data: dict = {"machine": machine(), "quick": args.quick,
                   "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "load_average": round(os.getloadavg()[0], 2)}
+                  "load_average": round(os.getloadavg()[0], 2),
+                  "args": "".join(f" {a}" for a in sys.argv[1:])}
     if "compile" not in skip:
         data["compile"] = bench_compile(sizes, budget_s=150.0 if not args.quick else 30.0,
-                                        native_timeout_s=args.native_timeout)
+                                        native_timeout_s=args.native_timeout,
+                                        shapes=tuple(filter(None, args.shapes.split(","))))
         data["compile_ratios"] = compile_ratios(data["compile"])
+    if "cli" not in skip:
+        data["cli"] = bench_cli(2 if args.quick else 5)
     if "shim" not in skip:
         data["shim"] = bench_shim(200 if args.quick else 2000)
     if "conformance" not in skip:
         data["conformance"] = bench_conformance(args.quick)
     if "backends" not in skip:
-        data["backends"] = backend_benches(args.quick)
+        data["backends"] = backend_benches(args.quick, set(filter(None, args.backends.split(",")))
+                                           or None)
+    data["load_average_end"] = round(os.getloadavg()[0], 2)
+    _carry_over(data, args.out / "results.json")
     data.setdefault("compile", [])
     data.setdefault("shim", {})
     args.out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -788,6 +789,9 @@ class DagWriter:
         self.imports: set[tuple[str, str]] = set()  # (module, name) the schedule/assets need
         defs, edges, out = self._defs, self._edges, self._out
         self._shared: dict[str, str] = {}  # a task function's definition -> its name
+        # how many tasks call each callable: a definition holds its task's spec, whose "fn" is
+        # the callable, so only tasks of one callable can share a definition
+        self._fn_uses = Counter(t.fn for t in ir.tasks)
         wiring: list[cst.BaseStatement] = []
         if ir.groups:
             # each level in the order of unipipe.ir.groups.children, an inner group one node:
@@ -992,7 +996,9 @@ class DagWriter:
         # definition (callable, policies, spec) equals an earlier one's is that function called
         # with ``.override(task_id=...)`` (sdk/bases/decorator.py ``_TaskDecorator.override``;
         # 2.11 decorators/base.py likewise), which keeps the call's own task id.
-        key = _share_key(func_def)
+        # (Rendering a definition to compare it costs about as much as writing it: a task whose
+        # callable no other task calls gets a key of its own instead, the same outcome.)
+        key = _share_key(func_def) if self._fn_uses[task.fn] > 1 else f"\0{tid}"
         shared = self._shared.get(key)
         if shared is None:
             self._shared[key] = self.funcs[tid]

@@ -123,31 +123,10 @@ def test_a_backfill_across_the_fall_back_day_is_refused_before_anything_is_creat
 # ---------------------------------------------------------------- assets under a scheduler
 
 
-def _runs(api, dag_id: str) -> list[dict]:
-    from unipipe_airflow.server import dag_path
-
-    return api.call("GET", f"{dag_path(dag_id)}/dagRuns?limit=100")["dag_runs"]
-
-
 def _trigger(api, dag_id: str, conf: dict, deadline: float, alive) -> str:
     from unipipe_airflow.server import trigger_and_wait
 
     return trigger_and_wait(api, dag_id, conf, deadline, alive=alive)
-
-
-def _wait_runs(api, dag_id: str, count: int, deadline: float, settle: float = 0) -> list[dict]:
-    """Until ``dag_id`` has ``count`` finished runs (then ``settle`` more seconds for extras)."""
-    while True:
-        runs = _runs(api, dag_id)
-        done = [r for r in runs if r["state"] in ("success", "failed")]
-        if len(done) >= count and len(done) == len(runs):
-            break
-        assert time.monotonic() < deadline, f"{dag_id}: {runs}"
-        time.sleep(1)
-    if settle:
-        time.sleep(settle)
-        runs = _runs(api, dag_id)
-    return runs
 
 
 def test_a_producer_run_starts_the_consumer_under_a_real_scheduler(tmp_path):
@@ -159,6 +138,7 @@ def test_a_producer_run_starts_the_consumer_under_a_real_scheduler(tmp_path):
     logical date (an asset-triggered run has none on Airflow 3). Updates while the consumer is
     paused collapse into its next run."""
     from unipipe_airflow import server
+    from unipipe_airflow.chain import queued, settle
     from unipipe_airflow.engine import prepare
     from unipipe_airflow.results import build_result, read_records
 
@@ -185,15 +165,14 @@ def test_a_producer_run_starts_the_consumer_under_a_real_scheduler(tmp_path):
         failed = _trigger(api, "a14-producer", {"fail": True}, deadline, alive)
         assert api.call("GET", f"{server.dag_path('a14-producer')}/dagRuns/"
                         f"{urllib.request.quote(failed, safe='')}")["state"] == "failed"
-        time.sleep(15)
-        assert _runs(api, "a14-consumer") == []
+        assert settle(api, "a14-consumer", deadline, alive, quiet=15) == []
         events = api.call("GET", "/assets/events?source_dag_id=a14-producer")
         assert events["total_entries"] == 0
 
         # two successful producer runs in a row
         first = _trigger(api, "a14-producer", {"fail": False}, deadline, alive)
         second = _trigger(api, "a14-producer", {"fail": False}, deadline, alive)
-        runs = _wait_runs(api, "a14-consumer", 2, deadline, settle=10)
+        runs = settle(api, "a14-consumer", deadline, alive, quiet=10)
         events = api.call("GET", "/assets/events?source_dag_id=a14-producer")
         assert events["total_entries"] == 2
         assert {e["source_run_id"] for e in events["asset_events"]} == {first, second}
@@ -214,8 +193,6 @@ def test_a_producer_run_starts_the_consumer_under_a_real_scheduler(tmp_path):
         # consumes all four events since the previous asset-triggered run
         # (jobs/scheduler_job_runner.py ~2600-2640). The reference (unipipe.local.chain) has no
         # pause; the chain cases (comparisons/cases/asset_chain_*) cover the rest.
-        from unipipe_airflow.chain import queued, settle
-
         api.call("PATCH", server.dag_path("a14-consumer"), {"is_paused": True})
         for _ in range(3):
             _trigger(api, "a14-producer", {"fail": False}, deadline, alive)

@@ -190,7 +190,7 @@ def _rfc3339(ir: Pipeline, field: str, earlier: float = 0.0) -> str | None:
     """The schedule's start/end as RFC 3339 in UTC (what V2beta1CronSchedule.start_time and
     end_time take, kfp/client/client.py ~820-824), ``earlier`` seconds before it; a date is
     midnight in the schedule's zone."""
-    from datetime import UTC, timedelta
+    from datetime import timedelta
 
     from unipipe.schedules import ScheduleError, parse_when
 
@@ -203,7 +203,14 @@ def _rfc3339(ir: Pipeline, field: str, earlier: float = 0.0) -> str | None:
         when = parse_when(text, sched.timezone)
     except ScheduleError as exc:
         raise InvalidDeploy(f"{_where(ir, f'schedule.{field}')} {exc}") from None
-    return (when - timedelta(seconds=earlier)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc_text(when - timedelta(seconds=earlier))
+
+
+def _utc_text(when: Any) -> str:
+    """An aware datetime as V2beta1CronSchedule's start_time/end_time take it: RFC 3339 in UTC."""
+    from datetime import UTC
+
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _kfp_triggers(ir: Pipeline, opts: Options) -> list[dict[str, Any]]:
@@ -273,13 +280,11 @@ def _zone_triggers(ir: Pipeline, opts: Options) -> list[dict[str, Any]]:
                             f"cannot be: {exc}; use timezone='UTC', or --set schedule=false and "
                             f"create the runs with `unipipe backfill --backend kubeflow`") from None
 
-    def stamp(when: datetime) -> str:
-        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
     # each window holds its stretch's fire times only: the controller fires strictly after
     # start_time (robfig cron Next) and up to end_time inclusive (as for one trigger above)
-    return [{"cron_expression": "0 " + seg.cron, "start_time": stamp(seg.first - timedelta(seconds=1)),
-             "end_time": stamp(seg.last), "no_catchup": not sched.catchup} for seg in segments]
+    return [{"cron_expression": "0 " + seg.cron,
+             "start_time": _utc_text(seg.first - timedelta(seconds=1)),
+             "end_time": _utc_text(seg.last), "no_catchup": not sched.catchup} for seg in segments]
 
 
 def _same_window(run: Any, trigger: dict[str, Any]) -> bool:

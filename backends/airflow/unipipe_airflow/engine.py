@@ -93,10 +93,9 @@ def airflow2_venv() -> Path:
     user's cache folder."""
     if os.environ.get("UNIPIPE_AIRFLOW2_VENV"):
         return Path(os.environ["UNIPIPE_AIRFLOW2_VENV"])
-    checkout = Path(__file__).resolve().parents[3]
-    if (checkout / "pyproject.toml").exists() and (checkout / "backends" / "airflow").is_dir():
-        return checkout / ".cache" / "airflow-2.11"
-    return Path(user_cache_dir()) / "airflow-2.11"
+    from unipipe.venvs import cache_dir
+
+    return cache_dir("airflow-2.11")
 
 
 def engine_for(version: str | None = None) -> Engine:
@@ -237,7 +236,9 @@ def template_db(engine: Engine | None = None) -> Path:
         try:
             (home / "dags").mkdir()
             env = base_env(home, home / "dags")
-            rc = _migrate_in_lane(engine, env, home)
+            # in the lane's prepared Airflow (its first run makes the template: without the
+            # server, most of the migration's seconds are importing Airflow)
+            rc = _in_lane_server(engine, ["db", "migrate"], env, home, home / "migrate.log", 600)
             if rc is None:
                 proc = subprocess.run([engine.python, "-m", "airflow", "db", "migrate"],
                                       env=env, capture_output=True, text=True, timeout=600,
@@ -262,19 +263,22 @@ def template_db(engine: Engine | None = None) -> Path:
     return db
 
 
-def _migrate_in_lane(engine: Engine, env: dict[str, str], home: Path) -> int | None:
-    """``airflow db migrate`` in a child of the harness lane's prepared Airflow (the lane's first
-    run makes its template DB: without the server, most of the migration's seconds are importing
-    Airflow); its exit code, or None when no server runs it (then a process of our own does)."""
+def _in_lane_server(engine: Engine, argv: list[str], env: dict[str, str], cwd: Path,
+                    log: Path, timeout: float) -> int | None:
+    """``airflow ARGV`` in a child of the harness lane's prepared Airflow (its fork server),
+    for the installed Airflow only; the exit code, or None when no server listens (nothing
+    ran: the caller starts a process of its own, as without one). A server that went away
+    after taking the request raises: the command may have started, and running it again (a
+    DAG run, a migration) would do it twice in the same DB."""
     server = os.environ.get(FORKSERVER_ENV)
-    if not server or server == "0" or engine.own_env or engine.version != airflow_version():
+    if not server or server == "0" or engine.own_env:
         return None
     from unipipe import forkserver
 
     try:
-        return forkserver.run(server, ["db", "migrate"], env, home, home / "migrate.log", 600)
+        return forkserver.run(server, argv, env, cwd, log, timeout)
     except (ConnectionRefusedError, FileNotFoundError):
-        return None  # no server listens: nothing ran
+        return None
 
 
 def fresh_db(dst: Path, engine: Engine | None = None) -> Path:
@@ -362,17 +366,9 @@ def dags_test(home: Home, conf: dict[str, Any], timeout: float,
     log = home.root / "dags_test.log"
     argv = ["dags", "test", home.dag_id, *([logical_date] if logical_date else []),
             "-c", json.dumps(conf)]
-    server = os.environ.get(FORKSERVER_ENV)
-    if server and server != "0" and not home.engine.own_env:  # the harness lane's prepared Airflow
-        from unipipe import forkserver
-
-        try:
-            rc = forkserver.run(server, argv, home.env, home.root, log, timeout)
-            return subprocess.CompletedProcess([home.engine.python, "-m", "airflow", *argv], rc)
-        except (ConnectionRefusedError, FileNotFoundError):
-            pass  # no server listens (nothing ran): a process of our own, as without one
-        # a server that went away after taking the request raises: the run may have started,
-        # and running the DAG again would make a second DAG run in the same DB
+    rc = _in_lane_server(home.engine, argv, home.env, home.root, log, timeout)
+    if rc is not None:
+        return subprocess.CompletedProcess([home.engine.python, "-m", "airflow", *argv], rc)
     with open(log, "w") as fh:
         proc = subprocess.run(
             [home.engine.python, "-m", "airflow", *argv],

@@ -43,7 +43,8 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,6 @@ def run(backend: Any, ir: Pipeline, dates: list[str], *, max_active: int,
     from unipipe.compiler.backend import CompileOptions, RunOptions
     from unipipe.compiler.diagnostics import ErrorLevel
     from unipipe_prefect import codegen as flowgen
-    from unipipe_prefect.results import build_result
     from unipipe_prefect.runtime import VALUES_URL_ENV
 
     if extra.get("isolated"):
@@ -105,17 +105,12 @@ def run(backend: Any, ir: Pipeline, dates: list[str], *, max_active: int,
     reports = workdir / f"backfill-{tag}-reports"
     reports.mkdir()
 
-    wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-            "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_HOME": str(workdir / "worker-home")}
+    wenv = {**env, "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_HOME": str(workdir / "worker-home")}
     wlog_path = workdir / f"backfill-{tag}.worker.log"
     dlog_path = workdir / f"backfill-{tag}.log"
     results: dict[str, RunResult] = {}
-    with open(wlog_path, "wb") as wlog, open(dlog_path, "wb") as dlog:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
-             "process", "--limit", str(max_active), "--name", f"{pool}-worker"],
-            env=wenv, cwd=str(workdir), stdout=wlog, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+    with open(dlog_path, "wb") as dlog, \
+            process_worker(pool, max_active, wenv, workdir, wlog_path) as worker:
         driver = None
         try:
             driver = subprocess.Popen(
@@ -144,14 +139,8 @@ def run(backend: Any, ir: Pipeline, dates: list[str], *, max_active: int,
                 if not report.get("ok"):
                     raise RuntimeError(f"backfill run {date} did not finish: "
                                        f"{report.get('error')}")
-                result = build_result(ir, report, run_id=run_id_for(date), params=params,
-                                      trace_dir=env["UNIPIPE_TRACE_DIR"])
-                if report.get("output_missing") and result.state == "success":
-                    from unipipe.outputs import evaluate
-
-                    result.output = evaluate(ir.output, {t: r.output for t, r in
-                                                         result.tasks.items()
-                                                         if r.state == "success"}, params)
+                result = result_of(ir, report, run_id_for(date), params,
+                                   env["UNIPIPE_TRACE_DIR"])
                 results[date] = result
                 if progress is not None:
                     progress(date, result)
@@ -160,13 +149,6 @@ def run(backend: Any, ir: Pipeline, dates: list[str], *, max_active: int,
             if driver is not None and driver.poll() is None:
                 driver.kill()
                 driver.wait()
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
     missing = [d for d in dates if d not in results]
     if missing:
         tail = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
@@ -179,10 +161,50 @@ def run(backend: Any, ir: Pipeline, dates: list[str], *, max_active: int,
     return [results[d] for d in dates]
 
 
+@contextmanager
+def process_worker(pool: str, limit: int, env: dict[str, str], cwd: Path,
+                   log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``prefect worker`` of the process type on ``pool``, at most ``limit`` flow runs
+    at once, polling every second, in a process group of its own (its flow-run processes go
+    with it) that is stopped when the context ends."""
+    wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
+             "process", "--limit", str(limit), "--name", f"{pool}-worker"],
+            env=wenv, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            yield worker
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait()
+
+
+def result_of(ir: Pipeline, report: dict[str, Any], run_id: str, params: dict[str, Any],
+              trace_dir: str) -> RunResult:
+    """The RunResult of a final flow run from its :func:`flow_run_report`; an output Prefect
+    did not persist (no store) is rebuilt from the task values."""
+    from unipipe_prefect.results import build_result
+
+    result = build_result(ir, report, run_id=run_id, params=params, trace_dir=trace_dir)
+    if report.get("output_missing") and result.state == "success":
+        from unipipe.outputs import evaluate
+
+        result.output = evaluate(ir.output, {t: r.output for t, r in result.tasks.items()
+                                             if r.state == "success"}, params)
+    return result
+
+
 # ---------------------------------------------------------------- the process on the server
 
 
-def _report(client: Any, fr: Any, values_url: str) -> dict[str, Any]:
+def flow_run_report(client: Any, fr: Any, values_url: str) -> dict[str, Any]:
     """What :mod:`.deployed` reports for one final flow run."""
     from unipipe_prefect.deployed import _settled_task_runs, _values
     from unipipe_prefect.driver import flow_artifacts, flow_run_tree, flow_run_tries, task_record
@@ -250,7 +272,7 @@ def main(argv: list[str]) -> int:
                     continue
                 date = pending.pop(fr_id)
                 try:
-                    report = _report(client, fr, spec["values_url"])
+                    report = flow_run_report(client, fr, spec["values_url"])
                 except BaseException:  # noqa: BLE001 - reported to the parent
                     report = {"ok": False, "error": traceback.format_exc()}
                 path = os.path.join(report_dir, f"{run_id_for(date)}.pickle")

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +35,7 @@ from unipipe.compiler.backend import RunOptions
 from unipipe.ir.models import Pipeline
 from unipipe.params import resolve_params
 from unipipe.result import RunResult
+from unipipe_prefect.backfill import process_worker
 
 #: seconds without a new consumer run (all final) before a producer run's consequences count
 #: as complete: the server reacts to an event within about a second here
@@ -57,18 +55,10 @@ class Deployed:
     def result(self, client: Any, ir: Pipeline, flow_run: Any,
                params: dict[str, Any]) -> RunResult:
         """The RunResult of a final flow run, as a backfill's (:mod:`.backfill`)."""
-        from unipipe_prefect.backfill import _report
-        from unipipe_prefect.results import build_result
+        from unipipe_prefect.backfill import flow_run_report, result_of
 
-        report = _report(client, flow_run, str(self.values))
-        result = build_result(ir, report, run_id=str(flow_run.id), params=params,
-                              trace_dir=str(self.trace))
-        if report.get("output_missing") and result.state == "success":
-            from unipipe.outputs import evaluate
-
-            result.output = evaluate(ir.output, {t: r.output for t, r in result.tasks.items()
-                                                 if r.state == "success"}, params)
-        return result
+        return result_of(ir, flow_run_report(client, flow_run, str(self.values)),
+                         str(flow_run.id), params, str(self.trace))
 
 
 def runs_of(client: Any, deployment_id: Any) -> list[Any]:
@@ -140,27 +130,12 @@ def deployed(pipelines: list[Pipeline], work: Path, search_path: list[str] | Non
     backend_root = str(Path(__file__).resolve().parents[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(work / "worker-home"),
-                "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PYTHONPATH": os.pathsep.join([*(search_path or []), backend_root,
                                                *filter(None, [os.environ.get("PYTHONPATH")])])})
     env.pop("UNIPIPE_RUN_ID", None)  # each flow run's own id
-    with open(work / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
-             "process", "--limit", str(limit), "--name", f"{pool}-worker"],
-            env=env, cwd=str(work), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with process_worker(pool, limit, env, work, work / "worker.log"):
         yield d
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
 
 
 def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],

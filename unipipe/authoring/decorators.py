@@ -9,41 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import inspect
-import json
-import textwrap
-import typing
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
 
-from unipipe.authoring.modules import main_module_name
-from unipipe.authoring.policies import (
-    Alert,
-    Cache,
-    Defaults,
-    Duration,
-    Loc,
-    Resources,
-    Retry,
-    caller_location,
-    duration,
-    fail,
-    import_path,
-    m,
-    policies_ir,
-)
-from unipipe.ir.errors import PipelineError
-from unipipe.result import RUN_IF_VALUES
+from unipipe.authoring.base import Loc, caller_location, fail, import_path, m
 from unipipe.runtime.loading import executing
+
+# What a task's module imports inside an attempt (an Airflow task process, a KFP component, a
+# Prefect forked child) is this module and unipipe.authoring.base only: the policies, events,
+# the IR (pydantic) and most of the standard library used below (inspect, typing, json,
+# hashlib) are imported by the functions that trace or check, which an attempt never calls
+# (tests/core/test_import_cost.py; comparisons/perf/shim_engines.md). The classes below are
+# written out rather than made by @dataclass, which compiles their methods at import (~1 ms a
+# class, in every attempt) and imports dataclasses and inspect.
+TYPE_CHECKING = False  # type checkers see True
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from unipipe.authoring.policies import Alert, Cache, Defaults, Duration, Resources, Retry
 
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict", list: "list"}
 
 
 def type_name(annotation: Any) -> str | None:
     """IR type name of an annotation; None when absent, "any" when not one of the JSON types."""
+    import inspect
+    import typing
+
     if annotation is inspect.Parameter.empty or annotation is inspect.Signature.empty:
         return None
     origin = typing.get_origin(annotation) or annotation
@@ -52,6 +43,10 @@ def type_name(annotation: Any) -> str | None:
 
 def source_hash(fn: Callable[..., Any]) -> str:
     """sha256 of the function's own source (dedented); falls back to its bytecode."""
+    import hashlib
+    import inspect
+    import textwrap
+
     try:
         src = textwrap.dedent(inspect.getsource(fn))
         data = src.encode()
@@ -80,11 +75,11 @@ class Ref:
         raise TypeError("a task output cannot be iterated while tracing; fan out with task.map()")
 
 
-@dataclass(eq=False)
 class TaskRef(Ref):
-    builder: _Builder
-    task: str
-    path: tuple[str | int, ...] = ()
+    def __init__(self, builder: _Builder, task: str, path: tuple[str | int, ...] = ()):
+        self.builder = builder
+        self.task = task
+        self.path = path
 
     def __getitem__(self, key: str | int) -> TaskRef:
         if not isinstance(key, (str, int)) or isinstance(key, bool):
@@ -113,13 +108,13 @@ class TaskRef(Ref):
         return f"<output of {self.task}{''.join(f'[{p!r}]' for p in self.path)}>"
 
 
-@dataclass(eq=False)
 class ArtifactRef(Ref):
     """An output artifact of a traced task, for another task's ``up.Input[...]`` parameter."""
 
-    task: str
-    name: str
-    type: str
+    def __init__(self, task: str, name: str, type: str):
+        self.task = task
+        self.name = name
+        self.type = type
 
     def _input(self) -> Any:
         raise TypeError(f"{self!r} is a file artifact: pass it to a parameter annotated "
@@ -129,9 +124,12 @@ class ArtifactRef(Ref):
         return f"<artifact {self.task}.outputs[{self.name!r}]>"
 
 
-@dataclass(eq=False)
 class _Outputs:
-    ref: TaskRef
+    def __init__(self, ref: TaskRef):
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"_Outputs(ref={self.ref!r})"
 
     def __getitem__(self, name: str) -> ArtifactRef:
         node = self.ref.builder.nodes[self.ref.task]
@@ -148,10 +146,10 @@ class _Outputs:
         return ArtifactRef(self.ref.task, name, slots[name].type)
 
 
-@dataclass(eq=False)
 class ParamRef(Ref):
-    name: str
-    path: tuple[str | int, ...] = ()
+    def __init__(self, name: str, path: tuple[str | int, ...] = ()):
+        self.name = name
+        self.path = path
 
     def __getitem__(self, key: str | int) -> ParamRef:
         return ParamRef(self.name, self.path + (key,))
@@ -163,12 +161,12 @@ class ParamRef(Ref):
         return f"<param {self.name}>"
 
 
-@dataclass(eq=False)
 class ElementRef(Ref):
     """Inside a mapped sub-pipeline (``sub.map(x=items)``): the item this copy runs for."""
 
-    group: str
-    path: tuple[str | int, ...] = ()
+    def __init__(self, group: str, path: tuple[str | int, ...] = ()):
+        self.group = group
+        self.path = path
 
     def __getitem__(self, key: str | int) -> ElementRef:
         if not isinstance(key, (str, int)) or isinstance(key, bool):
@@ -185,21 +183,38 @@ class ElementRef(Ref):
 # ---------------------------------------------------------------- the tracing builder
 
 
-@dataclass
 class _Builder:
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    conditions: list[m.Condition] = field(default_factory=list)
-    #: nesting depth -> the condition of the up.when() block that closed last at that depth,
-    #: which an up.otherwise() block right after it negates
-    closed: dict[int, m.Condition] = field(default_factory=dict)
-    #: sub-pipelines called so far: group id -> the fields of its m.Group
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: the sub-pipeline calls being traced, innermost last
-    scope: list[_Scope] = field(default_factory=list)
-    #: the pipelines whose bodies are running, the traced one first (a call of one of them
-    #: again is a sub-pipeline calling itself)
-    calls: list[PipelineDef] = field(default_factory=list)
+    _FIELDS = ("nodes", "counts", "conditions", "closed", "groups", "scope", "calls")
+
+    def __init__(self, nodes: dict[str, dict[str, Any]] | None = None,
+                 counts: dict[str, int] | None = None,
+                 conditions: list[m.Condition] | None = None,
+                 closed: dict[int, m.Condition] | None = None,
+                 groups: dict[str, dict[str, Any]] | None = None,
+                 scope: list[_Scope] | None = None, calls: list[PipelineDef] | None = None):
+        self.nodes = {} if nodes is None else nodes
+        self.counts = {} if counts is None else counts
+        self.conditions = [] if conditions is None else conditions
+        #: nesting depth -> the condition of the up.when() block that closed last at that
+        #: depth, which an up.otherwise() block right after it negates
+        self.closed = {} if closed is None else closed
+        #: sub-pipelines called so far: group id -> the fields of its m.Group
+        self.groups = {} if groups is None else groups
+        #: the sub-pipeline calls being traced, innermost last
+        self.scope = [] if scope is None else scope
+        #: the pipelines whose bodies are running, the traced one first (a call of one of
+        #: them again is a sub-pipeline calling itself)
+        self.calls = [] if calls is None else calls
+
+    def __repr__(self) -> str:
+        return "_Builder(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment] - mutable, as @dataclass(eq=True) made it
 
     @property
     def prefix(self) -> str:
@@ -224,10 +239,20 @@ class _Builder:
         return candidate
 
 
-@dataclass
 class _Scope:
-    group: str
-    defaults: m.Policies
+    def __init__(self, group: str, defaults: m.Policies):
+        self.group = group
+        self.defaults = defaults
+
+    def __repr__(self) -> str:
+        return f"_Scope(group={self.group!r}, defaults={self.defaults!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.group, self.defaults) == (other.group, other.defaults)  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment] - as @dataclass(eq=True) made it
 
 
 _ACTIVE: list[_Builder] = []
@@ -238,6 +263,8 @@ def _active() -> _Builder | None:
 
 
 def _to_input(value: Any, loc: Loc, field_name: str) -> Any:
+    import json
+
     if isinstance(value, ArtifactRef):
         raise fail(loc, field_name, f"{value!r} is a file artifact: it goes to a parameter "
                    f"annotated up.Input[...], not to a value parameter")
@@ -356,15 +383,19 @@ def _map_call(loc: Loc, what: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 # ---------------------------------------------------------------- tasks
 
 
+#: what a TaskDef made in execution mode works out on first use (TaskDef.__getattr__)
+_DEFERRED = frozenset({"packages", "produces", "signature", "fn_path", "returns", "slots",
+                       "logs", "call_signature"})
+
+
 class TaskDef:
     """A function decorated with ``@up.task``."""
 
     def __init__(self, fn: Callable[..., Any], *, id: str | None,
                  policies: m.Policies | dict[str, Any], loc: Loc, run_if: str = "all_success",
-                 packages: tuple[str, ...] = (), produces: tuple[str, ...] = ()):
+                 packages: tuple[str, ...] = (), produces: tuple[str, ...] = (),
+                 deferred: tuple[Any, Any] | None = None):
         functools.update_wrapper(self, fn)
-        self.packages = packages
-        self.produces = produces
         self.fn = fn
         self.run_if = run_if
         self.id = id or fn.__name__
@@ -372,6 +403,37 @@ class TaskDef:
         # into IR the first time a pipeline is traced
         self._policies = policies
         self.loc = loc
+        self._source_hash: str | None = None
+        if deferred is not None:
+            # execution mode: the runtime calls ``fn`` and nothing else; the decorator's checks
+            # and what tracing needs wait for first use (the pipeline was compiled and checked
+            # before the engine ran it), so an attempt does not pay for inspect and typing
+            self._deferred = deferred  # (packages=, produces=) as written
+            return
+        self.packages = packages
+        self.produces = produces
+        self._inspect()
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for attributes not set: those a TaskDef made in execution mode defers
+        deferred = self.__dict__.pop("_deferred", None) if name in _DEFERRED else None
+        if deferred is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        loc = self.loc
+        # the checks task() makes at the decorator's line otherwise, in the same order
+        self.packages = _packages(deferred[0], loc)
+        self.produces = _produces(deferred[1], loc)
+        _check_run_if(self.run_if, loc)
+        _check_sync(self.fn, loc)
+        self._inspect()
+        return getattr(self, name)
+
+    def _inspect(self) -> None:
+        """Signature, import path, return type, artifact slots and logs of the function."""
+        import inspect
+        import typing
+
+        fn, loc = self.fn, self.loc
         self.signature = inspect.signature(fn)
         self.fn_path = import_path(fn, loc, "task")
         try:
@@ -379,7 +441,6 @@ class TaskDef:
         except Exception:
             hints = {}
         self.returns = type_name(hints.get("return", self.signature.return_annotation))
-        self._source_hash: str | None = None
         self.slots = _artifact_slots(fn, loc)
         self.logs = _logs(fn)
         outs = {k for k, (direction, _t) in self.slots.items() if direction == "output"}
@@ -390,6 +451,8 @@ class TaskDef:
     @property
     def policies(self) -> m.Policies:
         if isinstance(self._policies, dict):
+            from unipipe.authoring.policies import policies_ir
+
             self._policies = policies_ir(self.loc, **self._policies)
         return self._policies
 
@@ -429,6 +492,8 @@ class TaskDef:
             bound = self.call_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise fail(loc, self.id, f"bad arguments for task {self.id!r}: {exc}") from None
+        from inspect import Parameter, cleandoc
+
         inputs: dict[str, Any] = {}
         artifacts: dict[str, m.ArtifactSlot] = {}
         for name, (direction, type_) in self.slots.items():  # in the signature's order
@@ -439,13 +504,13 @@ class TaskDef:
                                                   f"{self.id}.{name}", map_over == name)
         for name, value in bound.arguments.items():
             kind = self.signature.parameters[name].kind
-            if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if kind in (Parameter.VAR_POSITIONAL, Parameter.VAR_KEYWORD):
                 raise fail(loc, self.id, "tasks with *args/**kwargs cannot be traced; name the arguments")
             if name in self.slots:
                 continue
             inputs[name] = _to_input(value, loc, f"{self.id}.{name}")
         return self._add_node(builder, inputs, map_over=map_over, loc=loc,
-                              doc=inspect.cleandoc(self.fn.__doc__ or ""),
+                              doc=cleandoc(self.fn.__doc__ or ""),
                               artifacts=artifacts, logs=self.logs, packages=self.packages,
                               produces=self.produces)
 
@@ -481,6 +546,8 @@ def _artifact_slots(fn: Callable[..., Any], loc: Loc) -> dict[str, tuple[str, st
     if not any("Input[" in str(a) or "Output[" in str(a) or hasattr(a, "__metadata__")
                for a in annotations.values()):
         return {}
+    import typing
+
     from unipipe.runtime.artifacts import slot_of
 
     try:
@@ -565,16 +632,31 @@ def _packages(value: Any, loc: Loc) -> tuple[str, ...]:
 
 
 def _produces(value: Any, loc: Loc) -> tuple[str, ...]:
-    from unipipe.authoring.events import asset_uri
-
     if value is None:
         return ()
+    from unipipe.authoring.events import asset_uri
+
     if not isinstance(value, (list, tuple)):
         raise fail(loc, "produces", "produces= takes a list of up.Asset(...)")
     uris = tuple(asset_uri(a, loc, "produces") for a in value)
     if len(set(uris)) != len(uris):
         raise fail(loc, "produces", f"an asset is named twice: {list(uris)}")
     return uris
+
+
+def _check_run_if(run_if: str, loc: Loc) -> None:
+    from unipipe.result import RUN_IF_VALUES
+
+    if run_if not in RUN_IF_VALUES:
+        raise fail(loc, "run_if", f"run_if={run_if!r} is not one of "
+                   + ", ".join(repr(v) for v in RUN_IF_VALUES))
+
+
+def _check_sync(f: Callable[..., Any], loc: Loc) -> None:
+    import inspect
+
+    if inspect.iscoroutinefunction(f):
+        raise fail(loc, "task", "async tasks are not supported yet; write a plain function")
 
 
 def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
@@ -590,19 +672,25 @@ def task(fn: Callable[..., Any] | None = None, *, id: str | None = None,
     or ``"one_failed"`` (a failure path: only if one of them failed).
     """
     loc = caller_location(2)
+    args = {"retry": retry, "retries": retries, "cache": cache, "timeout": timeout,
+            "resources": resources, "image": image, "alerts": alerts}
+    if executing():
+        # a task process: wrap only; every check below waits for a trace, if ever (TaskDef)
+        def wrap_deferred(f: Callable[..., Any]) -> TaskDef:
+            return TaskDef(f, id=id, policies=args, loc=loc, run_if=run_if,
+                           deferred=(packages, produces))
+
+        return wrap_deferred(fn) if fn is not None else wrap_deferred
     pkgs = _packages(packages, loc)
     outlets = _produces(produces, loc)
-    if run_if not in RUN_IF_VALUES:
-        raise fail(loc, "run_if", f"run_if={run_if!r} is not one of "
-                   + ", ".join(repr(v) for v in RUN_IF_VALUES))
+    _check_run_if(run_if, loc)
 
     def wrap(f: Callable[..., Any]) -> TaskDef:
-        if inspect.iscoroutinefunction(f):
-            raise fail(loc, "task", "async tasks are not supported yet; write a plain function")
-        args = {"retry": retry, "retries": retries, "cache": cache, "timeout": timeout,
-                "resources": resources, "image": image, "alerts": alerts}
-        # authoring: check now, at the decorator's line; in a task process: when traced, if ever
-        pol = args if executing() else policies_ir(loc, **args)
+        from unipipe.authoring.policies import policies_ir
+
+        _check_sync(f, loc)
+        # authoring: check now, at the decorator's line
+        pol = policies_ir(loc, **args)
         return TaskDef(f, id=id, policies=pol, loc=loc, run_if=run_if, packages=pkgs,
                        produces=outlets)
 
@@ -640,6 +728,8 @@ class PipelineDef:
             self._check_decoration()
 
     def _check_decoration(self) -> None:
+        from unipipe.authoring.policies import Alert, Defaults
+
         loc = self.loc
         if self._defaults is not None and not isinstance(self._defaults, Defaults):
             raise fail(loc, "defaults", "defaults= takes up.Defaults(...)")
@@ -665,6 +755,8 @@ class PipelineDef:
 
     def _run_policy(self) -> tuple[int, float, float | None]:
         """``retries=``, ``retry_delay=``, ``timeout=`` checked: (retries, delay s, timeout s)."""
+        from unipipe.authoring.policies import duration
+
         loc, n = self.loc, self._retries
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100:
             raise fail(loc, "retries", "retries takes a whole number of run retries from 0 to "
@@ -683,7 +775,10 @@ class PipelineDef:
         return n, delay, timeout
 
     def _schedule_ir(self) -> m.Schedule | None:
+        from datetime import timedelta
+
         from unipipe.authoring.events import Schedule
+        from unipipe.authoring.policies import duration
 
         s = self._schedule
         if s is None:
@@ -706,6 +801,10 @@ class PipelineDef:
         return m.Schedule(interval=seconds)
 
     def _params(self) -> tuple[list[m.Param], dict[str, ParamRef]]:
+        import inspect
+        import json
+        import typing
+
         try:
             hints = typing.get_type_hints(self.fn)
         except Exception:
@@ -734,6 +833,10 @@ class PipelineDef:
         return self._ir
 
     def _trace(self) -> m.Pipeline:
+        import inspect
+
+        from unipipe.authoring.modules import main_module_name
+        from unipipe.ir.errors import PipelineError
         from unipipe.ir.validate import validate
 
         self._check_decoration()
@@ -820,6 +923,8 @@ class PipelineDef:
         value (task references) is what the caller gets. ``schedule`` and
         ``max_active_runs`` are about runs of a pipeline of its own and do not apply here.
         """
+        import inspect
+
         if self in builder.calls:
             cycle = [p.name for p in builder.calls[builder.calls.index(self):]] + [self.name]
             raise fail(loc, "pipeline", f"sub-pipeline {self.name!r} calls itself ("

@@ -7,7 +7,10 @@ Cheap and dependency-free: the decorators use it in execution mode, where no IR 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False  # keeps `typing` off the execution path; type checkers see True
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def module_name_for_file(path: str | Path) -> tuple[str, Path]:
@@ -16,6 +19,8 @@ def module_name_for_file(path: str | Path) -> tuple[str, Path]:
     Walks up through folders that hold an ``__init__.py`` so a file inside a package keeps its
     package-qualified name (other processes can then import it the same way).
     """
+    from pathlib import Path  # not at the top: a task attempt imports this module, rarely uses it
+
     p = Path(path).resolve()
     parts = [p.stem]
     root = p.parent

@@ -6,64 +6,21 @@ the line that wrote them, naming the field, before any pipeline is traced.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from unipipe.authoring.modules import main_module_name
+from unipipe.authoring.base import Loc, caller_location, fail, import_path, m
 from unipipe.ir.durations import DurationError, parse_duration
-from unipipe.ir.errors import PipelineError, Problem
 from unipipe.runtime.loading import executing
 
-if TYPE_CHECKING:
-    from unipipe.ir import models as m
-else:
-    class _LazyModels:
-        """``m.X`` is ``unipipe.ir.models.X``, imported (with pydantic) on first use: a task
-        process imports the user's module in execution mode and never builds IR."""
-
-        def __getattr__(self, name: str) -> Any:
-            from unipipe.ir import models
-
-            return getattr(models, name)
-
-    m = _LazyModels()
-
-
-class Loc:
-    """Where the user wrote something (a file and line), before it becomes IR."""
-
-    __slots__ = ("file", "line")
-
-    def __init__(self, file: str, line: int) -> None:
-        self.file = file
-        self.line = line
-
-    def __repr__(self) -> str:
-        return f"{self.file}:{self.line}"
-
-    def to_ir(self) -> m.SourceLocation:
-        return m.SourceLocation(file=self.file, line=self.line)
+# Loc, caller_location, fail, import_path and m live in unipipe.authoring.base (cheap to import
+# inside a task attempt) and are re-exported here for the modules that import them from here
+__all__ = ["Alert", "Cache", "Defaults", "Duration", "Loc", "Resources", "Retry",
+           "caller_location", "duration", "fail", "import_path", "m", "policies_ir"]
 
 Duration = str | float | int | timedelta
-
-
-def caller_location(depth: int = 2) -> Loc:
-    """Location of the user's code ``depth`` frames up, skipping unipipe's own frames."""
-    frame = sys._getframe(depth)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("unipipe."):
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:  # pragma: no cover - interpreter without frames
-        return Loc("<unknown>", 0)
-    return Loc(frame.f_code.co_filename, frame.f_lineno)
-
-
-def fail(loc: Loc | None, field_name: str, message: str) -> PipelineError:
-    if loc is None:
-        return PipelineError(Problem(message, field=field_name))
-    return PipelineError(Problem(message, loc.file, loc.line, field_name))
 
 
 def duration(value: Duration | None, loc: Loc | None, field_name: str) -> float | None:
@@ -73,21 +30,6 @@ def duration(value: Duration | None, loc: Loc | None, field_name: str) -> float 
         return parse_duration(value, field=field_name)
     except DurationError as exc:
         raise fail(loc, field_name, str(exc)) from None
-
-
-def import_path(obj: Any, loc: Loc | None, field_name: str) -> str:
-    """``module:qualname`` of a class or function; strings pass through if they look right."""
-    if isinstance(obj, str):
-        if ":" not in obj:
-            raise fail(loc, field_name, f"{obj!r} is not an import path 'module:name'")
-        return obj
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
-        raise fail(loc, field_name, f"{obj!r} must be importable at module level (module:name)")
-    if module == "__main__":
-        module = main_module_name() or module
-    return f"{module}:{qualname}"
 
 
 def _ir(model: type, loc: Loc | None, field_name: str, **kw: Any) -> Any:

@@ -25,7 +25,7 @@ import threading
 import time
 
 from unipipe.runtime import retry as retry_rules
-from unipipe.runtime import store, trace
+from unipipe.runtime import store, timing, trace
 from unipipe.runtime.context import TaskContext, reset_current, set_current
 
 TYPE_CHECKING = False  # keeps `typing` off the shim's import path; type checkers see True
@@ -59,7 +59,9 @@ def resolve_callable(path: str) -> Callable[..., Any]:
     if fn is None:
         from unipipe.runtime.loading import import_object
 
+        started = time.perf_counter()
         obj = import_object(path)
+        timing.add("module", time.perf_counter() - started)  # no-op unless timing is on
         fn = getattr(obj, "fn", obj)  # an @up.task object wraps the plain function
         _FN_CACHE[path] = fn
     return fn
@@ -98,6 +100,7 @@ def max_attempts(spec: Mapping[str, Any]) -> int:
 
 
 def _call_with_timeout(fn: Callable[..., Any], args: dict[str, Any], timeout: float | None) -> Any:
+    fn = timing.timed(fn)  # fn itself unless UNIPIPE_SHIM_TIMING is set (comparisons/perf)
     if not timeout:
         return fn(**args)
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):

@@ -18,9 +18,13 @@ need it, and works on Airflow 3 (``airflow.sdk``) and 2.x (``airflow.operators.p
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time as _time
+
+_IMPORT_STARTED = _time.perf_counter()  # unipipe.runtime.timing: the shim's own time per try
+
+import json  # noqa: E402 - after the clock starts
+from collections.abc import Mapping, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
 
 BACKEND = "airflow"
 
@@ -287,6 +291,18 @@ def enter_attempt_folder() -> None:
 def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *,
              context: str | Mapping[str, Any] | None = None) -> Any:
     """One try of one unipipe task inside an Airflow task; returns the XCom value."""
+    entered = _time.perf_counter()
+    try:
+        return _run_task(spec, inputs, context)
+    finally:  # a no-op unless UNIPIPE_SHIM_TIMING is set (comparisons/perf/shim_engines.py)
+        from unipipe.runtime import timing
+
+        timing.finish(entered, backend=BACKEND, task=str(spec.get("id", "")),
+                      imported=(_IMPORT_STARTED, _IMPORT_DONE))
+
+
+def _run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None,
+              context: str | Mapping[str, Any] | None) -> Any:
     from unipipe.runtime import store
     from unipipe.runtime.invoke import PipelineTimeout, invoke
 
@@ -639,3 +655,6 @@ def group_alerts(group: str, task_ids: Sequence[str], alerts: list[Mapping[str, 
         alerts, "failure" if failed else "success", pipeline=str(ctx["ti"].dag_id),
         run_id=str(getattr(dag_run, "run_id", None) or ctx["run_id"]), backend=BACKEND,
         failed_tasks=failed, group=group)
+
+
+_IMPORT_DONE = _time.perf_counter()

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def run(backends: list[str], required_only: bool) -> dict:
     import boto3
-
     from deploy.standins import moto_s3
+
     from unipipe.harness.cases import discover
     from unipipe.harness.execute import Placement, run_suite
 

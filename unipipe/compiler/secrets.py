@@ -26,6 +26,31 @@ PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 
+#: Text every match of a pattern contains (a match needs one of them): a plain substring test
+#: rules a pattern out faster than the regex, which (starting with ``\b``) tries every position.
+NEEDLES: dict[str, tuple[str, ...]] = {
+    "aws access key id": ("AKIA", "ASIA"),
+    "aws secret key assignment": ("aws_secret_access_key",),
+    "slack webhook url": ("hooks.slack.com/services/T",),
+    "slack token": ("xox",),
+    "github token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    "google api key": ("AIza",),
+    "private key block": ("PRIVATE KEY-----",),
+    "prefect api key": ("pnu_",),
+    "credentials in url": ("://",),
+}
+
+
+def _may_match(kind: str, pattern: re.Pattern[str], text: str) -> bool:
+    """False only if ``pattern`` matches no line of ``text``. A pattern without needles (the
+    case-insensitive one) is searched in the whole text: a match within a line is a match there
+    too, as no pattern is anchored to a line's start or end."""
+    needles = NEEDLES.get(kind)
+    if needles is None:
+        return pattern.search(text) is not None
+    return any(needle in text for needle in needles)
+
+
 @dataclass(frozen=True)
 class Finding:
     file: str
@@ -38,9 +63,14 @@ class Finding:
 
 
 def scan_text(text: str, file: str = "<text>") -> list[Finding]:
+    # Only patterns that may match somewhere are tried line by line: the same findings, in the
+    # same order, and a clean 2 MB file (a 1000-task KFP YAML) costs a few substring tests.
+    found = {kind: pattern for kind, pattern in PATTERNS.items() if _may_match(kind, pattern, text)}
+    if not found:
+        return []
     findings = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        for kind, pattern in PATTERNS.items():
+        for kind, pattern in found.items():
             match = pattern.search(line)
             if match:
                 shown = match.group(0)

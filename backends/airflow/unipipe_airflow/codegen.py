@@ -50,7 +50,14 @@ from typing import Any
 
 import libcst as cst
 
-from unipipe.compiler.codegen import header_lines, literal, module, render, task_function_names
+from unipipe.compiler.codegen import (
+    header_lines,
+    literal,
+    module,
+    parse_expression,
+    render,
+    task_function_names,
+)
 from unipipe.compiler.spec import group_alerts_spec, pipeline_alerts_spec, task_spec
 from unipipe.ir.groups import children, members
 from unipipe.ir.models import (
@@ -203,7 +210,7 @@ def _kw(name: str, value: cst.BaseExpression) -> cst.Arg:
 
 
 def _call(func: cst.BaseExpression | str, *args: cst.Arg) -> cst.Call:
-    f = cst.parse_expression(func) if isinstance(func, str) else func
+    f = parse_expression(func) if isinstance(func, str) else func
     return cst.Call(func=f, args=list(args))
 
 
@@ -257,7 +264,7 @@ def _assign(target: str, value: cst.BaseExpression) -> cst.SimpleStatementLine:
 
 def _import(module_name: str, name: str) -> cst.SimpleStatementLine:
     return cst.SimpleStatementLine([cst.ImportFrom(
-        module=cst.parse_expression(module_name),  # type: ignore[arg-type]
+        module=parse_expression(module_name),  # type: ignore[arg-type]
         names=[cst.ImportAlias(cst.Name(name))])])
 
 

@@ -138,7 +138,7 @@ def _with(item: cst.BaseExpression, body: list[cst.BaseStatement], asname: str |
 
 def _param(name: str, annotation: str | cst.BaseExpression, default: Any = ..., *,
            default_node: cst.BaseExpression | None = None) -> cst.Param:
-    ann = cst.Annotation(cst.parse_expression(annotation) if isinstance(annotation, str) else annotation)
+    ann = cst.Annotation(cg.parse_expression(annotation) if isinstance(annotation, str) else annotation)
     if default_node is None and default is not ...:
         default_node = cg.literal(default)
     return cst.Param(cg.name(name), annotation=ann, default=default_node)
@@ -151,7 +151,7 @@ def _func(name: str, params: list[cst.Param], body: list[cst.BaseStatement], *,
         params=cst.Parameters(params=params),
         body=cst.IndentedBlock(body),
         decorators=[cst.Decorator(decorator)],
-        returns=cst.Annotation(cst.parse_expression(returns)) if returns else None,
+        returns=cst.Annotation(cg.parse_expression(returns)) if returns else None,
         leading_lines=[cst.EmptyLine(), cst.EmptyLine()],
     )
 

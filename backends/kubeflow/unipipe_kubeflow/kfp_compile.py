@@ -6,6 +6,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -70,9 +71,12 @@ def kfp_speedups() -> Iterator[None]:
     regex per name, n^2 calls), finds a free task name by scanning a list per candidate index
     (``make_name_unique_by_adding_index``: n^2 to n^3 when one component is called n times).
     Here the sanitiser (a pure function of a string) is memoised and the free-name search uses a
-    set. (libyaml's emitter would halve the YAML writing but folds long strings differently, so
-    the bytes would change: left alone.) ``UNIPIPE_KFP_SPEEDUPS=0`` compiles with kfp untouched; a test checks that
-    both give the same bytes.
+    set. kfp writes the YAML with PyYAML's pure-Python emitter (``yaml.dump_all``,
+    kfp/compiler/pipeline_spec_builder.py ~2309); :func:`_yaml_speedups` makes that emitter skip
+    work without changing its output. (libyaml's emitter, ``yaml.CDumper``, is 5x faster but
+    folds long double-quoted strings, the component sources, at other places: the bytes would
+    change, so it is not used.) ``UNIPIPE_KFP_SPEEDUPS=0`` compiles with kfp untouched; tests
+    check that both give the same bytes.
     """
     if os.environ.get("UNIPIPE_KFP_SPEEDUPS", "1") == "0":
         yield
@@ -86,7 +90,130 @@ def kfp_speedups() -> Iterator[None]:
         utils.maybe_rename_for_k8s = rename
         utils.sanitize_task_name = rename  # kfp's sanitize_task_name is exactly this call
         utils.make_name_unique_by_adding_index = _unique_name
-        yield
+        with _yaml_speedups():
+            yield
     finally:
         for name, fn in saved.items():
             setattr(utils, name, fn)
+
+
+# PyYAML 6.0 (yaml/emitter.py): the characters write_double_quoted escapes (~933: these five
+# and, unless allow_unicode, everything outside printable ASCII) and the line breaks
+# write_plain treats specially (~1097, ~1116).
+_ESCAPED = {False: re.compile('["\\\\\x85\u2028\u2029\ufeff]|[^\x20-\x7e]'),
+            True: re.compile('["\\\\\x85\u2028\u2029\ufeff]|[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd]')}
+_PLAIN_SPECIAL = re.compile("[ \n\x85\u2028\u2029]")
+
+
+@contextlib.contextmanager
+def _yaml_speedups() -> Iterator[None]:
+    """PyYAML's pure-Python emitter, writing the same characters with less work.
+
+    - ``analyze_scalar`` (yaml/emitter.py ~626) reads only the scalar and ``allow_unicode``:
+      its answer is memoised (kfp's YAML repeats the same keys and values thousands of times);
+    - ``write_plain`` (~1080) writes a scalar with no space and no line break in one piece, as
+      its loop does for such text;
+    - ``write_double_quoted`` (~926) runs its own loop body, unchanged, only at the positions
+      where that body can do something (a character it escapes, the one after it, a space, the
+      end): at any other position the body neither writes nor changes state.
+    """
+    from yaml.emitter import Emitter
+
+    saved = {name: Emitter.__dict__[name]
+             for name in ("analyze_scalar", "write_plain", "write_double_quoted")}
+    analyze = functools.lru_cache(maxsize=None)(
+        lambda allow_unicode, scalar: saved["analyze_scalar"](
+            _Unicode(allow_unicode), scalar))
+
+    def analyze_scalar(self, scalar):  # type: ignore[no-untyped-def]
+        return analyze(bool(self.allow_unicode), scalar)
+
+    def write_plain(self, text, split=True):  # type: ignore[no-untyped-def]
+        if not text or _PLAIN_SPECIAL.search(text):
+            return saved["write_plain"](self, text, split)
+        if self.root_context:
+            self.open_ended = True
+        for data in ((text,) if self.whitespace else (" ", text)):  # two writes, as PyYAML
+            self.column += len(data)
+            self.stream.write(data.encode(self.encoding) if self.encoding else data)
+        self.whitespace = False
+        self.indention = False
+
+    Emitter.analyze_scalar = analyze_scalar
+    Emitter.write_plain = write_plain
+    Emitter.write_double_quoted = _write_double_quoted
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(Emitter, name, fn)
+
+
+class _Unicode:
+    """The one attribute ``Emitter.analyze_scalar`` reads."""
+
+    def __init__(self, allow_unicode: bool) -> None:
+        self.allow_unicode = allow_unicode
+
+
+def _write_double_quoted(self, text, split=True):  # type: ignore[no-untyped-def]  # noqa: ANN001
+    """PyYAML 6.0's ``Emitter.write_double_quoted`` (yaml/emitter.py ~926-980), its loop body
+    verbatim, visiting only the positions where the body acts. At any other position ``ch`` is
+    printable and not a space, so the escape branch is skipped, and the split test needs
+    ``ch == ' '`` or ``start >= end``, which holds only right after an escaped character."""
+    self.write_indicator('"', True)
+    escaped = [m.start() for m in _ESCAPED[bool(self.allow_unicode)].finditer(text)]
+    stops = sorted({i for i, ch in enumerate(text) if ch == " "}.union(
+        escaped, (i + 1 for i in escaped), (len(text),)))
+    start = 0
+    for end in stops:
+        if end > len(text):
+            break
+        ch = None
+        if end < len(text):
+            ch = text[end]
+        if ch is None or ch in '"\\\x85\u2028\u2029\uFEFF' \
+                or not ('\x20' <= ch <= '\x7E'
+                        or (self.allow_unicode
+                            and ('\xA0' <= ch <= '\uD7FF'
+                                 or '\uE000' <= ch <= '\uFFFD'))):
+            if start < end:
+                data = text[start:end]
+                self.column += len(data)
+                if self.encoding:
+                    data = data.encode(self.encoding)
+                self.stream.write(data)
+                start = end
+            if ch is not None:
+                if ch in self.ESCAPE_REPLACEMENTS:
+                    data = '\\' + self.ESCAPE_REPLACEMENTS[ch]
+                elif ch <= '\xFF':
+                    data = f'\\x{ord(ch):02X}'
+                elif ch <= '\uFFFF':
+                    data = f'\\u{ord(ch):04X}'
+                else:
+                    data = f'\\U{ord(ch):08X}'
+                self.column += len(data)
+                if self.encoding:
+                    data = data.encode(self.encoding)
+                self.stream.write(data)
+                start = end + 1
+        if 0 < end < len(text) - 1 and (ch == ' ' or start >= end) \
+                and self.column + (end - start) > self.best_width and split:
+            data = text[start:end] + '\\'
+            if start < end:
+                start = end
+            self.column += len(data)
+            if self.encoding:
+                data = data.encode(self.encoding)
+            self.stream.write(data)
+            self.write_indent()
+            self.whitespace = False
+            self.indention = False
+            if text[start] == ' ':
+                data = '\\'
+                self.column += len(data)
+                if self.encoding:
+                    data = data.encode(self.encoding)
+                self.stream.write(data)
+    self.write_indicator('"', False)

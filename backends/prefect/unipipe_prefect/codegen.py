@@ -374,8 +374,8 @@ def _task_def(t: Task, spec: dict[str, Any], names: Names, events: set[str], *,
             "recorded.", 92, break_long_words=False)
     statements: list[cst.BaseStatement] = [
         _docstring(doc),
-        *([cst.parse_statement("from prefect.runtime import task_run")] if shared else []),
-        cst.parse_statement("from unipipe_prefect.runtime import invoke"),
+        *([codegen.parse_statement("from prefect.runtime import task_run")] if shared else []),
+        codegen.parse_statement("from unipipe_prefect.runtime import invoke"),
         cst.SimpleStatementLine([cst.Return(invoke)]).with_changes(leading_lines=[cst.EmptyLine()]),
     ]
     return cst.FunctionDef(

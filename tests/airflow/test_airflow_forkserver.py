@@ -119,3 +119,42 @@ def test_the_fork_server_is_only_for_lanes_of_the_installed_airflow_in_dags_test
     for extra in ({"version": "2.11"}, {"mode": "scheduler"}, {"isolated": True}):
         with lane_service(airflow, tmp_path, extra) as env:
             assert env == {"UNIPIPE_AIRFLOW_CACHE": str(tmp_path / "airflow-cache")}
+
+
+def test_a_chain_in_a_lane_runs_its_components_forked_and_stops_them(lane, monkeypatch,
+                                                                     tmp_path):
+    """The event chain's scheduler, dag-processor and API server are children of the lane's
+    fork server (no ``airflow standalone``): Airflow still starts the consumer once per
+    successful producer run, and nothing of the chain runs after it returned."""
+    import os
+
+    from unipipe.authoring.loader import load_ir
+    from unipipe.compiler.backend import RunOptions
+    from unipipe.compiler.registry import get_backend
+
+    case = Path(__file__).resolve().parents[2] / "comparisons" / "cases" / "asset_chain_any"
+    monkeypatch.syspath_prepend(str(case))
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_FORKSERVER", lane["UNIPIPE_AIRFLOW_FORKSERVER"])
+    monkeypatch.setenv("UNIPIPE_AIRFLOW_CACHE", lane["UNIPIPE_AIRFLOW_CACHE"])
+    monkeypatch.setenv("UNIPIPE_TRACE_DIR", str(tmp_path / "trace"))
+    producer = load_ir(f"{case / 'case_asset_chain_any.py'}:producer")
+    consumer = load_ir(f"{case / 'case_asset_chain_any.py'}:consumer")
+    produced, started = get_backend("airflow").run_chain(
+        producer, consumer, [{"fail": True}, {"fail": False}],
+        RunOptions(workdir=tmp_path / "work", search_path=[str(case)],
+                   extra={"timeout": 300}))
+    assert [r.state for r in produced] == ["failed", "success"]
+    assert [[(r.state, r.output) for r in rs] for rs in started] == [
+        [], [("success", {"logical_date_present": True})]]
+    [home] = [p / "airflow" for p in (tmp_path / "work").glob("chain-*")]
+    assert sorted(p.name for p in home.glob("*.log")) == [
+        "api-server.log", "dag-processor.log", "scheduler.log"]  # forked, not standalone
+    # every component stopped: no process works in the chain's home any more
+    left = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and os.readlink(f"/proc/{entry.name}/cwd") == str(home):
+                left.append(entry.name)
+        except OSError:
+            pass
+    assert left == []

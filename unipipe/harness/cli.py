@@ -12,6 +12,14 @@ from typing import Any
 
 JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
 SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine (default 2)
+DEFAULT_JOBS = 4
+DEFAULT_SHARDS = 2
+
+
+def lane_settings() -> tuple[int, int]:
+    """``(jobs, shards)`` for ``run_suite``: the environment's, else the defaults."""
+    return (int(os.environ.get(JOBS_ENV, str(DEFAULT_JOBS))),
+            int(os.environ.get(SHARDS_ENV, str(DEFAULT_SHARDS))))
 
 
 def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, console: Any, *,
@@ -62,8 +70,7 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         console.print("[bold red]error:[/] no case found")
         return 2
     names = list(dict.fromkeys([REFERENCE, *backends]))
-    jobs = int(os.environ.get(JOBS_ENV, "4"))
-    shards = int(os.environ.get(SHARDS_ENV, "2"))
+    jobs, shards = lane_settings()
     with Progress(TextColumn("{task.fields[backend]:>9}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=False) as progress:

@@ -99,3 +99,40 @@ def test_the_required_cases_pass_isolated_on_airflow_with_the_s3_store(s3_store,
     from lanes import required_case_failures
 
     assert required_case_failures("airflow", s3_store, tmp_path) == {}
+
+
+def test_two_runs_in_one_lane_meet_fresh_workers_and_the_lanes_control_plane(s3_store, tmp_path,
+                                                                             monkeypatch):
+    """A harness lane's control plane (broker, scheduler, API server) serves both runs; each run
+    still gets workers of its own, made from its code package, and the lane forgets its DAG."""
+    import isolation_pipes
+    from unipipe_airflow.isolated import LANE_ENV, Lane, lane_control_plane
+
+    store = f"s3://{s3_store}/store"
+    with lane_control_plane(tmp_path / "lane", store) as env:
+        monkeypatch.setenv(LANE_ENV, env[LANE_ENV])
+        lane = Lane.from_env()
+        assert lane is not None
+        sandboxes, run_ids = [], []
+        for n in (1, 2):
+            result = up.run(isolation_pipes.where_tasks_run, backend="airflow", isolated=True,
+                            store=store, workdir=tmp_path / f"run-{n}", keep=True)
+            assert result.state == "success", result.tasks
+            sandbox = Path(result.output["sandbox"])
+            # a worker of this run, made from this run's package, in this run's folder
+            assert sandbox.name in ("worker-1", "worker-2")
+            assert sandbox.parent.parent.parent == tmp_path / f"run-{n}" / "isolated"
+            assert Path(result.output["unipipe"]) == sandbox / "site" / "unipipe" / "__init__.py"
+            assert Path(result.output["module"]) == sandbox / "site" / "isolation_pipes.py"
+            # the run's DAG file left the lane's dags folder with the run
+            assert list(Path(lane.dags).rglob("*.py")) == []
+            sandboxes.append(sandbox)
+            run_ids.append(result.run_id)
+        assert sandboxes[0].parent != sandboxes[1].parent and lane.alive()
+        # both runs are in the lane's one metadata DB, each run's task on a worker of its own
+        with sqlite3.connect(lane.db) as con:
+            rows = con.execute("SELECT run_id, task_id, hostname FROM task_instance "
+                               "ORDER BY id").fetchall()
+    assert sorted(rows) == sorted([(run_ids[0], "where", sandboxes[0].name),
+                                   (run_ids[1], "where", sandboxes[1].name)])
+    assert not lane.alive()  # the lane's end stops its control plane

@@ -473,8 +473,9 @@ ProgressFn = Callable[[str, str, str], None]  # (event "start"|"done", case id, 
 #: what one run of a case costs besides its waits (a worker's start, compile, engine start-up)
 RUN_SECONDS = 3.0
 #: what one producer run of a ``chain:`` case costs on an engine (Airflow runs it under its real
-#: scheduler, 70-90 s for three runs on this machine)
-CHAIN_RUN_SECONDS = 30.0
+#: scheduler, its components forked from the lane's prepared Airflow: 55-75 s for three runs on
+#: this machine under a loaded suite, start-up included; 110-150 s with ``airflow standalone``)
+CHAIN_RUN_SECONDS = 20.0
 
 
 def expected_seconds(case: Case, ir: Any) -> float:
@@ -484,7 +485,7 @@ def expected_seconds(case: Case, ir: Any) -> float:
     limit no case waits for) and each task's first retry delay. Only an
     order for the lanes (longest first), never a limit; 0 when the IR says nothing."""
     total = case.second_run.wait if case.second_run is not None else 0.0
-    if case.chain is not None:  # an engine's own scheduler starts the consumer: about 30 s a run
+    if case.chain is not None:  # an engine's own scheduler starts the consumer: about 20 s a run
         total += CHAIN_RUN_SECONDS * len(case.chain.runs)
     try:
         if ir.timeout is not None and ir.timeout <= 60:
@@ -561,7 +562,8 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
             prepare = getattr(engine, "prepare_engine", None)
             if prepare is not None and extra.get("version"):
                 prepared = prepare(extra["version"])
-            lane_extra = {**extra, "isolated": True} if (
+            # an isolated lane's shared services publish their code to the suite's store
+            lane_extra = {**extra, "isolated": True, "store": placement.store} if (
                 placement is not None and placement.isolated) else extra
             with lane_service(engine, home, lane_extra) as service_env:
                 run_lane(backend, home, todo, {**service_env, **prepared})

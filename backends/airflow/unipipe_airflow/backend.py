@@ -143,8 +143,10 @@ class Backend:
 
     def run_chain(self, producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
                   options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]:
-        """An event chain under a real scheduler (``airflow standalone``): the producer's task
-        updates an asset, Airflow starts the consumer (:mod:`unipipe_airflow.chain`)."""
+        """An event chain under a real scheduler (in a harness lane, its scheduler,
+        dag-processor and API server forked from the lane's prepared Airflow; else ``airflow
+        standalone``): the producer's task updates an asset, Airflow starts the consumer
+        (:mod:`unipipe_airflow.chain`)."""
         from unipipe_airflow.chain import run_chain
 
         return run_chain(producer, consumer, runs, options)
@@ -172,14 +174,25 @@ class Backend:
         Airflow in ``dags-test`` mode also gets a prepared Airflow (:mod:`.forkserver`, started
         here, stopped when the lane ends; ``UNIPIPE_AIRFLOW_FORKSERVER=0`` in this process turns
         it off): each run is still a process of its own with its own home, DB, run id, store and
-        trace, forked from one that has imported Airflow and built its Execution API once."""
+        trace, forked from one that has imported Airflow and built its Execution API once. An
+        isolated lane (``extra["isolated"]``) gets a long-lived broker, scheduler and API server
+        (:func:`.isolated.lane_control_plane`; ``UNIPIPE_AIRFLOW_ISOLATED_LANE=0`` in this
+        process turns it off)."""
         import os
 
-        from unipipe_airflow import forkserver
+        from unipipe_airflow import forkserver, isolated
         from unipipe_airflow.engine import clean_env, home_env
 
         extra = extra or {}
         env = {"UNIPIPE_AIRFLOW_CACHE": str(lane / "airflow-cache")}
+        if (extra.get("isolated") and not extra.get("version")
+                and os.environ.get(isolated.LANE_ENV) != "0"):
+            # the isolated lane's long-lived broker, scheduler and API server (:mod:`.isolated`:
+            # each run still gets fresh workers and its own dag-processor); ``=0`` turns it off
+            with isolated.lane_control_plane(lane / "airflow-isolated",
+                                             extra.get("store")) as lane_env:
+                yield {**env, **lane_env}
+            return
         if (extra.get("version") or extra.get("isolated") or extra.get("mode", "dags-test")
                 != "dags-test" or os.environ.get(forkserver.ENV) == "0"):
             yield env

@@ -96,6 +96,27 @@ def engine_site_packages() -> list[str]:
     return list(dict.fromkeys(paths[k] for k in ("purelib", "platlib")))
 
 
+def image_path_entries(path: str, home: str | None = None) -> list[str]:
+    """The entries of ``path`` an image would have: those under the account's home folder
+    (``pwd``) or under ``home`` left out, the running interpreter's folder kept. Besides
+    isolation it spares each task's ``pip`` (KFP's prelude) a process: pip's user agent runs
+    ``rustc --version`` when ``rustc`` is on PATH (pip/_internal/network/session.py ~154), and
+    ``~/.cargo/bin/rustc`` is a rustup proxy that takes 0.1-0.2 s to answer."""
+    import pwd
+
+    homes = {os.path.realpath(h) for h in (home, pwd.getpwuid(os.getuid()).pw_dir) if h}
+    homes.discard("/")
+    keep = {os.path.realpath(os.path.dirname(sys.executable))}
+    out = []
+    for entry in path.split(os.pathsep):
+        real = os.path.realpath(entry) if entry else entry
+        if entry and real not in keep and any(
+                real == h or real.startswith(h.rstrip(os.sep) + os.sep) for h in homes):
+            continue
+        out.append(entry)
+    return out
+
+
 @dataclass(frozen=True)
 class Sandbox:
     root: Path
@@ -121,7 +142,11 @@ class Sandbox:
         """``python3`` of the sandbox: this interpreter without ``site`` (see the module doc)."""
         return self.root / "bin" / "python3"
 
-    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+    def env(self, base: Mapping[str, str], *, image_path: bool = False) -> dict[str, str]:
+        """``base`` as the sandbox's processes see it (see the module doc). ``image_path``: leave
+        out of PATH the folders under the account's home and ``base``'s HOME (the user's own
+        tools: ``~/.cargo/bin``, ``~/.pyenv/shims``, ...), which a pod's or a worker's image
+        does not have; the interpreter's own folder stays (:func:`image_path_entries`)."""
         env = {k: v for k, v in base.items() if k not in _DROP}
         env.update({
             "HOME": str(self.home), "TMPDIR": str(self.tmp), "TMP": str(self.tmp),
@@ -131,7 +156,10 @@ class Sandbox:
             "PYTHONPATH": os.pathsep.join([str(self.site), *engine_site_packages()]),
             "PYTHONNOUSERSITE": "1", "UNIPIPE_SANDBOX": str(self.root),
         })
-        env["PATH"] = os.pathsep.join([str(self.python.parent), base.get("PATH", os.defpath)])
+        path = base.get("PATH", os.defpath)
+        if image_path:
+            path = os.pathsep.join(image_path_entries(path, base.get("HOME")))
+        env["PATH"] = os.pathsep.join([str(self.python.parent), path])
         return env
 
     def remove(self) -> None:

@@ -1,6 +1,6 @@
 """Isolated Prefect runs (``conform --isolated``): a deployment whose pull step copies the code
-tree from the store, run by one of two process workers, each in a sandbox of its own; a real
-moto S3 server is the only shared medium."""
+tree from the store, run by a process worker started for the run in a sandbox of its own
+(``unipipe_prefect.isolated.WORKERS``); a real moto S3 server is the only shared medium."""
 
 from __future__ import annotations
 

@@ -651,7 +651,17 @@ class SpecExecutor:
             box = sandbox.make(self.run_dir / "sandboxes" / task_resource,
                                {} if fetches else self._wheels or {})
             command = replace_python_executable(command, str(box.python))
-            env = box.env(env)
+            # The image's PATH: none of the user's own tool folders (sandbox.image_path_entries).
+            env = box.env(env, image_path=True)
+            # KFP's pip prelude installs into the image's environment, where every package is
+            # there already; what it still spends most of its time on is an environment-wide
+            # conflict scan (the dependencies of every installed distribution, read from their
+            # metadata: pip/_internal/commands/install.py ~714 _determine_conflicts), which only
+            # prints a warning. Without it the prelude resolves and installs the same way and a
+            # missing package still fails the launch. "false": pip gives the store_false option
+            # --no-warn-conflicts its value from the variable (pip/_internal/cli/parser.py ~286),
+            # so warn_about_conflicts = False.
+            env["PIP_NO_WARN_CONFLICTS"] = "false"
             scratch, cwd = box.tmp, str(box.work)
         else:
             command = replace_python_executable(command, sys.executable)

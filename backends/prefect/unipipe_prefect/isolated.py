@@ -5,11 +5,12 @@ on one, as a Prefect work pool of process workers on other machines would run a 
   the user's modules) is unpacked, with the compiled flow file at its root, into a code tree
   published once under ``<store>/code/<digest>/prefect-<flow hash>/`` (content-addressed).
 - A deployment on the server names that tree in its pull step (``deployed.pull_steps``).
-- Two ``prefect worker start --type process`` processes, each in a sandbox of its own
-  (:mod:`unipipe.sandbox`: HOME, TMPDIR, working folder; the interpreter with ``-S``, so the
-  workspace's editable install of unipipe is invisible), poll a work pool of this run's own.
-  Whichever picks the flow run spawns ``python3 -m prefect.engine`` (the sandbox's) in a fresh
-  temporary folder under the sandbox's TMPDIR; the pull step copies the tree there. The store is
+- ``WORKERS`` (one) ``prefect worker start --type process`` processes, each in a sandbox of its
+  own (:mod:`unipipe.sandbox`: HOME, TMPDIR, working folder; the interpreter with ``-S``, so the
+  workspace's editable install of unipipe is invisible; PATH without the user's tool folders),
+  poll a work pool of this run's own. The one that picks the flow run spawns
+  ``python3 -m prefect.engine`` (the sandbox's) in a fresh temporary folder under the sandbox's
+  TMPDIR; the pull step copies the tree there. The store is
   the only medium the flow run shares with this machine (plus the trace folder, the harness's
   measurement channel, as on the Kubeflow lane).
 - The RunResult comes from Prefect's records (``deployed`` + ``results.build_result``).
@@ -37,7 +38,12 @@ from typing import Any
 from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
 
-WORKERS = 2
+#: process workers started per run, each in a sandbox of its own. One: a flow run is run by a
+#: single worker (its retries and subflows in the same flow-run process), so a second one only
+#: polled, and lost the race to submit the run ("Aborted submission ... in a PENDING state"),
+#: for about 2.5 s of CPU per run (importing Prefect, polling), about 1 s more of the server's,
+#: and a slower stop. Every run still meets a worker that has never seen the pipeline.
+WORKERS = 1
 
 
 def code_tree(wheels: dict[str, bytes], compiled: dict[str, bytes]) -> dict[str, bytes]:
@@ -98,7 +104,9 @@ def start_workers(boxes: Path, pool: str, env: dict[str, str]) -> list[tuple[Any
     started = []
     for i in range(1, WORKERS + 1):
         box = sandbox.make(boxes / f"worker-{i}", {})
-        wenv = box.env(env)
+        # the image's PATH, none of the user's tool folders (sandbox.image_path_entries); the
+        # flow run inherits it with the rest of the worker's environment
+        wenv = box.env(env, image_path=True)
         wenv["PREFECT_HOME"] = str(box.home / ".prefect")
         log = boxes.parent / f"{boxes.name}.worker-{i}.log"
         out = open(log, "wb")

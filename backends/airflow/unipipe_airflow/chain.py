@@ -225,24 +225,12 @@ def component_env(home: Any, port: int) -> dict[str, str]:
     ``configuration.py`` ~629 wrote into the home's new ``airflow.cfg``, which these, forked
     from a configured Airflow, never read)."""
     import secrets
-    import sys
 
-    env = dict(home.env)
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    env.update({
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
-    })
+    from unipipe_airflow.server import local_env
+
+    env = local_env(home, port)
+    env.update({"AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32)})
     return env
 
 

@@ -73,11 +73,12 @@ def guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
                             start_new_session=True, stdin=subprocess.DEVNULL, **kwargs)
 
 
-def start(home: Home, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``airflow standalone`` for ``home`` with its API on ``port``; ``env`` overrides the
-    settings below (the isolated lane's CeleryExecutor, :mod:`unipipe_airflow.isolated`)."""
+def local_env(home: Home, port: int) -> dict[str, str]:
+    """The environment of a one-machine Airflow for ``home`` (LocalExecutor, no login, its API
+    on 127.0.0.1:``port``, a 1 s scheduler heartbeat): ``airflow standalone``'s, and the event
+    chain's components' (:mod:`unipipe_airflow.chain`)."""
     run_env = dict(home.env)
-    # standalone starts its components as `airflow ...`: this interpreter's scripts come first
+    # components started as `airflow ...`: this interpreter's scripts come first
     run_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), run_env.get("PATH", "")])
     run_env.update({
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -91,6 +92,13 @@ def start(home: Home, port: int, env: dict[str, str] | None = None) -> subproces
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
     })
+    return run_env
+
+
+def start(home: Home, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``airflow standalone`` for ``home`` with its API on ``port``; ``env`` overrides the
+    settings below (the isolated lane's CeleryExecutor, :mod:`unipipe_airflow.isolated`)."""
+    run_env = local_env(home, port)
     run_env.update(env or {})
     path = home.root / "standalone.log"
     if path.exists():  # a home reused by a lane's next run: the earlier run's log stays

@@ -111,10 +111,17 @@ def test_a_lane_migrates_its_template_db_in_the_fork_server(lane, monkeypatch, t
     assert len(heads) == 1 and heads[0]
 
 
-def test_the_fork_server_is_only_for_lanes_of_the_installed_airflow_in_dags_test_mode(tmp_path):
+def test_the_fork_server_is_only_for_lanes_of_the_installed_airflow_in_dags_test_mode(
+        tmp_path, monkeypatch):
+    from unipipe_airflow.isolated import LANE_ENV
+
     from unipipe.compiler.backend import lane_service
     from unipipe.compiler.registry import get_backend
 
+    # an isolated lane's own service (a long-lived control plane) is tested in
+    # tests/airflow/test_airflow_isolated.py; turned off here, it must not fall back to a fork
+    # server either
+    monkeypatch.setenv(LANE_ENV, "0")
     airflow = get_backend("airflow")
     for extra in ({"version": "2.11"}, {"mode": "scheduler"}, {"isolated": True}):
         with lane_service(airflow, tmp_path, extra) as env:

@@ -251,22 +251,6 @@ def warm_execution_api(port: int, deadline: float) -> None:
         pass  # only a warm-up: the calls that follow report what is wrong
 
 
-def wait_ready(api: Any, deadline: float, alive: Any) -> None:
-    """Until the API answers its health check (:func:`.server.wait_ready` for any components)."""
-    from unipipe_airflow.engine import AirflowRunError
-
-    while True:
-        if not alive():
-            raise AirflowRunError("airflow exited before its API answered")
-        try:
-            api.call("GET", "/monitor/health", timeout=5)
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if time.monotonic() > deadline:
-                raise AirflowRunError(f"the API did not answer in time ({exc})") from exc
-            time.sleep(0.5)
-
-
 def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
               options: RunOptions) -> tuple[list[RunResult], list[list[RunResult]]]:
     """The producer's runs on a real scheduler and, per run, the consumer runs Airflow made."""
@@ -301,7 +285,7 @@ def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]]
     started: list[list[RunResult]] = []
     defaults = resolve_params(consumer, {})
     try:
-        wait_ready(api, deadline, alive)
+        server.wait_ready(alive, api, deadline, pause=0.5)
         warm_execution_api(port, deadline)
         server.wait_for_dag(api, producer.name, deadline, alive=alive)
         server.wait_for_dag(api, consumer.name, deadline, alive=alive)

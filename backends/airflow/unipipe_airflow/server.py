@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from unipipe_airflow.engine import AirflowRunError, Home
@@ -146,18 +147,20 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
         pass
 
 
-def wait_ready(proc: subprocess.Popen[bytes], api: Api, deadline: float) -> None:
-    """Until the API answers its health check (or the process ended, or the deadline passed)."""
+def wait_ready(proc: subprocess.Popen[bytes] | Callable[[], bool], api: Api, deadline: float,
+               pause: float = 1) -> None:
+    """Until the API answers its health check (or the deadline passed, or Airflow ended:
+    ``proc`` exited, or ``proc()``, a check of several components, says they are not alive)."""
     while True:
-        if proc.poll() is not None:
-            raise AirflowRunError("airflow standalone exited before its API answered")
+        if (not proc()) if callable(proc) else proc.poll() is not None:
+            raise AirflowRunError("airflow exited before its API answered")
         try:
             api.call("GET", "/monitor/health", timeout=5)
             return
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             if time.monotonic() > deadline:
                 raise AirflowRunError(f"the API did not answer in time ({exc})") from exc
-            time.sleep(1)
+            time.sleep(pause)
 
 
 def dag_path(dag_id: str) -> str:

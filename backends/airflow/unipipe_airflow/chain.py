@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -195,22 +194,12 @@ class Components:
     def stop(self, grace: float = 30) -> None:
         """SIGTERM each component's process group, SIGKILL what is left after ``grace`` s, and
         wait until every member is gone (as :func:`.server.stop` does, for the same reason)."""
-        from unipipe_airflow.server import group_members
+        from unipipe_airflow.server import stop_groups
 
         limit = time.monotonic() + 10
         while len(self.pids) + len(self.ended) < len(COMPONENTS) and time.monotonic() < limit:
             time.sleep(0.1)  # a component still being forked: its pid comes with the answer
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            for pid in self.pids.values():
-                try:
-                    os.killpg(pid, sig)
-                except ProcessLookupError:
-                    pass
-            end = time.monotonic() + wait
-            while any(group_members(p) for p in self.pids.values()) and time.monotonic() < end:
-                time.sleep(0.2)
-            if not any(group_members(p) for p in self.pids.values()):
-                break
+        stop_groups(list(self.pids.values()), grace)
         for thread in self.threads:
             thread.join(timeout=10)
 

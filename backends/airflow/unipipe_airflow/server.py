@@ -126,21 +126,28 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def stop_groups(pgids: list[int], grace: float = 30) -> None:
+    """SIGTERM the process groups ``pgids``, SIGKILL what is left after ``grace`` seconds, and
+    wait until every member is gone (see :func:`stop` for why)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+        limit = time.monotonic() + wait
+        while any(map(group_members, pgids)) and time.monotonic() < limit:
+            time.sleep(0.2)
+        if not any(map(group_members, pgids)):
+            break
+
+
 def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
     """End the standalone process group (only the processes this run started) and wait until
     every member is gone: a component still shutting down (the dag-processor ends its parsing
     processes on SIGTERM) would otherwise write into the DB the lane's next run copies fresh,
     which on a loaded machine left that run's dag-processor without its bundle row."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        limit = time.monotonic() + wait
-        while group_members(proc.pid) and time.monotonic() < limit:
-            time.sleep(0.2)
-        if not group_members(proc.pid):
-            break
+    stop_groups([proc.pid], grace)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:

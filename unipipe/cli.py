@@ -23,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":name:" in a pipeline name or path stays as written
+err = Console(stderr=True, emoji=False)
 
 PIPELINE_HELP = "path/to/file.py:name, module:name, or an IR .json/.yaml file"
 
@@ -88,6 +88,22 @@ def _targets(value: str) -> list[str]:
     return names
 
 
+def _steps(names: list[str], label: str) -> Iterator[str]:
+    """``names``, with a transient progress bar on stderr when it is a terminal (elsewhere a
+    transient bar draws nothing, so rich.progress is not even imported)."""
+    if not err.is_terminal:
+        yield from names
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        job = progress.add_task(label, total=len(names))
+        for n in names:
+            progress.update(job, description=f"{label} for {n}")
+            yield n
+            progress.advance(job)
+
+
 @app.command()
 def compile(
     pipeline: str = typer.Argument(..., help=PIPELINE_HELP),
@@ -104,8 +120,6 @@ def compile(
     store: str | None = _store_option(),
 ) -> None:
     """Compile a pipeline for one or more targets."""
-    from rich.progress import Progress
-
     from unipipe.compiler.diagnostics import ErrorLevel, UnsupportedFeature, check_features
     from unipipe.compiler.driver import compile_ir
     from unipipe.compiler.registry import get_backend
@@ -134,32 +148,28 @@ def compile(
         except UnsupportedFeature as exc:
             _invalid(str(exc))
     written: list[Path] = []
-    with Progress(console=err, transient=True) as progress:
-        job = progress.add_task("compiling", total=len(names))
-        for n in names:
-            progress.update(job, description=f"compiling for {n}")
-            try:
-                result = compile_ir(ir, n, out_dir / n, error_level=level,
-                                    target_version=versions[n],
-                                    **({"airflow_executor": airflow_executor}
-                                       if n == "airflow" and airflow_executor else {}))
-            except UnsupportedFeature as exc:  # a backend may refuse a combination of features
-                _invalid(str(exc))
-            for d in result.diagnostics:
-                err.print(f"{d.level}: {d}", markup=False, highlight=False)
-            written += result.paths
-            if dockerfile:
-                from unipipe.api import search_path
-                from unipipe.deploy.image import write_image_context
-                from unipipe.deploy.package import PackageError
+    for n in _steps(names, "compiling"):
+        try:
+            result = compile_ir(ir, n, out_dir / n, error_level=level,
+                                target_version=versions[n],
+                                **({"airflow_executor": airflow_executor}
+                                   if n == "airflow" and airflow_executor else {}))
+        except UnsupportedFeature as exc:  # a backend may refuse a combination of features
+            _invalid(str(exc))
+        for d in result.diagnostics:
+            err.print(f"{d.level}: {d}", markup=False, highlight=False)
+        written += result.paths
+        if dockerfile:
+            from unipipe.api import search_path
+            from unipipe.deploy.image import write_image_context
+            from unipipe.deploy.package import PackageError
 
-                try:
-                    written += write_image_context(ir, n, out_dir / n, search_path(ir), version=versions[n])
-                except PackageError as exc:
-                    _invalid(str(exc))
-            progress.advance(job)
+            try:
+                written += write_image_context(ir, n, out_dir / n, search_path(ir), version=versions[n])
+            except PackageError as exc:
+                _invalid(str(exc))
     for p in written:
-        out.print(str(p), highlight=False)
+        out.print(str(p), markup=False, highlight=False)
 
 
 @app.command()
@@ -313,7 +323,7 @@ def export(
     ir = _load(pipeline)
     fmt = "yaml" if output.suffix.lower() in (".yaml", ".yml") else "json"
     write_atomic(output, dump_ir(ir, fmt))
-    out.print(str(output), highlight=False)
+    out.print(str(output), markup=False, highlight=False)
 
 
 @app.command()
@@ -361,7 +371,7 @@ def matrix(
         out.print(f"{output} is up to date")
         return
     write_atomic(output, text)
-    out.print(str(output), highlight=False)
+    out.print(str(output), markup=False, highlight=False)
 
 
 @app.command()

@@ -304,9 +304,16 @@ def bench_shim(repeats: int) -> dict:
     return results
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process so far (engines, workers, task
+    processes: the harness waits for all of them), to tell waiting from computing."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
 def bench_conformance(quick: bool) -> dict:
     """Wall time of the conformance suite as ``unipipe conform`` runs it (the harness's lane
-    settings: ``UNIPIPE_CONFORM_JOBS``/``_SHARDS`` or the defaults, 4 lanes at once, 2 per engine):
+    settings: ``UNIPIPE_CONFORM_JOBS``/``_SHARDS`` or the defaults, 8 lanes at once, 2 per engine):
     each engine's lanes alone, reusing the runs of a reference suite made first, then the whole
     suite on the four backends (issue 16: the Airflow lanes alone, the whole suite)."""
     from unipipe.harness.cases import discover
@@ -321,24 +328,30 @@ def bench_conformance(quick: bool) -> dict:
     out: dict = {"cases": len(cases), "jobs": jobs, "shards": shards, "lanes": {}}
     backends = ("airflow", "prefect", "kubeflow")
     with tempfile.TemporaryDirectory(prefix="unipipe-perf-conform-") as tmp:
+        cpu = _children_cpu()
         ref_suite = run_suite(cases, [REFERENCE], Path(tmp) / REFERENCE, jobs=jobs, shards=shards)
         out["lanes"][REFERENCE] = {"seconds": round(ref_suite.seconds, 1),
+                                   "cpu_seconds": round(_children_cpu() - cpu, 1),
                                    "lanes": ref_suite.lane_seconds, "ok": ref_suite.ok}
         reference = {c.id: ref_suite.raws[(c.id, REFERENCE)] for c in cases}
         print(f"conformance {REFERENCE:9s}: {out['lanes'][REFERENCE]['seconds']} s", flush=True)
         for backend in backends:
+            cpu = _children_cpu()
             suite = run_suite(cases, [backend], Path(tmp) / backend, jobs=jobs, shards=shards,
                               reference=reference)
             bad = [f"{o.case}: {o.status}" for o in suite.outcomes.values() if not o.ok]
             out["lanes"][backend] = {"seconds": round(suite.seconds, 1),
+                                     "cpu_seconds": round(_children_cpu() - cpu, 1),
                                      "lanes": suite.lane_seconds, "ok": not bad,
                                      "problems": bad}
             print(f"conformance {backend:9s}: {out['lanes'][backend]['seconds']} s"
                   f"{' (problems: ' + ', '.join(bad) + ')' if bad else ''}", flush=True)
+        cpu = _children_cpu()
         whole = run_suite(cases, [REFERENCE, *backends], Path(tmp) / "whole", jobs=jobs,
                           shards=shards)
         bad = [f"{o.case} on {o.backend}: {o.status}" for o in whole.failures()]
         out["whole"] = {"seconds": round(whole.seconds, 1), "lanes": whole.lane_seconds,
+                        "cpu_seconds": round(_children_cpu() - cpu, 1),
                         "ok": not bad, "problems": bad}
         print(f"conformance whole suite: {out['whole']['seconds']} s", flush=True)
     return out
@@ -444,12 +457,18 @@ def markdown(data: dict) -> str:
         lines.append(f"| {label} | {r['median_ms']} | {r['p95_ms']} |")
     conf = data.get("conformance")
     if conf:
-        lines += ["", f"## Conformance suite wall time per backend ({conf['cases']} cases)", "",
-                  "Each backend's lane alone, one case after another (engine start-up included); "
-                  "the engines reuse the reference runner's records.", "", *_carried(data, "conformance"),
-                  "| backend | seconds | all match |", "|---|---:|---|"]
-        for b, r in conf["lanes"].items():
-            lines.append(f"| {b} | {_cell(r['seconds'])} | {'yes' if r['ok'] else 'no: ' + '; '.join(r.get('problems', []))} |")
+        lines += ["", f"## Conformance suite wall time ({conf['cases']} cases)", "",
+                  f"As `unipipe conform` runs it: {conf.get('shards', '?')} lanes per backend, "
+                  f"{conf.get('jobs', '?')} lanes at once, engine start-up included. Each backend "
+                  "alone (the engines reuse the reference runner's records), then the whole suite "
+                  "on the four backends. CPU: user + system seconds of every process the run "
+                  "started; wall below CPU / cores means the run waits (timeouts, schedulers' "
+                  "loops), above it that it computes.", "", *_carried(data, "conformance"),
+                  "| backend | seconds | CPU s | all match |", "|---|---:|---:|---|"]
+        rows = [*conf["lanes"].items(), *([("whole suite", conf["whole"])] if "whole" in conf else [])]
+        for b, r in rows:
+            lines.append(f"| {b} | {_cell(r['seconds'])} | {_cell(r.get('cpu_seconds'))} | "
+                         f"{'yes' if r['ok'] else 'no: ' + '; '.join(r.get('problems', []))} |")
     for name, result in data.get("backends", {}).items():
         lines += ["", f"## {name}", "", *_carried(data, name)]
         md = result.get("markdown") if isinstance(result, dict) else None

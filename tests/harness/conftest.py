@@ -3,7 +3,6 @@ tests, on the backends the session selected (``-k prefect`` runs the reference a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,13 @@ def _selected_backends(session: pytest.Session) -> list[str]:
 def conformance_suite(request, tmp_path_factory):
     """Every case on the reference runner and the selected backends, side by side (lanes)."""
     from unipipe.harness.cases import discover
+    from unipipe.harness.cli import lane_settings
     from unipipe.harness.execute import reference_records, run_suite
     from unipipe.harness.report import write_reports
 
     backends = _selected_backends(request.session) or ["local"]
     out = tmp_path_factory.mktemp("conformance")
-    jobs = int(os.environ.get("UNIPIPE_CONFORM_JOBS", "4"))
-    shards = int(os.environ.get("UNIPIPE_CONFORM_SHARDS", "2"))
+    jobs, shards = lane_settings()  # `unipipe conform`'s settings, so CI measures what users get
     suite = run_suite(discover([CASES]), backends, out / "work", jobs=jobs, shards=shards)
     suite.out_dir = out
     REFERENCE_RUNS.update(reference_records(suite))

@@ -169,7 +169,7 @@ def compile(
             except PackageError as exc:
                 _invalid(str(exc))
     for p in written:
-        out.print(str(p), markup=False, highlight=False)
+        out.print(str(p), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -323,7 +323,7 @@ def export(
     ir = _load(pipeline)
     fmt = "yaml" if output.suffix.lower() in (".yaml", ".yml") else "json"
     write_atomic(output, dump_ir(ir, fmt))
-    out.print(str(output), markup=False, highlight=False)
+    out.print(str(output), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -371,7 +371,7 @@ def matrix(
         out.print(f"{output} is up to date")
         return
     write_atomic(output, text)
-    out.print(str(output), markup=False, highlight=False)
+    out.print(str(output), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

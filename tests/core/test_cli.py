@@ -122,3 +122,18 @@ def test_unknown_backend_exit_2():
 def test_missing_file_exit_2():
     p = cli("validate", "nope/missing.py:p")
     assert p.returncode == 2 and "no such file" in p.stderr
+
+
+def test_compile_prints_the_written_paths_as_they_are(tmp_path):
+    """Paths are printed without rich markup or emoji codes: an out folder named
+    ``[bold]:smile:`` is shown as written, one path a line however long (and, with stderr not a
+    terminal, no progress bar)."""
+    (tmp_path / "plain.py").write_text(
+        "import unipipe as up\n\n\n@up.task\ndef inc(n: int) -> int:\n    return n + 1\n\n\n"
+        "@up.pipeline(name='plain')\ndef pipe(n: int = 1):\n    return inc(n)\n")
+    out = tmp_path / "[bold]:smile:"
+    p = cli("compile", "plain.py:pipe", "--target", "airflow", "--out", str(out), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.splitlines()) == sorted(str(f) for f in (out / "airflow").iterdir())
+    assert len(p.stdout.splitlines()) == 2  # the DAG file and its requirements, one line each
+    assert "compiling" not in p.stderr

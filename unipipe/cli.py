@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
 
 app = typer.Typer(
     name="unipipe",
@@ -23,8 +22,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(emoji=False)  # ":name:" in a pipeline name or path stays as written
-err = Console(stderr=True, emoji=False)
+
+
+class _Console:
+    """A rich Console made on first use: importing rich.console costs about 30 ms, and
+    ``compile`` prints its plain lines (paths, diagnostics) without it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out = _Console(emoji=False)  # ":name:" in a pipeline name or path stays as written
+err = _Console(stderr=True, emoji=False)
 
 PIPELINE_HELP = "path/to/file.py:name, module:name, or an IR .json/.yaml file"
 
@@ -91,7 +108,7 @@ def _targets(value: str) -> list[str]:
 def _steps(names: list[str], label: str) -> Iterator[str]:
     """``names``, with a transient progress bar on stderr when it is a terminal (elsewhere a
     transient bar draws nothing, so rich.progress is not even imported)."""
-    if not err.is_terminal:
+    if not sys.stderr.isatty():
         yield from names
         return
     from rich.progress import Progress
@@ -157,7 +174,7 @@ def compile(
         except UnsupportedFeature as exc:  # a backend may refuse a combination of features
             _invalid(str(exc))
         for d in result.diagnostics:
-            err.print(f"{d.level}: {d}", markup=False, highlight=False)
+            print(f"{d.level}: {d}", file=sys.stderr)
         written += result.paths
         if dockerfile:
             from unipipe.api import search_path
@@ -168,8 +185,8 @@ def compile(
                 written += write_image_context(ir, n, out_dir / n, search_path(ir), version=versions[n])
             except PackageError as exc:
                 _invalid(str(exc))
-    for p in written:
-        out.print(str(p), markup=False, highlight=False, soft_wrap=True)
+    for p in written:  # one path a line, as written: no markup, emoji codes or wrapping
+        print(p)
 
 
 @app.command()

@@ -4,6 +4,7 @@ holds (the code package, the DAG file); a real Redis the broker, a real moto S3 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -25,10 +26,12 @@ def _tables(db: Path) -> set[str]:
 
 
 def test_a_task_runs_on_a_celery_worker_in_its_sandbox_with_code_from_the_store(s3_store,
-                                                                               tmp_path):
+                                                                               tmp_path,
+                                                                               monkeypatch):
     import boto3
     import isolation_pipes
 
+    monkeypatch.setenv("PATH", isolation_pipes.with_a_home_tool_folder(os.environ["PATH"]))
     result = up.run(isolation_pipes.where_tasks_run, backend="airflow", isolated=True,
                     store=f"s3://{s3_store}/store", workdir=tmp_path, keep=True)
     assert result.state == "success", result.tasks
@@ -42,6 +45,8 @@ def test_a_task_runs_on_a_celery_worker_in_its_sandbox_with_code_from_the_store(
     assert Path(seen["unipipe"]) == sandbox / "site" / "unipipe" / "__init__.py"
     assert Path(seen["module"]) == sandbox / "site" / "isolation_pipes.py"
     assert seen["no_site"] == 1
+    # the image's PATH: none of the user's tool folders reach the worker's task
+    assert isolation_pipes.account_home_entries(seen["path"]) == []
     # the attempt's own HOME, TMPDIR and working folder, inside its worker's sandbox
     attempt = Path(seen["attempt_folder"])
     assert attempt.parent == sandbox / "attempts"

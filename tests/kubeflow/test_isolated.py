@@ -3,6 +3,7 @@ the code only from the code package in the store, a real moto S3 server the only
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,10 +18,12 @@ HERE = Path(__file__).resolve().parents[1] / "isolation"
 sys.path.insert(0, str(HERE))
 
 
-def test_an_isolated_task_runs_in_its_sandbox_with_code_from_the_package(s3_store, tmp_path):
+def test_an_isolated_task_runs_in_its_sandbox_with_code_from_the_package(s3_store, tmp_path,
+                                                                         monkeypatch):
     import boto3
     import isolation_pipes
 
+    monkeypatch.setenv("PATH", isolation_pipes.with_a_home_tool_folder(os.environ["PATH"]))
     result = up.run(isolation_pipes.where_tasks_run, backend="kubeflow", isolated=True,
                     store=f"s3://{s3_store}/store")
     assert result.state == "success", result.tasks
@@ -35,6 +38,8 @@ def test_an_isolated_task_runs_in_its_sandbox_with_code_from_the_package(s3_stor
     assert code.parent == sandbox / "tmp" and code.name.startswith("unipipe-code-"), code
     assert Path(seen["module"]) == code / "isolation_pipes.py"
     assert seen["no_site"] == 1
+    # the image's PATH: none of the user's tool folders reach the component
+    assert isolation_pipes.account_home_entries(seen["path"]) == []
     assert (seen["home"], seen["tmp"], seen["cwd"]) == (
         str(sandbox / "home"), str(sandbox / "tmp"), str(sandbox / "work"))
     assert not sandbox.exists()  # gone with the "pod"

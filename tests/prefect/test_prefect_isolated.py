@@ -4,6 +4,7 @@ tree from the store, run by a process worker started for the run in a sandbox of
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,10 +23,12 @@ def s3_store(prefect_env, s3_store):
     return s3_store
 
 
-def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3_store, tmp_path):
+def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3_store, tmp_path,
+                                                                            monkeypatch):
     import boto3
     import isolation_pipes as pipes
 
+    monkeypatch.setenv("PATH", pipes.with_a_home_tool_folder(os.environ["PATH"]))
     result = up.run(pipes.where_tasks_run, backend="prefect", isolated=True,
                     store=f"s3://{s3_store}/store", workdir=tmp_path)
     assert result.state == "success", result.tasks
@@ -43,6 +46,8 @@ def test_an_isolated_flow_run_sees_only_the_code_tree_and_its_workers_sandbox(s3
     # workspace installs editable) or the test's folder
     assert Path(seen["unipipe"]) == cwd / "unipipe" / "__init__.py"
     assert Path(seen["module"]) == cwd / "isolation_pipes.py"
+    # the image's PATH: none of the user's tool folders reach the flow run
+    assert pipes.account_home_entries(seen["path"]) == []
     assert (seen["home"], seen["tmp"]) == (str(sandbox / "home"), str(sandbox / "tmp"))
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_store)["Contents"]]
     wheels = sorted(k.rsplit("/", 1)[-1].split("-")[0] for k in keys if k.endswith(".whl"))

@@ -242,7 +242,9 @@ def _start_workers(machines: _Machines, machine: Any, run_env: dict[str, str], b
     for i in range(1, WORKERS + 1):
         name = f"worker-{i}"
         box = machine(name)
-        wenv = box.env(run_env)
+        # the image's PATH, none of the user's tool folders (sandbox.image_path_entries), as
+        # the KFP and Prefect lanes' task processes have
+        wenv = box.env(run_env, image_path=True)
         wenv.update(home_env(box.root / "airflow", box.root / "dags",
                              box.root / "airflow" / "not-the-metadata-db.sqlite"))
         wenv.update(_celery_env(broker, api_port))

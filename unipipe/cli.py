@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run that failed, 2 invalid input (nothing written).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -24,24 +25,22 @@ app = typer.Typer(
 )
 
 
-class _Console:
-    """A rich Console made on first use: importing rich.console costs about 30 ms, and
-    ``compile`` prints its plain lines (paths, diagnostics) without it."""
+@functools.cache
+def _console(stderr: bool) -> Any:
+    """The rich Console for stdout or stderr, made on first use: importing rich.console costs
+    about 30 ms, and ``compile`` prints its plain lines (paths, diagnostics) without it. No
+    emoji codes: ":name:" in a pipeline name or path stays as written."""
+    from rich.console import Console
 
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._console: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._options)
-        return getattr(self._console, name)
+    return Console(stderr=stderr, emoji=False)
 
 
-out = _Console(emoji=False)  # ":name:" in a pipeline name or path stays as written
-err = _Console(stderr=True, emoji=False)
+def _out() -> Any:
+    return _console(False)
+
+
+def _err() -> Any:
+    return _console(True)
 
 PIPELINE_HELP = "path/to/file.py:name, module:name, or an IR .json/.yaml file"
 
@@ -49,7 +48,7 @@ PIPELINE_HELP = "path/to/file.py:name, module:name, or an IR .json/.yaml file"
 def _invalid(message: str) -> NoReturn:
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    _err().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -63,7 +62,7 @@ def _load(spec: str) -> Any:
         _invalid(f"invalid pipeline {spec}:\n{exc}")
     for uri in unproduced_trigger_assets(ir):
         where = f"{ir.location.file}:{ir.location.line}: " if ir.location else ""
-        err.print(f"warning: {where}trigger: no pipeline in {ir.module} produces {uri!r} "
+        _err().print(f"warning: {where}trigger: no pipeline in {ir.module} produces {uri!r} "
                   f"(produces=[up.Asset(...)] on a task); the trigger fires only if another "
                   f"pipeline or an outside process updates it", markup=False, highlight=False,
                   soft_wrap=True)
@@ -113,7 +112,7 @@ def _steps(names: list[str], label: str) -> Iterator[str]:
         return
     from rich.progress import Progress
 
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=_err(), transient=True) as progress:
         job = progress.add_task(label, total=len(names))
         for n in names:
             progress.update(job, description=f"{label} for {n}")
@@ -196,7 +195,7 @@ def validate(pipeline: str = typer.Argument(..., help=PIPELINE_HELP)) -> None:
 
     ir = _load(pipeline)
     feats = ", ".join(f.value for f in features_used(ir)) or "none"
-    out.print(f"valid: pipeline {ir.name!r}, {len(ir.tasks)} tasks, "
+    _out().print(f"valid: pipeline {ir.name!r}, {len(ir.tasks)} tasks, "
               f"{len(ir.params)} params; features: {feats}", markup=False, highlight=False)
 
 
@@ -228,7 +227,7 @@ def run(
     try:
         params = parse_cli_params(param)
         extra = {"host": host} if host else {}
-        with err.status(f"running {ir.name} on {backend}"), \
+        with _err().status(f"running {ir.name} on {backend}"), \
                 (_stdout_to_stderr() if as_json else contextlib.nullcontext()):
             result = run_pipeline(ir, backend=backend, params=params, **extra)
     except (PipelineError, UnsupportedFeature, UnknownBackend) as exc:
@@ -266,14 +265,14 @@ def backfill(
         dates = plan(ir, start, end)
     except (PipelineError, BackfillError) as exc:
         _invalid(str(exc))
-    err.print(f"backfill of {ir.name} on {backend}: {len(dates)} run(s) from "
+    _err().print(f"backfill of {ir.name} on {backend}: {len(dates)} run(s) from "
               f"{dates[0].isoformat() if dates else '-'} to "
               f"{dates[-1].isoformat() if dates else '-'}")
     done: list[str] = []
 
     def progress(when: str, result: Any) -> None:
         done.append(when)
-        err.print(f"  [{len(done)}/{len(dates)}] {when}: {result.state}")
+        _err().print(f"  [{len(done)}/{len(dates)}] {when}: {result.state}")
 
     try:
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
@@ -284,7 +283,7 @@ def backfill(
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in results], default=str) + "\n")
     failed = [r for r in results if r.state != "success"]
-    err.print(f"{len(results) - len(failed)} of {len(results)} run(s) succeeded")
+    _err().print(f"{len(results) - len(failed)} of {len(results)} run(s) succeeded")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -321,10 +320,10 @@ def _print_result(result: Any) -> None:
     for tid, t in result.tasks.items():
         table.add_row(escape(tid), t.state, str(t.attempts), "yes" if t.cache_hit else "",
                       escape(t.error or ""))
-    out.print(table)
-    out.print("output:", json.dumps(result.output, default=str, indent=2), highlight=False)
+    _out().print(table)
+    _out().print("output:", json.dumps(result.output, default=str, indent=2), highlight=False)
     for a in result.alerts:
-        out.print(f"alert: {a.get('event')} via {a.get('channel')} ({'ok' if a.get('ok') else a.get('error')})",
+        _out().print(f"alert: {a.get('event')} via {a.get('channel')} ({'ok' if a.get('ok') else a.get('error')})",
                   highlight=False)
 
 
@@ -340,7 +339,7 @@ def export(
     ir = _load(pipeline)
     fmt = "yaml" if output.suffix.lower() in (".yaml", ".yml") else "json"
     write_atomic(output, dump_ir(ir, fmt))
-    out.print(str(output), markup=False, highlight=False, soft_wrap=True)
+    _out().print(str(output), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -376,19 +375,19 @@ def matrix(
     from unipipe.harness.matrix import render_matrix
 
     if not compile_targets():
-        err.print("no backend is installed: the matrix would be empty. Install unipipe-airflow, "
+        _err().print("no backend is installed: the matrix would be empty. Install unipipe-airflow, "
                   "unipipe-prefect or unipipe-kubeflow.")
         raise typer.Exit(1)
     text = render_matrix()
     if check:
         current = output.read_text() if output.exists() else ""
         if current != text:
-            err.print(f"{output} is stale: run `unipipe matrix`")
+            _err().print(f"{output} is stale: run `unipipe matrix`")
             raise typer.Exit(1)
-        out.print(f"{output} is up to date")
+        _out().print(f"{output} is up to date")
         return
     write_atomic(output, text)
-    out.print(str(output), markup=False, highlight=False, soft_wrap=True)
+    _out().print(str(output), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -413,7 +412,7 @@ def conform(
     if isolated and shared is None:
         _invalid("--isolated needs --store URL: in a sandbox the store is the only shared medium")
     raise typer.Exit(conform_main(pipelines, [b.strip() for b in backends.split(",") if b.strip()],
-                                  out_dir, console=err, store=shared, isolated=isolated))
+                                  out_dir, console=_err(), store=shared, isolated=isolated))
 
 
 @app.command()
@@ -433,7 +432,7 @@ def deploy(
     ir = _with_store(_load(pipeline), store)
     if airflow_executor is not None:  # the same as --set airflow_executor=... (mwaa, composer)
         option = [*option, f"airflow_executor={airflow_executor}"]
-    raise typer.Exit(deploy_main(ir, to, dry_run=dry_run, options=option, console=out,
+    raise typer.Exit(deploy_main(ir, to, dry_run=dry_run, options=option, console=_out(),
                                  store_local=(store or "").strip() == LOCAL))
 
 

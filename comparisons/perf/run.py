@@ -462,8 +462,9 @@ def markdown(data: dict) -> str:
                   f"{conf.get('jobs', '?')} lanes at once, engine start-up included. Each backend "
                   "alone (the engines reuse the reference runner's records), then the whole suite "
                   "on the four backends. CPU: user + system seconds of every process the run "
-                  "started; wall below CPU / cores means the run waits (timeouts, schedulers' "
-                  "loops), above it that it computes.", "", *_carried(data, "conformance"),
+                  "started. Wall time near CPU / cores means the run is bound by computing; far "
+                  "above it, that it mostly waits (timeouts, retry delays, schedulers' loops).",
+                  "", *_carried(data, "conformance"),
                   "| backend | seconds | CPU s | all match |", "|---|---:|---:|---|"]
         rows = [*conf["lanes"].items(), *([("whole suite", conf["whole"])] if "whole" in conf else [])]
         for b, r in rows:

@@ -313,7 +313,7 @@ def _children_cpu() -> float:
 
 def bench_conformance(quick: bool) -> dict:
     """Wall time of the conformance suite as ``unipipe conform`` runs it (the harness's lane
-    settings: ``UNIPIPE_CONFORM_JOBS``/``_SHARDS`` or the defaults, 8 lanes at once, 2 per engine):
+    settings: ``UNIPIPE_CONFORM_JOBS``/``_SHARDS`` or the defaults, 4 lanes at once, 2 per engine):
     each engine's lanes alone, reusing the runs of a reference suite made first, then the whole
     suite on the four backends (issue 16: the Airflow lanes alone, the whole suite)."""
     from unipipe.harness.cases import discover
@@ -458,8 +458,9 @@ def markdown(data: dict) -> str:
     conf = data.get("conformance")
     if conf:
         lines += ["", f"## Conformance suite wall time ({conf['cases']} cases)", "",
-                  f"As `unipipe conform` runs it: {conf.get('shards', '?')} lanes per backend, "
-                  f"{conf.get('jobs', '?')} lanes at once, engine start-up included. Each backend "
+                  f"The harness's lanes, as this run set them (UNIPIPE_CONFORM_SHARDS / _JOBS): "
+                  f"{conf.get('shards', '?')} per backend, {conf.get('jobs', '?')} at once, "
+                  "engine start-up included. Each backend "
                   "alone (the engines reuse the reference runner's records), then the whole suite "
                   "on the four backends. CPU: user + system seconds of every process the run "
                   "started. Wall time near CPU / cores means the run is bound by computing; far "

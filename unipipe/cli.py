@@ -63,9 +63,9 @@ def _load(spec: str) -> Any:
     for uri in unproduced_trigger_assets(ir):
         where = f"{ir.location.file}:{ir.location.line}: " if ir.location else ""
         _err().print(f"warning: {where}trigger: no pipeline in {ir.module} produces {uri!r} "
-                  f"(produces=[up.Asset(...)] on a task); the trigger fires only if another "
-                  f"pipeline or an outside process updates it", markup=False, highlight=False,
-                  soft_wrap=True)
+                     f"(produces=[up.Asset(...)] on a task); the trigger fires only if another "
+                     f"pipeline or an outside process updates it", markup=False, highlight=False,
+                     soft_wrap=True)
     return ir
 
 
@@ -196,7 +196,7 @@ def validate(pipeline: str = typer.Argument(..., help=PIPELINE_HELP)) -> None:
     ir = _load(pipeline)
     feats = ", ".join(f.value for f in features_used(ir)) or "none"
     _out().print(f"valid: pipeline {ir.name!r}, {len(ir.tasks)} tasks, "
-              f"{len(ir.params)} params; features: {feats}", markup=False, highlight=False)
+                 f"{len(ir.params)} params; features: {feats}", markup=False, highlight=False)
 
 
 @app.command()
@@ -266,8 +266,8 @@ def backfill(
     except (PipelineError, BackfillError) as exc:
         _invalid(str(exc))
     _err().print(f"backfill of {ir.name} on {backend}: {len(dates)} run(s) from "
-              f"{dates[0].isoformat() if dates else '-'} to "
-              f"{dates[-1].isoformat() if dates else '-'}")
+                 f"{dates[0].isoformat() if dates else '-'} to "
+                 f"{dates[-1].isoformat() if dates else '-'}")
     done: list[str] = []
 
     def progress(when: str, result: Any) -> None:
@@ -324,7 +324,7 @@ def _print_result(result: Any) -> None:
     _out().print("output:", json.dumps(result.output, default=str, indent=2), highlight=False)
     for a in result.alerts:
         _out().print(f"alert: {a.get('event')} via {a.get('channel')} ({'ok' if a.get('ok') else a.get('error')})",
-                  highlight=False)
+                     highlight=False)
 
 
 @app.command()
@@ -339,7 +339,7 @@ def export(
     ir = _load(pipeline)
     fmt = "yaml" if output.suffix.lower() in (".yaml", ".yml") else "json"
     write_atomic(output, dump_ir(ir, fmt))
-    _out().print(str(output), markup=False, highlight=False, soft_wrap=True)
+    print(output)  # a path as written, as compile prints its paths
 
 
 @app.command()
@@ -376,7 +376,7 @@ def matrix(
 
     if not compile_targets():
         _err().print("no backend is installed: the matrix would be empty. Install unipipe-airflow, "
-                  "unipipe-prefect or unipipe-kubeflow.")
+                     "unipipe-prefect or unipipe-kubeflow.")
         raise typer.Exit(1)
     text = render_matrix()
     if check:
@@ -384,10 +384,10 @@ def matrix(
         if current != text:
             _err().print(f"{output} is stale: run `unipipe matrix`")
             raise typer.Exit(1)
-        _out().print(f"{output} is up to date")
+        _out().print(f"{output} is up to date", markup=False, highlight=False, soft_wrap=True)
         return
     write_atomic(output, text)
-    _out().print(str(output), markup=False, highlight=False, soft_wrap=True)
+    print(output)  # a path as written, as compile prints its paths
 
 
 @app.command()

@@ -14,10 +14,10 @@ JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
 SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine (default 2)
 # The suite waits more than it computes: with 4 lanes at once, 69 cases took 440 s wall for 455 s
 # of CPU (101% of 2 cores); with all 8 (UNIPIPE_CONFORM_JOBS=8), 324 s for 421 s (127%). 8 is not
-# the default: in one fresh-clone CI run of four, at 8 lanes, Prefect's asset_chain_all saw the
-# consumer run of the second producer run only after the third ([0, 0, 2]): the chain's quiet
-# window (unipipe_prefect.chain.settle) is shorter than the server's trigger evaluation under that
-# load. Three lanes per engine (12 at once) was slower, 365 s: each lane starts its own services.
+# the default: of four runs at 8 lanes, one (a fresh-clone CI run) failed Prefect's
+# asset_chain_all, which saw the consumer run of the second producer run only after the third
+# ([0, 0, 2]): the chain's quiet window (unipipe_prefect.chain.settle) is shorter than the
+# server's trigger evaluation under that load. Three lanes per engine (12 at once) was slower, 365 s: each lane starts its own services.
 DEFAULT_JOBS = 4
 DEFAULT_SHARDS = 2
 

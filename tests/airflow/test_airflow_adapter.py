@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from unipipe_airflow.runtime import condition, retry_decision, run_task
@@ -94,25 +95,37 @@ def test_gate_compares_a_bool_and_refuses_anything_else():
         condition("yes")
 
 
-def _kill_self():
-    import os
-    import signal
+def test_a_try_runs_in_a_process_of_its_own_that_may_die_alone():
+    """Under ``airflow dags test`` a try runs in a process forked from the run's zygote (one
+    thread), not from the test process (which runs threads): its value, its error as itself,
+    its death by a signal, and the run's deadline come back as the shim's own outcomes."""
+    import threading
+    import time
 
-    os.kill(os.getpid(), signal.SIGKILL)
+    from unipipe_airflow.runtime import ProcessKilled, _in_child, _Try
 
+    from unipipe.runtime.invoke import PipelineTimeout
 
-def _raise_marked():
-    exc = KeyError("no")
-    exc.__unipipe_retryable__ = False
-    raise exc
+    now = _Try(json.dumps({"run_id": "r", "try_number": 1}))
 
+    def spec(fn: str) -> dict:
+        return {"pipeline": "p", "id": "t", "fn": f"airflow_attempt_fns:{fn}"}
 
-def test_a_try_runs_in_a_child_process_that_may_die_alone():
-    from unipipe_airflow.runtime import ProcessKilled, _in_child
-
-    assert _in_child(lambda: {"v": 1}) == {"v": 1}
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, args=(30,))
+    busy.start()
+    try:
+        value, record = _in_child(spec("value"), {}, now)
+    finally:
+        stop.set()
+        busy.join()
+    assert (value["v"], record) == (1, None)
+    assert value["pid"] != os.getpid() and value["threads"] == 1
     with pytest.raises(ProcessKilled, match="signal 9"):
-        _in_child(_kill_self)
-    with pytest.raises(KeyError) as info:  # errors keep their type and the shim's marks
-        _in_child(_raise_marked)
-    assert info.value.__unipipe_retryable__ is False
+        _in_child(spec("kill_self"), {}, now)
+    with pytest.raises(KeyError, match="no"):  # errors keep their type
+        _in_child(spec("missing"), {}, now)
+    started = time.monotonic()
+    with pytest.raises(PipelineTimeout, match="timeout of 1s"):
+        _in_child({**spec("hang"), "run_timeout": 1}, {}, now, deadline=time.time() + 1)
+    assert time.monotonic() - started < 10

@@ -56,7 +56,7 @@ _PRELOAD = (
     # unipipe's own modules a task imports (never the user's: each run imports its own)
     "unipipe.authoring.decorators", "unipipe_airflow.runtime", "unipipe.runtime",
     "unipipe.runtime.store", "unipipe.runtime.trace", "unipipe.runtime.retry",
-    "unipipe.runtime.loading", "unipipe.runtime.forking",
+    "unipipe.runtime.loading", "unipipe.runtime.forking", "unipipe.runtime.zygote",
 )
 
 
@@ -91,6 +91,12 @@ def warm() -> None:
 
 def child(request: dict[str, Any]) -> int:
     """The run, in its own process and environment (:func:`unipipe.forkserver.enter`)."""
+    from unipipe.runtime import zygote
+    from unipipe_airflow.runtime import ZYGOTE_PRELOAD
+
+    # the attempts' zygote, forked now while this process has one thread (``dags test`` starts
+    # its in-process API's threads below); unipipe_airflow.runtime._in_child forks from it
+    zygote.start(ZYGOTE_PRELOAD)
     from airflow import configuration, settings
 
     configuration.AIRFLOW_HOME = request["env"].get("AIRFLOW_HOME", configuration.AIRFLOW_HOME)

@@ -156,58 +156,73 @@ def _own_process(spec: Mapping[str, Any]) -> bool:
     return comms is not None and type(comms).__name__ != "InProcessSupervisorComms"
 
 
-def _in_child(call: Any, deadline: float | None = None, run_timeout: float = 0.0) -> Any:
-    """Run ``call()`` in a forked child and return its result or raise its error.
+def _last_record() -> dict[str, Any] | None:
+    """What the last attempt in this process recorded (artifacts, metrics, report): the module
+    unipipe.runtime.invoke's, not the function unipipe.runtime re-exports under that name."""
+    import sys
 
-    Under ``airflow dags test`` tasks run inside the test process itself, so a task that kills
-    its own process would end the whole run; in a child, only the try dies (as with the
-    reference runner and a real scheduler's task processes), and Airflow retries it.
-    """
+    return sys.modules["unipipe.runtime.invoke"].LAST_RECORD
+
+
+#: what a spawned zygote imports before its first attempt (a forked one has them already)
+ZYGOTE_PRELOAD = ("unipipe.runtime.invoke", "unipipe.runtime.store", "unipipe_airflow.runtime")
+
+
+def _attempt_process(write_fd: int, spec: Mapping[str, Any], values: Mapping[str, Any],
+                     now: Mapping[str, Any]) -> None:
+    """The try in its own process: ("ok", (value, record)) or ("err", error), pickled to
+    ``write_fd``. ``invoke.LAST_RECORD`` (artifacts, metrics, report) is set in this process
+    only, so it goes back with the value."""
     import os
     import pickle
 
-    from unipipe.runtime.forking import fork
+    from unipipe.runtime.invoke import invoke
+
+    try:
+        value = invoke(spec, values, run_id=now["run_id"], attempt=now["attempt"],
+                       backend=BACKEND, map_index=now["map_index"],
+                       emulate=spec.get("emulate") or (), fn=_user_function(spec),
+                       logical_date=now["logical_date"])
+        result: tuple[str, Any] = ("ok", (value, _last_record()))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent
+        result = ("err", exc)
+    try:
+        data = pickle.dumps(result)
+    except Exception:  # noqa: BLE001 - an unpicklable error: keep its type name and text
+        err = result[1] if result[0] == "err" else None
+        data = pickle.dumps(("err", RuntimeError(f"{type(err).__name__}: {err}")))
+    with os.fdopen(write_fd, "wb") as fh:
+        fh.write(data)
+
+
+def _in_child(spec: Mapping[str, Any], values: Mapping[str, Any], now: _Try,
+              deadline: float | None = None) -> Any:
+    """The try in a process of its own (:func:`_attempt_process`): its (value, record), or its
+    error raised here.
+
+    Under ``airflow dags test`` tasks run inside the test process itself, so a task that kills
+    its own process would end the whole run; in a process of its own, only the try dies (as
+    with the reference runner and a real scheduler's task processes), and Airflow retries it.
+    That process is forked from the run's zygote (:mod:`unipipe.runtime.zygote`), never from
+    this one: ``dags test`` runs threads of its own (the in-process Execution API's event loop,
+    its socket comms), and a fork copies any lock one of them holds, held for ever.
+    """
+    import pickle
+
+    from unipipe.runtime import zygote
     from unipipe.runtime.invoke import PipelineTimeout
 
-    read, write = os.pipe()
-    pid = fork()
-    if pid == 0:  # the child: run, report, leave without touching the parent's resources
-        os.close(read)
-        try:
-            result: tuple[str, Any] = ("ok", call())
-        except BaseException as exc:  # noqa: BLE001 - handed to the parent
-            result = ("err", exc)
-        try:
-            data = pickle.dumps(result)
-        except Exception:  # noqa: BLE001 - an unpicklable error: keep its type name and text
-            err = result[1] if result[0] == "err" else None
-            data = pickle.dumps(("err", RuntimeError(f"{type(err).__name__}: {err}")))
-        with os.fdopen(write, "wb") as fh:
-            fh.write(data)
-        os._exit(0)
-    os.close(write)
+    fields = {"run_id": now.run_id, "attempt": now.attempt, "map_index": now.map_index,
+              "logical_date": now.logical_date}
     try:
-        if deadline is not None:  # the run's timeout: stop the try at the deadline
-            import select
-            import time
-
-            if not select.select([read], [], [], max(deadline - time.time(), 0.0))[0]:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                os.close(read)
-                raise PipelineTimeout(f"the run exceeded its timeout of {run_timeout:g}s")
-        with os.fdopen(read, "rb") as fh:
-            data = fh.read()
-        _, status = os.waitpid(pid, 0)
-    except PipelineTimeout:
-        raise
-    except BaseException:  # Airflow's timeout (or anything else) in the parent: end the try
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        raise
+        code, data = zygote.start(ZYGOTE_PRELOAD).run(
+            "unipipe_airflow.runtime:_attempt_process", (spec, values, fields),
+            preload=spec["fn"], deadline=deadline)
+    except zygote.DeadlinePassed:  # the run's timeout: the try was stopped at the deadline
+        raise PipelineTimeout(f"the run exceeded its timeout of {spec.get('run_timeout') or 0:g}s"
+                              ) from None
     if not data:
-        why = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-               else f"exit code {os.WEXITSTATUS(status)}")
+        why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         raise ProcessKilled(f"task process ended without a result ({why})")
     kind, value = pickle.loads(data)
     if kind == "err":
@@ -319,34 +334,22 @@ def _run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None,
             values[name] = _collected(now.ti, member)
     for name, param in (spec.get("params") or {}).items():
         values[name] = now.params[param]
-    def attempt() -> tuple[Any, dict[str, Any] | None]:
-        # the value and the record (artifacts, metrics, report) of the try, which may run in a
-        # forked child: invoke.LAST_RECORD is set in the process that ran it, so it comes back
-        # with the value
-        import sys
-
-        value = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
-                       map_index=now.map_index, emulate=spec.get("emulate") or (),
-                       fn=_user_function(spec), logical_date=now.logical_date)
-        # the module, not the function unipipe.runtime re-exports under the same name
-        return value, sys.modules["unipipe.runtime.invoke"].LAST_RECORD
-
     import time
 
     start = time.time()
     try:
         if isinstance(context, str) or _own_process(spec):  # the try's own process already
-            out, record = attempt()
+            out = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
+                         map_index=now.map_index, emulate=spec.get("emulate") or (),
+                         fn=_user_function(spec), logical_date=now.logical_date)
+            record = _last_record()
         else:
             try:
-                from unipipe.runtime.invoke import preload_callable
-
-                preload_callable(spec["fn"])
                 deadline = _run_deadline(spec, context)
                 if deadline is not None and time.time() >= deadline:
                     raise PipelineTimeout("not started before the run's timeout of "
                                           f"{spec['run_timeout']:g}s")
-                out, record = _in_child(attempt, deadline, spec.get("run_timeout") or 0.0)
+                out, record = _in_child(spec, values, now, deadline)
             except PipelineTimeout as exc:
                 _trace_lost_try(spec, now, start, exc)
                 exc.__unipipe_retryable__ = False  # type: ignore[attr-defined]

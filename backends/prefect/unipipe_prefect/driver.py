@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pickle
 import sys
 import time
@@ -151,6 +152,13 @@ def main(argv: list[str]) -> int:
     flow_file, function, params_json, report_path, *store = argv
     report: dict[str, Any] = {"ok": False}
     try:
+        if os.environ.get("UNIPIPE_PREFECT_ISOLATION", "process") != "inline":
+            # the attempts' zygote, forked now while this process has one thread (Prefect
+            # starts its threads below); a process that already has threads spawns one
+            from unipipe.runtime import zygote
+            from unipipe_prefect.runtime import ZYGOTE_PRELOAD
+
+            zygote.start(ZYGOTE_PRELOAD)
         if store:  # the flow's result storage names this block: it must exist on the server
             from unipipe_prefect.storage import save_block
 

@@ -347,79 +347,35 @@ def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or type(exc).__name__ == "CancelledError"
 
 
-def _complete(buffer: bytearray) -> bool:
+def _complete(buffer: bytes) -> bool:
     return len(buffer) >= 8 and len(buffer) - 8 >= int.from_bytes(buffer[:8], "big")
 
 
-def _drain(fd: int, buffer: bytearray) -> None:
-    """Read what an exited child left in the pipe, without waiting for an EOF that may not come."""
-    import select
-
-    while not _complete(buffer):
-        ready, _, _ = select.select([fd], [], [], 0)
-        if not ready:
-            return
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        buffer += chunk
+#: what a spawned zygote imports before its first attempt (a forked one has them already)
+ZYGOTE_PRELOAD = ("unipipe.runtime.invoke", "unipipe.runtime.store", "unipipe_prefect.runtime")
 
 
 def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
                      kwargs: dict[str, Any]) -> tuple[Any, bool, dict[str, Any] | None]:
-    """(value, cache hit, record) of one attempt run in a forked child process."""
+    """(value, cache hit, record) of one attempt run in a process of its own.
+
+    The process is forked from this flow run's zygote (:mod:`unipipe.runtime.zygote`), a
+    process with one thread, not from this one: a flow run's process runs Prefect's threads,
+    and a fork copies any lock one of them holds, held for ever (a CI run hung an attempt in
+    OpenSSL that way). The attempt's process group is killed if this process dies or gives
+    up on it (Prefect's timeout)."""
     import pickle
-    import select
-    import signal
     import time
 
     from unipipe.runtime import retry as retry_rules
     from unipipe.runtime import trace
-    from unipipe.runtime.forking import fork
-    from unipipe.runtime.invoke import preload_callable
+    from unipipe.runtime.zygote import start as zygote
 
-    preload_callable(spec["fn"])  # once per flow run: every attempt's process inherits it
-
-    read_fd, write_fd = os.pipe()
     start = time.time()
-    pid = fork()
-    if pid == 0:  # the attempt's own process: never returns into Prefect's machinery
-        os.close(read_fd)
-        try:
-            _child_attempt(write_fd, spec, inputs, kwargs)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    # The message is length-prefixed and the child is polled, rather than reading to EOF: map
-    # elements fork from several threads at once, so a sibling's child can inherit this pipe's
-    # write end and hold it open long after this attempt's process has exited.
-    buffer = bytearray()
-    status = None
     try:
-        while True:
-            # short waits, so Prefect's timeout (a signal in the main thread, an exception
-            # injected into worker threads) interrupts this attempt promptly
-            ready, _, _ = select.select([read_fd], [], [], 0.1)
-            if ready:
-                chunk = os.read(read_fd, 1 << 16)
-                buffer += chunk
-                if not chunk or _complete(buffer):
-                    break
-            else:
-                done, code = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    status = code
-                    _drain(read_fd, buffer)
-                    break
-        if status is None:
-            _, status = os.waitpid(pid, 0)
+        code, buffer = zygote(ZYGOTE_PRELOAD).run(
+            "unipipe_prefect.runtime:_child_attempt", (spec, inputs, kwargs), preload=spec["fn"])
     except BaseException as exc:
-        if status is None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
         if _is_timeout(exc):
             from unipipe.runtime.invoke import PipelineTimeout, TaskTimeout
 
@@ -433,12 +389,9 @@ def _invoke_in_child(spec: Mapping[str, Any], inputs: Mapping[str, Any],
                 retryable = False
             _emit_failed(spec, kwargs, start, stand_in, retryable, trace)
         raise
-    finally:
-        os.close(read_fd)
     if not _complete(buffer):
         from unipipe.local.runner import ProcessKilled  # the reference runner's own error
 
-        code = os.waitstatus_to_exitcode(status) if status is not None else None
         killed = ProcessKilled(f"task process ended without a result (exit code {code})")
         retryable = retry_rules.is_retryable(killed, spec.get("retry"))
         _emit_failed(spec, kwargs, start, killed, retryable, trace)

@@ -311,6 +311,14 @@ def _children_cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
+def _shards_text(shards: object) -> str:
+    """A record's lanes per backend: ``2`` (older records) or ``{"*": 2, "airflow": 4}``."""
+    if not isinstance(shards, dict):
+        return f"{shards} per backend"
+    own = ", ".join(f"{b} {n}" for b, n in sorted(shards.items()) if b != "*")
+    return f"{shards.get('*', '?')} per backend" + (f" ({own})" if own else "")
+
+
 def bench_conformance(quick: bool) -> dict:
     """Wall time of the conformance suite as ``unipipe conform`` runs it (the harness's lane
     settings: ``UNIPIPE_CONFORM_JOBS``/``_SHARDS`` or the defaults, 4 lanes at once, 2 per engine):
@@ -459,7 +467,7 @@ def markdown(data: dict) -> str:
     if conf:
         lines += ["", f"## Conformance suite wall time ({conf['cases']} cases)", "",
                   f"The harness's lanes, as this run set them (UNIPIPE_CONFORM_SHARDS / _JOBS): "
-                  f"{conf.get('shards', '?')} per backend, {conf.get('jobs', '?')} at once, "
+                  f"{_shards_text(conf.get('shards', '?'))}, {conf.get('jobs', '?')} at once, "
                   "engine start-up included. Each backend "
                   "alone (the engines reuse the reference runner's records), then the whole suite "
                   "on the four backends. CPU: user + system seconds of every process the run "

@@ -97,6 +97,15 @@ def test_invalid_input_exits_2(tmp_path):
     assert proc.returncode == 2 and "expect.state is required" in proc.stderr
 
 
+def test_a_lane_count_that_is_not_one_exits_2_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIPIPE_CONFORM_SHARDS", "2,airflow=zero")
+    proc = _conform(str(CASES / "retry_jitter"), "--backends", "local", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    said = " ".join(proc.stderr.split())
+    assert "UNIPIPE_CONFORM_SHARDS (airflow=zero): 'zero' is not a lane count (a whole number" in said
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "work").exists()
+
+
 @pytest.mark.airflow
 def test_an_engine_version_the_backend_does_not_run_exits_2(tmp_path):
     pytest.importorskip("unipipe_airflow")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from unipipe.harness.cases import case_ir, load_case
 from unipipe.harness.execute import expected_seconds, run_suite
 
@@ -39,3 +41,23 @@ def test_the_reference_lanes_share_the_cases_longest_first(tmp_path):
     # the 30 s case has a lane of its own; the three short ones went to the other
     assert lane_of == {"pipeline_timeout_fails": "local-1", "data_flow_fanout": "local-2",
                        "retry_fail_twice": "local-2", "params_override": "local-2"}
+
+
+def test_lane_counts_per_backend_parse_and_refuse_what_is_not_a_count():
+    from unipipe.harness.cli import DEFAULT_SHARDS, parse_shards
+
+    assert parse_shards("3") == {"*": 3}
+    assert parse_shards("airflow=4") == {"*": DEFAULT_SHARDS, "airflow": 4}
+    assert parse_shards("1, airflow=4,airflow@2.11=2") == {"*": 1, "airflow": 4,
+                                                           "airflow@2.11": 2}
+    for bad in ("0", "two", "airflow=", "airflow=-1", "airflow=1.5"):
+        with pytest.raises(ValueError, match="UNIPIPE_CONFORM_SHARDS.*not a lane count"):
+            parse_shards(bad)
+
+
+def test_a_backend_gets_the_lanes_its_own_count_names(tmp_path):
+    names = ["data_flow_fanout", "params_override", "map_literal"]
+    cases = [load_case(CASES / n) for n in names]
+    suite = run_suite(cases, [], tmp_path, jobs=3, shards={"*": 1, "local": 3})
+    assert suite.ok, [(o.case, o.reason) for o in suite.failures()]
+    assert set(suite.lane_seconds) == {"local-1", "local-2", "local-3"}

@@ -21,7 +21,7 @@ SELECTED: set[str] = set()
 #: lanes that run side by side when both are selected: a KFP or Prefect isolated run spends
 #: much of its time waiting (workers polling, processes starting), so the two lanes together
 #: take little more than the longer one; each backend's test still asserts its own lane
-SIDE_BY_SIDE = ("kubeflow", "prefect")
+SIDE_BY_SIDE = ("airflow", "kubeflow", "prefect")
 #: failures of a lane that ran beside another's, kept for that backend's test
 _DONE: dict[str, dict[str, Any]] = {}
 

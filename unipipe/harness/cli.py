@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
-SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine (default 2)
+SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine: "2", or "2,airflow=4" (a backend's own)
 # The suite waits more than it computes: with 4 lanes at once, 69 cases took 440 s wall for 455 s
 # of CPU (101% of 2 cores); with all 8 (UNIPIPE_CONFORM_JOBS=8), 324 s for 421 s (127%). 8 is not
 # the default: of four runs at 8 lanes, one (a fresh-clone CI run) failed Prefect's
@@ -22,10 +22,30 @@ DEFAULT_JOBS = 4
 DEFAULT_SHARDS = 2
 
 
-def lane_settings() -> tuple[int, int]:
-    """``(jobs, shards)`` for ``run_suite``: the environment's, else the defaults."""
-    return (int(os.environ.get(JOBS_ENV, str(DEFAULT_JOBS))),
-            int(os.environ.get(SHARDS_ENV, str(DEFAULT_SHARDS))))
+def lane_settings() -> tuple[int, dict[str, int]]:
+    """``(jobs, shards)`` for ``run_suite``: the environment's, else the defaults. ``shards``
+    maps a backend to its lanes, ``"*"`` to every other backend's."""
+    return (_count(JOBS_ENV, os.environ.get(JOBS_ENV, str(DEFAULT_JOBS))),
+            parse_shards(os.environ.get(SHARDS_ENV, str(DEFAULT_SHARDS))))
+
+
+def _count(setting: str, text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{setting}: {text!r} is not a lane count (a whole number, at least 1)")
+    return n
+
+
+def parse_shards(text: str) -> dict[str, int]:
+    """``"2"`` -> every backend 2 lanes; ``"2,airflow=4"`` -> Airflow 4, the others 2."""
+    shards = {"*": DEFAULT_SHARDS}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.rpartition("=")
+        shards[name.strip() or "*"] = _count(f"{SHARDS_ENV} ({part})", count.strip())
+    return shards
 
 
 def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, console: Any, *,
@@ -76,7 +96,11 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         console.print("[bold red]error:[/] no case found")
         return 2
     names = list(dict.fromkeys([REFERENCE, *backends]))
-    jobs, shards = lane_settings()
+    try:
+        jobs, shards = lane_settings()
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
     with Progress(TextColumn("{task.fields[backend]:>9}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=False) as progress:

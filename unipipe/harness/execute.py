@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -503,13 +503,14 @@ def expected_seconds(case: Case, ir: Any) -> float:
 
 
 def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jobs: int = 2,
-              shards: int = 1, on_event: ProgressFn | None = None,
+              shards: int | Mapping[str, int] = 1, on_event: ProgressFn | None = None,
               reference: dict[str, dict[str, Any]] | None = None,
               placement: Placement | None = None) -> Suite:
     """Run ``cases`` on the reference runner and ``backends``; judge every pair.
 
     Each backend's cases run one after the other in a lane (``shards`` lanes per engine and for
-    the reference runner, each with its own homes, the cases dealt longest first so the lanes
+    the reference runner, or a mapping of a backend's label to its lanes with ``"*"`` for the
+    others, each with its own homes, the cases dealt longest first so the lanes
     finish together; slow engines then use more than one core); ``jobs`` lanes run at
     once. ``reference`` (case id -> raw reference record) reuses reference runs made earlier.
     """
@@ -531,7 +532,8 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     longest_first = sorted(cases, key=lambda c: -weight[c.id])
     per_backend: list[list[tuple[str, Path, list[Case]]]] = []
     for b in names:
-        n = 1 if not avail[b].ok else max(1, min(shards, len(cases)))
+        wanted = shards if isinstance(shards, int) else shards.get(b, shards.get("*", 1))
+        n = 1 if not avail[b].ok else max(1, min(wanted, len(cases)))
         loads = [0.0] * n
         dealt: list[list[Case]] = [[] for _ in range(n)]
         for case in longest_first:

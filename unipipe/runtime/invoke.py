@@ -76,15 +76,6 @@ def task_callable(spec: Mapping[str, Any]) -> Callable[..., Any]:
     return resolve_callable(spec["fn"])
 
 
-def preload_callable(path: str) -> None:
-    """Import a task's module in a process that is about to fork its attempts, so each attempt
-    inherits it instead of importing it again. An error is left for the attempt to raise."""
-    try:
-        resolve_callable(path)
-    except Exception:  # noqa: BLE001 - the attempt's process raises it again, as its own error
-        pass
-
-
 def load_inputs(spec: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Literals from the spec plus engine-passed values, loaded from artifacts, key paths applied."""
     args = dict(spec.get("literals") or {})

@@ -168,22 +168,33 @@ def _last_record() -> dict[str, Any] | None:
 ZYGOTE_PRELOAD = ("unipipe.runtime.invoke", "unipipe.runtime.store", "unipipe_airflow.runtime")
 
 
+def _try_here(spec: Mapping[str, Any], values: Mapping[str, Any],
+              now: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """The try in this process: its value and its record (artifacts, metrics, report).
+    ``now``: the try's run id, attempt, map index and logical date (:func:`_fields`)."""
+    from unipipe.runtime.invoke import invoke
+
+    value = invoke(spec, values, run_id=now["run_id"], attempt=now["attempt"], backend=BACKEND,
+                   map_index=now["map_index"], emulate=spec.get("emulate") or (),
+                   fn=_user_function(spec), logical_date=now["logical_date"])
+    return value, _last_record()
+
+
+def _fields(now: _Try) -> dict[str, Any]:
+    return {"run_id": now.run_id, "attempt": now.attempt, "map_index": now.map_index,
+            "logical_date": now.logical_date}
+
+
 def _attempt_process(write_fd: int, spec: Mapping[str, Any], values: Mapping[str, Any],
                      now: Mapping[str, Any]) -> None:
     """The try in its own process: ("ok", (value, record)) or ("err", error), pickled to
-    ``write_fd``. ``invoke.LAST_RECORD`` (artifacts, metrics, report) is set in this process
-    only, so it goes back with the value."""
+    ``write_fd``. ``invoke.LAST_RECORD`` is set in this process only, so it goes back with the
+    value."""
     import os
     import pickle
 
-    from unipipe.runtime.invoke import invoke
-
     try:
-        value = invoke(spec, values, run_id=now["run_id"], attempt=now["attempt"],
-                       backend=BACKEND, map_index=now["map_index"],
-                       emulate=spec.get("emulate") or (), fn=_user_function(spec),
-                       logical_date=now["logical_date"])
-        result: tuple[str, Any] = ("ok", (value, _last_record()))
+        result: tuple[str, Any] = ("ok", _try_here(spec, values, now))
     except BaseException as exc:  # noqa: BLE001 - handed to the parent
         result = ("err", exc)
     try:
@@ -212,15 +223,13 @@ def _in_child(spec: Mapping[str, Any], values: Mapping[str, Any], now: _Try,
     from unipipe.runtime import zygote
     from unipipe.runtime.invoke import PipelineTimeout
 
-    fields = {"run_id": now.run_id, "attempt": now.attempt, "map_index": now.map_index,
-              "logical_date": now.logical_date}
     try:
         code, data = zygote.start(ZYGOTE_PRELOAD).run(
-            "unipipe_airflow.runtime:_attempt_process", (spec, values, fields),
+            "unipipe_airflow.runtime:_attempt_process", (spec, values, _fields(now)),
             preload=spec["fn"], deadline=deadline)
     except zygote.DeadlinePassed:  # the run's timeout: the try was stopped at the deadline
-        raise PipelineTimeout(f"the run exceeded its timeout of {spec.get('run_timeout') or 0:g}s"
-                              ) from None
+        timeout = spec.get("run_timeout") or 0
+        raise PipelineTimeout(f"the run exceeded its timeout of {timeout:g}s") from None
     if not data:
         why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         raise ProcessKilled(f"task process ended without a result ({why})")
@@ -319,7 +328,7 @@ def run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None = None, *
 def _run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None,
               context: str | Mapping[str, Any] | None) -> Any:
     from unipipe.runtime import store
-    from unipipe.runtime.invoke import PipelineTimeout, invoke
+    from unipipe.runtime.invoke import PipelineTimeout
 
     store.use(spec.get("store"))  # a fan-out's items below are written to the same store
     enter_attempt_folder()
@@ -339,10 +348,7 @@ def _run_task(spec: Mapping[str, Any], inputs: Mapping[str, Any] | None,
     start = time.time()
     try:
         if isinstance(context, str) or _own_process(spec):  # the try's own process already
-            out = invoke(spec, values, run_id=now.run_id, attempt=now.attempt, backend=BACKEND,
-                         map_index=now.map_index, emulate=spec.get("emulate") or (),
-                         fn=_user_function(spec), logical_date=now.logical_date)
-            record = _last_record()
+            out, record = _try_here(spec, values, _fields(now))
         else:
             try:
                 deadline = _run_deadline(spec, context)

@@ -238,6 +238,10 @@ def _preload(path: list[str], module: str) -> None:
         pass
 
 
+def _exit_now(write_fd: int) -> None:
+    """A target that does nothing (comparisons/perf/zygote.py times an attempt's process)."""
+
+
 def _spawned() -> None:
     """``python -c`` entry of a spawned zygote: argv[1] is its control socket's descriptor,
     argv[2] the caller's ``sys.path`` (set already), the rest modules to import."""

@@ -325,7 +325,10 @@ def process_titles() -> dict:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
 
-    return {"self": title("self"), "parent": title(os.getppid())}
+    with open(f"/proc/{os.getppid()}/stat") as fh:  # the parent's parent: field 4
+        grandparent = fh.read().rsplit(")", 1)[1].split()[1]
+    return {"self": title("self"), "parent": title(os.getppid()),
+            "grandparent": title(grandparent)}
 
 
 @up.pipeline(name="process-titles")

@@ -380,8 +380,9 @@ def test_under_a_real_scheduler_a_try_runs_in_airflows_own_task_process_without_
     LocalExecutor worker (``airflow worker -- LocalExecutor: <ti id>``,
     ``executors/local_executor.py`` ~105): the shim runs the task right there (with a fork,
     the task's parent would be the task runner). Under ``dags test`` the try runs inside the
-    run's process, and the shim forks a child for it (its title is the run's, its parent the
-    run)."""
+    run's process, which runs threads: the shim runs the try in a process forked from the run's
+    zygote (unipipe/runtime/zygote.py), spawned by the run (no harness lane here), so the try's
+    parent is the zygote and the zygote's parent the run."""
     scheduled = up.run(pa.titles, backend="airflow", mode="scheduler")
     assert scheduled.state == "success", scheduled.tasks
     assert scheduled.output["self"].startswith("airflow worker -- "), scheduled.output
@@ -389,8 +390,9 @@ def test_under_a_real_scheduler_a_try_runs_in_airflows_own_task_process_without_
         scheduled.output
     tested = up.run(pa.titles, backend="airflow")
     assert tested.state == "success", tested.tasks
-    assert " dags test process-titles " in tested.output["self"] + " "
-    assert tested.output["parent"] == tested.output["self"]
+    assert "from unipipe.runtime.zygote import _spawned" in tested.output["parent"]
+    assert tested.output["self"] == tested.output["parent"]  # forked from it
+    assert " dags test process-titles " in tested.output["grandparent"] + " "
 
 
 def test_try_times_come_from_airflow_where_the_shim_could_not_trace_a_try():

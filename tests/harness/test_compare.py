@@ -55,6 +55,26 @@ def test_a_wait_past_the_cap_plus_tolerance_is_a_difference():
     assert len(diffs) == 1 and diffs[0].startswith("retry 2 of flaky came after 3.00s, later")
 
 
+def test_an_isolated_lane_allows_its_control_planes_round_trip_and_no_more():
+    """On an isolated lane a retry goes through the engine's control plane to a sandboxed
+    worker: 20 s more before a wait counts as late (a CI run saw 13.6 s where 0.2 s was due);
+    an engine default of minutes still fails, and a retry sooner than the policy still does."""
+    from unipipe.harness.execute import ISOLATED_LATE, delay_tolerance
+
+    ir = case_ir(RETRY)
+    assert delay_tolerance(RETRY, False) == RETRY.tolerance
+    wide = delay_tolerance(RETRY, True)
+    assert wide == {**RETRY.tolerance, "late": RETRY.tolerance["late"] + ISOLATED_LATE}
+    slow = _run([(0.0, 0.1), (14.1, 14.2), (15.0, 15.1)])  # retry 1 after 14 s (0.5 s due)
+    assert check_delays(slow, ir, wide) == []
+    assert check_delays(slow, ir, RETRY.tolerance)[0].startswith("retry 1 of flaky came after "
+                                                                 "14.00s, later")
+    minutes = _run([(0.0, 0.1), (300.1, 300.2), (301.0, 301.1)])
+    assert check_delays(minutes, ir, wide)[0].startswith("retry 1 of flaky came after 300.00s")
+    sooner = _run([(0.0, 0.1), (0.15, 0.2), (1.0, 1.1)])
+    assert "sooner" in check_delays(sooner, ir, wide)[0]
+
+
 def test_a_task_starting_before_its_upstream_ended_is_reported():
     ir = case_ir(load_case(CASES / "after_ordering"))
     run = {"status": "ok", "tasks": {

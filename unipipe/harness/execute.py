@@ -358,9 +358,28 @@ def _unsupported_tags(case: Case, avail: _Availability) -> list[tuple[str, str]]
     return out
 
 
+#: seconds added to a case's ``late`` delay tolerance on an isolated lane. There a retry is a
+#: round trip through the engine's control plane to a worker in a sandbox (Airflow: scheduler,
+#: Celery over Redis, a task process in the worker's sandbox; Prefect and KFP: a worker polling),
+#: where a retry usually comes 1-2 s after the failed try. A fresh-clone CI run (2026-12-07)
+#: saw one come 13.6 s after (alerts_retry_success, Airflow: the Celery worker had the try at
+#: once, and its task process first ran 12.5 s later), over the 10 s default. The bound is
+#: there to catch an engine default of minutes (Airflow's retry_delay is 300 s); the report
+#: still shows every gap as measured.
+ISOLATED_LATE = 20.0
+
+
+def delay_tolerance(case: Case, isolated: bool) -> dict[str, float]:
+    """The tolerance the case's retry waits are judged with (:data:`ISOLATED_LATE`)."""
+    if not isolated:
+        return case.tolerance
+    return {**case.tolerance, "late": case.tolerance["late"] + ISOLATED_LATE}
+
+
 def judge(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | None, ir: Any,
-          avail: _Availability) -> Outcome:
-    """The verdict for one case on one backend (see the module docstring)."""
+          avail: _Availability, *, isolated: bool = False) -> Outcome:
+    """The verdict for one case on one backend (see the module docstring); ``isolated``: the
+    run was on an isolated lane (:func:`delay_tolerance`)."""
     declared = case.declared(backend)
     decl_status = declared.status if declared else None
     refused_tags = _unsupported_tags(case, avail)
@@ -400,7 +419,7 @@ def judge(case: Case, backend: str, raw: dict[str, Any], ref: dict[str, Any] | N
             continue
         if not case.adhoc or backend == REFERENCE:
             diffs += check_expectation(run, exp, where)
-        diffs += check_delays(run, ir, case.tolerance, where)
+        diffs += check_delays(run, ir, delay_tolerance(case, isolated), where)
         diffs += check_order(run, ir, where)
         diffs += check_consistency(run, where)
         if backend != REFERENCE:
@@ -605,8 +624,9 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     for case in cases:
         ref = raws.get((case.id, REFERENCE))
         for b in names:
-            outcomes[(case.id, b)] = judge(case, b, raws[(case.id, b)], ref, irs[case.id],
-                                           avail[b])
+            outcomes[(case.id, b)] = judge(
+                case, b, raws[(case.id, b)], ref, irs[case.id], avail[b],
+                isolated=b != REFERENCE and placement is not None and placement.isolated)
     return Suite(cases, names, outcomes, time.time() - started, out,
                  dict(sorted(lane_seconds.items())), raws)
 

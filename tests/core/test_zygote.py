@@ -45,7 +45,10 @@ def made(request):
          else zygote._spawn_zygote(("zygote_targets",)))
     yield z
     z.control.close()
-    assert _dead(z.pid)
+    deadline = time.monotonic() + 10
+    while not z.exited():  # reaps it (waitpid, or Popen.poll)
+        assert time.monotonic() < deadline, "the zygote outlived its control socket"
+        time.sleep(0.05)
 
 
 def test_the_attempt_sees_the_callers_state_at_the_call_and_runs_alone(made, monkeypatch,

@@ -49,8 +49,14 @@ def test_recorded_results_match_this_run(conformance_suite):
                         "comparisons/results` and `unipipe matrix`:\n" + "\n".join(stale)
 
 
-SMOKE = ("retry_fail_twice", "alerts_retry_success", "cache_second_run", "map_max_parallel",
-         "pipeline_timeout_fails")
+#: the cases the real-scheduler smoke set runs (LocalExecutor, ``airflow standalone``): what no
+#: other CI test checks under a real scheduler. The isolated Airflow lane
+#: (tests/airflow/test_airflow_isolated.py) already runs every required case under the real
+#: scheduler with the CeleryExecutor, retries, alerts and the cache included; scripts/nightly.sh
+#: runs every case on ``airflow@scheduler``. Trimmed from 5 cases (254 s in a CI run that took
+#: 68 min) to these two: the pool's concurrency limit and the run's deadline (the shim stops the
+#: try from a process forked from its zygote inside Airflow's task process).
+SMOKE = ("map_max_parallel", "pipeline_timeout_fails")
 
 
 @pytest.mark.slow
@@ -68,10 +74,6 @@ def test_airflow_real_scheduler_smoke_set(tmp_path):
     assert suite.backends == ["local", "airflow@scheduler"]
     assert [(o.case, o.status) for o in suite.failures()] == [], _explain(
         suite, "airflow@scheduler")
-    retry = suite.outcome("retry_fail_twice", "airflow@scheduler").runs[0]
-    assert retry["tasks"]["flaky"]["attempts"] == 3
-    cached = suite.outcome("cache_second_run", "airflow@scheduler").runs[1]
-    assert cached["tasks"]["costly_sum"]["cache_hit"] is True
     # the real scheduler runs mapped instances side by side: max_active_tis_per_dagrun=2 binds
     from unipipe.harness.compare import peak_concurrency
 

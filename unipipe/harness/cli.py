@@ -17,7 +17,8 @@ SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine: "2", or "2,airflow=4"
 # the default: of four runs at 8 lanes, one (a fresh-clone CI run) failed Prefect's
 # asset_chain_all, which saw the consumer run of the second producer run only after the third
 # ([0, 0, 2]): the chain's quiet window (unipipe_prefect.chain.settle) is shorter than the
-# server's trigger evaluation under that load. Three lanes per engine (12 at once) was slower, 365 s: each lane starts its own services.
+# server's trigger evaluation under that load. Three lanes per engine (12 at once) was slower,
+# 365 s: each lane starts its own services.
 DEFAULT_JOBS = 4
 DEFAULT_SHARDS = 2
 

@@ -1,7 +1,9 @@
 """``fork()`` for an attempt's process, without copying the parent's heap.
 
-A task attempt runs in a process forked from a large one (``airflow dags test``, a Prefect
-flow run, the reference runner). The child's first full garbage collection would walk every
+A task attempt's zygote (:mod:`unipipe.runtime.zygote`) is forked from a large process (the
+run's ``airflow dags test`` or Prefect flow-run process, while it has one thread), and every
+attempt is forked from the zygote; the reference runner forks its attempts itself (a
+fork-context ``multiprocessing.Process``, :func:`frozen`). The child's first full garbage collection would walk every
 object it inherited and write to each (reference counts, GC flags), copying the whole heap page
 by page: measured 170 ms per attempt in a process with Airflow and Prefect loaded, against 15 ms
 when the inherited objects are frozen first (``gc.freeze``, the CPython documentation's advice

@@ -107,6 +107,7 @@ class _Running:
         self.pid, self.conn, self.read_fd = pid, conn, read_fd
         self.output = bytearray()
         self.reading = True
+        self.abandoned = False  # its caller went: killed, waiting to be reaped
 
     def close(self) -> None:
         self.conn.close()
@@ -162,7 +163,8 @@ def serve(control: socket.socket) -> None:
     while True:
         watched: list[Any] = [control, wake_r]
         for one in running.values():
-            watched += [one.conn, one.read_fd] if one.reading else [one.conn]
+            watched += [one.read_fd] if one.reading else []
+            watched += [] if one.abandoned else [one.conn]  # an EOF stays readable: no spin
         ready, _, _ = select.select(watched, [], [], 1.0)
         if wake_r in ready:
             os.read(wake_r, 4096)
@@ -195,6 +197,7 @@ def serve(control: socket.socket) -> None:
                 one.output += chunk
                 one.reading = bool(chunk)
             if one.conn in ready and not one.conn.recv(1):  # its caller went or gave up
+                one.abandoned = True
                 _kill(one.pid)
         while running:
             try:

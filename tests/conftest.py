@@ -21,7 +21,16 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 def pytest_collection_finish(session):
     """Tell tests/isolation/lanes.py which isolated lanes this session runs (the KFP and Prefect
-    lanes run side by side when both are selected)."""
+    lanes run side by side when both are selected).
+
+    The whole suite (scripts/test.sh) runs on two pytest-xdist workers with ``--dist
+    loadgroup``. The CPU-heavy lanes (the conformance suite, the isolated lanes, Airflow 2.11's
+    and the real scheduler's required cases) carry ``xdist_group("lanes")``: they run one after
+    another on one worker, in file order (the 2.11 and real-scheduler lanes reuse the
+    conformance suite's reference records, the Prefect lane the KFP test's side-by-side run),
+    and, the largest group, they start first; every other test, mostly waiting on engines and
+    servers, runs on the other worker meanwhile. Without that grouping a lane cannot count on
+    its sibling's run, so each runs alone."""
     import re
 
     sys.path.insert(0, str(ROOT / "tests" / "isolation"))
@@ -29,6 +38,8 @@ def pytest_collection_finish(session):
 
     pattern = re.compile(r"test_the_required_cases_pass_isolated_on_(\w+?)_with_")
     lanes.SELECTED = {m.group(1) for item in session.items if (m := pattern.match(item.name))}
+    if hasattr(session.config, "workerinput") and session.config.getoption("dist") != "loadgroup":
+        lanes.SELECTED = set()
 
 
 @pytest.fixture(scope="session", autouse=True)

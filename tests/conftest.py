@@ -19,18 +19,54 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, str(ROOT / "examples"))
 
 
+#: the CPU-heavy lanes (``file::function``, every parametrization): one xdist work unit
+LANES = frozenset({
+    "tests/airflow/test_airflow_isolated.py::"
+    "test_the_required_cases_pass_isolated_on_airflow_with_the_s3_store",
+    "tests/harness/test_conformance.py::test_backend_conforms",
+    "tests/harness/test_conformance.py::test_recorded_results_match_this_run",
+    "tests/harness/test_conformance.py::test_airflow_real_scheduler_smoke_set",
+    "tests/harness/test_conformance.py::test_airflow_2_11_conforms_on_the_required_cases",
+    "tests/kubeflow/test_isolated.py::"
+    "test_the_required_cases_pass_isolated_on_kubeflow_with_the_s3_store",
+    "tests/prefect/test_prefect_isolated.py::"
+    "test_the_required_cases_pass_isolated_on_prefect_with_the_s3_store",
+})
+
+
+def lane_scope(nodeid: str) -> str:
+    """The xdist work unit of a test: ``"lanes"`` for the tests of :data:`LANES`, else its own."""
+    return "lanes" if nodeid.split("[", 1)[0] in LANES else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """The whole suite (scripts/test.sh) runs on two pytest-xdist workers with ``--dist
+    loadgroup``: the CPU-heavy lanes (:data:`LANES`: the conformance suite, the isolated lanes,
+    Airflow 2.11's and the real scheduler's required cases) are one work unit, so they run one
+    after another on one worker, in file order (the 2.11 and real-scheduler lanes reuse the
+    conformance suite's reference records, the Prefect lane the KFP test's side-by-side run);
+    the largest unit, it starts first. Every other test, mostly waiting on engines and servers,
+    runs on the other worker meanwhile.
+
+    The unit is made here, from the test ids, because xdist 3.8's own ``xdist_group`` mark does
+    nothing under pytest 9: it renames ``item._nodeid`` (``xdist/remote.py`` ~253), and pytest 9
+    reads a node's id from ``item._id`` (``_pytest/nodes.py`` ``nodeid``); the groups then
+    split across workers (seen: the conformance suite ran on both)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_scope(nodeid)
+
+    return LaneScheduling(config, log)
+
+
 def pytest_collection_finish(session):
     """Tell tests/isolation/lanes.py which isolated lanes this session runs (the KFP and Prefect
-    lanes run side by side when both are selected).
-
-    The whole suite (scripts/test.sh) runs on two pytest-xdist workers with ``--dist
-    loadgroup``. The CPU-heavy lanes (the conformance suite, the isolated lanes, Airflow 2.11's
-    and the real scheduler's required cases) carry ``xdist_group("lanes")``: they run one after
-    another on one worker, in file order (the 2.11 and real-scheduler lanes reuse the
-    conformance suite's reference records, the Prefect lane the KFP test's side-by-side run),
-    and, the largest group, they start first; every other test, mostly waiting on engines and
-    servers, runs on the other worker meanwhile. Without that grouping a lane cannot count on
-    its sibling's run, so each runs alone."""
+    lanes run side by side when both are selected, on one worker: see
+    :func:`pytest_xdist_make_scheduler`; split across workers, each runs alone)."""
     import re
 
     sys.path.insert(0, str(ROOT / "tests" / "isolation"))

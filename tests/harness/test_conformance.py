@@ -22,7 +22,6 @@ def _explain(suite, backend):
     return "\n".join(lines)
 
 
-@pytest.mark.xdist_group("lanes")  # the CPU-heavy lanes: one after another (tests/conftest.py)
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("backend", ["local", *ENGINES])
 def test_backend_conforms(conformance_suite, backend):
@@ -35,7 +34,6 @@ def test_backend_conforms(conformance_suite, backend):
     assert {o.status for o in required} == {"pass"}
 
 
-@pytest.mark.xdist_group("lanes")  # the CPU-heavy lanes: one after another (tests/conftest.py)
 @pytest.mark.timeout(3600)
 def test_recorded_results_match_this_run(conformance_suite):
     """comparisons/results/summary.json (what MATRIX.md is built from) says what happened here."""
@@ -61,7 +59,6 @@ def test_recorded_results_match_this_run(conformance_suite):
 SMOKE = ("map_max_parallel", "pipeline_timeout_fails")
 
 
-@pytest.mark.xdist_group("lanes")  # the CPU-heavy lanes: one after another (tests/conftest.py)
 @pytest.mark.slow
 @pytest.mark.airflow
 @pytest.mark.timeout(1800)
@@ -90,7 +87,6 @@ def test_airflow_real_scheduler_smoke_set(tmp_path):
     assert timed_out["tasks"]["publish"]["state"] == "upstream_failed"
 
 
-@pytest.mark.xdist_group("lanes")  # the CPU-heavy lanes: one after another (tests/conftest.py)
 @pytest.mark.airflow
 @pytest.mark.timeout(1800)
 def test_airflow_2_11_conforms_on_the_required_cases(tmp_path):

@@ -61,3 +61,27 @@ def test_a_backend_gets_the_lanes_its_own_count_names(tmp_path):
     suite = run_suite(cases, [], tmp_path, jobs=3, shards={"*": 1, "local": 3})
     assert suite.ok, [(o.case, o.reason) for o in suite.failures()]
     assert set(suite.lane_seconds) == {"local-1", "local-2", "local-3"}
+
+
+def test_the_suites_lane_unit_names_tests_that_exist_and_nothing_else():
+    """tests/conftest.py's LANES (the one xdist work unit of scripts/test.sh): each entry is a
+    test function of its file, and only those ids (any parametrization) join the unit."""
+    import ast
+    import importlib.util
+
+    root = CASES.parents[1]
+    spec = importlib.util.spec_from_file_location("suite_conftest", root / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert len(module.LANES) == 7
+    for entry in module.LANES:
+        path, _, name = entry.partition("::")
+        tree = ast.parse((root / path).read_text())
+        assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, entry
+    scope = module.lane_scope
+    assert scope("tests/harness/test_conformance.py::test_backend_conforms[prefect]") == "lanes"
+    assert scope("tests/harness/test_conformance.py::test_airflow_real_scheduler_smoke_set") == \
+        "lanes"
+    other = "tests/harness/test_conformance.py::test_backend_conforms_elsewhere"
+    assert scope(other) == other
+    assert scope("tests/core/test_zygote.py::test_x[a]") == "tests/core/test_zygote.py::test_x[a]"

@@ -77,7 +77,6 @@ def test_an_isolated_run_needs_a_store():
         up.run(isolation_pipes.where_tasks_run, backend="kubeflow", isolated=True)
 
 
-@pytest.mark.xdist_group("lanes")  # the CPU-heavy lanes: one after another (tests/conftest.py)
 @pytest.mark.timeout(2400)  # the 23 required cases, real runs; the default is 900 s
 def test_the_required_cases_pass_isolated_on_kubeflow_with_the_s3_store(s3_store, tmp_path):
     """The isolated lane of ``conform --isolated --store s3://...`` on the required cases."""

@@ -74,7 +74,10 @@ def pytest_collection_finish(session):
 
     pattern = re.compile(r"test_the_required_cases_pass_isolated_on_(\w+?)_with_")
     lanes.SELECTED = {m.group(1) for item in session.items if (m := pattern.match(item.name))}
-    if hasattr(session.config, "workerinput") and session.config.getoption("dist") != "loadgroup":
+    # an xdist worker sees ``dist`` as "no" (``xdist/remote.py`` ~393-396); ``loadgroup`` keeps
+    # whether the session's was, which is when our scheduler keeps the lanes on one worker
+    if hasattr(session.config, "workerinput") and not getattr(session.config.option,
+                                                              "loadgroup", False):
         lanes.SELECTED = set()
 
 

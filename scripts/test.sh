@@ -14,6 +14,6 @@ uv run --frozen python -m compileall -q unipipe backends/*/unipipe_* >/dev/null 
 if [ -f .ci/install-system-packages.sh ]; then
   bash .ci/install-system-packages.sh || echo "warning: chromium or redis-server could not be installed" >&2
 fi
-# two workers (pytest-xdist): the CPU-heavy lanes, grouped (xdist_group "lanes"), one after
-# another on one; the rest, mostly waiting on engines and servers, on the other (tests/conftest.py)
+# two workers (pytest-xdist): the CPU-heavy lanes (LANES in tests/conftest.py, one work unit)
+# one after another on one; the rest, mostly waiting on engines and servers, on the other
 exec uv run --frozen pytest -n 2 --dist loadgroup "$@"

@@ -92,3 +92,49 @@ def test_the_required_cases_pass_isolated_on_prefect_with_the_s3_store(s3_store,
     from lanes import required_case_failures
 
     assert required_case_failures("prefect", s3_store, tmp_path) == {}
+
+
+def test_a_worker_started_with_sigint_ignored_still_stops_on_sigterm(prefect_env, tmp_path):
+    """A harness started as a background job (or under ``nohup``) passes SIGINT ignored to the
+    workers it starts; ``prefect worker start`` answers SIGTERM with a SIGINT to itself, under
+    the handler it found. ``worker_command`` puts SIGINT back, so the worker stops; the plain
+    ``python -m prefect worker start`` beside it, started the same way, does not."""
+    import signal
+    import subprocess
+    import time
+
+    from unipipe_prefect.server import worker_command
+
+    # exec with SIGINT ignored, as a shell without job control starts a background command
+    ignoring = [sys.executable, "-c", "import os, signal, sys; "
+                "signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_env.api_url}
+    commands = {
+        "ours": worker_command(sys.executable, "sigint-pool", "ours"),
+        "plain": [sys.executable, "-m", "prefect", "worker", "start", "--pool", "sigint-pool",
+                  "--type", "process", "--name", "plain"],
+    }
+    procs, logs = {}, {}
+    for name, command in commands.items():
+        logs[name] = tmp_path / f"{name}.log"
+        with open(logs[name], "wb") as out:
+            procs[name] = subprocess.Popen(ignoring + command, env=env, cwd=tmp_path, stdout=out,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not all("started!" in logs[n].read_text() for n in procs):
+            assert time.monotonic() < deadline, {n: logs[n].read_text() for n in procs}
+            assert all(p.poll() is None for p in procs.values()), {
+                n: logs[n].read_text() for n in procs}
+            time.sleep(0.2)
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        assert procs["ours"].wait(timeout=15) == 0, logs["ours"].read_text()
+        # the plain worker forwarded SIGINT to itself, into SIG_IGN: still polling
+        assert procs["plain"].poll() is None
+        assert "Sending SIGINT to the process worker" in logs["plain"].read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -50,6 +50,7 @@ from typing import Any
 
 from unipipe.ir.models import Pipeline
 from unipipe.result import RunResult
+from unipipe_prefect.server import worker_command
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -170,8 +171,7 @@ def process_worker(pool: str, limit: int, env: dict[str, str], cwd: Path,
     wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
-             "process", "--limit", str(limit), "--name", f"{pool}-worker"],
+            worker_command(sys.executable, pool, f"{pool}-worker", "--limit", str(limit)),
             env=wenv, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
         try:

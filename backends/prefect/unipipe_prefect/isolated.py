@@ -100,6 +100,7 @@ def start_workers(boxes: Path, pool: str, env: dict[str, str]) -> list[tuple[Any
     """``WORKERS`` process workers on ``pool``, each in a fresh sandbox under ``boxes``; their logs
     next to ``boxes``."""
     from unipipe import sandbox
+    from unipipe_prefect.server import worker_command
 
     started = []
     for i in range(1, WORKERS + 1):
@@ -111,8 +112,7 @@ def start_workers(boxes: Path, pool: str, env: dict[str, str]) -> list[tuple[Any
         log = boxes.parent / f"{boxes.name}.worker-{i}.log"
         out = open(log, "wb")
         proc = subprocess.Popen(
-            [str(box.python), "-m", "prefect", "worker", "start", "--pool", pool, "--type",
-             "process", "--name", f"{pool}-worker-{i}"],
+            worker_command(str(box.python), pool, f"{pool}-worker-{i}"),
             env=wenv, cwd=str(box.work), stdout=out, stderr=subprocess.STDOUT,
             # in the caller's process group: the harness kills a case past its time limit by
             # its group, and the workers with it

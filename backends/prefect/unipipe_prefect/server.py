@@ -32,6 +32,23 @@ def prefect_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("prefect") or "prefect")
 
 
+#: ``python -c`` program that runs Prefect's CLI with SIGINT at Python's default handler. A process
+#: started with SIGINT ignored (a background job of a shell without job control, ``nohup``) passes
+#: that on, and ``prefect worker start`` answers SIGTERM by sending SIGINT to itself after putting
+#: back the handler it found (prefect/utilities/processutils/__init__.py
+#: ``setup_signal_handlers_worker``, ``forward_signal_handler``: ``avoid_infinite_recursion``):
+#: SIG_IGN, so the worker never stopped, and its stopper waited out its timeout and killed it.
+_CLI_WITH_SIGINT = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "runpy.run_module('prefect', run_name='__main__', alter_sys=True)")
+
+
+def worker_command(python: str, pool: str, name: str, *extra: str) -> list[str]:
+    """``python -m prefect worker start`` of the process type on ``pool``, stoppable by SIGTERM
+    however the caller was started (``_CLI_WITH_SIGINT``)."""
+    return [python, "-c", _CLI_WITH_SIGINT, "worker", "start", "--pool", pool, "--type",
+            "process", *extra, "--name", name]
+
+
 class LocalPrefectServer:
     """``with LocalPrefectServer() as server: server.api_url`` -> ``http://127.0.0.1:P/api``.
 

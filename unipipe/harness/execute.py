@@ -28,8 +28,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,13 +178,57 @@ def _engine_env(lane: Path, job: Path) -> dict[str, str]:
     }
 
 
+def _lane_env(lane: Path, job: Path, service_env: Mapping[str, str],
+              drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """This process's environment for a lane's workers: none of the user's engine settings
+    (nor ``drop``), the lane's homes (made here), the lane's services."""
+    env = dict(os.environ)
+    for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "AIRFLOW_CONFIG"):
+        env.pop(key, None)
+    env.update(_engine_env(lane, job))
+    for key in drop:
+        env.pop(key, None)
+    env.update(service_env)
+    for d in ("home", "xdg-cache", "xdg-config", "xdg-data", "airflow", "prefect"):
+        (lane / d).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+@contextmanager
+def _worker_server(backend: str | None, lane: Path,
+                   service_env: Mapping[str, str]) -> Iterator[str | None]:
+    """The lane's worker fork server (:mod:`unipipe.harness.workerserver`) for ``backend``'s
+    runs: its socket, or None (turned off, no backend, or it did not start: its log says why,
+    and every run is a fresh process as before)."""
+    from unipipe.forkserver import ForkServer
+    from unipipe.harness import workerserver
+
+    if backend is None or not workerserver.enabled():
+        yield None
+        return
+    folder = lane / "worker-server"
+    env = {**_lane_env(lane, folder, service_env), workerserver.BACKEND_ENV: backend}
+    server = ForkServer("unipipe.harness.workerserver", folder, env)
+    try:
+        server.start(timeout=120)
+    except RuntimeError:
+        yield None
+        return
+    try:
+        yield server.path
+    finally:
+        server.stop()
+
+
 class _Runner:
     """Runs one case on one backend (a handful of worker subprocesses) and records everything."""
 
     def __init__(self, case: Case, backend: str, lane: Path, job_dir: Path,
-                 service_env: dict[str, str] | None = None, placement: Placement | None = None):
+                 service_env: dict[str, str] | None = None, placement: Placement | None = None,
+                 worker_server: str | None = None):
         self.case, self.backend, self.lane, self.dir = case, backend, lane, job_dir
         self.service_env = dict(service_env or {})
+        self.worker_server = worker_server  # the lane's worker fork server's socket, if any
         self.placement = placement or Placement()
         self.store = self.placement.job_store(case, backend, job_dir)
 
@@ -205,22 +250,39 @@ class _Runner:
                 code = None
         return code, time.time() - start
 
+    def _fork(self, argv: list[str], env: dict[str, str], name: str,
+              timeout: float) -> tuple[int | None, float]:
+        """``_spawn`` through the lane's worker fork server (:mod:`unipipe.harness.workerserver`):
+        the same process group semantics (a run past its time limit is killed with its group),
+        stdout and stderr in ``NAME.stderr``; a server that is not there runs a fresh process."""
+        from unipipe import forkserver
+
+        assert self.worker_server is not None
+        start = time.time()
+        log = self.dir / f"{name}.stderr"
+        try:
+            code: int | None = forkserver.run(self.worker_server, argv[2:], env, self.dir, log,
+                                              timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        except (ConnectionRefusedError, FileNotFoundError):  # nothing ran
+            self.worker_server = None
+            return self._spawn(argv, env, name, timeout)
+        except ConnectionError as exc:  # it went away with the run: the run is lost
+            with open(log, "a") as fh:
+                fh.write(f"\nthe lane's worker fork server went away during the run: {exc}\n")
+            code = 1
+        return code, time.time() - start
+
     def _env(self, receivers: Receivers, trace_dir: Path) -> dict[str, str]:
-        env = dict(os.environ)
-        for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "AIRFLOW_CONFIG"):
-            env.pop(key, None)
-        env.update(_engine_env(self.lane, self.dir))
-        if self.store is not None:  # the compiled store is the only one: nothing overrides it
-            for key in STORE_ENV:
-                env.pop(key, None)
-        env.update(self.service_env)
+        # the compiled store is the only one: nothing overrides it
+        env = _lane_env(self.lane, self.dir, self.service_env,
+                        STORE_ENV if self.store is not None else ())
         env.update(receivers.env())
         env["UNIPIPE_TRACE_DIR"] = str(trace_dir)
         paths = self.case.search_path() + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                            if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        for d in ("home", "xdg-cache", "xdg-config", "xdg-data", "airflow", "prefect"):
-            (self.lane / d).mkdir(parents=True, exist_ok=True)
         return env
 
     def worker(self, mode: str, n: int, params: dict[str, Any], receivers: Receivers,
@@ -241,9 +303,9 @@ class _Runner:
                "out": str(self.dir / f"{name}.json"), "store": self.store, **(more or {})}
         job_file = self.dir / f"{name}.job.json"
         job_file.write_text(json.dumps(job, indent=2))
-        code, seconds = self._spawn([sys.executable, "-m", "unipipe.harness.worker",
-                                     str(job_file)], self._env(receivers, trace_dir), name,
-                                    self.case.timeout)
+        start = self._fork if self.worker_server else self._spawn
+        code, seconds = start([sys.executable, "-m", "unipipe.harness.worker", str(job_file)],
+                              self._env(receivers, trace_dir), name, self.case.timeout)
         out = Path(job["out"])
         if code is None:
             report = {"status": "timeout", "error": f"no result within {self.case.timeout:g}s "
@@ -587,12 +649,15 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
             lane_extra = {**extra, "isolated": True, "store": placement.store} if (
                 placement is not None and placement.isolated) else extra
             with lane_service(engine, home, lane_extra) as service_env:
-                run_lane(backend, home, todo, {**service_env, **prepared})
+                env = {**service_env, **prepared}
+                with _worker_server(name if avail[backend].ok else None, home, env) as server:
+                    run_lane(backend, home, todo, env, server)
         finally:
             with lock:
                 lane_seconds[home.name] = round(time.time() - lane_start, 1)
 
-    def run_lane(backend: str, home: Path, todo: list[Case], service_env: dict[str, str]) -> None:
+    def run_lane(backend: str, home: Path, todo: list[Case], service_env: dict[str, str],
+                 server: str | None) -> None:
         for case in todo:
             if backend == REFERENCE and reference and case.id in reference:
                 with lock:
@@ -611,7 +676,7 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
                 refusal = (decl is not None and decl.status == "unsupported") or \
                     bool(_unsupported_tags(case, a))
                 runner = _Runner(case, backend, home, out / "runs" / case.id / backend,
-                                 service_env, placement)
+                                 service_env, placement, server)
                 raw = runner.run(refusal)
             with lock:
                 raws[(case.id, backend)] = raw

@@ -19,6 +19,10 @@ from unipipe.result import RunResult
 class LocalBackend:
     name: ClassVar[str] = "local"
     versions: ClassVar[tuple[str, ...]] = ("1",)
+    #: what a harness lane's worker fork server imports once for this backend's runs
+    #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
+    harness_preload: ClassVar[tuple[str, ...]] = (
+        "unipipe.local.runner", "unipipe.runtime.alerts", "unipipe.runtime.forking")
 
     def support(self, version: str | None = None) -> dict[Feature, Support]:
         return {f: Support.native("reference semantics") for f in Feature}

@@ -84,6 +84,11 @@ def package_conflicts(ir: Pipeline) -> list[str]:
 class Backend:
     name: ClassVar[str] = "airflow"
     versions: ClassVar[tuple[str, ...]] = VERSIONS
+    #: what a harness lane's worker fork server imports once for this backend's runs
+    #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
+    harness_preload: ClassVar[tuple[str, ...]] = (
+        "unipipe_airflow.codegen", "unipipe_airflow.engine", "unipipe_airflow.results",
+        "unipipe_airflow.support", "sqlite3")
 
     def support(self, version: str | None = None) -> dict[Feature, Support]:
         return support_table(dialect(version))

@@ -305,6 +305,18 @@ def kfp_arguments(ir: Pipeline, values: dict[str, Any]) -> dict[str, Any]:
 class Backend:
     name: ClassVar[str] = "kubeflow"
     versions: ClassVar[tuple[str, ...]] = ("2.16",)
+    #: what a harness lane's worker fork server imports once for this backend's runs
+    #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
+    #: (kfp above all: ``import kfp`` is about 1.2 s of CPU, most of it kfp.client's
+    #: Kubernetes client; kfp reads only ``_KFP_RUNTIME`` from the environment when imported,
+    #: kfp/__init__.py ~40, which a harness worker never sets)
+    harness_preload: ClassVar[tuple[str, ...]] = (
+        "kfp", "kfp.dsl", "kfp.compiler", "kfp.local", "kfp.local.executor_input_utils",
+        "kfp.local.executor_output_utils", "kfp.local.placeholder_utils",
+        "kfp.local.subprocess_task_handler", "kfp.pipeline_spec.pipeline_spec_pb2",
+        "google.protobuf.json_format", "yaml", "unipipe.runtime.artifacts",
+        "unipipe_kubeflow.codegen", "unipipe_kubeflow.kfp_compile", "unipipe_kubeflow.executor",
+        "unipipe_kubeflow.results", "unipipe_kubeflow.mapping")
 
     def support(self, version: str | None = None) -> dict[Feature, Support]:
         return dict(SUPPORT)

@@ -187,6 +187,13 @@ def _support() -> dict[Feature, Support]:
 class Backend:
     name: ClassVar[str] = "prefect"
     versions: ClassVar[tuple[str, ...]] = TARGET_VERSIONS
+    #: what a harness lane's worker fork server imports once for this backend's runs
+    #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
+    #: (not Prefect itself: a run reads Prefect's records over HTTP, and Prefect reads its
+    #: settings from the environment when imported)
+    harness_preload: ClassVar[tuple[str, ...]] = (
+        "unipipe_prefect.codegen", "unipipe_prefect.deployment", "unipipe_prefect.results",
+        "unipipe_prefect.forkserver", "yaml")
 
     def support(self, version: str | None = None) -> dict[Feature, Support]:
         if version is not None and version not in self.versions:

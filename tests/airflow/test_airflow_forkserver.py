@@ -124,7 +124,8 @@ def test_the_fork_server_is_only_for_lanes_of_the_installed_airflow_in_dags_test
     monkeypatch.setenv(LANE_ENV, "0")
     airflow = get_backend("airflow")
     for extra in ({"version": "2.11"}, {"mode": "scheduler"}, {"isolated": True}):
-        with lane_service(airflow, tmp_path, extra) as env:
+        with lane_service(airflow, tmp_path / "lane", extra) as env:
+            # the suite's lanes (the lane folder's siblings) share the template DB
             assert env == {"UNIPIPE_AIRFLOW_CACHE": str(tmp_path / "airflow-cache")}
 
 

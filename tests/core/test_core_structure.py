@@ -163,5 +163,6 @@ def test_lane_service_hook_is_optional_and_airflow_names_its_db_cache(tmp_path):
         pytest.skip("the airflow backend is not installed")
     airflow = get_backend("airflow")
     assert isinstance(airflow, LaneServices)
-    with lane_service(airflow, tmp_path, {"mode": "scheduler"}) as env:  # no prepared Airflow
+    with lane_service(airflow, tmp_path / "lane", {"mode": "scheduler"}) as env:  # no prepared
+        # Airflow; the template DB the suite's lanes (the lane folder's siblings) share
         assert env == {"UNIPIPE_AIRFLOW_CACHE": str(tmp_path / "airflow-cache")}

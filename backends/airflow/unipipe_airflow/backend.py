@@ -174,8 +174,9 @@ class Backend:
     @contextmanager
     def lane_service(self, lane: Path, extra: dict[str, Any] | None = None
                      ) -> Iterator[dict[str, str]]:
-        """Runs of one harness lane share one migrated metadata DB template (``engine.cache_root``,
-        copied for each run) instead of migrating a fresh one per run. A lane of the installed
+        """Runs of a harness suite's lanes share one migrated metadata DB template
+        (``engine.cache_root`` in the lanes' parent folder, copied for each run) instead of
+        migrating a fresh one per run. A lane of the installed
         Airflow in ``dags-test`` mode also gets a prepared Airflow (:mod:`.forkserver`, started
         here, stopped when the lane ends; ``UNIPIPE_AIRFLOW_FORKSERVER=0`` in this process turns
         it off): each run is still a process of its own with its own home, DB, run id, store and
@@ -189,7 +190,10 @@ class Backend:
         from unipipe_airflow.engine import clean_env, home_env
 
         extra = extra or {}
-        env = {"UNIPIPE_AIRFLOW_CACHE": str(lane / "airflow-cache")}
+        # the suite's lanes share one template per Airflow version (engine.template_db makes
+        # it under a file lock): ``airflow db migrate`` is about 3.6 s of CPU on top of the
+        # import that the lane's prepared Airflow pays once
+        env = {"UNIPIPE_AIRFLOW_CACHE": str(lane.parent / "airflow-cache")}
         if (extra.get("isolated") and not extra.get("version")
                 and os.environ.get(isolated.LANE_ENV) != "0"):
             # the isolated lane's long-lived broker, scheduler and API server (:mod:`.isolated`:

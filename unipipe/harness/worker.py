@@ -1,4 +1,5 @@
-"""The fresh subprocess that runs one case once on one backend: ``python -m unipipe.harness.worker JOB``.
+"""The fresh process that runs one case once on one backend: ``python -m unipipe.harness.worker JOB``,
+or a child forked with ``JOB`` from the lane's worker server (:mod:`unipipe.harness.workerserver`).
 
 ``JOB`` is a JSON file: ``{"mode": "run"|"compile"|"chain", "pipeline", "backend", "params",
 "run_id", "workdir", "search_path", "out"}``; a chain (``mode: chain``) also names ``consumer``

@@ -12,8 +12,10 @@ from typing import Any
 
 JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
 SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine: "2", or "2,airflow=4" (a backend's own)
-# The suite waits more than it computes: with 4 lanes at once, 69 cases took 440 s wall for 455 s
-# of CPU (101% of 2 cores); with all 8 (UNIPIPE_CONFORM_JOBS=8), 324 s for 421 s (127%). 8 is not
+# With 4 lanes at once, 69 cases took 440 s wall (its CPU then undercounted: the fork servers'
+# runs are not the harness's children); with the lanes' worker servers, 397-419 s for 565-628 s
+# of the machine's CPU (/proc/stat): bound by the 2 cores. With all 8 (UNIPIPE_CONFORM_JOBS=8),
+# 324 s before and 407 s (752 s of CPU) after, on a busier day. 8 is not
 # the default: of four runs at 8 lanes, one (a fresh-clone CI run) failed Prefect's
 # asset_chain_all, which saw the consumer run of the second producer run only after the third
 # ([0, 0, 2]): the chain's quiet window (unipipe_prefect.chain.settle) is shorter than the

@@ -15,7 +15,7 @@ SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine: "2", or "2,airflow=4"
 # With 4 lanes at once, 69 cases took 440 s wall (its CPU then undercounted: the fork servers'
 # runs are not the harness's children); with the lanes' worker servers, 397-419 s for 565-628 s
 # of the machine's CPU (/proc/stat): bound by the 2 cores. With all 8 (UNIPIPE_CONFORM_JOBS=8),
-# 324 s before and 407 s (752 s of CPU) after, on a busier day. 8 is not
+# 324 s in an earlier record, 407 s (752 s of CPU) in the latest. 8 is not
 # the default: of four runs at 8 lanes, one (a fresh-clone CI run) failed Prefect's
 # asset_chain_all, which saw the consumer run of the second producer run only after the third
 # ([0, 0, 2]): the chain's quiet window (unipipe_prefect.chain.settle) is shorter than the

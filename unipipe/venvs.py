@@ -1,14 +1,17 @@
 """Virtual environments of their own for engines that cannot share unipipe's environment
 (Airflow 2.11; a Prefect server whose scheduler needs SQLAlchemy < 2.1), created with uv on first
-use and reused while complete (a marker file holds the requirements they were built from)."""
+use and reused while complete (a marker file holds the requirements they were built from); and
+engines' migrated SQLite databases, made once and copied (:func:`sqlite_template`)."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
+import sqlite3
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -64,6 +67,34 @@ def cache_dir(name: str) -> Path:
     from unipipe.runtime.store import user_cache_dir
 
     return Path(user_cache_dir()) / name
+
+
+def sqlite_template(db: Path, migrate: Callable[[Path], Path]) -> Path:
+    """``db``, a SQLite database an engine migrates once and every later home copies.
+
+    Made under a lock (parallel test workers and lanes make it once): ``migrate(home)`` runs the
+    engine's migration in a throwaway folder beside ``db`` and returns the database it made (or
+    raises); what is still in that database's write-ahead log goes into the file, which alone
+    moves into place (engines set WAL mode on SQLite); the folder goes."""
+    if db.exists():
+        return db
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if db.exists():
+            return db
+        home = Path(tempfile.mkdtemp(prefix="migrate-", dir=db.parent))
+        try:
+            made = migrate(home)
+            con = sqlite3.connect(made)
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+            os.replace(made, db)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    return db
 
 
 def installed_pins(*leave_out: str) -> list[str]:

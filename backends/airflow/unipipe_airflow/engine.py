@@ -21,7 +21,6 @@ Airflow's task-instance records cross-checked with the shim's trace (:mod:`.resu
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -29,8 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -167,17 +164,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("UNIPIPE_AIRFLOW_CACHE") or Path(user_cache_dir()) / "airflow")
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 #: seconds a connection waits for another process's write lock before "database is locked".
 #: Airflow sets WAL mode on SQLite (``utils/orm_event_handlers.py`` ~50) but keeps pysqlite's
 #: 5 s busy timeout; under a real scheduler on 2 loaded cores (scheduler, dag-processor,
@@ -224,43 +210,30 @@ def template_db(engine: Engine | None = None) -> Path:
     ``airflow.cfg`` into AIRFLOW_HOME (``configuration.py``
     ``write_default_airflow_configuration_if_needed``), which stays in the throwaway home.
     """
-    engine = engine or engine_for()
-    root = cache_root() / engine.version
-    db = root / "airflow.db"
-    if db.exists():
-        return db
-    with _locked(root / ".lock"):
-        if db.exists():
-            return db
-        home = Path(tempfile.mkdtemp(prefix="migrate-", dir=root))
-        try:
-            (home / "dags").mkdir()
-            env = base_env(home, home / "dags")
-            # in the lane's prepared Airflow (its first run makes the template: without the
-            # server, most of the migration's seconds are importing Airflow)
-            rc = _in_lane_server(engine, ["db", "migrate"], env, home, home / "migrate.log", 600)
-            if rc is None:
-                proc = subprocess.run([engine.python, "-m", "airflow", "db", "migrate"],
-                                      env=env, capture_output=True, text=True, timeout=600,
-                                      stdin=subprocess.DEVNULL)
-                rc, out = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
-            else:
-                out = (home / "migrate.log").read_text(errors="replace")[-6000:]
-            if rc != 0 or not (home / "airflow.db").exists():
-                raise AirflowRunError("airflow db migrate failed:\n" + out)
-            # what is still in the write-ahead log goes into the DB file, which alone is kept
-            # (Airflow sets WAL mode on SQLite: ``utils/orm_event_handlers.py`` ~50)
-            import sqlite3
+    from unipipe.venvs import sqlite_template
 
-            con = sqlite3.connect(home / "airflow.db")
-            try:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                con.close()
-            os.replace(home / "airflow.db", db)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-    return db
+    engine = engine or engine_for()
+
+    def migrate(home: Path) -> Path:
+        (home / "dags").mkdir()
+        env = base_env(home, home / "dags")
+        # in the lane's prepared Airflow (its first run makes the template: without the
+        # server, most of the migration's seconds are importing Airflow)
+        rc = _in_lane_server(engine, ["db", "migrate"], env, home, home / "migrate.log", 600)
+        if rc is None:
+            proc = subprocess.run([engine.python, "-m", "airflow", "db", "migrate"],
+                                  env=env, capture_output=True, text=True, timeout=600,
+                                  stdin=subprocess.DEVNULL)
+            rc, out = proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+        else:
+            out = (home / "migrate.log").read_text(errors="replace")[-6000:]
+        if rc != 0 or not (home / "airflow.db").exists():
+            raise AirflowRunError("airflow db migrate failed:\n" + out)
+        # Airflow sets WAL mode on SQLite (``utils/orm_event_handlers.py`` ~50): sqlite_template
+        # folds the write-ahead log into the DB file, which alone is kept
+        return home / "airflow.db"
+
+    return sqlite_template(cache_root() / engine.version / "airflow.db", migrate)
 
 
 def _in_lane_server(engine: Engine, argv: list[str], env: dict[str, str], cwd: Path,

@@ -63,41 +63,22 @@ def template_db() -> Path:
     alembic finds the head revision and does nothing). Migration writes the schema and
     nothing of a server's own, so a copy is a fresh database. Under the checkout's git-ignored
     ``.cache`` (or the user's cache folder; :func:`unipipe.venvs.cache_dir`)."""
-    import fcntl
-    import sqlite3
     from importlib.metadata import version
 
-    from unipipe.venvs import cache_dir
+    from unipipe.venvs import cache_dir, sqlite_template
 
-    root = cache_dir("prefect-db") / version("prefect")
-    db = root / "prefect.db"
-    if db.exists():
-        return db
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if db.exists():
-            return db
-        home = Path(tempfile.mkdtemp(prefix="migrate-", dir=root))
-        try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-            env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-            proc = subprocess.run([prefect_executable(), "server", "database", "upgrade", "-y"],
-                                  env=env, capture_output=True, text=True, timeout=600,
-                                  stdin=subprocess.DEVNULL)
-            made = home / "prefect.db"
-            if proc.returncode != 0 or not made.exists():
-                raise RuntimeError("prefect server database upgrade failed:\n"
-                                   + proc.stdout[-3000:] + proc.stderr[-3000:])
-            con = sqlite3.connect(made)  # what is in the write-ahead log goes into the file
-            try:
-                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                con.close()
-            os.replace(made, db)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-    return db
+    def migrate(home: Path) -> Path:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        proc = subprocess.run([prefect_executable(), "server", "database", "upgrade", "-y"],
+                              env=env, capture_output=True, text=True, timeout=600,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0 or not (home / "prefect.db").exists():
+            raise RuntimeError("prefect server database upgrade failed:\n"
+                               + proc.stdout[-3000:] + proc.stderr[-3000:])
+        return home / "prefect.db"
+
+    return sqlite_template(cache_dir("prefect-db") / version("prefect") / "prefect.db", migrate)
 
 
 class LocalPrefectServer:

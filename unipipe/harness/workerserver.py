@@ -11,9 +11,8 @@ in a process that has never run a pipeline: nothing but imported modules is inhe
 
 What it imports (:func:`warm`): the worker's own modules, the lane's backend module (its entry
 point), and the modules the backend names in ``harness_preload`` (a class attribute, optional).
-A module that reads the environment when imported must be refreshed by the backend in the
-child (``harness_after_fork``, optional, a ``"module:function"``), as the child runs with the
-run's environment, not the server's.
+None of them may read the environment when imported: the child runs with the run's
+environment, not the server's (this is why Prefect, which does, is not preloaded).
 
 ``UNIPIPE_CONFORM_FORK=0`` turns it off: one ``python -m unipipe.harness.worker`` per run.
 """
@@ -50,24 +49,16 @@ def _backend_class(name: str) -> Any:
     return eps[name].load() if name in eps else None
 
 
-_BACKEND: Any = None  # the lane's backend class, imported by warm()
-
-
 def warm() -> None:
-    global _BACKEND
     for module in BASE:
         importlib.import_module(module)
-    _BACKEND = _backend_class(os.environ.get(BACKEND_ENV, ""))
-    for module in getattr(_BACKEND, "harness_preload", ()):
+    backend = _backend_class(os.environ.get(BACKEND_ENV, ""))
+    for module in getattr(backend, "harness_preload", ()):
         importlib.import_module(module)
 
 
 def child(request: dict[str, Any]) -> int:
     """One worker run: ``argv`` is ``["unipipe.harness.worker", JOB]``."""
-    hook = getattr(_BACKEND, "harness_after_fork", None)
-    if hook:
-        module, _, function = hook.partition(":")
-        getattr(importlib.import_module(module), function)()
     from unipipe.harness import worker
 
     sys.argv = [worker.__file__ or "worker", *request["argv"][1:]]

@@ -178,6 +178,40 @@ def _start_airflow2(home: Any, dates: list[str], values: dict[str, Any]) -> subp
         cwd=home.root)
 
 
+LOCKED_TRIES = 6
+
+
+def _post_backfill(api: Any, body: dict[str, Any]) -> None:
+    """``POST /backfills``, tried again while SQLite's lock is lost to another component.
+
+    Airflow 3.3 answers 503 "Database is locked" when creating the backfill or its runs lost a
+    write lock (api_fastapi/core_api/routes/public/backfills.py:74-84, :279-280). It has undone
+    the attempt by then: the Backfill row is committed first, and a lock error while its runs are
+    created deletes it and them, "so the user can retry" (models/backfill.py:702-733,
+    ``_cleanup_partial_backfill`` :736-748). Seen in a CI run beside a busy scheduler.
+    That cleanup is best effort: a retry answered 409 (a backfill already running) means it did
+    not happen, and the error says so rather than running a half-made backfill.
+    Any other error is not tried again (the POST is not idempotent).
+    """
+    import urllib.error
+
+    locked = False
+    for attempt in range(1, LOCKED_TRIES + 1):
+        try:
+            api.call("POST", "/backfills", body, tries=1)
+            return
+        except urllib.error.HTTPError as exc:
+            said = f"{exc} {exc.read().decode(errors='replace')}"
+            if exc.code == 409 and locked:
+                raise BackfillRunError(f"{said} (after Airflow answered 'Database is locked': "
+                                       f"its clean-up of the half-made backfill did not happen)"
+                                       ) from exc
+            if exc.code != 503 or "locked" not in said or attempt == LOCKED_TRIES:
+                raise BackfillRunError(said) from exc
+            locked = True
+        time.sleep(2)
+
+
 def _start_airflow3(home: Any, dates: list[str], values: dict[str, Any], max_active: int,
                     timeout: float) -> tuple[Any, Callable[[], None], Callable[[], bool]]:
     import urllib.error
@@ -195,13 +229,12 @@ def _start_airflow3(home: Any, dates: list[str], values: dict[str, Any], max_act
         server.wait_ready(proc, api, deadline)
         server.wait_for_dag(api, home.dag_id, deadline, alive=lambda: proc.poll() is None)
         api.call("PATCH", server.dag_path(home.dag_id), {"is_paused": False})
-        api.call("POST", "/backfills", {
+        _post_backfill(api, {
             "dag_id": home.dag_id, "from_date": dates[0], "to_date": dates[-1],
             "max_active_runs": max_active, "dag_run_conf": values,
-            "reprocess_behavior": "none"}, tries=1)
-    except (urllib.error.URLError, server.AirflowRunError) as exc:
+            "reprocess_behavior": "none"})
+    except (urllib.error.URLError, server.AirflowRunError, BackfillRunError) as exc:
         server.stop(proc)
-        detail = exc.read().decode(errors="replace") if isinstance(exc, urllib.error.HTTPError) else ""
-        raise BackfillRunError(f"Airflow did not take the backfill: {exc} {detail}; logs in "
+        raise BackfillRunError(f"Airflow did not take the backfill: {exc}; logs in "
                                f"{home.root}") from exc
     return proc, lambda: server.stop(proc), lambda: proc.poll() is None

@@ -84,6 +84,21 @@ def test_the_attempt_sees_the_callers_state_at_the_call_and_runs_alone(made, mon
     assert seen["ppid"] == made.pid != os.getpid()  # forked from the zygote
 
 
+def test_a_preloaded_user_module_is_imported_as_an_attempt_imports_it(made):
+    """The zygote imports the task's module before the attempts in execution mode, as
+    ``unipipe.runtime.loading.import_object`` would in the attempt: its decorators only wrap (the
+    policies wait as arguments), and a spawned zygote never imports the IR's pydantic models."""
+    assert "zygote_user_module" not in sys.modules
+    code, out = made.run("zygote_targets:user_module_mode", ("zygote_user_module",),
+                         preload="zygote_user_module:step")
+    seen = json.loads(out)
+    assert code == 0
+    assert seen["preloaded"] is True
+    assert seen["deferred"] is True
+    if made.spawned:  # a fresh interpreter (a forked one has the test process's modules)
+        assert seen["models"] is False
+
+
 def test_exit_codes_and_partial_output_come_back(made):
     assert made.run("zygote_targets:exit_with", (3,)) == (3, b"")
     assert made.run("zygote_targets:kill_self", ()) == (-signal.SIGKILL, b"partial")

@@ -48,3 +48,12 @@ def exit_with(fd: int, code: int) -> None:
 def sleep_then_write(fd: int, seconds: float, text: str) -> None:
     time.sleep(seconds)
     os.write(fd, text.encode())
+
+
+def user_module_mode(fd: int, module: str) -> None:
+    """How the zygote imported the user's ``module`` before this attempt: already there, with
+    its task's policies deferred (execution mode) and unipipe's IR models not imported."""
+    mod = sys.modules.get(module)
+    _write(fd, {"preloaded": mod is not None,
+                "deferred": mod is not None and isinstance(mod.step._policies, dict),
+                "models": "unipipe.ir.models" in sys.modules})

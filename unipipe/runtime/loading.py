@@ -27,20 +27,24 @@ def executing() -> bool:
     return _executing > 0
 
 
-def import_object(path: str) -> Any:
-    """The object at ``module:qualname``."""
+def import_module(name: str) -> Any:
+    """The user's module ``name``, imported in execution mode unless it is imported already."""
     global _executing
-    module_name, _, qual = path.partition(":")
-    if module_name in sys.modules:
+    if name in sys.modules:
         # through the import system, not sys.modules: another thread may be importing it right
         # now (Prefect runs map elements in threads), and import_module waits for it to finish
-        obj: Any = importlib.import_module(module_name)
-    else:
-        _executing += 1
-        try:
-            obj = importlib.import_module(module_name)
-        finally:
-            _executing -= 1
+        return importlib.import_module(name)
+    _executing += 1
+    try:
+        return importlib.import_module(name)
+    finally:
+        _executing -= 1
+
+
+def import_object(path: str) -> Any:
+    """The object at ``module:qualname``."""
+    module_name, _, qual = path.partition(":")
+    obj: Any = import_module(module_name)
     for part in qual.split("."):
         obj = getattr(obj, part)
     return obj

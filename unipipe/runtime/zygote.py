@@ -234,9 +234,10 @@ def _preload(path: list[str], module: str) -> None:
         if entry not in sys.path:
             sys.path.append(entry)
     try:
-        import importlib
+        # as the attempt would import it (execution mode: the decorators build no IR)
+        from unipipe.runtime.loading import import_module
 
-        importlib.import_module(module)
+        import_module(module)
     except BaseException:  # noqa: BLE001 - the attempt's process raises it again, as its own
         pass
 

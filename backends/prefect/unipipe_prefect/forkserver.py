@@ -36,6 +36,12 @@ _PRELOAD = (
     "prefect.events", "prefect.utilities.timeout", "unipipe.runtime.invoke",
     "unipipe.runtime.alerts", "unipipe.runtime.cache", "unipipe.runtime.store",
     "unipipe_prefect.runtime", "unipipe_prefect.driver",
+    # what every child imported again (a stack sampler over ten runs): fastapi, on the first
+    # ``Flow.serialize_parameters`` (``prefect/flows.py`` ~706, ``jsonable_encoder``; about 0.27 s
+    # a run), pydantic's v1 shim (``is_v1_model``), the flow's ``visualization`` helper, anyio's
+    # asyncio backend, rich's emoji table and the IDNA codec
+    "fastapi.encoders", "pydantic.v1", "prefect.utilities.visualization",
+    "anyio._backends._asyncio", "rich._emoji_codes", "encodings.idna",
 )
 
 
@@ -44,6 +50,56 @@ def warm() -> None:
 
     for name in _PRELOAD:
         importlib.import_module(name)
+    _share_ca_context()
+
+
+#: Prefect's modules that make a client's TLS context (``ssl.create_default_context``)
+_TLS_MODULES = ("prefect.client.orchestration", "prefect._internal.version_checking",
+                "prefect._internal.websockets")
+
+
+def _share_ca_context() -> None:
+    """Read the CA bundle once for every child, not once per Prefect client.
+
+    Every ``PrefectClient`` / ``SyncPrefectClient``, the events client's version check and its
+    websocket make a verifying context with ``ssl.create_default_context(cafile=certifi.where())``
+    (``prefect/client/orchestration/__init__.py`` ~347 and ~1294,
+    ``prefect/_internal/version_checking.py`` ~129, ``prefect/_internal/websockets.py`` ~38),
+    which parses the whole bundle (about 35 ms here); a flow run makes a dozen clients (the
+    engine's, its log and event workers', the driver's). In those three modules only, that call
+    returns one context made here with the same file and purpose; Prefect only hands it to
+    httpx or websockets as the context to verify with, and never loads a client certificate into
+    it. Their other calls (another file, the context Prefect loosens for
+    ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY``) and everyone else's (a task's code) make their
+    own as before.
+    """
+    import importlib
+    import ssl
+
+    import certifi
+
+    bundle = certifi.where()
+    shared = ssl.create_default_context(cafile=bundle)
+
+    class SharedCaSsl:
+        """``ssl`` as these modules see it: the same module but for one shared context."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ssl, name)
+
+        @staticmethod
+        def create_default_context(purpose: Any = ssl.Purpose.SERVER_AUTH, *, cafile: Any = None,
+                                   capath: Any = None, cadata: Any = None) -> ssl.SSLContext:
+            if (purpose == ssl.Purpose.SERVER_AUTH and cafile == bundle and capath is None
+                    and cadata is None):
+                return shared
+            return ssl.create_default_context(purpose, cafile=cafile, capath=capath,
+                                              cadata=cadata)
+
+    for name in _TLS_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "ssl", None) is ssl:
+            module.ssl = SharedCaSsl()  # type: ignore[attr-defined]
 
 
 def child(request: dict[str, Any]) -> int:

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -591,9 +592,12 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
 
     Each backend's cases run one after the other in a lane (``shards`` lanes per engine and for
     the reference runner, or a mapping of a backend's label to its lanes with ``"*"`` for the
-    others, each with its own homes, the cases dealt longest first so the lanes
-    finish together; slow engines then use more than one core); ``jobs`` lanes run at
-    once. ``reference`` (case id -> raw reference record) reuses reference runs made earlier.
+    others, each with its own homes; slow engines then use more than one core); ``jobs`` lanes
+    run at once. A backend's lanes take its cases from one queue, longest expected first, each
+    lane the next case when it is free, so they finish together even when one starts later
+    than the other (``jobs`` below the lane count) or its cases take longer than expected; a
+    lane that starts after its backend's queue ran dry starts no services. ``reference``
+    (case id -> raw reference record) reuses reference runs made earlier.
     """
     started = time.time()
     out = Path(out_dir).resolve()
@@ -604,24 +608,21 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
     raws: dict[tuple[str, str], dict[str, Any]] = {}
     lock = threading.Lock()
     homes = out / "homes"
-    # each engine's cases are dealt to its lanes longest first, each to the lane with the least
-    # expected time so far: its lanes then finish together instead of one waiting out a 30 s
-    # timeout case alone at the end (``cases[k::n]`` put them where the case list happened to).
-    # The reference runner's lanes too: it waits out the same timeouts as the engines.
+    # each engine's lanes take its cases from one queue, longest expected first: its lanes then
+    # finish together instead of one waiting out a 30 s timeout case alone at the end. Dealt
+    # up front (each case to the lane with the least expected time so far), a second lane that
+    # ``jobs`` started 160 s late still had half the cases, and ended the suite alone; the
+    # expected times also miss what a case costs on one engine and not another (the asset
+    # chains). The reference runner's lanes too: it waits out the same timeouts as the engines.
     weight = {c.id: expected_seconds(c, irs[c.id]) + RUN_SECONDS * (
         2 if c.second_run is not None else 1) for c in cases}
     longest_first = sorted(cases, key=lambda c: -weight[c.id])
-    per_backend: list[list[tuple[str, Path, list[Case]]]] = []
+    per_backend: list[list[tuple[str, Path, deque[Case]]]] = []
     for b in names:
         wanted = shards if isinstance(shards, int) else shards.get(b, shards.get("*", 1))
         n = 1 if not avail[b].ok else max(1, min(wanted, len(cases)))
-        loads = [0.0] * n
-        dealt: list[list[Case]] = [[] for _ in range(n)]
-        for case in longest_first:
-            k = loads.index(min(loads))
-            dealt[k].append(case)
-            loads[k] += weight[case.id]
-        per_backend.append([(b, homes / (b if n == 1 else f"{b}-{k + 1}"), dealt[k])
+        queue = deque(longest_first)
+        per_backend.append([(b, homes / (b if n == 1 else f"{b}-{k + 1}"), queue)
                             for k in range(n)])
     # every engine's first lane before any engine's second (``jobs`` may run fewer at once)
     lanes = [specs[k] for k in range(max(map(len, per_backend)))
@@ -629,11 +630,14 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
 
     lane_seconds: dict[str, float] = {}
 
-    def lane(spec: tuple[str, Path, list[Case]]) -> None:
+    def lane(spec: tuple[str, Path, deque[Case]]) -> None:
         from unipipe.compiler.backend import lane_service
         from unipipe.compiler.registry import get_backend
 
         backend, home, todo = spec
+        with lock:
+            if not todo:  # its backend's other lanes took every case before this one started
+                return
         lane_start = time.time()
         try:
             # an engine service the lane's cases share: the backend's optional hook; an engine
@@ -656,9 +660,13 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
             with lock:
                 lane_seconds[home.name] = round(time.time() - lane_start, 1)
 
-    def run_lane(backend: str, home: Path, todo: list[Case], service_env: dict[str, str],
+    def run_lane(backend: str, home: Path, todo: deque[Case], service_env: dict[str, str],
                  server: str | None) -> None:
-        for case in todo:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                case = todo.popleft()
             if backend == REFERENCE and reference and case.id in reference:
                 with lock:
                     raws[(case.id, backend)] = reference[case.id]

@@ -12,15 +12,15 @@ from typing import Any
 
 JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
 SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine: "2", or "2,airflow=4" (a backend's own)
-# With 4 lanes at once, 69 cases took 440 s wall (its CPU then undercounted: the fork servers'
-# runs are not the harness's children); with the lanes' worker servers, 397-419 s for 565-628 s
-# of the machine's CPU (/proc/stat): bound by the 2 cores. With all 8 (UNIPIPE_CONFORM_JOBS=8),
-# 324 s in an earlier record, 407 s (752 s of CPU) in the latest. 8 is not
-# the default: of four runs at 8 lanes, one (a fresh-clone CI run) failed Prefect's
-# asset_chain_all, which saw the consumer run of the second producer run only after the third
-# ([0, 0, 2]): the chain's quiet window (unipipe_prefect.chain.settle) is shorter than the
-# server's trigger evaluation under that load. Three lanes per engine (12 at once) was slower,
-# 365 s: each lane starts its own services.
+# With 4 lanes at once, 69 cases took 397-427 s while each backend's cases were dealt to its lanes
+# up front: the second Airflow and Prefect lanes, started late (jobs < lanes), still had half the
+# cases and ended the suite alone. Since the lanes take cases from one queue per backend: 339 s for
+# 553 s of the machine's CPU (/proc/stat), near what 2 cores allow; 6 lanes at once: 341 s for
+# 623 s of CPU (no gain, more contention). 8 is not the default: of four runs at 8 lanes, one (a
+# fresh-clone CI run) failed Prefect's asset_chain_all, which saw the consumer run of the second
+# producer run only after the third ([0, 0, 2]): the chain's quiet window
+# (unipipe_prefect.chain.settle) is shorter than the server's trigger evaluation under that load.
+# Three lanes per engine (12 at once) was slower, 365 s: each lane starts its own services.
 DEFAULT_JOBS = 4
 DEFAULT_SHARDS = 2
 

@@ -10,11 +10,8 @@ allows (``models/backfill.py`` ``_cleanup_partial_backfill``: "so the user can r
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from deploy.recording import RecordingServer
 from unipipe_airflow import server
 from unipipe_airflow.backfill import BackfillRunError, _post_backfill
 
@@ -22,59 +19,47 @@ LOCKED = (503, {"detail": "Database is locked. Backfill creation is not supporte
                           "under concurrent access. Please use PostgreSQL or MySQL."})
 RUNNING = (409, {"detail": "There is already a running backfill for dag d"})
 CREATED = (200, {"id": 1, "dag_id": "d"})
-
-
-def _serve(answers: list[tuple[int, dict]]):
-    posts: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            code, body = answers[len(posts) - 1]
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, posts, server.Api(f"http://127.0.0.1:{httpd.server_address[1]}/api/v2")
-
-
 BODY = {"dag_id": "d", "from_date": "2024-03-27", "to_date": "2024-04-02"}
 
 
+def _serve(answers: list[tuple[int, dict]]) -> tuple[RecordingServer, server.Api]:
+    """A server on 127.0.0.1 that gives ``answers`` in turn, and the client's API on it."""
+    pending = iter(answers)
+    httpd = RecordingServer(lambda rec: next(pending))
+    return httpd, server.Api(httpd.url + "/api/v2")
+
+
+def _posts(httpd: RecordingServer) -> list[dict]:
+    assert {(r.method, r.path) for r in httpd.requests} <= {("POST", "/api/v2/backfills")}
+    return [r.json() for r in httpd.requests]
+
+
 def test_a_locked_answer_is_asked_again_and_the_next_answer_counts():
-    httpd, posts, api = _serve([LOCKED, LOCKED, CREATED])
+    httpd, api = _serve([LOCKED, LOCKED, CREATED])
     try:
         _post_backfill(api, BODY)
     finally:
-        httpd.shutdown()
-    assert posts == [BODY, BODY, BODY]
+        httpd.close()
+    assert _posts(httpd) == [BODY, BODY, BODY]
 
 
 def test_a_running_backfill_after_a_lock_is_an_error_that_says_the_clean_up_did_not_happen():
-    httpd, posts, api = _serve([LOCKED, RUNNING])
+    httpd, api = _serve([LOCKED, RUNNING])
     try:
         with pytest.raises(BackfillRunError, match="clean-up of the half-made backfill"):
             _post_backfill(api, BODY)
     finally:
-        httpd.shutdown()
-    assert len(posts) == 2
+        httpd.close()
+    assert _posts(httpd) == [BODY, BODY]
 
 
 @pytest.mark.parametrize("answer", [RUNNING, (500, {"detail": "boom"})])
 def test_any_other_error_is_not_asked_again(answer):
-    httpd, posts, api = _serve([answer, CREATED])
+    httpd, api = _serve([answer, CREATED])
     try:
         with pytest.raises(BackfillRunError, match=str(answer[0])) as info:
             _post_backfill(api, BODY)
     finally:
-        httpd.shutdown()
+        httpd.close()
     assert answer[1]["detail"] in str(info.value)
-    assert len(posts) == 1
+    assert _posts(httpd) == [BODY]

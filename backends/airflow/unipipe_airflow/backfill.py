@@ -235,6 +235,8 @@ def _start_airflow3(home: Any, dates: list[str], values: dict[str, Any], max_act
             "reprocess_behavior": "none"})
     except (urllib.error.URLError, server.AirflowRunError, BackfillRunError) as exc:
         server.stop(proc)
-        raise BackfillRunError(f"Airflow did not take the backfill: {exc}; logs in "
+        # an HTTP error of the readiness checks or the unpause: Airflow's answer says why
+        detail = exc.read().decode(errors="replace") if isinstance(exc, urllib.error.HTTPError) else ""
+        raise BackfillRunError(f"Airflow did not take the backfill: {exc} {detail}; logs in "
                                f"{home.root}") from exc
     return proc, lambda: server.stop(proc), lambda: proc.poll() is None

@@ -19,6 +19,8 @@ from typing import Any
 #: environment variables a case pipeline (or a user's) can reference as ``env:NAME``
 WEBHOOK_ENV = ("UNIPIPE_HARNESS_WEBHOOK", "UNIPIPE_TEST_WEBHOOK", "ALERT_WEBHOOK_URL")
 CALLBACK_LOG_ENV = "UNIPIPE_HARNESS_CALLBACK_LOG"
+#: how often the webhook server's loop checks whether it was asked to stop
+POLL_SECONDS = 0.02
 
 
 def record_callback(payload: dict[str, Any]) -> None:
@@ -62,8 +64,11 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       name="unipipe-webhook")
+        # ``shutdown`` waits until ``serve_forever`` next looks at its flag, once per poll
+        # interval (``socketserver.BaseServer.serve_forever``, 0.5 s by default): that was half
+        # a second of every case on every backend, spent closing the receivers
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(POLL_SECONDS,),
+                                       daemon=True, name="unipipe-webhook")
         self.thread.start()
 
     def events(self) -> list[tuple[str | None, str]]:

@@ -17,6 +17,7 @@ per run).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -58,31 +59,41 @@ _TLS_MODULES = ("prefect.client.orchestration", "prefect._internal.version_check
                 "prefect._internal.websockets")
 
 
+#: the verifying contexts made for Prefect's modules, by CA file (``_share_ca_context``)
+_CA_CONTEXTS: dict[str, Any] = {}
+
+
 def _share_ca_context() -> None:
-    """Read the CA bundle once for every child, not once per Prefect client.
+    """Read a CA file once for every child, not once per Prefect client.
 
     Every ``PrefectClient`` / ``SyncPrefectClient``, the events client's version check and its
-    websocket make a verifying context with ``ssl.create_default_context(cafile=certifi.where())``
+    websocket make a verifying context with ``ssl.create_default_context(cafile=CA)``
     (``prefect/client/orchestration/__init__.py`` ~347 and ~1294,
     ``prefect/_internal/version_checking.py`` ~129, ``prefect/_internal/websockets.py`` ~38),
-    which parses the whole bundle (about 35 ms here); a flow run makes a dozen clients (the
-    engine's, its log and event workers', the driver's). In those three modules only, that call
-    returns one context made here with the same file and purpose; Prefect only hands it to
-    httpx or websockets as the context to verify with, and never loads a client certificate into
-    it. Their other calls (another file, the context Prefect loosens for
-    ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY``) and everyone else's (a task's code) make their
-    own as before.
+    which parses the whole file (about 35 ms here); a flow run makes a dozen clients (the
+    engine's, its log and event workers', the driver's). CA is ``PREFECT_API_SSL_CERT_FILE``,
+    whose default is the environment's ``SSL_CERT_FILE`` (``prefect/settings/models/api.py``
+    ~35), else certifi's bundle. In those three modules only, that call returns one context per
+    CA file, made with the same file and purpose: here, before any fork, for the files this
+    environment names, and in a child once for a file only its run names. Prefect only hands it
+    to httpx or websockets as the context to verify with, and never loads a client certificate
+    into it. Their other calls (the context Prefect loosens for
+    ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY``, made without a file) and everyone else's (a task's
+    code) make their own as before.
     """
     import importlib
     import ssl
 
     import certifi
 
-    bundle = certifi.where()
-    shared = ssl.create_default_context(cafile=bundle)
+    def context_for(cafile: str) -> ssl.SSLContext:
+        ctx = _CA_CONTEXTS.get(cafile)
+        if ctx is None:
+            ctx = _CA_CONTEXTS[cafile] = ssl.create_default_context(cafile=cafile)
+        return ctx
 
     class SharedCaSsl:
-        """``ssl`` as these modules see it: the same module but for one shared context."""
+        """``ssl`` as these modules see it: the same module but for one context per CA file."""
 
         def __getattr__(self, name: str) -> Any:
             return getattr(ssl, name)
@@ -90,12 +101,16 @@ def _share_ca_context() -> None:
         @staticmethod
         def create_default_context(purpose: Any = ssl.Purpose.SERVER_AUTH, *, cafile: Any = None,
                                    capath: Any = None, cadata: Any = None) -> ssl.SSLContext:
-            if (purpose == ssl.Purpose.SERVER_AUTH and cafile == bundle and capath is None
+            if (purpose == ssl.Purpose.SERVER_AUTH and isinstance(cafile, str) and capath is None
                     and cadata is None):
-                return shared
+                return context_for(cafile)
             return ssl.create_default_context(purpose, cafile=cafile, capath=capath,
                                               cadata=cadata)
 
+    for cafile in dict.fromkeys(filter(None, (os.environ.get("PREFECT_API_SSL_CERT_FILE"),
+                                              os.environ.get("SSL_CERT_FILE"), certifi.where()))):
+        if os.path.isfile(cafile):
+            context_for(cafile)
     for name in _TLS_MODULES:
         module = importlib.import_module(name)
         if getattr(module, "ssl", None) is ssl:

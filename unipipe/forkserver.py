@@ -27,7 +27,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,49 @@ class ForkServer:
             import shutil
 
             shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+class _Shared:
+    """A server several users of one process share (:func:`shared`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held while the server starts or stops
+        self.users = 0
+        self.server: ForkServer | None = None
+
+
+_SHARED: dict[str, _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+@contextmanager
+def shared(module: str, folder: Path, env: dict[str, str]) -> Iterator[ForkServer]:
+    """A :class:`ForkServer` for every user in this process that names the same ``folder``
+    (a harness suite's lanes of one engine, each a thread): the first starts it (the others
+    wait for it instead of warming up a server of their own), the last to leave stops it, so
+    no user's runs are stopped by another's leaving. A server found dead is started again.
+    Each run is still a process of its own, forked for its request (:func:`serve`)."""
+    with _SHARED_LOCK:
+        entry = _SHARED.setdefault(str(folder), _Shared())
+        entry.users += 1
+    try:
+        with entry.lock:
+            if entry.server is None or entry.server.proc is None or \
+                    entry.server.proc.poll() is not None:
+                if entry.server is not None:
+                    entry.server.stop()
+                entry.server = None
+                entry.server = ForkServer(module, folder, env).start()
+            server = entry.server
+        yield server
+    finally:
+        with entry.lock:
+            with _SHARED_LOCK:
+                entry.users -= 1
+                last = entry.users == 0
+            if last and entry.server is not None:
+                entry.server.stop()
+                entry.server = None
 
 
 def run(path: str, argv: list[str], env: Mapping[str, str], cwd: Path, log: Path,

@@ -28,6 +28,18 @@ def lane(tmp_path_factory):
     assert not Path(env["UNIPIPE_AIRFLOW_FORKSERVER"]).exists()  # stopped with the lane
 
 
+def test_a_suites_lanes_share_one_prepared_airflow(lane, tmp_path_factory):
+    """A second lane of the suite (a sibling folder) gets the first lane's server instead of
+    warming up its own; it leaving does not stop the server the first lane still uses."""
+    from unipipe.compiler.backend import lane_service
+    from unipipe.compiler.registry import get_backend
+
+    sibling = tmp_path_factory.mktemp("lane")
+    with lane_service(get_backend("airflow"), sibling, {}) as env:
+        assert env["UNIPIPE_AIRFLOW_FORKSERVER"] == lane["UNIPIPE_AIRFLOW_FORKSERVER"]
+    assert Path(lane["UNIPIPE_AIRFLOW_FORKSERVER"]).is_socket()
+
+
 def _descendants(pid: int) -> list[int]:
     from unipipe_airflow.server import group_members
 

@@ -104,3 +104,40 @@ def test_a_warm_up_that_starts_a_thread_is_refused(tmp_path):
     srv = forkserver.ForkServer("forkserver_probe", tmp_path / "server", _env(PROBE_THREAD="1"))
     with pytest.raises(RuntimeError, match="threads started while warming up"):
         srv.start(timeout=60)
+
+
+def test_users_of_a_shared_server_get_one_and_the_last_to_leave_stops_it(tmp_path):
+    """``shared``: users naming one folder (a suite's lanes, each a thread) get the same server,
+    started once; one user leaving stops nothing another still runs through; the last stops it;
+    the next user after that starts a new one."""
+    import threading
+
+    folder = tmp_path / "shared"
+    first_in = threading.Event()
+    release = threading.Event()
+    seen: dict[str, str] = {}
+
+    def user(name: str) -> None:
+        with forkserver.shared("forkserver_probe", folder, _env()) as srv:
+            seen[name] = srv.path
+            first_in.set()
+            release.wait(60)
+            rc = forkserver.run(srv.path, ["echo"], {"MARK": name, "PATH": os.defpath},
+                                tmp_path, tmp_path / f"{name}.log", timeout=30)
+            assert rc == 0
+
+    with forkserver.shared("forkserver_probe", folder, _env()) as outer:
+        a = threading.Thread(target=user, args=("a",))
+        a.start()
+        assert first_in.wait(60)
+        assert seen["a"] == outer.path  # the same server, not a second one
+        release.set()
+        a.join(60)
+        # "a" has left: the server is still there for the outer user
+        assert forkserver.run(outer.path, ["echo"], {"MARK": "outer", "PATH": os.defpath},
+                              tmp_path, tmp_path / "outer.log", timeout=30) == 0
+        assert json.loads((tmp_path / "a.log").read_text())["mark"] == "a"
+        pid = outer.proc.pid
+    assert _wait_gone(pid) and not Path(outer.path).exists()  # the last one out stopped it
+    with forkserver.shared("forkserver_probe", folder, _env()) as again:
+        assert again.path != outer.path and again.proc.poll() is None

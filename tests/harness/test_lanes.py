@@ -59,6 +59,25 @@ def test_a_lane_started_after_its_backends_queue_ran_dry_starts_nothing(tmp_path
     assert not (tmp_path / "homes" / "local-2").exists()
 
 
+def test_the_default_lanes_give_airflow_four_except_in_an_isolated_suite(monkeypatch):
+    from unipipe.harness.cli import (
+        DEFAULT_JOBS,
+        DEFAULT_SHARDS,
+        ISOLATED_JOBS,
+        JOBS_ENV,
+        SHARDS_ENV,
+        lane_settings,
+    )
+
+    monkeypatch.delenv(JOBS_ENV, raising=False)
+    monkeypatch.delenv(SHARDS_ENV, raising=False)
+    assert lane_settings() == (DEFAULT_JOBS, {"*": DEFAULT_SHARDS, "airflow": 4})
+    assert lane_settings(isolated=True) == (ISOLATED_JOBS, {"*": DEFAULT_SHARDS})
+    monkeypatch.setenv(SHARDS_ENV, "3")
+    monkeypatch.setenv(JOBS_ENV, "5")
+    assert lane_settings() == lane_settings(isolated=True) == (5, {"*": 3})
+
+
 def test_lane_counts_per_backend_parse_and_refuse_what_is_not_a_count():
     from unipipe.harness.cli import DEFAULT_SHARDS, parse_shards
 
@@ -101,3 +120,35 @@ def test_the_suites_lane_unit_names_tests_that_exist_and_nothing_else():
     other = "tests/harness/test_conformance.py::test_backend_conforms_elsewhere"
     assert scope(other) == other
     assert scope("tests/core/test_zygote.py::test_x[a]") == "tests/core/test_zygote.py::test_x[a]"
+
+
+def test_lanes_start_first_lanes_slowest_first_then_by_what_one_more_lane_saves():
+    """``lane_order``: every backend's first lane, slowest backend first; then the others by
+    case seconds over the lane's number, so a third lane of a slow backend comes before a
+    second lane of a quick one."""
+    from unipipe.harness.execute import lane_order
+
+    def lanes(label, n):
+        return [(label, f"{label}-{k + 1}", None) for k in range(n)]
+
+    per_backend = [lanes("local", 2), lanes("airflow", 3), lanes("prefect", 2),
+                   lanes("kubeflow", 2)]
+    cost = {"local": 2.1, "airflow": 4.9, "prefect": 5.7, "kubeflow": 2.3}
+    order = [home for _, home, _ in lane_order(per_backend, cost)]
+    assert order == ["prefect-1", "airflow-1", "kubeflow-1", "local-1",   # first lanes
+                     "prefect-2", "airflow-2",                            # 2.85, 2.45
+                     "airflow-3", "kubeflow-2", "local-2"]                # 1.63, 1.15, 1.05
+    # equal costs keep the backends' own order, and a backend with one lane has only its first
+    assert [h for _, h, _ in lane_order([lanes("a", 1), lanes("b", 2)], {"a": 1, "b": 1})] == \
+        ["a-1", "b-1", "b-2"]
+
+
+def test_a_backends_case_seconds_come_from_its_class_else_one():
+    from unipipe_airflow.backend import Backend as Airflow
+
+    from unipipe.harness.execute import REFERENCE, REFERENCE_CASE_SECONDS, case_seconds
+
+    assert case_seconds(REFERENCE) == REFERENCE_CASE_SECONDS
+    assert case_seconds("airflow") == Airflow.harness_case_seconds
+    assert case_seconds("airflow@2.11") == Airflow.harness_case_seconds
+    assert case_seconds("no-such-backend") == 1.0

@@ -10,26 +10,42 @@ import os
 from pathlib import Path
 from typing import Any
 
-JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 4)
+JOBS_ENV = "UNIPIPE_CONFORM_JOBS"  # lanes running at once (default 6; 4 isolated)
 SHARDS_ENV = "UNIPIPE_CONFORM_SHARDS"  # lanes per engine: "2", or "2,airflow=4" (a backend's own)
-# With 4 lanes at once, 69 cases took 397-427 s while each backend's cases were dealt to its lanes
-# up front: the second Airflow and Prefect lanes, started late (jobs < lanes), still had half the
-# cases and ended the suite alone. Since the lanes take cases from one queue per backend: 339 s for
-# 553 s of the machine's CPU (/proc/stat), near what 2 cores allow; 6 lanes at once: 341 s for
-# 623 s of CPU (no gain, more contention). 8 is not the default: of four runs at 8 lanes, one (a
-# fresh-clone CI run) failed Prefect's asset_chain_all, which saw the consumer run of the second
-# producer run only after the third ([0, 0, 2]): the chain's quiet window
-# (unipipe_prefect.chain.settle) is shorter than the server's trigger evaluation under that load.
-# Three lanes per engine (12 at once) was slower, 365 s: each lane starts its own services.
-DEFAULT_JOBS = 4
+# Measured on 2 cores with 69 cases (2026-12-07; whole suite = the reference runner and three
+# engines; figures vary by about 10% between runs of one setting on this machine):
+# - 4 lanes at once, 2 per backend: 296 s for 398 s of CPU. The reference runner's and Kubeflow's
+#   first lanes, which mostly wait (the cases' own timeouts), held two of the four places for
+#   145-160 s while the second Airflow and Prefect lanes waited for one.
+# - 6 at once: 245 s for 407-412 s of CPU, with the lanes started in the order of what a lane
+#   takes off its backend's queue (execute.lane_order: Prefect's and Airflow's second lanes
+#   first). The suite is then bound by the 2 cores (410 s of CPU is at least 205 s).
+# - Airflow alone: 2 lanes 148 s (116 s of CPU: its lanes mostly wait, on the hanging and
+#   timed-out cases and the chains' schedulers), 3 lanes 105-122 s, 4 lanes 109 s. The suite's
+#   Airflow lanes share one prepared Airflow (unipipe.forkserver.shared), so a lane costs no
+#   warm-up of its own; in the whole suite the third and fourth start only when a place frees.
+# - Earlier, with the cases dealt to lanes up front: 8 at once ended with Prefect's asset_chain_all
+#   seeing a consumer run late once (the chain's quiet window, unipipe_prefect.chain.settle, is
+#   shorter than the server's trigger evaluation under that load); three lanes per engine (12 at
+#   once) was slower, each lane starting its own services.
+DEFAULT_JOBS = 6
 DEFAULT_SHARDS = 2
+#: the lanes per backend when ``UNIPIPE_CONFORM_SHARDS`` is not set; an isolated suite
+#: (``--isolated``) keeps 2 per backend: each of its Airflow lanes runs a broker, a scheduler and
+#: an API server of its own
+DEFAULT_LANES = f"{DEFAULT_SHARDS},airflow=4"
+#: lanes at once in an isolated suite (its lanes start real schedulers and workers)
+ISOLATED_JOBS = 4
 
 
-def lane_settings() -> tuple[int, dict[str, int]]:
-    """``(jobs, shards)`` for ``run_suite``: the environment's, else the defaults. ``shards``
-    maps a backend to its lanes, ``"*"`` to every other backend's."""
-    return (_count(JOBS_ENV, os.environ.get(JOBS_ENV, str(DEFAULT_JOBS))),
-            parse_shards(os.environ.get(SHARDS_ENV, str(DEFAULT_SHARDS))))
+def lane_settings(isolated: bool = False) -> tuple[int, dict[str, int]]:
+    """``(jobs, shards)`` for ``run_suite``: the environment's, else the defaults (for an
+    isolated suite, ``isolated``: 4 at once, 2 lanes per backend). ``shards`` maps a backend to its lanes,
+    ``"*"`` to every other backend's."""
+    default = str(DEFAULT_SHARDS) if isolated else DEFAULT_LANES
+    jobs = ISOLATED_JOBS if isolated else DEFAULT_JOBS
+    return (_count(JOBS_ENV, os.environ.get(JOBS_ENV, str(jobs))),
+            parse_shards(os.environ.get(SHARDS_ENV, default)))
 
 
 def _count(setting: str, text: str) -> int:
@@ -100,7 +116,7 @@ def conform_main(pipelines: list[str], backends: list[str], out_dir: Path, conso
         return 2
     names = list(dict.fromkeys([REFERENCE, *backends]))
     try:
-        jobs, shards = lane_settings()
+        jobs, shards = lane_settings(isolated)
     except ValueError as exc:
         console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         return 2

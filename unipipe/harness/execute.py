@@ -584,6 +584,38 @@ def expected_seconds(case: Case, ir: Any) -> float:
     return total
 
 
+#: about how long a case takes in a lane of the reference runner, in seconds, for the lanes'
+#: order (``lane_order``): 143 s for 69 cases beside the three engines (2026-12-07), mostly
+#: waiting out the cases' own timeouts and retry delays
+REFERENCE_CASE_SECONDS = 2.1
+
+
+def case_seconds(label: str) -> float:
+    """About how long a case takes in a lane of ``label``'s backend (its ``harness_case_seconds``,
+    a class attribute, optional; 1.0 without), to order the lanes, never a limit."""
+    if label == REFERENCE:
+        return REFERENCE_CASE_SECONDS
+    from unipipe.compiler.registry import UnknownBackend, get_backend
+
+    try:
+        backend = get_backend(split_label(label)[0])
+    except UnknownBackend:
+        return 1.0
+    return float(getattr(backend, "harness_case_seconds", 1.0))
+
+
+def lane_order(per_backend: list[list[Any]], cost: Mapping[str, float]) -> list[Any]:
+    """The order lanes start in when ``jobs`` runs fewer than all: each backend's first lane, the
+    slowest backend's first; then the others by what one more lane takes off its backend's
+    queue, about ``cost / k`` for its k-th lane (a third lane of a backend whose cases take 5 s
+    before a second of one whose cases take 2 s), earlier lanes of a backend first. ``per_backend``
+    holds each backend's lanes, ``(label, home, queue)``; ``cost`` its case seconds."""
+    first = sorted((specs[0] for specs in per_backend if specs), key=lambda s: -cost[s[0]])
+    more = [(k, spec) for specs in per_backend for k, spec in enumerate(specs) if k]
+    more.sort(key=lambda ks: (-cost[ks[1][0]] / (ks[0] + 1), ks[0]))
+    return first + [spec for _, spec in more]
+
+
 def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jobs: int = 2,
               shards: int | Mapping[str, int] = 1, on_event: ProgressFn | None = None,
               reference: dict[str, dict[str, Any]] | None = None,
@@ -624,9 +656,10 @@ def run_suite(cases: list[Case], backends: list[str], out_dir: str | Path, *, jo
         queue = deque(longest_first)
         per_backend.append([(b, homes / (b if n == 1 else f"{b}-{k + 1}"), queue)
                             for k in range(n)])
-    # every engine's first lane before any engine's second (``jobs`` may run fewer at once)
-    lanes = [specs[k] for k in range(max(map(len, per_backend)))
-             for specs in per_backend if k < len(specs)]
+    # every engine's first lane before any engine's second (``jobs`` may run fewer at once),
+    # each group in the order of what a lane takes off its engine's queue (``lane_order``)
+    cost = {b: case_seconds(b) if avail[b].ok else 0.0 for b in names}
+    lanes = lane_order(per_backend, cost)
 
     lane_seconds: dict[str, float] = {}
 

@@ -84,6 +84,10 @@ def package_conflicts(ir: Pipeline) -> list[str]:
 class Backend:
     name: ClassVar[str] = "airflow"
     versions: ClassVar[tuple[str, ...]] = VERSIONS
+    #: about how long a conformance case takes in a harness lane of this backend, in seconds,
+    #: for the order the lanes start in (unipipe.harness.execute.lane_order): 337 s for 69
+    #: cases in a whole suite at 4 lanes on 2 cores (2026-12-07)
+    harness_case_seconds: ClassVar[float] = 4.9
     #: what a harness lane's worker fork server imports once for this backend's runs
     #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
     harness_preload: ClassVar[tuple[str, ...]] = (
@@ -178,8 +182,8 @@ class Backend:
         (``engine.cache_root`` in the lanes' parent folder, copied for each run) instead of
         migrating a fresh one per run. A lane of the installed
         Airflow in ``dags-test`` mode also gets a prepared Airflow (:mod:`.forkserver`, started
-        here, stopped when the lane ends; ``UNIPIPE_AIRFLOW_FORKSERVER=0`` in this process turns
-        it off): each run is still a process of its own with its own home, DB, run id, store and
+        by the suite's first such lane, stopped when its last ends; ``UNIPIPE_AIRFLOW_FORKSERVER=0``
+        in this process turns it off): each run is still a process of its own with its own home, DB, run id, store and
         trace, forked from one that has imported Airflow and built its Execution API once. An
         isolated lane (``extra["isolated"]``) gets a long-lived broker, scheduler and API server
         (:func:`.isolated.lane_control_plane`; ``UNIPIPE_AIRFLOW_ISOLATED_LANE=0`` in this
@@ -206,10 +210,13 @@ class Backend:
                 != "dags-test" or os.environ.get(forkserver.ENV) == "0"):
             yield env
             return
-        from unipipe.forkserver import ForkServer
+        from unipipe.forkserver import shared
 
-        folder = lane / "airflow-forkserver"
-        with ForkServer("unipipe_airflow.forkserver", folder, {**clean_env(), **home_env(
+        # one prepared Airflow for the suite's lanes (its runs are forked per request, each
+        # with its own environment): a lane that starts later, or beside another, does not
+        # warm up another (about 6.6 s of CPU each here: importing Airflow, Cadwyn's routes)
+        folder = lane.parent / "airflow-forkserver"
+        with shared("unipipe_airflow.forkserver", folder, {**clean_env(), **home_env(
                 folder / "home", folder / "home" / "dags")}) as server:
             yield {**env, forkserver.ENV: server.path}
 

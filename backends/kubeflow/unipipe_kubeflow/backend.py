@@ -305,6 +305,10 @@ def kfp_arguments(ir: Pipeline, values: dict[str, Any]) -> dict[str, Any]:
 class Backend:
     name: ClassVar[str] = "kubeflow"
     versions: ClassVar[tuple[str, ...]] = ("2.16",)
+    #: about how long a conformance case takes in a harness lane of this backend, in seconds,
+    #: for the order the lanes start in (unipipe.harness.execute.lane_order): 160 s for 69
+    #: cases in a whole suite at 4 lanes on 2 cores (2026-12-07)
+    harness_case_seconds: ClassVar[float] = 2.3
     #: what a harness lane's worker fork server imports once for this backend's runs
     #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
     #: (kfp above all: ``import kfp`` is about 1.2 s of CPU, most of it kfp.client's

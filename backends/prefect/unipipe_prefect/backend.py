@@ -187,6 +187,10 @@ def _support() -> dict[Feature, Support]:
 class Backend:
     name: ClassVar[str] = "prefect"
     versions: ClassVar[tuple[str, ...]] = TARGET_VERSIONS
+    #: about how long a conformance case takes in a harness lane of this backend, in seconds,
+    #: for the order the lanes start in (unipipe.harness.execute.lane_order): 392 s for 69
+    #: cases in a whole suite at 4 lanes on 2 cores (2026-12-07)
+    harness_case_seconds: ClassVar[float] = 5.7
     #: what a harness lane's worker fork server imports once for this backend's runs
     #: (unipipe.harness.workerserver): the modules a run imports besides unipipe's own
     #: (not Prefect itself: a run reads Prefect's records over HTTP, and Prefect reads its
@@ -355,8 +359,14 @@ class Backend:
           none is started);
         - one fork server (:mod:`.forkserver`; not for an isolated lane, whose flow runs are
           deployments' on sandboxed workers): each run's worker process would otherwise start
-          its own and import Prefect in it, about 3 s of CPU per run."""
-        from unipipe.forkserver import ForkServer
+          its own and import Prefect in it, about 3 s of CPU per run. The suite's lanes share
+          it (:func:`unipipe.forkserver.shared`: about 2.3 s of CPU to warm up): a flow run takes
+          its server's URL and everything else from its own request's environment.
+
+        The ``prefect server`` is not shared: two lanes' cases deploy pipelines of the same
+        names and emit events for assets of the same names (the two asset chains run at once),
+        which one server would mix up."""
+        from unipipe.forkserver import shared
         from unipipe_prefect import forkserver
         from unipipe_prefect.server import LocalPrefectServer
 
@@ -367,11 +377,9 @@ class Backend:
                 stack.callback(server.stop)
                 env["PREFECT_API_URL"] = server.api_url
             if os.environ.get(forkserver.ENV, "1") != "0" and not (extra or {}).get("isolated"):
-                fenv = self.forkserver_env()
-                stack.callback(shutil.rmtree, fenv["PREFECT_HOME"], ignore_errors=True)
-                forks = stack.enter_context(ForkServer(
-                    "unipipe_prefect.forkserver", Path(fenv["PREFECT_HOME"]) / "unipipe-forkserver",
-                    fenv))
+                folder = lane.parent / "prefect-forkserver"
+                forks = stack.enter_context(shared(
+                    "unipipe_prefect.forkserver", folder, self.forkserver_env(folder / "home")))
                 env[forkserver.ENV] = forks.path
             yield env
 
@@ -431,10 +439,14 @@ class Backend:
 
         return create_catchup_runs(client, deployment_id, ir, parameters)
 
-    def forkserver_env(self) -> dict[str, str]:
-        """The fork server imports Prefect with no user settings and a throwaway PREFECT_HOME."""
+    def forkserver_env(self, home: Path | None = None) -> dict[str, str]:
+        """The fork server imports Prefect with no user settings and a PREFECT_HOME of its own
+        (``home``, else a throwaway one)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env["PREFECT_HOME"] = tempfile.mkdtemp(prefix="unipipe-prefect-forkserver-")
+        if home is not None:
+            home.mkdir(parents=True, exist_ok=True)
+        env["PREFECT_HOME"] = str(home) if home is not None else tempfile.mkdtemp(
+            prefix="unipipe-prefect-forkserver-")
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         env["PYTHONPATH"] = os.pathsep.join(
             [str(Path(__file__).resolve().parents[1])]

@@ -40,8 +40,8 @@ ISOLATED_JOBS = 4
 
 def lane_settings(isolated: bool = False) -> tuple[int, dict[str, int]]:
     """``(jobs, shards)`` for ``run_suite``: the environment's, else the defaults (for an
-    isolated suite, ``isolated``: 4 at once, 2 lanes per backend). ``shards`` maps a backend to its lanes,
-    ``"*"`` to every other backend's."""
+    isolated suite, ``isolated``: 4 at once, 2 lanes per backend). ``shards`` maps a backend to
+    its lanes, ``"*"`` to every other backend's."""
     default = str(DEFAULT_SHARDS) if isolated else DEFAULT_LANES
     jobs = ISOLATED_JOBS if isolated else DEFAULT_JOBS
     return (_count(JOBS_ENV, os.environ.get(JOBS_ENV, str(jobs))),

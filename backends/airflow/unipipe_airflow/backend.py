@@ -182,9 +182,10 @@ class Backend:
         (``engine.cache_root`` in the lanes' parent folder, copied for each run) instead of
         migrating a fresh one per run. A lane of the installed
         Airflow in ``dags-test`` mode also gets a prepared Airflow (:mod:`.forkserver`, started
-        by the suite's first such lane, stopped when its last ends; ``UNIPIPE_AIRFLOW_FORKSERVER=0``
-        in this process turns it off): each run is still a process of its own with its own home, DB, run id, store and
-        trace, forked from one that has imported Airflow and built its Execution API once. An
+        by the suite's first such lane, stopped when its last ends;
+        ``UNIPIPE_AIRFLOW_FORKSERVER=0`` in this process turns it off): each run is still a
+        process of its own with its own home, DB, run id, store and trace, forked from one that
+        has imported Airflow and built its Execution API once. An
         isolated lane (``extra["isolated"]``) gets a long-lived broker, scheduler and API server
         (:func:`.isolated.lane_control_plane`; ``UNIPIPE_AIRFLOW_ISOLATED_LANE=0`` in this
         process turns it off)."""

@@ -209,7 +209,6 @@ def shared(module: str, folder: Path, env: dict[str, str]) -> Iterator[ForkServe
                     entry.server.proc.poll() is not None:
                 if entry.server is not None:
                     entry.server.stop()
-                entry.server = None
                 entry.server = ForkServer(module, folder, env).start()
             server = entry.server
         yield server

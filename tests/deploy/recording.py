@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from unipipe.harness.receivers import POLL_SECONDS
+
 
 @dataclass
 class Recorded:
@@ -65,7 +67,10 @@ class RecordingServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # the harness receivers' poll interval: ``close`` then returns at once instead of after
+        # up to 0.5 s (``serve_forever``'s default)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(POLL_SECONDS,),
+                                       daemon=True)
         self.thread.start()
 
     def calls(self) -> list[tuple[str, str]]:

@@ -443,10 +443,10 @@ class Backend:
         """The fork server imports Prefect with no user settings and a PREFECT_HOME of its own
         (``home``, else a throwaway one)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        if home is not None:
-            home.mkdir(parents=True, exist_ok=True)
-        env["PREFECT_HOME"] = str(home) if home is not None else tempfile.mkdtemp(
-            prefix="unipipe-prefect-forkserver-")
+        if home is None:
+            home = Path(tempfile.mkdtemp(prefix="unipipe-prefect-forkserver-"))
+        home.mkdir(parents=True, exist_ok=True)
+        env["PREFECT_HOME"] = str(home)
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         env["PYTHONPATH"] = os.pathsep.join(
             [str(Path(__file__).resolve().parents[1])]

@@ -100,7 +100,7 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
     the conformance chain's (unipipe_prefect/chain.py)."""
     from prefect import get_client
     from prefect.events import Event
-    from unipipe_prefect.chain import deployed, runs_of, settle, wait_final
+    from unipipe_prefect.chain import deployed, runs_of, wait_final
 
     from unipipe.api import search_path
 
@@ -120,7 +120,7 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
         # 1. A succeeds: its task's event makes the server create one B run
         run_a = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
         assert wait_final(client, run_a.id, deadline).state.is_completed()
-        runs_b = settle(client, dep_b.id, deadline)
+        runs_b = d.settle(client, dep_b.id, deadline)
         assert len(runs_b) == 1
         assert runs_b[0].state.is_completed(), runs_b[0].state
         assert runs_b[0].created >= client.read_flow_run(run_a.id).start_time
@@ -131,14 +131,14 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
         # 2. A fails: its task emitted nothing, no B run
         failed = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": True})
         assert wait_final(client, failed.id, deadline).state.is_failed()
-        assert len(settle(client, dep_b.id, deadline)) == 1
+        assert len(d.settle(client, dep_b.id, deadline)) == 1
 
         # 3. two A runs in a row (both created before either ends): two events, two B runs
         twice = [client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
                  for _ in range(2)]
         for r in twice:
             assert wait_final(client, r.id, deadline).state.is_completed()
-        runs_b = settle(client, dep_b.id, deadline)
+        runs_b = d.settle(client, dep_b.id, deadline)
         assert len(runs_b) == 3
         assert all(r.state.is_completed() for r in runs_b)
 
@@ -148,7 +148,7 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
         other = Event(event="unipipe.asset.updated",
                       resource={"prefect.resource.id": "unipipe.asset.s3://p14-lake/other"})
         client.request("POST", "/events", json=[other.model_dump(mode="json")])
-        runs_all = settle(client, dep_all.id, deadline)
+        runs_all = d.settle(client, dep_all.id, deadline)
         assert len(runs_all) == 1
         assert runs_all[0].state.is_completed()
 
@@ -187,3 +187,49 @@ def test_a_sub_pipelines_tasks_get_the_runs_logical_date(prefect_env):
     outer = result.output["outer"]["logical_date"]
     assert outer is not None
     assert result.output["inner"]["logical_date"] == outer
+
+
+def test_the_chains_probe_comes_back_after_the_server_dealt_with_the_events_before_it(
+        prefect_api):
+    """An event sent just before the probe (one whose automation pauses a target automation,
+    an action through the API as RunDeployment's) has had its action run when the probe came
+    back, at the latest within the calm window ``settle`` waits after it; the probe's own
+    automation is enabled again after every round trip, so it works again; a probe whose
+    automation is gone is an error, not a wait until the deadline."""
+    from prefect import get_client
+    from prefect.events.actions import PauseAutomation
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from unipipe_prefect.chain import PROBED_QUIET, Probe
+
+    name = uuid.uuid4().hex[:8]
+    with get_client(sync_client=True) as client:
+        target = client.create_automation(AutomationCore(
+            name=f"target {name}", trigger=EventTrigger(expect={"never.sent"}),
+            actions=[PauseAutomation(source="selected", automation_id=uuid.uuid4())]))
+        pauser = client.create_automation(AutomationCore(
+            name=f"pauser {name}", trigger=EventTrigger(
+                expect={"p14.before-probe"}, match={"prefect.resource.id": f"p14.{name}"},
+                posture=Posture.Reactive, threshold=1),
+            actions=[PauseAutomation(source="selected", automation_id=target)]))
+        probe = Probe.create(client, name)
+        try:
+            deadline = time.monotonic() + 120
+            lags = [probe.round_trip(client, deadline)]
+            assert client.read_automation(probe.automation_id).enabled
+            client.request("POST", "/events", json=[{
+                "id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(),
+                "event": "p14.before-probe",
+                "resource": {"prefect.resource.id": f"p14.{name}"}}]).raise_for_status()
+            lags.append(probe.round_trip(client, deadline))
+            back = time.monotonic()
+            calm = max(PROBED_QUIET, 2 * lags[-1])
+            while client.read_automation(target).enabled and time.monotonic() - back < calm:
+                time.sleep(0.05)
+            assert not client.read_automation(target).enabled
+            assert client.read_automation(probe.automation_id).enabled
+            assert all(0 < lag < 120 for lag in lags), lags
+        finally:
+            for automation in (probe.automation_id, pauser, target):
+                client.delete_automation(automation)
+        with pytest.raises(RuntimeError, match="probe automation .* is gone"):
+            probe.round_trip(client, time.monotonic() + 30)

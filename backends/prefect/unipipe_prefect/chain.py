@@ -5,8 +5,9 @@ consumer's deployment; a real ``prefect worker`` (process pool) runs both flows.
 
 Both pipelines are deployed with :func:`unipipe.deploy.deploy` to the server at
 ``PREFECT_API_URL`` (a harness lane's, or the process's shared one); the producer's flow runs
-are created one after the other, and after each :func:`settle` waits until every consumer run
-is final and no new one came for ``quiet`` seconds.
+are created one after the other, and after each :func:`settle` waits until the server has
+caught up with the events sent so far (a :class:`Probe` went through its triggers and actions)
+and then until every consumer run is final and no new one came for a calm window.
 
 Engine facts (Prefect 3, installed source): the consumer's trigger is a reactive
 ``DeploymentEventTrigger`` with ``threshold: 1`` (unipipe_prefect/triggers.py ~45-50); the
@@ -38,8 +39,90 @@ from unipipe.result import RunResult
 from unipipe_prefect.backfill import process_worker
 
 #: seconds without a new consumer run (all final) before a producer run's consequences count
-#: as complete: the server reacts to an event within about a second here
+#: as complete, when nothing tells how far the server is (``settle`` without a probe)
 QUIET = 6.0
+#: the calm window after a probe came back: at least this, and at least twice the probe's
+#: own round trip (a loaded server reacts late to the events and to the probe alike)
+PROBED_QUIET = 2.0
+#: the probe's event (its own name: no unipipe or Prefect trigger expects it)
+PROBE_EVENT = "unipipe.chain.probe"
+#: a probe event not answered in this many seconds is sent again (a lost probe never stalls)
+PROBE_RESEND = 20.0
+
+
+@dataclass
+class Probe:
+    """Tells when the server has dealt with every event sent before it: an automation of its
+    own whose reactive trigger expects :data:`PROBE_EVENT` on this probe's resource, and whose
+    one action pauses the automation that the event names (``PauseAutomation(source=
+    "inferred")``, prefect/server/events/actions.py ~1737 ``automation_id_to_use``).
+
+    :meth:`round_trip` sends the event and waits until the automation is paused, then resumes
+    it. The event takes the path of an asset event: ``POST /api/events`` publishes it to the
+    in-memory ``events`` topic before answering (prefect/server/api/events.py ~57-61), whose
+    subscriptions are FIFO queues (prefect/server/utilities/messaging/memory.py ~169-175
+    ``get``); the ReactiveTriggers service takes them off in order (two consume loops,
+    ``Consumer(concurrency=2)`` ~338), and a firing publishes its actions to the ``actions``
+    topic (prefect/server/events/triggers.py ~430 ``act``), where the Actions service runs
+    them through the API, as ``RunDeployment`` does. The producer's task POSTed its asset
+    events before its task run ended (runtime.emit_asset_events), so when a probe sent after
+    the producer run is final comes back, every asset event of that run was taken off the
+    queue before it, and evaluated at the latest alongside it."""
+
+    automation_id: Any
+    resource: str
+
+    @classmethod
+    def create(cls, client: Any, name: str) -> Probe:
+        from prefect.events.actions import PauseAutomation
+        from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+        resource = f"{PROBE_EVENT}.{name}"
+        trigger = EventTrigger(expect={PROBE_EVENT}, match={"prefect.resource.id": resource},
+                               posture=Posture.Reactive, threshold=1)
+        automation = AutomationCore(name=f"unipipe chain probe {name}", trigger=trigger,
+                                    actions=[PauseAutomation(source="inferred")])
+        return cls(client.create_automation(automation), resource)
+
+    def _send(self, client: Any) -> None:
+        from uuid import uuid4
+
+        from prefect.types._datetime import now
+
+        client.request("POST", "/events", json=[{
+            "id": str(uuid4()), "occurred": now("UTC").isoformat(), "event": PROBE_EVENT,
+            "resource": {"prefect.resource.id": self.resource},
+            "related": [{"prefect.resource.id": f"prefect.automation.{self.automation_id}",
+                         "prefect.resource.role": "automation"}]}]).raise_for_status()
+
+    def round_trip(self, client: Any, deadline: float) -> float:
+        """Send the probe and wait until the server has run its action; the seconds that took
+        (from the first send). The automation is enabled again after."""
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        start = sent = time.monotonic()
+        self._send(client)
+        while True:
+            try:
+                automation = client.read_automation(self.automation_id)
+            except PrefectHTTPStatusError as exc:  # the client raises on its 404
+                if exc.response.status_code != 404:
+                    raise
+                automation = None
+            if automation is None:
+                raise RuntimeError(f"the chain's probe automation {self.automation_id} is gone")
+            if not automation.enabled:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not answer the chain's probe "
+                                   f"{self.resource} in time")
+            if time.monotonic() - sent > PROBE_RESEND:
+                sent = time.monotonic()
+                self._send(client)
+            time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        client.resume_automation(self.automation_id)
+        return elapsed
 
 
 @dataclass
@@ -51,6 +134,12 @@ class Deployed:
     values: Path
     trace: Path
     deployments: dict[str, Any] = field(default_factory=dict)  # pipeline name -> deployment
+    #: the pool's :class:`Probe` (made by :func:`deployed`, deleted when it ends)
+    probe: Probe | None = None
+
+    def settle(self, client: Any, deployment_id: Any, deadline: float) -> list[Any]:
+        """:func:`settle` with the pool's probe."""
+        return settle(client, deployment_id, deadline, probe=self.probe)
 
     def result(self, client: Any, ir: Pipeline, flow_run: Any,
                params: dict[str, Any]) -> RunResult:
@@ -81,8 +170,14 @@ def wait_final(client: Any, flow_run_id: Any, deadline: float) -> Any:
         time.sleep(0.5)
 
 
-def settle(client: Any, deployment_id: Any, deadline: float, quiet: float = QUIET) -> list[Any]:
-    """Until every run of the deployment is final and no new one came for ``quiet`` s."""
+def settle(client: Any, deployment_id: Any, deadline: float, quiet: float = QUIET,
+           probe: Probe | None = None) -> list[Any]:
+    """Until every run of the deployment is final and no new one came for ``quiet`` s; its runs
+    then. With a ``probe``: first until the server has dealt with the events sent so far
+    (:meth:`Probe.round_trip`), then a calm window of :data:`PROBED_QUIET`, or twice the probe's
+    round trip when the server is slower than that, instead of ``quiet``."""
+    if probe is not None:
+        quiet = max(PROBED_QUIET, 2 * probe.round_trip(client, deadline))
     calm_since: float | None = None
     seen = -1
     while True:
@@ -127,6 +222,7 @@ def deployed(pipelines: list[Pipeline], work: Path, search_path: list[str] | Non
     with get_client(sync_client=True) as client:
         for ir in pipelines:
             d.deployments[ir.name] = client.read_deployment_by_name(f"{ir.name}/{ir.name}")
+        d.probe = Probe.create(client, pool)
     backend_root = str(Path(__file__).resolve().parents[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(work / "worker-home"),
@@ -134,8 +230,13 @@ def deployed(pipelines: list[Pipeline], work: Path, search_path: list[str] | Non
                 "PYTHONPATH": os.pathsep.join([*(search_path or []), backend_root,
                                                *filter(None, [os.environ.get("PYTHONPATH")])])})
     env.pop("UNIPIPE_RUN_ID", None)  # each flow run's own id
-    with process_worker(pool, limit, env, work, work / "worker.log"):
-        yield d
+    try:
+        with process_worker(pool, limit, env, work, work / "worker.log"):
+            yield d
+    finally:
+        if d.probe is not None:
+            with get_client(sync_client=True) as client:
+                client.delete_automation(d.probe.automation_id)
 
 
 def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
@@ -172,7 +273,7 @@ def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]]
             fr = client.create_flow_run_from_deployment(dep_a.id, parameters=values)
             produced.append(d.result(client, producer, wait_final(client, fr.id, deadline),
                                      values))
-            new = [r for r in settle(client, dep_b.id, deadline) if str(r.id) not in known]
+            new = [r for r in d.settle(client, dep_b.id, deadline) if str(r.id) not in known]
             known |= {str(r.id) for r in new}
             started.append([d.result(client, consumer, r, defaults) for r in new])
     if own:

@@ -58,8 +58,8 @@ from unipipe.params import resolve_params
 from unipipe.result import RunResult
 
 #: seconds the consumer's queue must stay empty, with no new run, after a producer run: the
-#: scheduler loops every second here (SCHEDULER_HEARTBEAT_SEC=1 in server.start); an upper
-#: bound when ``settle`` is given ``beats`` (the scheduler's own heartbeats, sooner)
+#: scheduler loops every second here (SCHEDULER_HEARTBEAT_SEC=1 in server.start); not used
+#: when ``settle`` is given ``beats`` and the scheduler's heartbeat can be read
 QUIET = 4.0
 #: the components a chain needs (no triggerer: a unipipe DAG defers nothing)
 COMPONENTS = ("scheduler", "dag-processor", "api-server")
@@ -105,24 +105,29 @@ def settle(api: Any, dag_id: str, deadline: float, alive: Any = None,
     scheduler checks on every loop (``models/dag.py`` ~683-760 ``dags_needing_dagruns``:
     ``dag_ready`` on the timetable's asset condition).
 
-    ``beats``: also done, sooner than ``quiet``, once the scheduler heartbeat ``beats`` times
-    (distinct ``latest_scheduler_heartbeat`` values) after the calm began. One scheduler loop
-    creates the asset-triggered runs first (``_do_scheduling``: ``_create_dagruns_for_dags``,
-    ``jobs/scheduler_job_runner.py`` ~1924) and heartbeats last (``perform_heartbeat`` ~1859, at
-    most once a loop, in the same thread), so the loop of a second heartbeat after the calm
-    began started after it: it saw every queued row there was and made no run of them."""
+    ``beats``: done instead once the scheduler heartbeat ``beats`` times (distinct
+    ``latest_scheduler_heartbeat`` values) after the calm began, however long that takes. One
+    scheduler loop creates the asset-triggered runs first (``_do_scheduling``:
+    ``_create_dagruns_for_dags``, ``jobs/scheduler_job_runner.py`` ~1924) and heartbeats last
+    (``perform_heartbeat`` ~1859, at most once a loop, in the same thread), so the loop of a
+    second heartbeat after the calm began started after it: it saw every queued row there was
+    and made no run of them. A fixed ``quiet`` is no such proof: a scheduler starved of CPU
+    can take longer than that for one loop. Only while no heartbeat can be read at all (the
+    health endpoint answers none) does ``quiet`` decide."""
     from unipipe_airflow.engine import AirflowRunError
     from unipipe_airflow.server import FINISHED
 
     calm_since: float | None = None
     calm_wall: datetime | None = None
     heard: set[datetime] = set()
+    beating = False  # a heartbeat was read during this settle
     seen: tuple[int, int] | None = None
     while True:
         wall = datetime.now().astimezone()  # the API server's clock is this machine's
         # the heartbeat is read before the runs and the queue: a loop that heartbeat before
         # this poll made its runs before it too
         beat = scheduler_heartbeat(api) if beats is not None else None
+        beating = beating or beat is not None
         runs = consumer_runs(api, dag_id)
         now = (len(runs), queued(api, dag_id))
         idle = all(r["state"] in FINISHED for r in runs)
@@ -133,8 +138,10 @@ def settle(api: Any, dag_id: str, deadline: float, alive: Any = None,
         else:
             if beat is not None and calm_wall is not None and beat > calm_wall:
                 heard.add(beat)
-            if time.monotonic() - calm_since >= quiet or (beats is not None
-                                                          and len(heard) >= beats):
+            if beats is not None and beating:
+                if len(heard) >= beats:
+                    return runs
+            elif time.monotonic() - calm_since >= quiet:
                 return runs
         seen = now
         if time.monotonic() > deadline:

@@ -120,7 +120,8 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
         # 1. A succeeds: its task's event makes the server create one B run
         run_a = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": False})
         assert wait_final(client, run_a.id, deadline).state.is_completed()
-        runs_b = d.settle(client, dep_b.id, deadline)
+        assert len(d.asset_events(run_a.id)) == 1
+        runs_b = d.settle(client, dep_b.id, deadline, d.asset_events(run_a.id))
         assert len(runs_b) == 1
         assert runs_b[0].state.is_completed(), runs_b[0].state
         assert runs_b[0].created >= client.read_flow_run(run_a.id).start_time
@@ -131,6 +132,7 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
         # 2. A fails: its task emitted nothing, no B run
         failed = client.create_flow_run_from_deployment(dep_a.id, parameters={"fail": True})
         assert wait_final(client, failed.id, deadline).state.is_failed()
+        assert d.asset_events(failed.id) == []
         assert len(d.settle(client, dep_b.id, deadline)) == 1
 
         # 3. two A runs in a row (both created before either ends): two events, two B runs
@@ -138,7 +140,7 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
                  for _ in range(2)]
         for r in twice:
             assert wait_final(client, r.id, deadline).state.is_completed()
-        runs_b = d.settle(client, dep_b.id, deadline)
+        runs_b = d.settle(client, dep_b.id, deadline, d.asset_events(*(r.id for r in twice)))
         assert len(runs_b) == 3
         assert all(r.state.is_completed() for r in runs_b)
 
@@ -148,7 +150,7 @@ def test_an_asset_update_starts_the_triggered_deployment_on_the_server(prefect_a
         other = Event(event="unipipe.asset.updated",
                       resource={"prefect.resource.id": "unipipe.asset.s3://p14-lake/other"})
         client.request("POST", "/events", json=[other.model_dump(mode="json")])
-        runs_all = d.settle(client, dep_all.id, deadline)
+        runs_all = d.settle(client, dep_all.id, deadline, [str(other.id)])
         assert len(runs_all) == 1
         assert runs_all[0].state.is_completed()
 
@@ -189,47 +191,67 @@ def test_a_sub_pipelines_tasks_get_the_runs_logical_date(prefect_env):
     assert result.output["inner"]["logical_date"] == outer
 
 
-def test_the_chains_probe_comes_back_after_the_server_dealt_with_the_events_before_it(
+def test_the_chains_probe_comes_back_only_after_the_server_reacted_to_the_events_it_follows(
         prefect_api):
-    """An event sent just before the probe (one whose automation pauses a target automation,
-    an action through the API as RunDeployment's) has had its action run when the probe came
-    back, at the latest within the calm window ``settle`` waits after it; the probe's own
-    automation is enabled again after every round trip, so it works again; a probe whose
-    automation is gone is an error, not a wait until the deadline."""
+    """A probe that follows an event (one whose automation runs a deployment, as a consumer's
+    trigger does) is not answered while that event has not reached the server, even when it
+    was sent first: the server holds it (Prefect's causal ordering). Once the event arrives,
+    its run exists when the probe comes back, at the latest within the calm window ``settle``
+    waits after it. Each round trip waits for its own run (by its nonce) and deletes it; the
+    probe's deployment has no work pool, so nothing runs its runs; deleting the probe leaves
+    nothing of it on the server."""
+    import contextvars
+    import threading
+
     from prefect import get_client
-    from prefect.events.actions import PauseAutomation
+    from prefect.events.actions import RunDeployment
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-    from unipipe_prefect.chain import PROBED_QUIET, Probe
+    from unipipe_prefect.chain import PROBED_QUIET, Probe, runs_of
 
     name = uuid.uuid4().hex[:8]
+    leader = str(uuid.uuid4())
     with get_client(sync_client=True) as client:
-        target = client.create_automation(AutomationCore(
-            name=f"target {name}", trigger=EventTrigger(expect={"never.sent"}),
-            actions=[PauseAutomation(source="selected", automation_id=uuid.uuid4())]))
-        pauser = client.create_automation(AutomationCore(
-            name=f"pauser {name}", trigger=EventTrigger(
+        flow = client.create_flow_from_name(f"p14-target-{name}")
+        target = client.create_deployment(flow_id=flow, name="target")
+        starter = client.create_automation(AutomationCore(
+            name=f"starter {name}", trigger=EventTrigger(
                 expect={"p14.before-probe"}, match={"prefect.resource.id": f"p14.{name}"},
                 posture=Posture.Reactive, threshold=1),
-            actions=[PauseAutomation(source="selected", automation_id=target)]))
+            actions=[RunDeployment(source="selected", deployment_id=target)]))
         probe = Probe.create(client, name)
         try:
             deadline = time.monotonic() + 120
-            lags = [probe.round_trip(client, deadline)]
-            assert client.read_automation(probe.automation_id).enabled
+            lags = [probe.round_trip(client, deadline)]  # follows nothing: answered
+            assert runs_of(client, target) == []
+
+            def follow() -> None:
+                with get_client(sync_client=True) as own:
+                    lags.append(probe.round_trip(own, deadline, [leader]))
+
+            # the thread's client talks to this server too (the settings are context variables)
+            waiting = threading.Thread(target=contextvars.copy_context().run, args=(follow,))
+            waiting.start()
+            waiting.join(3)
+            assert waiting.is_alive(), "the probe came back before the event it follows"
+            assert len(lags) == 1
             client.request("POST", "/events", json=[{
-                "id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(),
+                "id": leader, "occurred": datetime.now(UTC).isoformat(),
                 "event": "p14.before-probe",
                 "resource": {"prefect.resource.id": f"p14.{name}"}}]).raise_for_status()
-            lags.append(probe.round_trip(client, deadline))
+            waiting.join(120)
+            assert not waiting.is_alive() and len(lags) == 2
             back = time.monotonic()
             calm = max(PROBED_QUIET, 2 * lags[-1])
-            while client.read_automation(target).enabled and time.monotonic() - back < calm:
+            while not runs_of(client, target) and time.monotonic() - back < calm:
                 time.sleep(0.05)
-            assert not client.read_automation(target).enabled
-            assert client.read_automation(probe.automation_id).enabled
+            assert len(runs_of(client, target)) == 1
             assert all(0 < lag < 120 for lag in lags), lags
+            probe_runs = runs_of(client, probe.deployment_id)
+            assert probe_runs == [], [(r.parameters, r.state_name) for r in probe_runs]
         finally:
-            for automation in (probe.automation_id, pauser, target):
-                client.delete_automation(automation)
-        with pytest.raises(RuntimeError, match="probe automation .* is gone"):
-            probe.round_trip(client, time.monotonic() + 30)
+            probe.delete(client)
+            client.delete_automation(starter)
+            client.delete_deployment(target)
+            client.delete_flow(flow)
+        assert client.read_automations_by_name(f"unipipe chain probe {name}") == []
+        assert f"unipipe-chain-probe-{name}" not in {f.name for f in client.read_flows()}

@@ -6,8 +6,9 @@ consumer's deployment; a real ``prefect worker`` (process pool) runs both flows.
 Both pipelines are deployed with :func:`unipipe.deploy.deploy` to the server at
 ``PREFECT_API_URL`` (a harness lane's, or the process's shared one); the producer's flow runs
 are created one after the other, and after each :func:`settle` waits until the server has
-caught up with the events sent so far (a :class:`Probe` went through its triggers and actions)
-and then until every consumer run is final and no new one came for a calm window.
+reacted to the run's asset events (a :class:`Probe` that follows them went through its
+triggers and actions) and then until every consumer run is final and no new one came for a
+calm window.
 
 Engine facts (Prefect 3, installed source): the consumer's trigger is a reactive
 ``DeploymentEventTrigger`` with ``threshold: 1`` (unipipe_prefect/triggers.py ~45-50); the
@@ -26,7 +27,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,77 +53,89 @@ PROBE_RESEND = 20.0
 
 @dataclass
 class Probe:
-    """Tells when the server has dealt with every event sent before it: an automation of its
-    own whose reactive trigger expects :data:`PROBE_EVENT` on this probe's resource, and whose
-    one action pauses the automation that the event names (``PauseAutomation(source=
-    "inferred")``, prefect/server/events/actions.py ~1737 ``automation_id_to_use``).
+    """Tells when the server has reacted to given events, through the path a consumer run
+    takes: an automation whose reactive trigger expects :data:`PROBE_EVENT` on the probe's
+    resource and whose action is ``RunDeployment`` of a deployment of the probe's own, one with
+    no work pool (no worker ever runs its flow runs: they stay Scheduled).
 
-    :meth:`round_trip` sends the event and waits until the automation is paused, then resumes
-    it. The event takes the path of an asset event: ``POST /api/events`` publishes it to the
-    in-memory ``events`` topic before answering (prefect/server/api/events.py ~57-61), whose
-    subscriptions are FIFO queues (prefect/server/utilities/messaging/memory.py ~169-175
-    ``get``); the ReactiveTriggers service takes them off in order (two consume loops,
-    ``Consumer(concurrency=2)`` ~338), and a firing publishes its actions to the ``actions``
-    topic (prefect/server/events/triggers.py ~430 ``act``), where the Actions service runs
-    them through the API, as ``RunDeployment`` does. The producer's task POSTed its asset
-    events before its task run ended (runtime.emit_asset_events), so when a probe sent after
-    the producer run is final comes back, every asset event of that run was taken off the
-    queue before it, and evaluated at the latest alongside it."""
+    :meth:`round_trip` sends one probe event per event it must follow, with that event's id as
+    its ``follows``, and a fresh nonce in its payload, which the action passes on as the flow
+    run's parameter (``{{ event.payload.probe }}``, rendered by the server:
+    docs/facts/events-schedules-artifacts.md A3); it waits for those flow runs and deletes
+    them. The server's triggers service evaluates an event that follows another only once that
+    one was evaluated without error, its firings' actions already published (prefect/server/
+    events/ordering/memory.py ~188-240 ``event_is_processing``, ``wait_for_leader``: the leader
+    is marked seen after the evaluation, a failed one is retried first; triggers.py ~573
+    ``reactive_evaluation`` enters it before it evaluates). The ``actions`` topic is a FIFO
+    queue (prefect/server/utilities/messaging/memory.py ~169-175 ``get``) that the Actions
+    service takes off with two loops (``Consumer(concurrency=2)`` ~338), and each
+    ``RunDeployment`` creates its flow run through the API. So when a probe's run exists, the
+    consumer runs the followed events started were created before it or are being created
+    alongside it: :func:`settle` then waits a calm window."""
 
-    automation_id: Any
     resource: str
+    automation_id: Any
+    deployment_id: Any
+    flow_id: Any
 
     @classmethod
     def create(cls, client: Any, name: str) -> Probe:
-        from prefect.events.actions import PauseAutomation
+        """The probe's flow, deployment (no work pool) and automation on the server."""
+        from prefect.events.actions import RunDeployment
         from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
         resource = f"{PROBE_EVENT}.{name}"
+        flow_id = client.create_flow_from_name(f"unipipe-chain-probe-{name}")
+        deployment_id = client.create_deployment(flow_id=flow_id, name="probe")
         trigger = EventTrigger(expect={PROBE_EVENT}, match={"prefect.resource.id": resource},
                                posture=Posture.Reactive, threshold=1)
-        automation = AutomationCore(name=f"unipipe chain probe {name}", trigger=trigger,
-                                    actions=[PauseAutomation(source="inferred")])
-        return cls(client.create_automation(automation), resource)
+        automation_id = client.create_automation(AutomationCore(
+            name=f"unipipe chain probe {name}", trigger=trigger,
+            actions=[RunDeployment(source="selected", deployment_id=deployment_id,
+                                   parameters={"probe": "{{ event.payload.probe }}"})]))
+        return cls(resource, automation_id, deployment_id, flow_id)
 
-    def _send(self, client: Any) -> None:
+    def delete(self, client: Any) -> None:
+        client.delete_automation(self.automation_id)
+        client.delete_deployment(self.deployment_id)  # its Scheduled flow runs go with it
+        client.delete_flow(self.flow_id)
+
+    def _send(self, client: Any, nonce: str, follows: str | None) -> None:
         from uuid import uuid4
 
         from prefect.types._datetime import now
 
-        client.request("POST", "/events", json=[{
-            "id": str(uuid4()), "occurred": now("UTC").isoformat(), "event": PROBE_EVENT,
-            "resource": {"prefect.resource.id": self.resource},
-            "related": [{"prefect.resource.id": f"prefect.automation.{self.automation_id}",
-                         "prefect.resource.role": "automation"}]}]).raise_for_status()
+        event = {"id": str(uuid4()), "occurred": now("UTC").isoformat(), "event": PROBE_EVENT,
+                 "resource": {"prefect.resource.id": self.resource}, "payload": {"probe": nonce}}
+        if follows is not None:
+            event["follows"] = follows
+        client.request("POST", "/events", json=[event]).raise_for_status()
 
-    def round_trip(self, client: Any, deadline: float) -> float:
-        """Send the probe and wait until the server has run its action; the seconds that took
-        (from the first send). The automation is enabled again after."""
-        from prefect.exceptions import PrefectHTTPStatusError
+    def round_trip(self, client: Any, deadline: float, follows: Sequence[str] = ()) -> float:
+        """Send the probes (one after each event of ``follows``, or one) and wait until the
+        server has created their flow runs; the seconds that took."""
+        from uuid import uuid4
 
+        pending = {uuid4().hex: leader for leader in (list(follows) or [None])}
         start = sent = time.monotonic()
-        self._send(client)
+        for nonce, leader in pending.items():
+            self._send(client, nonce, leader)
         while True:
-            try:
-                automation = client.read_automation(self.automation_id)
-            except PrefectHTTPStatusError as exc:  # the client raises on its 404
-                if exc.response.status_code != 404:
-                    raise
-                automation = None
-            if automation is None:
-                raise RuntimeError(f"the chain's probe automation {self.automation_id} is gone")
-            if not automation.enabled:
-                break
+            for r in runs_of(client, self.deployment_id):
+                nonce = r.parameters.get("probe")
+                if nonce in pending:
+                    del pending[nonce]
+                    client.delete_flow_run(r.id)
+            if not pending:
+                return time.monotonic() - start
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the server did not answer the chain's probe "
                                    f"{self.resource} in time")
             if time.monotonic() - sent > PROBE_RESEND:
                 sent = time.monotonic()
-                self._send(client)
+                for nonce, leader in pending.items():
+                    self._send(client, nonce, leader)
             time.sleep(0.1)
-        elapsed = time.monotonic() - start
-        client.resume_automation(self.automation_id)
-        return elapsed
 
 
 @dataclass
@@ -137,9 +150,18 @@ class Deployed:
     #: the pool's :class:`Probe` (made by :func:`deployed`, deleted when it ends)
     probe: Probe | None = None
 
-    def settle(self, client: Any, deployment_id: Any, deadline: float) -> list[Any]:
-        """:func:`settle` with the pool's probe."""
-        return settle(client, deployment_id, deadline, probe=self.probe)
+    def asset_events(self, *flow_run_ids: Any) -> list[str]:
+        """The ids of the asset events the flow runs' tasks sent, from the pool's trace
+        (runtime.emit_asset_events writes them there)."""
+        from unipipe.runtime import trace
+
+        return [e["event_id"] for run in flow_run_ids for e in trace.read(self.trace, str(run))
+                if e.get("kind") == "asset-event"]
+
+    def settle(self, client: Any, deployment_id: Any, deadline: float,
+               follows: Sequence[str] = ()) -> list[Any]:
+        """:func:`settle` with the pool's probe, after the events ``follows``."""
+        return settle(client, deployment_id, deadline, probe=self.probe, follows=follows)
 
     def result(self, client: Any, ir: Pipeline, flow_run: Any,
                params: dict[str, Any]) -> RunResult:
@@ -171,13 +193,13 @@ def wait_final(client: Any, flow_run_id: Any, deadline: float) -> Any:
 
 
 def settle(client: Any, deployment_id: Any, deadline: float, quiet: float = QUIET,
-           probe: Probe | None = None) -> list[Any]:
+           probe: Probe | None = None, follows: Sequence[str] = ()) -> list[Any]:
     """Until every run of the deployment is final and no new one came for ``quiet`` s; its runs
-    then. With a ``probe``: first until the server has dealt with the events sent so far
+    then. With a ``probe``: first until the server has reacted to the events ``follows``
     (:meth:`Probe.round_trip`), then a calm window of :data:`PROBED_QUIET`, or twice the probe's
     round trip when the server is slower than that, instead of ``quiet``."""
     if probe is not None:
-        quiet = max(PROBED_QUIET, 2 * probe.round_trip(client, deadline))
+        quiet = max(PROBED_QUIET, 2 * probe.round_trip(client, deadline, follows))
     calm_since: float | None = None
     seen = -1
     while True:
@@ -234,9 +256,8 @@ def deployed(pipelines: list[Pipeline], work: Path, search_path: list[str] | Non
         with process_worker(pool, limit, env, work, work / "worker.log"):
             yield d
     finally:
-        if d.probe is not None:
-            with get_client(sync_client=True) as client:
-                client.delete_automation(d.probe.automation_id)
+        with get_client(sync_client=True) as client:
+            d.probe.delete(client)
 
 
 def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
@@ -273,7 +294,8 @@ def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]]
             fr = client.create_flow_run_from_deployment(dep_a.id, parameters=values)
             produced.append(d.result(client, producer, wait_final(client, fr.id, deadline),
                                      values))
-            new = [r for r in d.settle(client, dep_b.id, deadline) if str(r.id) not in known]
+            new = [r for r in d.settle(client, dep_b.id, deadline, d.asset_events(fr.id))
+                   if str(r.id) not in known]
             known |= {str(r.id) for r in new}
             started.append([d.result(client, consumer, r, defaults) for r in new])
     if own:

@@ -151,7 +151,9 @@ def emit_asset_events(spec: Mapping[str, Any], map_index: int | None = None, *,
     task run ends, so the event exists once its task run is Completed (``emit_event`` would queue
     it on the EventsWorker's websocket instead). Its ``related`` resources name the flow run,
     the task run and the deployment, as Prefect's own events do. Only called after an attempt
-    that succeeded (a failed attempt raises before it): a failed task updates nothing."""
+    that succeeded (a failed attempt raises before it): a failed task updates nothing. Each
+    event's id also goes to the run's trace (``UNIPIPE_TRACE_DIR``, when set), as an
+    ``asset-event`` line."""
     from uuid import uuid4
 
     from prefect import get_client
@@ -182,6 +184,12 @@ def emit_asset_events(spec: Mapping[str, Any], map_index: int | None = None, *,
     } for uri in spec["produces"]]
     with get_client(sync_client=True) as client:
         client.request("POST", "/events", json=events)
+    from unipipe.runtime import trace
+
+    for event in events:  # what a chain's probe follows (unipipe_prefect.chain.Probe)
+        trace.emit({"kind": "asset-event", "run_id": event["payload"]["run_id"],
+                    "pipeline": spec["pipeline"], "task": spec["id"], "map_index": map_index,
+                    "uri": event["payload"]["uri"], "event_id": event["id"]})
 
 
 def _attempt() -> int:

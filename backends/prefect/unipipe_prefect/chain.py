@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,9 +255,12 @@ def deployed(pipelines: list[Pipeline], work: Path, search_path: list[str] | Non
     try:
         with process_worker(pool, limit, env, work, work / "worker.log"):
             yield d
-    finally:
-        with get_client(sync_client=True) as client:
-            d.probe.delete(client)
+    except BaseException:
+        with suppress(Exception), get_client(sync_client=True) as client:
+            d.probe.delete(client)  # the error that got here is the one to see
+        raise
+    with get_client(sync_client=True) as client:
+        d.probe.delete(client)
 
 
 def run_chain(producer: Pipeline, consumer: Pipeline, runs: list[dict[str, Any]],
